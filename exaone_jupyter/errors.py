@@ -1,0 +1,16 @@
+"""The one exception type a user ever sees.
+
+Every failure a user can cause (a bad path, a truncated file, a typo in an option, no network) is
+raised as an :class:`ExaoneError` whose message is one sentence that says what to do. The UI layer
+shows that sentence and nothing else; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class ExaoneError(Exception):
+    """A failure the user can fix; ``str(err)`` is one sentence that says how."""
+
+
+class ModelBusyError(ExaoneError):
+    """Another generation holds the model (the panel's worker, or another cell)."""

@@ -1,0 +1,148 @@
+"""Random-weight GGUF models in EXAONE's format, for tests, benchmarks and the GPU check.
+
+They load and run in llama.cpp like a real EXAONE GGUF (the same tokenizer markers, chat template
+and tensor layout) but answer with noise: use them to test mechanics and measure speed, and the
+trained ``exaone-demo`` model to test answers. Needs only numpy and the ``gguf`` package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .chat.families import EXAONE3_TEMPLATE
+
+EXAONE_SPECIAL_TOKENS = (
+    "[PAD]", "[BOS]", "[|endofturn|]", "[|system|]", "[|user|]", "[|assistant|]", "[|tool|]",
+)
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character map, which llama.cpp's BPE vocabularies are written in."""
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+@dataclass(frozen=True)
+class TinyShape:
+    """The size of a generated model; the defaults make a ~100 KB model that loads in milliseconds."""
+
+    n_embd: int = 64
+    n_head: int = 4
+    n_head_kv: int = 2
+    n_ff: int = 128
+    n_layer: int = 2
+    n_ctx: int = 512
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+def write_random_gguf(
+    path: str | Path,
+    *,
+    shape: TinyShape = TinyShape(),
+    arch: str = "llama",
+    pre: str = "exaone",
+    template: str | None = EXAONE3_TEMPLATE,
+    tokenizer: bool = True,
+    dtype: str = "f32",
+    name: str = "tiny random EXAONE-format test model (not EXAONE)",
+    seed: int = 0,
+    quiet_control_tokens: bool = True,
+) -> Path:
+    """Write a loadable random-weight GGUF and return its path.
+
+    ``dtype`` is ``f32``, ``f16`` or ``q8_0`` (for realistic bytes per token). With
+    ``quiet_control_tokens`` the output rows of the special tokens are zero, so greedy decoding
+    never picks ``[|endofturn|]`` and a benchmark can ask for thousands of tokens.
+    """
+    import gguf
+
+    path = Path(path)
+    b2u = bytes_to_unicode()
+    tokens = list(EXAONE_SPECIAL_TOKENS) + [b2u[b] for b in range(256)]
+    types = [gguf.TokenType.CONTROL] * len(EXAONE_SPECIAL_TOKENS) + [gguf.TokenType.NORMAL] * 256
+    merges = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n"]  # llama.cpp rejects a BPE vocab without merges
+    for merge in merges:
+        tokens.append(merge.replace(" ", ""))
+        types.append(gguf.TokenType.NORMAL)
+    n_vocab, s = len(tokens), shape
+
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name(name)
+    w.add_context_length(s.n_ctx)
+    w.add_embedding_length(s.n_embd)
+    w.add_block_count(s.n_layer)
+    w.add_feed_forward_length(s.n_ff)
+    w.add_head_count(s.n_head)
+    w.add_head_count_kv(s.n_head_kv)
+    w.add_rope_dimension_count(s.head_dim)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(n_vocab)
+    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+    w.add_file_type(file_type)
+    if tokenizer:
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(pre)
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+        w.add_bos_token_id(BOS_ID)
+        w.add_eos_token_id(EOS_ID)
+        w.add_pad_token_id(PAD_ID)
+        w.add_add_bos_token(False)
+        w.add_add_eos_token(False)
+    if template is not None:
+        w.add_chat_template(template)
+
+    rng = np.random.default_rng(seed)
+
+    def matrix(rows: int, cols: int) -> np.ndarray:
+        return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02)
+
+    def add(name: str, data: np.ndarray) -> None:
+        if data.ndim == 2 and dtype == "q8_0" and data.shape[1] % 32 == 0:
+            q = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        elif data.ndim == 2 and dtype in ("f16", "q8_0"):
+            w.add_tensor(name, data.astype(np.float16))
+        else:
+            w.add_tensor(name, data)  # norms stay f32, as llama.cpp's converter writes them
+
+    hd = s.head_dim
+    add("token_embd.weight", matrix(n_vocab, s.n_embd))
+    for i in range(s.n_layer):
+        add(f"blk.{i}.attn_norm.weight", np.ones(s.n_embd, np.float32))
+        add(f"blk.{i}.attn_q.weight", matrix(s.n_head * hd, s.n_embd))
+        add(f"blk.{i}.attn_k.weight", matrix(s.n_head_kv * hd, s.n_embd))
+        add(f"blk.{i}.attn_v.weight", matrix(s.n_head_kv * hd, s.n_embd))
+        add(f"blk.{i}.attn_output.weight", matrix(s.n_embd, s.n_head * hd))
+        add(f"blk.{i}.ffn_norm.weight", np.ones(s.n_embd, np.float32))
+        add(f"blk.{i}.ffn_gate.weight", matrix(s.n_ff, s.n_embd))
+        add(f"blk.{i}.ffn_up.weight", matrix(s.n_ff, s.n_embd))
+        add(f"blk.{i}.ffn_down.weight", matrix(s.n_embd, s.n_ff))
+    add("output_norm.weight", np.ones(s.n_embd, np.float32))
+    output = matrix(n_vocab, s.n_embd)
+    if quiet_control_tokens:
+        output[: len(EXAONE_SPECIAL_TOKENS)] = 0.0
+    add("output.weight", output)
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
