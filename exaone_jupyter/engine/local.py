@@ -1,0 +1,387 @@
+"""The local engine: llama-cpp-python loads the GGUF, our own token loop streams the reply.
+
+Why not ``create_chat_completion(stream=True)``: it re-detokenizes a growing tail on every token,
+so its cost per token grows with the reply (598 -> 9 tokens/s from 50 to 800 tokens on a tiny
+model). This loop decodes one token, samples with llama.cpp's sampler chain, and turns the token
+into text through a per-token byte cache and an incremental UTF-8 decoder: constant work per
+token. It also owns the KV cache bookkeeping, so a follow-up turn evaluates only its new tokens.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from ..errors import ExaoneError, ModelBusyError
+from ..model.gguf_check import GGUFInfo
+from . import llama_log
+from .backend import Request, Sampling
+from .offload import GpuInfo, OffloadPlan, plan_offload
+from .reply import Reply
+
+DEFAULT_MAX_CTX = 4096
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Settings that need a reload to change. A misspelled name is an error, never ignored."""
+
+    n_ctx: int | None = None  # default: the smaller of the model's context and 4096
+    gpu_layers: str | int = "auto"
+    n_threads: int | None = None  # default: llama-cpp-python's (half the cores)
+    n_batch: int = 512
+    flash_attn: bool = False
+    use_mmap: bool = True
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "LoadOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ExaoneError(f"Unknown load option {unknown[0]!r}; the options are "
+                              f"{', '.join(sorted(known))}.")
+        opts = cls(**{k: v for k, v in options.items() if v is not None})
+        for name in ("n_ctx", "n_threads", "n_batch"):
+            value = getattr(opts, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ExaoneError(f"{name} must be a whole number of 1 or more, not {value!r}.")
+        return opts
+
+
+def probe_gpu() -> GpuInfo:
+    """What this llama.cpp build can offload to, with the first GPU's free memory."""
+    import llama_cpp
+
+    if not llama_cpp.llama_supports_gpu_offload():
+        return GpuInfo(False)
+    try:  # ggml's device registry: works for CUDA, Metal, Vulkan and ROCm alike
+        lib_dir = Path(llama_cpp.__file__).parent / "lib"
+        ggml = _load_lib(lib_dir, "ggml")
+        base = _load_lib(lib_dir, "ggml-base")
+        ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
+        ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+        base.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+        base.ggml_backend_dev_description.restype = ctypes.c_char_p
+        base.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
+        base.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                                                 ctypes.POINTER(ctypes.c_size_t)]
+        for i in range(ggml.ggml_backend_dev_count()):
+            dev = ggml.ggml_backend_dev_get(i)
+            if base.ggml_backend_dev_type(dev) in (1, 2):  # GPU, integrated GPU
+                free, total = ctypes.c_size_t(), ctypes.c_size_t()
+                base.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+                name = base.ggml_backend_dev_description(dev).decode("utf-8", "replace")
+                return GpuInfo(True, name, free.value or None, total.value or None)
+    except (OSError, AttributeError):
+        pass
+    return GpuInfo(True)
+
+
+def _load_lib(lib_dir: Path, stem: str) -> ctypes.CDLL:
+    for name in (f"lib{stem}.so", f"lib{stem}.dylib", f"{stem}.dll"):
+        if (lib_dir / name).exists():
+            return ctypes.CDLL(str(lib_dir / name))
+    raise OSError(f"{stem} not found in {lib_dir}")
+
+
+class LocalBackend:
+    """One GGUF loaded in llama.cpp, with the KV cache of the conversation so far."""
+
+    renders_template = True
+
+    def __init__(self, info: GGUFInfo, options: LoadOptions = LoadOptions(), *,
+                 gpu: GpuInfo | None = None) -> None:
+        import llama_cpp
+
+        llama_log.install()
+        self.info = info
+        self.options = options
+        self.notices: list[str] = []
+        self.n_ctx = self._choose_n_ctx(info, options.n_ctx)
+        self.gpu = gpu if gpu is not None else probe_gpu()
+        self.plan: OffloadPlan = plan_offload(
+            options.gpu_layers, layer_bytes=info.layer_bytes, head_bytes=info.other_bytes,
+            kv_bytes_per_layer=_kv_bytes_per_layer(info, self.n_ctx), gpu=self.gpu)
+        if self.plan.notice:
+            self.notices.append(self.plan.notice)
+
+        position = llama_log.mark()
+        started = time.perf_counter()
+        n_gpu = -1 if self.plan.n_gpu_layers == info.n_layers else self.plan.n_gpu_layers
+        kwargs: dict[str, Any] = dict(
+            model_path=str(info.path), n_ctx=self.n_ctx, n_gpu_layers=n_gpu,
+            n_batch=min(options.n_batch, self.n_ctx), flash_attn=options.flash_attn,
+            use_mmap=options.use_mmap, seed=random.SystemRandom().getrandbits(32), verbose=False)
+        if options.n_threads:
+            kwargs.update(n_threads=options.n_threads, n_threads_batch=options.n_threads)
+        try:
+            self._llm = llama_cpp.Llama(**kwargs)
+        except (ValueError, RuntimeError, OSError) as err:
+            reason = llama_log.last_error(position) or str(err)
+            raise ExaoneError(f"llama.cpp could not load {info.path.name}: {reason.rstrip('.')}; "
+                              "check that the file is a complete GGUF of a supported model.") from None
+        self.load_s = time.perf_counter() - started
+        self.gpu_layers_llama = _offloaded_from_log(llama_log.since(position, 2))
+
+        self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        self._n_batch = self._llm.n_batch
+        self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._pieces: dict[int, bytes] = {}
+        self._kv_ids: list[int] = []  # the tokens whose keys and values sit in the cache
+        self._lock = threading.Lock()
+        self._closed = False
+        self.eos_text = self.token_text(self._llm.token_eos())
+        self._stop_ids = self._end_of_turn_ids()
+        self.name = "llama.cpp"
+
+    # -- facts ----------------------------------------------------------------------------------
+    @staticmethod
+    def _choose_n_ctx(info: GGUFInfo, requested: int | None) -> int:
+        if requested is None:
+            return min(info.context_length, DEFAULT_MAX_CTX)
+        if requested > info.context_length:
+            raise ExaoneError(f"n_ctx={requested} is more than {info.path.name} was trained for "
+                              f"({info.context_length} tokens); use at most {info.context_length}.")
+        return requested
+
+    def _end_of_turn_ids(self) -> frozenset[int]:
+        """EOS plus ``[|endofturn|]`` when it is one special token, whatever EOS the file names."""
+        ids = {self._llm.token_eos()}
+        marker = self.tokenize("[|endofturn|]", special=True)
+        if len(marker) == 1:
+            ids.add(marker[0])
+        return frozenset(i for i in ids if i >= 0)
+
+    def describe(self) -> dict[str, Any]:
+        import llama_cpp
+
+        info = self.info
+        return {
+            "backend": "llama.cpp (local)",
+            "model": info.name, "path": str(info.path), "architecture": info.architecture,
+            "parameters": info.n_params, "quantization": info.quantization,
+            "file_size": info.file_size, "context": self.n_ctx,
+            "trained_context": info.context_length, "layers": info.n_layers,
+            "gpu_layers": self.plan.n_gpu_layers, "gpu_layers_reason": self.plan.reason,
+            "gpu_layers_llama": self.gpu_layers_llama,
+            "gpu_support": self.gpu.supports_offload, "gpu": self.gpu.name,
+            "gpu_free_bytes": self.gpu.free_bytes,
+            "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
+            "load_s": self.load_s, "eos": self.eos_text,
+        }
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        """Token ids for ``text``; ``special=False`` keeps marker strings as plain text."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+    def token_text(self, token: int) -> str:
+        return self._llm._model.token_get_text(token)
+
+    def is_control(self, token: int) -> bool:
+        import llama_cpp
+        return bool(llama_cpp.llama_vocab_get_attr(self._vocab, token)
+                    & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED))
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return b"".join(self._piece(t) for t in ids).decode("utf-8", "replace")
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            import llama_cpp
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf,
+                                               len(self._piece_buf), 0, False)
+            piece = self._piece_buf.raw[:max(n, 0)]
+            self._pieces[token] = piece
+        return piece
+
+    # -- generation -----------------------------------------------------------------------------
+    def stream(self, request: Request) -> Reply:
+        ids = list(request.prompt_ids or ())
+        if not ids:
+            raise ExaoneError("The prompt is empty; write something to ask.")
+        if len(ids) >= self.n_ctx:
+            raise ExaoneError(f"The prompt is {len(ids)} tokens but the context holds {self.n_ctx}; "
+                              "shorten it, or load the model with a larger n_ctx.")
+        if self._closed:
+            raise ExaoneError("This model was unloaded; load it again with `%exaone load`.")
+        return Reply(lambda reply: self._generate(reply, ids, request.sampling),
+                     prompt_tokens=len(ids), n_ctx=self.n_ctx, model=self.info.name)
+
+    def _generate(self, reply: Reply, ids: list[int], sampling: Sampling) -> Iterator[str]:
+        import llama_cpp
+
+        if not self._lock.acquire(blocking=False):
+            raise ModelBusyError("The model is busy with another reply; wait for it to finish "
+                                 "or press Stop.")
+        stats, ctx = reply.stats, self._llm.ctx
+        chain = self._sampler_chain(sampling, ids)
+        started = time.perf_counter()
+        decoded = 0  # decode steps of the reply (the last sampled token is never decoded)
+        try:
+            position = self._reuse_prefix(ids)
+            todo = ids[position:]
+            stats.prompt_tokens_evaluated = len(todo)
+            for start in range(0, len(todo), self._n_batch):
+                if reply.stop_requested:
+                    stats.finish_reason = "interrupted"
+                    return
+                chunk = todo[start:start + self._n_batch]
+                self._decode(chunk, position)
+                position += len(chunk)
+            prompt_done = time.perf_counter()
+            stats.prompt_tok_s = len(todo) / max(prompt_done - started, 1e-9)
+            llama_cpp.llama_perf_context_reset(ctx)  # from here the counters see decoding only
+
+            utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+            while True:
+                token = llama_cpp.llama_sampler_sample(chain, ctx, -1)
+                if token in self._stop_ids or llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    stats.finish_reason = "stop"
+                    break
+                stats.completion_tokens += 1
+                if stats.ttft_s is None:
+                    stats.ttft_s = time.perf_counter() - started
+                text = utf8.decode(self._piece(token))
+                if text:
+                    yield text
+                if stats.completion_tokens >= sampling.max_tokens:
+                    stats.finish_reason = "length"
+                    break
+                if position + 1 >= self.n_ctx:
+                    stats.finish_reason = "length"
+                    reply.note = (f"The reply filled the {self.n_ctx}-token context; start a new "
+                                  "conversation or load the model with a larger n_ctx.")
+                    break
+                if reply.stop_requested:
+                    stats.finish_reason = "interrupted"
+                    break
+                self._decode([token], position)
+                position += 1
+                decoded += 1
+            tail = utf8.decode(b"", final=True)
+            if tail:
+                yield tail
+        except KeyboardInterrupt:
+            stats.finish_reason = "interrupted"
+        finally:
+            stats.total_s = time.perf_counter() - started
+            if decoded:
+                perf = llama_cpp.llama_perf_context(ctx)
+                if perf.t_eval_ms > 0:
+                    stats.decode_tok_s = decoded / (perf.t_eval_ms / 1000)
+            if stats.finish_reason is None:
+                stats.finish_reason = "interrupted"
+            llama_cpp.llama_sampler_free(chain)
+            self._lock.release()
+
+    def _reuse_prefix(self, ids: list[int]) -> int:
+        """Keep the cached tokens ``ids`` starts with, drop the rest; returns how many were kept.
+
+        The cache itself is the truth (``seq_pos_max``): an interrupt may have landed between a
+        decode and our bookkeeping, so the list is trimmed to what llama.cpp really holds.
+        """
+        import llama_cpp
+
+        memory = llama_cpp.llama_get_memory(self._llm.ctx)
+        in_cache = llama_cpp.llama_memory_seq_pos_max(memory, 0) + 1
+        known = self._kv_ids[:max(in_cache, 0)]
+        keep = 0
+        for cached, new in zip(known, ids):
+            if cached != new:
+                break
+            keep += 1
+        if keep == len(ids):
+            keep -= 1  # decode the last prompt token again: its logits pick the first token
+        if not llama_cpp.llama_memory_seq_rm(memory, 0, keep, -1):
+            llama_cpp.llama_memory_clear(memory, True)  # e.g. sliding-window caches
+            keep = 0
+        self._kv_ids = ids[:keep]
+        return keep
+
+    def _decode(self, tokens: Sequence[int], position: int) -> None:
+        import llama_cpp
+
+        batch = self._batch
+        n = len(tokens)
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = position + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = i == n - 1
+        batch.n_tokens = n
+        code = llama_cpp.llama_decode(self._llm.ctx, batch)
+        if code != 0:
+            raise ExaoneError(f"llama.cpp failed to evaluate the prompt (llama_decode returned "
+                              f"{code}); start a new conversation with --new and try again.")
+        self._kv_ids.extend(tokens)
+
+    def _sampler_chain(self, s: Sampling, prompt: Sequence[int]):
+        import llama_cpp
+
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
+        if s.temperature == 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+            return chain
+        if s.repeat_penalty != 1.0:
+            add(llama_cpp.llama_sampler_init_penalties(
+                llama_cpp.llama_vocab_n_tokens(self._vocab), 64, s.repeat_penalty, 0.0, 0.0))
+        if s.top_k > 0:
+            add(llama_cpp.llama_sampler_init_top_k(s.top_k))
+        if s.top_p < 1.0:
+            add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
+        add(llama_cpp.llama_sampler_init_temp(s.temperature))
+        seed = s.seed if s.seed is not None else random.SystemRandom().getrandbits(32)
+        add(llama_cpp.llama_sampler_init_dist(seed))
+        for token in prompt[-64:]:  # the repetition penalty looks back into the prompt too
+            llama_cpp.llama_sampler_accept(chain, token)
+        return chain
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Free the model and its context (the weights' memory, on the GPU too)."""
+        if self._closed:
+            return
+        with self._lock:
+            import llama_cpp
+            self._closed = True
+            llama_cpp.llama_batch_free(self._batch)
+            self._llm.close()
+
+    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _kv_bytes_per_layer(info: GGUFInfo, n_ctx: int) -> int:
+    head_dim = info.n_embd // max(info.n_head, 1)
+    return 2 * n_ctx * info.n_head_kv * head_dim * 2  # keys and values, f16
+
+
+def _offloaded_from_log(lines: list[str]) -> int | None:
+    """llama.cpp's own count from "offloaded N/M layers to GPU" (printed on GPU builds only)."""
+    for line in lines:
+        if "offloaded" in line and "layers to GPU" in line:
+            try:
+                return int(line.split("offloaded", 1)[1].split("/", 1)[0])
+            except ValueError:
+                return None
+    return None
+
+
+def default_threads() -> int:
+    return max(1, (os.cpu_count() or 2) // 2)

@@ -1,0 +1,112 @@
+"""A Reply: the text pieces of one generation as they arrive, then its figures.
+
+The consumer pulls pieces (``for piece in reply``), so generation runs in the consumer's thread
+and Ctrl-C lands between tokens. ``stop()`` may be called from any thread; either way the reply
+ends cleanly with the partial text kept and ``finish_reason == "interrupted"``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
+
+
+@dataclass
+class Stats:
+    """The figures of one reply. Rates are None until there is something to divide."""
+
+    prompt_tokens: int = 0
+    prompt_tokens_evaluated: int = 0  # after prefix reuse: what the engine really computed
+    completion_tokens: int = 0
+    ttft_s: float | None = None
+    prompt_tok_s: float | None = None
+    decode_tok_s: float | None = None
+    total_s: float = 0.0
+    finish_reason: str | None = None  # "stop", "length", "interrupted", "error"
+    n_ctx: int = 0
+    rate_source: str = "llama.cpp"  # where decode_tok_s comes from: llama.cpp, server, client
+
+    @property
+    def context_used(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Reply:
+    """Iterable text pieces of one generation; ``.text`` and ``.stats`` fill in as it runs."""
+
+    def __init__(self, pieces: Callable[["Reply"], Iterator[str]], *, prompt_tokens: int = 0,
+                 n_ctx: int = 0, model: str = "") -> None:
+        self.stats = Stats(prompt_tokens=prompt_tokens, n_ctx=n_ctx)
+        self.model = model
+        self.note: str | None = None  # one sentence the UI should show (e.g. context full)
+        self.error: str | None = None  # set when the engine failed mid-reply
+        self._parts: list[str] = []
+        self._stop = threading.Event()
+        self._started = time.perf_counter()
+        self._source = pieces(self)
+        self._done = False
+
+    # -- consuming ----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[str]:
+        while not self._done:
+            try:
+                piece = next(self._source)
+            except StopIteration:
+                self._done = True
+                break
+            except KeyboardInterrupt:
+                self.stop()
+                self.close()
+                break
+            self._parts.append(piece)
+            yield piece
+
+    def consume(self) -> "Reply":
+        """Run to the end without a consumer; returns self (for scripts and tests)."""
+        for _ in self:
+            pass
+        return self
+
+    def stop(self) -> None:
+        """Ask the engine to end after the current token; safe from any thread."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        """End now (e.g. after Ctrl-C landed in the consumer): finish the figures, keep the text."""
+        if not self._done:
+            self._stop.set()
+            try:  # let the engine's loop see the stop flag and finish its figures
+                for piece in self._source:
+                    self._parts.append(piece)
+            except KeyboardInterrupt:
+                self._source.close()
+            self._done = True
+        if self.stats.finish_reason is None:
+            self.stats.finish_reason = "interrupted"
+
+    # -- reading ------------------------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self._started
+
+    def __repr__(self) -> str:
+        head = self.text[:40].replace("\n", " ")
+        return (f"<Reply {self.stats.completion_tokens} tokens, {self.stats.finish_reason}: "
+                f"{head!r}{'...' if len(self.text) > 40 else ''}>")

@@ -1,0 +1,162 @@
+"""Read and validate a GGUF's header and metadata before llama.cpp sees the file.
+
+llama.cpp aborts the whole process on some malformed files, and with ``verbose=False`` reports
+the rest as "Failed to load model". Reading the file with the ``gguf`` package first lets every
+problem a user can cause end in one sentence, and gives ``%exaone info`` its facts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ExaoneError
+
+_HEADER_BYTES = 24  # magic, version, tensor count, metadata count
+_REDOWNLOAD = "delete it and download or convert it again"
+
+
+@dataclass(frozen=True)
+class GGUFInfo:
+    """What a GGUF says about itself."""
+
+    path: Path
+    file_size: int
+    architecture: str
+    name: str
+    n_params: int
+    quantization: str
+    context_length: int
+    n_layers: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    chat_template: str | None
+    eos_token_id: int | None
+    tokenizer_pre: str | None
+    layer_bytes: list[int] = field(repr=False)  # bytes of blk.N tensors, per layer
+    other_bytes: int = 0  # embeddings, output head, norms
+
+    @property
+    def is_exaone_arch(self) -> bool:
+        return self.architecture in ("exaone", "exaone4", "exaone-moe") or "exaone" in self.name.lower()
+
+
+def known_architectures() -> set[str]:
+    import gguf
+    return set(gguf.MODEL_ARCH_NAMES.values())
+
+
+def read_gguf(path: str | os.PathLike) -> GGUFInfo:
+    """Validate ``path`` and describe it; raises ExaoneError with one sentence when it is unusable."""
+    path = Path(path)
+    shown = path.name
+    if not path.exists():
+        raise ExaoneError(f"There is no file at {path}; check the path, or name a model from "
+                          "`%exaone models`.")
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.gguf"))[:3]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise ExaoneError(f"{path} is a directory{hint}; give the path of the .gguf file itself.")
+    size = path.stat().st_size
+    if size == 0:
+        raise ExaoneError(f"{shown} is empty (0 bytes), probably an interrupted download; {_REDOWNLOAD}.")
+    with open(path, "rb") as f:
+        head = f.read(_HEADER_BYTES)
+    if head[:4] != b"GGUF":
+        raise ExaoneError(f"{shown} is not a GGUF file (it does not start with 'GGUF'); download a "
+                          ".gguf model, or convert a checkpoint with llama.cpp's convert_hf_to_gguf.py.")
+    if len(head) < _HEADER_BYTES:
+        raise ExaoneError(f"{shown} is truncated inside its header ({size} bytes); {_REDOWNLOAD}.")
+
+    import gguf
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as err:  # the reader raises ValueError, IndexError, UnicodeError... on bad bytes
+        raise ExaoneError(f"{shown} is truncated or corrupt: its metadata or tensor table cannot be "
+                          f"read ({_short(err)}); {_REDOWNLOAD}.") from None
+
+    def value(key: str, default=None):
+        f = reader.fields.get(key)
+        if f is None or not f.types:
+            return default
+        try:
+            return f.contents()
+        except Exception:
+            raise ExaoneError(f"{shown} has a corrupt metadata value for {key}; {_REDOWNLOAD}.") from None
+
+    end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
+    if end > size:
+        raise ExaoneError(f"{shown} is truncated: its tensors need {end:,} bytes but the file has "
+                          f"{size:,}; {_REDOWNLOAD}.")
+
+    arch = value("general.architecture")
+    if not isinstance(arch, str) or not arch:
+        raise ExaoneError(f"{shown} has no general.architecture, so it is not a model llama.cpp can "
+                          "load; use a GGUF converted by llama.cpp.")
+    if arch not in known_architectures():
+        raise ExaoneError(f"{shown} has the architecture '{arch}', which this llama.cpp build does not "
+                          "know; use a GGUF of a supported architecture (EXAONE uses llama, exaone "
+                          "or exaone4) or upgrade llama-cpp-python.")
+    if value("tokenizer.ggml.model") is None or "tokenizer.ggml.tokens" not in reader.fields:
+        raise ExaoneError(f"{shown} has no tokenizer; convert the model again with llama.cpp's "
+                          "convert_hf_to_gguf.py, which embeds it.")
+    n_layers = value(f"{arch}.block_count")
+    n_embd = value(f"{arch}.embedding_length")
+    n_ctx = value(f"{arch}.context_length")
+    for key, v in ((f"{arch}.block_count", n_layers), (f"{arch}.embedding_length", n_embd),
+                   (f"{arch}.context_length", n_ctx)):
+        if not isinstance(v, int) or v <= 0:
+            raise ExaoneError(f"{shown} lacks a valid {key}; {_REDOWNLOAD}.")
+
+    layer_bytes = [0] * n_layers
+    other = 0
+    for t in reader.tensors:
+        parts = t.name.split(".")
+        if parts[0] == "blk" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < n_layers:
+            layer_bytes[int(parts[1])] += int(t.n_bytes)
+        else:
+            other += int(t.n_bytes)
+
+    template = value("tokenizer.chat_template")
+    eos = value("tokenizer.ggml.eos_token_id")
+    return GGUFInfo(
+        path=path.resolve(), file_size=size, architecture=arch,
+        name=str(value("general.name", path.stem)),
+        n_params=sum(int(t.n_elements) for t in reader.tensors),
+        quantization=_quantization(value("general.file_type"), reader.tensors),
+        context_length=n_ctx, n_layers=n_layers, n_embd=n_embd,
+        n_head=_int(value(f"{arch}.attention.head_count"), 1),
+        n_head_kv=_int(value(f"{arch}.attention.head_count_kv"),
+                       _int(value(f"{arch}.attention.head_count"), 1)),
+        chat_template=template if isinstance(template, str) and template else None,
+        eos_token_id=eos if isinstance(eos, int) else None,
+        tokenizer_pre=value("tokenizer.ggml.pre"),
+        layer_bytes=layer_bytes, other_bytes=other,
+    )
+
+
+def _int(v, default: int) -> int:
+    # head counts may be per-layer arrays in some architectures; the first layer stands for all
+    if isinstance(v, list) and v:
+        v = v[0]
+    return v if isinstance(v, int) and v > 0 else default
+
+
+def _quantization(file_type, tensors) -> str:
+    import gguf
+    if isinstance(file_type, int):
+        try:
+            name = gguf.LlamaFileType(file_type).name
+            return name.replace("MOSTLY_", "").replace("ALL_", "")
+        except ValueError:
+            pass
+    counts = Counter(t.tensor_type.name for t in tensors if len(t.shape) > 1)
+    return counts.most_common(1)[0][0] if counts else "unknown"
+
+
+def _short(err: Exception) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[:80]
