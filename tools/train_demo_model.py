@@ -1,6 +1,6 @@
 """Train ``exaone-demo``: a tiny EXAONE-format GGUF that really answers a fixed set of dialogues.
 
-It is not EXAONE. It is a ~0.7M-parameter llama-architecture model that memorised the dialogues in
+It is not EXAONE. It is a ~0.8M-parameter llama-architecture model that memorised the dialogues in
 ``exaone_jupyter/data/demo_dialogues.json`` (Korean and English, rendered through the EXAONE 3.0
 chat template), so that the extension, its tests and its notebooks can show real, reproducible
 answers offline in milliseconds. The pipeline:
@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"logits: max |torch - llama.cpp| = {diff:.2e} over {len(probe)} dialogues")
     exact = check_answers(args.out, dialogues, tpl, cfg.n_ctx)
     print(f"wrote {args.out} ({size / 1e6:.2f} MB, {n_params:,} parameters, trained {seconds:.1f}s, "
-          f"total {time.perf_counter() - t_start:.1f}s)")
+          f"min answer margin {min_margin:.2f}, total {time.perf_counter() - t_start:.1f}s)")
     if diff > 1e-2 or exact < 0:
         print("CHECK FAILED", file=sys.stderr)
         return 1
