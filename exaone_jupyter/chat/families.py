@@ -8,6 +8,7 @@ default system prompt to use and how the model marks its reasoning.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 
 LG_SYSTEM_PROMPT = "You are EXAONE model from LG AI Research, a helpful assistant."
 
@@ -44,9 +45,14 @@ class Family:
     reasoning_tags: tuple[str, str] | None
 
 
+# EXAONE 4.0's chat_template.jinja as LG ships it (tools, <think> reasoning, {%- continue %}).
+EXAONE4_TEMPLATE = (resources.files(__package__) / "templates" / "exaone4.jinja").read_text("utf-8")
+
 EXAONE3 = Family("exaone3", EXAONE3_TEMPLATE, LG_SYSTEM_PROMPT, None)
+# LG advises no system prompt for Deep; 4.0 works without one.
 EXAONE_DEEP = Family("exaone-deep", EXAONE_DEEP_TEMPLATE, None, ("<thought>", "</thought>"))
-FAMILIES = {f.name: f for f in (EXAONE3, EXAONE_DEEP)}
+EXAONE4 = Family("exaone4", EXAONE4_TEMPLATE, None, ("<think>", "</think>"))
+FAMILIES = {f.name: f for f in (EXAONE3, EXAONE_DEEP, EXAONE4)}
 
 
 def detect_family(template: str | None) -> Family | None:
@@ -55,6 +61,6 @@ def detect_family(template: str | None) -> Family | None:
         return None
     if "<thought>" in template:
         return EXAONE_DEEP
-    if "exaone4" in FAMILIES and ("[|tool|]" in template or "enable_thinking" in template):
-        return FAMILIES["exaone4"]
+    if "[|tool|]" in template or "enable_thinking" in template:
+        return EXAONE4
     return EXAONE3

@@ -136,10 +136,12 @@ class LocalBackend:
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
+        self._control_texts: list[str] | None = None
         self._kv_ids: list[int] = []  # the tokens whose keys and values sit in the cache
         self._lock = threading.Lock()
         self._closed = False
         self.eos_text = self.token_text(self._llm.token_eos())
+        self.bos_text = self.token_text(self._llm.token_bos())
         self._stop_ids = self._end_of_turn_ids()
         self.name = "llama.cpp"
 
@@ -183,6 +185,17 @@ class LocalBackend:
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         """Token ids for ``text``; ``special=False`` keeps marker strings as plain text."""
         return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+    def control_token_texts(self) -> list[str]:
+        """The strings llama.cpp turns into control tokens (role markers, end of turn...)."""
+        if self._control_texts is None:
+            import llama_cpp
+            n = llama_cpp.llama_vocab_n_tokens(self._vocab)
+            self._control_texts = [
+                self.token_text(t) for t in range(n)
+                if llama_cpp.llama_vocab_get_attr(self._vocab, t) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL]
+            self._control_texts = [t for t in self._control_texts if t]
+        return self._control_texts
 
     def token_text(self, token: int) -> str:
         return self._llm._model.token_get_text(token)

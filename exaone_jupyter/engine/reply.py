@@ -45,11 +45,25 @@ class Reply:
         self.model = model
         self.note: str | None = None  # one sentence the UI should show (e.g. context full)
         self.error: str | None = None  # set when the engine failed mid-reply
+        self.thinking_opened = False  # the prompt opened a reasoning block (<think>, <thought>)
         self._parts: list[str] = []
         self._stop = threading.Event()
         self._started = time.perf_counter()
         self._source = pieces(self)
         self._done = False
+        self._on_finish: list[Callable[["Reply"], None]] = []
+
+    def on_finish(self, callback: Callable[["Reply"], None]) -> None:
+        """Call ``callback(reply)`` once when the reply has ended, however it ended."""
+        self._on_finish.append(callback)
+
+    def _finish(self) -> None:
+        self._done = True
+        if self.stats.finish_reason is None:
+            self.stats.finish_reason = "interrupted"
+        callbacks, self._on_finish = self._on_finish, []
+        for callback in callbacks:
+            callback(self)
 
     # -- consuming ----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[str]:
@@ -57,12 +71,16 @@ class Reply:
             try:
                 piece = next(self._source)
             except StopIteration:
-                self._done = True
+                self._finish()
                 break
             except KeyboardInterrupt:
-                self.stop()
                 self.close()
                 break
+            except BaseException as err:
+                self.error = str(err) or type(err).__name__
+                self.stats.finish_reason = "error"
+                self._finish()
+                raise
             self._parts.append(piece)
             yield piece
 
@@ -82,16 +100,16 @@ class Reply:
 
     def close(self) -> None:
         """End now (e.g. after Ctrl-C landed in the consumer): finish the figures, keep the text."""
-        if not self._done:
-            self._stop.set()
-            try:  # let the engine's loop see the stop flag and finish its figures
-                for piece in self._source:
-                    self._parts.append(piece)
-            except KeyboardInterrupt:
-                self._source.close()
-            self._done = True
-        if self.stats.finish_reason is None:
-            self.stats.finish_reason = "interrupted"
+        if self._done:
+            return
+        self._stop.set()
+        try:  # let the engine's loop see the stop flag and finish its figures
+            for piece in self._source:
+                self._parts.append(piece)
+        except KeyboardInterrupt:
+            self._source.close()
+        finally:
+            self._finish()
 
     # -- reading ------------------------------------------------------------------------------
     @property

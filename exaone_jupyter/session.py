@@ -1,0 +1,226 @@
+"""The one loaded model and the current conversation, shared by the magics and the panel.
+
+Everything a UI does goes through here: load a model, ask a question, read the figures. The UI
+layers never touch llama_cpp, and this layer never touches IPython.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .chat.conversation import Conversation
+from .chat.template import ChatTemplate, Prompt
+from .engine.backend import Backend, Request, Sampling
+from .engine.reply import Reply
+from .errors import ExaoneError
+from .model import catalog
+
+MODEL_ENV = "EXAONE_JUPYTER_MODEL"
+
+
+@dataclass
+class Turn:
+    """A question ready to send: the prompt, and what the UI should tell the user first."""
+
+    question: str
+    messages: list[dict]
+    prompt: Prompt | None  # None for servers, which apply their own template
+    sampling: Sampling
+    think: bool
+    remember: bool
+    notes: list[str] = field(default_factory=list)
+
+
+class Session:
+    def __init__(self) -> None:
+        self.backend: Backend | None = None
+        self.template: ChatTemplate | None = None
+        self.conversation = Conversation()
+        self.last_reply: Reply | None = None
+        self.model_spec: str | None = None
+        self._load_key: tuple | None = None
+        self._system_set_by_user = False
+
+    # -- models ---------------------------------------------------------------------------------
+    @staticmethod
+    def default_spec(configured: str | None = None) -> str:
+        """The env variable, else the configured model, else the catalog default."""
+        return os.environ.get(MODEL_ENV) or configured or catalog.DEFAULT_ALIAS
+
+    def load(self, spec: str | None = None, *, file_glob: str | None = None,
+             **options: Any) -> list[str]:
+        """Load ``spec`` (same spec and options: nothing to do); returns notices to show."""
+        from .engine.local import LoadOptions, LocalBackend
+        from .model.gguf_check import read_gguf
+        from .model.resolve import resolve
+
+        spec = spec or self.default_spec()
+        load_options = LoadOptions.from_options(**options)
+        key = (spec, file_glob, load_options)
+        if key == self._load_key and self.backend is not None:
+            return []
+        resolved = resolve(spec, file_glob=file_glob)
+        info = read_gguf(resolved.path)
+        self.unload()  # free the old weights before the new ones take memory
+        backend = LocalBackend(info, load_options)
+        template = ChatTemplate.for_model(
+            info.chat_template, family_hint=resolved.family_hint or _family_of_arch(info.architecture),
+            bos_token=backend.bos_text, eos_token=backend.eos_text,
+            model_name=info.path.name)
+        self._attach(backend, template, spec)
+        self._load_key = key
+        notices = list(backend.notices)
+        if template.notice:
+            notices.append(template.notice)
+        if not info.is_exaone_arch and template.family is None:
+            notices.append(f"{info.name} is not an EXAONE model (architecture {info.architecture}); "
+                           "it loads, but its template is not one this package knows.")
+        return notices
+
+    def attach(self, backend: Backend, template: ChatTemplate | None, spec: str) -> None:
+        """Use an engine made elsewhere (the remote backend); the conversation stays."""
+        self.unload()
+        self._attach(backend, template, spec)
+
+    def _attach(self, backend: Backend, template: ChatTemplate | None, spec: str) -> None:
+        self.backend, self.template, self.model_spec = backend, template, spec
+        if not self._system_set_by_user:
+            self.conversation.system = template.default_system if template else None
+
+    def unload(self) -> bool:
+        """Free the loaded model; the conversation stays. Returns whether one was loaded."""
+        if self.backend is None:
+            return False
+        self.backend.close()
+        self.backend, self.template, self._load_key = None, None, None
+        return True
+
+    def require_backend(self) -> Backend:
+        if self.backend is None:
+            raise ExaoneError("No model is loaded; run `%exaone load exaone-demo` (offline) or "
+                              "`%exaone load` for the default EXAONE model.")
+        return self.backend
+
+    # -- conversation ---------------------------------------------------------------------------
+    def set_system(self, text: str | None) -> None:
+        self.conversation.system = text or None
+        self._system_set_by_user = True
+
+    def reset(self) -> None:
+        self.conversation.reset()
+
+    def restore(self, path: str) -> Conversation:
+        self.conversation = Conversation.load(path)  # a bad file raises before anything changes
+        self._system_set_by_user = True
+        return self.conversation
+
+    # -- asking ---------------------------------------------------------------------------------
+    def prepare(self, question: str, sampling: Sampling, *, system: str | None = None,
+                new: bool = False, history: bool = True, think: bool = False) -> Turn:
+        """Build the prompt for ``question``; nothing is generated or remembered yet."""
+        backend = self.require_backend()
+        if not question.strip():
+            raise ExaoneError("The message is empty; write a question in the cell.")
+        if new:
+            self.conversation.reset()
+        if system is not None:
+            self.set_system(system)
+        notes: list[str] = []
+        family = self.template.family if self.template else None
+        if think and not (family and family.reasoning_tags):
+            notes.append("This model has no reasoning mode, so --think changes nothing.")
+        variables = {"enable_thinking": True} if think else {}
+        source = self.conversation if history else Conversation(self.conversation.system)
+        current = {"role": "user", "content": question}
+
+        if not backend.renders_template or self.template is None:
+            messages = source.to_messages(current)
+            return Turn(question, messages, None, sampling, think, history, notes)
+
+        limit = backend.n_ctx - sampling.max_tokens
+        if limit < 1:
+            raise ExaoneError(f"max_tokens={sampling.max_tokens} leaves no room for the prompt in the "
+                              f"{backend.n_ctx}-token context; lower --max-tokens.")
+        count = lambda msgs: len(self._prompt(msgs, variables).ids)  # noqa: E731
+        messages, dropped = source.fit(current, count, limit)
+        if dropped:
+            notes.append(f"The {dropped} oldest turn{'s' if dropped > 1 else ''} no longer fit the "
+                         f"{backend.n_ctx}-token context and {'were' if dropped > 1 else 'was'} "
+                         "left out of this prompt (the history keeps them).")
+        return Turn(question, messages, self._prompt(messages, variables), sampling, think,
+                    history, notes)
+
+    def _prompt(self, messages: Sequence[dict], variables: dict) -> Prompt:
+        return self.template.prompt(messages, self.backend, **variables)
+
+    def send(self, turn: Turn) -> Reply:
+        """Start generating; the turn joins the history when the reply ends (partial included)."""
+        backend = self.require_backend()
+        request = Request(turn.sampling, prompt_ids=turn.prompt.ids if turn.prompt else None,
+                          messages=turn.messages,
+                          template_kwargs={"enable_thinking": True} if turn.think else {})
+        reply = backend.stream(request)
+        reply.thinking_opened = self._prompt_opens_reasoning(turn)
+        self.last_reply = reply
+        if turn.remember:
+            reply.on_finish(lambda r: self._remember(turn, r))
+        return reply
+
+    def ask(self, question: str, sampling: Sampling | None = None, **options: Any) -> Reply:
+        """``prepare`` + ``send``, for code that does not need the notes (scripts, the API)."""
+        return self.send(self.prepare(question, sampling or Sampling(), **options))
+
+    def _remember(self, turn: Turn, reply: Reply) -> None:
+        if reply.stats.finish_reason == "error" and not reply.text:
+            return  # nothing was said: the conversation stays as it was
+        self.conversation.add("user", turn.question)
+        flags = {"interrupted": True} if reply.stats.finish_reason in ("interrupted", "error") else {}
+        self.conversation.add("assistant", reply.text, **flags)
+
+    def _prompt_opens_reasoning(self, turn: Turn) -> bool:
+        family = self.template.family if self.template else None
+        if not family or not family.reasoning_tags:
+            return False
+        return family.name == "exaone-deep" or turn.think
+
+    def split_reasoning(self, reply: Reply) -> tuple[str, str]:
+        if self.template is None:
+            return "", reply.text
+        return self.template.split_reasoning(reply.text, opened=getattr(reply, "thinking_opened", False))
+
+    def render_prompt(self, messages: Sequence[dict], **variables: Any) -> tuple[str, list[int]]:
+        """The prompt text and token ids the loaded model would be fed for ``messages``."""
+        self.require_backend()
+        if self.template is None or not self.backend.renders_template:
+            raise ExaoneError("The connected server applies its own template, so there is no local "
+                              "prompt to show; `--dry-run` lists the messages instead.")
+        prompt = self._prompt(messages, variables)
+        return prompt.text, prompt.ids
+
+    def info(self) -> dict[str, Any]:
+        backend = self.require_backend()
+        facts = dict(backend.describe())
+        facts["spec"] = self.model_spec
+        if self.template is not None:
+            facts["template"] = self.template.family.name if self.template.family else "custom"
+            facts["template_notice"] = self.template.notice
+        facts["system_prompt"] = self.conversation.system
+        facts["turns"] = self.conversation.turns
+        return facts
+
+
+def _family_of_arch(architecture: str) -> str | None:
+    return {"exaone4": "exaone4"}.get(architecture)
+
+
+_session: Session | None = None
+
+
+def get_session() -> Session:
+    """The process's one session (one model per kernel)."""
+    global _session
+    if _session is None:
+        _session = Session()
+    return _session
