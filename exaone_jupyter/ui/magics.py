@@ -105,7 +105,7 @@ class ExaoneMagics(Magics):
         """Manage the model and the conversation: ``%exaone SUBCOMMAND [options]``.
 
         Subcommands: load, unload, info, models, reset, history, save, restore, system, stats,
-        help. ``%exaone help`` lists them with their options.
+        panel, connect, disconnect, help. ``%exaone help`` lists them with their options.
         """
         name, _, rest = line.strip().partition(" ")
         name = name or "help"
@@ -245,6 +245,30 @@ class ExaoneMagics(Magics):
             print("No reply yet.")
             return
         _table([(k, v) for k, v in reply.stats.as_dict().items()])
+
+    def _cmd_panel(self, rest: str) -> None:
+        """Open the chat panel: model picker, GPU layers, Send, Stop and a live meter."""
+        from IPython.display import display
+
+        from .panel import ChatPanel
+        display(ChatPanel())
+
+    def _cmd_connect(self, rest: str) -> None:
+        """Use an OpenAI-compatible server (vLLM, llama-server): `%exaone connect URL [--model NAME]`."""
+        parser = _subcommand_parser("connect", self._cmd_connect.__doc__)
+        parser.add_argument("url")
+        parser.add_argument("--model", default=None, help="the server's model name")
+        parser.add_argument("--api-key-env", default=None, metavar="VAR",
+                            help="environment variable holding the API key")
+        args = parser.parse_args(_split(rest))
+        for notice in get_session().connect(args.url, model=args.model,
+                                            api_key_env=args.api_key_env):
+            _notice(notice)
+        self._show_loaded()
+
+    def _cmd_disconnect(self, rest: str) -> None:
+        """Stop using the server; the conversation stays (load a local model to go on)."""
+        print("Disconnected." if get_session().disconnect() else "No server was connected.")
 
     # -- helpers --------------------------------------------------------------------------------
     def _sampling(self) -> Sampling:
