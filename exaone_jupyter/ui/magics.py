@@ -160,7 +160,7 @@ class ExaoneMagics(Magics):
                 ("backend", facts.get("backend"))]
         if "architecture" in facts:
             rows += [
-                ("file", facts["path"]),
+                ("file", _short_path(facts["path"])),
                 ("architecture", facts["architecture"]),
                 ("parameters", f"{facts['parameters'] / 1e6:,.1f} M"),
                 ("quantization", facts["quantization"]),
@@ -326,6 +326,18 @@ def _split(text: str) -> list[str]:
         return shlex.split(text)
     except ValueError as err:
         raise UsageError(f"Cannot parse {text!r}: {err}.") from None
+
+
+def _short_path(path: str) -> str:
+    """The bundled model by name, others with the home folder as ~ (saved notebooks travel)."""
+    from pathlib import Path
+    p = Path(path)
+    if p == catalog.demo_model_path():
+        return f"{p.name} (bundled with exaone-jupyter)"
+    try:
+        return "~/" + str(p.relative_to(Path.home()))
+    except ValueError:
+        return str(p)
 
 
 def _error(err: Exception) -> None:
