@@ -26,6 +26,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m exaone_jupyter --model exaone-demo -t 0 "한국의 수도는 어디인가요? Answer in one sentence."
 
 test: $(STAMP)
+	bash tools/ensure_chromium.sh
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -1,0 +1,255 @@
+"""The chat panel driven at the kernel level, exactly as a browser drives it.
+
+A real kernel is started with jupyter_client; this test plays the frontend: it reads the widgets
+from their ``comm_open`` messages (found by their stable ``exaone-*`` CSS classes), follows their
+``update`` messages, and sends what a browser sends: ``{"method": "update", "state": {...}}`` for
+a value typed, ``{"method": "custom", "content": {"event": "click"}}`` for a button. The engine is
+the real one, on the bundled demo model and on a random-weight model written here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import time
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("ipywidgets")
+jupyter_client = pytest.importorskip("jupyter_client")
+
+from exaone_jupyter.engine.offload import GpuInfo  # noqa: E402
+from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
+
+QUESTION = "한국의 수도는 어디인가요? Answer in one sentence."
+ANSWER = "한국의 수도는 서울입니다 (Seoul)."
+
+
+class Frontend:
+    """The kernel side of a browser: widget state from iopub, comm messages on shell."""
+
+    def __init__(self, kc) -> None:
+        self.kc = kc
+        self.state: dict[str, dict] = {}  # comm id -> the widget's latest state
+        self.ids: dict[str, str] = {}  # css class (exaone-send, ...) -> comm id
+
+    def _handle(self, msg: dict) -> None:
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "comm_open" and content.get("target_name") == "jupyter.widget":
+            state = content["data"]["state"]
+        elif kind == "comm_msg" and content["data"].get("method") in ("update", "echo_update"):
+            state = content["data"]["state"]
+        else:
+            return
+        self.state.setdefault(content["comm_id"], {}).update(state)
+        for cls in state.get("_dom_classes", ()):  # add_class() may come as an update
+            self.ids[cls] = content["comm_id"]
+
+    def pump(self, timeout: float = 0.05) -> dict | None:
+        try:
+            msg = self.kc.get_iopub_msg(timeout=timeout)
+        except queue.Empty:
+            return None
+        self._handle(msg)
+        return msg
+
+    def _until_idle(self, msg_id: str, timeout: float) -> dict:
+        out: dict = {"stdout": "", "stderr": "", "data": []}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.pump()
+            if msg is None or msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out[content["name"]] += content["text"]
+            elif kind in ("display_data", "execute_result"):
+                out["data"].append(content["data"])
+            elif kind == "error":
+                raise AssertionError("\n".join(content["traceback"]))
+            elif kind == "status" and content["execution_state"] == "idle":
+                return out
+        raise AssertionError(f"no idle within {timeout} s")
+
+    def execute(self, code: str, timeout: float = 60) -> dict:
+        return self._until_idle(self.kc.execute(code), timeout)
+
+    def _comm(self, cls: str, data: dict, timeout: float) -> None:
+        msg = self.kc.session.msg("comm_msg", {"comm_id": self.ids[cls], "data": data})
+        self.kc.shell_channel.send(msg)
+        self._until_idle(msg["header"]["msg_id"], timeout)  # the handler has run
+
+    def set(self, cls: str, timeout: float = 30, **state) -> None:
+        self._comm(cls, {"method": "update", "state": state, "buffer_paths": []}, timeout)
+        self.state[self.ids[cls]].update(state)
+
+    def click(self, cls: str, timeout: float = 60) -> None:
+        self._comm(cls, {"method": "custom", "content": {"event": "click"}}, timeout)
+
+    def submit(self, cls: str, timeout: float = 30) -> None:  # Enter in a Text widget
+        self._comm(cls, {"method": "custom", "content": {"event": "submit"}}, timeout)
+
+    def get(self, cls: str, key: str = "value"):
+        return self.state[self.ids[cls]].get(key)
+
+    def wait_for(self, predicate, what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            self.pump()
+        raise AssertionError(f"timed out waiting for {what}; status: {self.text('exaone-status')}")
+
+    def text(self, cls: str) -> str:
+        """A widget's HTML value as text (tags dropped, entities kept simple)."""
+        import html
+        return html.unescape(re.sub(r"<[^>]+>", "", self.get(cls) or ""))
+
+    def tokens(self) -> int:
+        match = re.search(r"data-tokens='(\d+)'", self.get("exaone-meter") or "")
+        return int(match.group(1)) if match else 0
+
+    def kernel_json(self, expr: str):
+        out = self.execute(f"import json as _j; print(_j.dumps({expr}, ensure_ascii=False))")
+        return json.loads(out["stdout"])
+
+
+@pytest.fixture(scope="module")
+def frontend(tmp_path_factory):
+    from jupyter_client.manager import start_new_kernel
+
+    cwd = tmp_path_factory.mktemp("panel-kernel")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env, startup_timeout=60)
+    fe = Frontend(kc)
+    try:
+        fe.execute("%load_ext exaone_jupyter\nimport exaone_jupyter\n"
+                   "p = exaone_jupyter.ChatPanel(interval=0.05)\ndisplay(p)")
+        assert {"exaone-model", "exaone-load", "exaone-send", "exaone-stop", "exaone-input",
+                "exaone-transcript", "exaone-meter", "exaone-status"} <= set(fe.ids)
+        yield fe
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _status(fe: Frontend) -> str:
+    return fe.text("exaone-status")
+
+
+# -- in-process checks of the pieces (no kernel) ---------------------------------------------------
+def test_model_text_is_escaped_and_markdown_rendered():
+    from exaone_jupyter.ui.panel import markdown_html
+
+    out = markdown_html("<img src=x onerror=alert(1)> **bold** `a<b>`\n```py\nif a < b: pass\n```")
+    assert "<img" not in out and "&lt;img src=x onerror=alert(1)&gt;" in out
+    assert "<strong>bold</strong>" in out and "a&lt;b&gt;</code>" in out
+    assert "<pre" in out and "if a &lt; b: pass" in out
+
+
+def test_gpu_selector_follows_the_build(tmp_path):
+    from exaone_jupyter.session import Session
+    from exaone_jupyter.ui.panel import ChatPanel
+
+    cpu = ChatPanel(Session(), gpu=GpuInfo(False))
+    assert cpu.gpu_layers.disabled and "CPU-only" in cpu.gpu_note.value
+    gpu = ChatPanel(Session(), gpu=GpuInfo(True, "Test GPU", 8 * 2**30))
+    assert not gpu.gpu_layers.disabled
+    tiny = write_random_gguf(tmp_path / "tiny.gguf")  # TinyShape(): 2 layers
+    gpu.model.value = str(tiny)  # a local file: its header gives the layer count (2)
+    assert list(gpu.gpu_layers.options) == ["auto", "all", "none", "1"]
+    assert "up to 2 layers" in gpu.gpu_note.value
+
+
+# -- the kernel ------------------------------------------------------------------------------------
+def test_bad_path_is_one_sentence(frontend):
+    fe = frontend
+    fe.set("exaone-model", value="/no/such/model.gguf")
+    fe.click("exaone-load")
+    status = _status(fe).strip()
+    assert status.startswith("✗ There is no file at /no/such/model.gguf")
+    assert "Traceback" not in status and "\n" not in status and status.count(". ") == 0
+    assert fe.get("exaone-load", "disabled") is False  # ready for another try
+
+
+def test_load_demo_and_chat_share_the_session(frontend):
+    fe = frontend
+    fe.set("exaone-model", value="exaone-demo")
+    fe.click("exaone-load")
+    assert "Loaded exaone-demo" in _status(fe), _status(fe)
+    facts = fe.text("exaone-model-info")
+    assert "layers on GPU" in facts and "llama.cpp" in facts
+    if not fe.kernel_json("exaone_jupyter.ui.panel._probe_gpu().supports_offload"):
+        assert fe.get("exaone-gpu-layers", "disabled") is True
+        assert "CPU-only" in fe.text("exaone-gpu-note")
+
+    fe.set("exaone-temperature", value=0.0)
+    fe.set("exaone-input", value=QUESTION)
+    fe.submit("exaone-input")  # Enter
+    fe.wait_for(lambda: "Done" in _status(fe), "the reply to end")
+    transcript = fe.text("exaone-transcript")
+    assert QUESTION in transcript and ANSWER in transcript
+    assert fe.get("exaone-input") == ""
+    assert fe.tokens() > 0 and "tok/s" in fe.text("exaone-meter")
+    assert "<svg class='exaone-sparkline'" in fe.get("exaone-meter")
+
+    # the same session as the magics: its history holds the turn, %exaone history shows it
+    messages = fe.kernel_json("exaone_jupyter.get_session().conversation.messages")
+    assert messages[-2:] == [{"role": "user", "content": QUESTION},
+                             {"role": "assistant", "content": ANSWER}]
+    assert fe.kernel_json("exaone_jupyter.get_session().model_spec") == "exaone-demo"
+    shown = fe.execute("%exaone history")["data"]
+    assert any(ANSWER in d.get("text/plain", "") for d in shown)
+
+    fe.click("exaone-reset")
+    assert fe.kernel_json("exaone_jupyter.get_session().conversation.messages") == []
+    assert ANSWER not in fe.text("exaone-transcript")
+
+
+def test_stop_mid_reply_and_a_busy_cell(frontend, tmp_path):
+    fe = frontend
+    model = write_random_gguf(  # ~30 MB, a few hundred tokens/s here: long enough to stop
+        tmp_path / "long.gguf", dtype="f16", quiet_control_tokens=True,
+        shape=TinyShape(n_embd=512, n_head=8, n_head_kv=4, n_ff=1024, n_layer=6, n_ctx=8192))
+    fe.set("exaone-model", value=str(model))
+    fe.set("exaone-n-ctx", index=5)  # 8,192 tokens: the options are default, 512, 1,024, ...
+    fe.click("exaone-load")
+    assert f"Loaded {model}" in _status(fe), _status(fe)
+    assert "context 8,192 tokens" in fe.text("exaone-model-info")
+    before = fe.kernel_json("exaone_jupyter.get_session().conversation.messages")
+
+    fe.set("exaone-max-tokens", value=6000)
+    fe.set("exaone-temperature", value=0.7)
+    fe.set("exaone-input", value="Tell me a very long story.")
+    fe.click("exaone-send")
+    assert fe.get("exaone-stop", "disabled") is False and fe.get("exaone-send", "disabled") is True
+    fe.wait_for(lambda: fe.tokens() >= 20, "the reply to start")
+
+    # a %%exaone cell while the panel writes: one clear sentence, nothing else changes
+    cell = fe.execute("%%exaone -n 5\nAre you there?")
+    assert "busy" in cell["stderr"] and "Traceback" not in cell["stderr"]
+    seen = fe.tokens()
+    fe.wait_for(lambda: fe.tokens() > seen, "the panel's reply to go on after the busy cell")
+    assert "Done" not in _status(fe) and "Stopped" not in _status(fe)
+
+    fe.click("exaone-stop")
+    fe.wait_for(lambda: "Stopped" in _status(fe), "the reply to stop")
+    assert fe.get("exaone-stop", "disabled") is True and fe.get("exaone-send", "disabled") is False
+    assert "interrupted" in fe.text("exaone-transcript")
+    assert "interrupted" in fe.text("exaone-meter")
+
+    messages = fe.kernel_json("exaone_jupyter.get_session().conversation.messages")
+    assert len(messages) == len(before) + 2  # the panel's turn only; the busy cell added nothing
+    question, answer = messages[-2:]
+    assert question == {"role": "user", "content": "Tell me a very long story."}
+    assert answer["role"] == "assistant" and answer.get("interrupted") is True
+    assert answer["content"]  # the partial text is kept
+    tokens = fe.tokens()
+    assert 20 <= tokens < 6000
+
+    # the model is still usable from a cell once the panel is done
+    out = fe.execute("%%exaone -n 3 -t 0\nhello")
+    assert "busy" not in out["stderr"] and "✗" not in out["stderr"], out["stderr"]
