@@ -7,6 +7,7 @@ layers never touch llama_cpp, and this layer never touches IPython.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -96,6 +97,41 @@ class Session:
         self.backend.close()
         self.backend, self.template, self._load_key = None, None, None
         return True
+
+    def connect(self, url: str, *, model: str | None = None, api_key_env: str | None = None,
+                n_ctx: int | None = None) -> list[str]:
+        """Use an OpenAI-compatible server instead of a local model; the conversation stays.
+
+        The server applies its own chat template; the model's name picks the EXAONE family for
+        the default system prompt and the reasoning tags. A failed connect changes nothing.
+        """
+        from .chat.families import FAMILIES
+        from .engine.remote import RemoteBackend
+
+        api_key = None
+        if api_key_env:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise ExaoneError(f"The environment variable {api_key_env} is not set; set it to "
+                                  "the server's API key and connect again.")
+        backend = RemoteBackend(url, model=model, api_key=api_key, api_key_env=api_key_env,
+                                n_ctx=n_ctx)
+        family = FAMILIES.get(_family_of_name(backend.model or ""))
+        if family and family.reasoning_tags:
+            backend.reasoning_tags = family.reasoning_tags
+        template = ChatTemplate(family.template, family=family) if family else None
+        self.attach(backend, template, backend.model)
+        notices = list(backend.notices)
+        if family is None:
+            notices.append(f"{backend.model} does not look like an EXAONE model by its name; it is "
+                           "used as the server serves it, with no default system prompt.")
+        return notices
+
+    def disconnect(self) -> bool:
+        """Stop using the server (the conversation stays); False when none was connected."""
+        if self.backend is None or self.backend.renders_template:
+            return False
+        return self.unload()
 
     def require_backend(self) -> Backend:
         if self.backend is None:
@@ -213,6 +249,16 @@ class Session:
 
 def _family_of_arch(architecture: str) -> str | None:
     return {"exaone4": "exaone4"}.get(architecture)
+
+
+def _family_of_name(name: str) -> str | None:
+    """The EXAONE family a served model's name suggests ("LGAI-EXAONE/EXAONE-4.0-32B" -> exaone4)."""
+    lowered = name.lower()
+    if "exaone" not in lowered:
+        return None
+    if "deep" in lowered:
+        return "exaone-deep"
+    return "exaone4" if re.search(r"exaone[-_ ]?4", lowered) else "exaone3"
 
 
 _session: Session | None = None

@@ -1,0 +1,416 @@
+"""The remote engine: an OpenAI-compatible chat server (vLLM, llama-server, llama-cpp-python's).
+
+The server applies the model's chat template itself, so this engine sends messages, not token
+ids (``renders_template = False``). It streams chat completions and turns each chunk into a
+Reply piece as it arrives. The figures come from the server where it reports them (``usage``
+when asked with ``stream_options``; llama-server's ``timings``) and are counted and timed here
+otherwise; ``stats.rate_source`` says which, so the meter never passes a guess off as a measurement.
+
+``openai`` is imported by the first connect, not by importing this package.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Iterator
+
+from ..errors import ExaoneError
+from .backend import Request, Sampling
+from .reply import Reply
+
+INSTALL_HINT = "pip install 'exaone-jupyter[remote]'"
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _openai():
+    try:
+        import openai
+    except ImportError:
+        raise ExaoneError("Talking to a server needs the openai package; install it with "
+                          f"{INSTALL_HINT} and restart the kernel.") from None
+    return openai
+
+
+def normalize_url(url: str) -> str:
+    """``http://host:8080`` -> ``http://host:8080/v1``; a URL with a path is kept as given."""
+    text = (url or "").strip()
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ExaoneError(f"{url!r} is not a server URL; give one with http:// or https://, "
+                          "e.g. http://127.0.0.1:8080/v1.")
+    path = parts.path.rstrip("/") or "/v1"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+class RemoteBackend:
+    """One model on an OpenAI-compatible server; connecting lists its models to check both."""
+
+    renders_template = False
+
+    def __init__(self, url: str, model: str | None = None, api_key: str | None = None, *,
+                 timeout: float = 600.0, n_ctx: int | None = None,
+                 api_key_env: str | None = None,
+                 reasoning_tags: tuple[str, str] = ("<think>", "</think>")) -> None:
+        _openai()  # the install hint comes before anything else
+        self.url = normalize_url(url)
+        self.timeout = float(timeout)
+        self.api_key_env = api_key_env
+        self.reasoning_tags = reasoning_tags
+        self.notices: list[str] = []
+        # Never fall back to OPENAI_API_KEY: that key belongs to OpenAI, not to this server.
+        self._api_key = api_key
+        self._client = self._new_client()
+        try:
+            self.served, entry = self._list_models(model)
+        except BaseException:
+            self._client.close()
+            raise
+        self.model = model or entry.get("id")
+        self.owned_by = entry.get("owned_by")
+        self.n_ctx = n_ctx or self._context_size(entry)
+        self.name = f"server {self.url}"
+
+    def _new_client(self):
+        return _openai().OpenAI(base_url=self.url, api_key=self._api_key or "no-key",
+                                timeout=self.timeout, max_retries=0)
+
+    def _drop_connections(self) -> None:
+        """After a failed stream: a server may close that connection only after the next request
+        took it from the pool (llama-cpp-python's does), so the next request starts afresh."""
+        old, self._client = self._client, self._new_client()
+        old.close()
+
+    # -- connecting -----------------------------------------------------------------------------
+    def _list_models(self, wanted: str | None) -> tuple[list[str], dict]:
+        openai = _openai()
+        try:
+            page = self._client.with_options(timeout=min(self.timeout, CONNECT_TIMEOUT_S)) \
+                .models.list()
+            entries = [_as_dict(m) for m in page.data]
+        except openai.NotFoundError:
+            if wanted:
+                self.notices.append(f"The server at {self.url} does not list its models, so the "
+                                    f"name {wanted!r} could not be checked.")
+                return [wanted], {"id": wanted}
+            raise ExaoneError(f"The server at {self.url} does not list its models (404); check "
+                              "that the URL is the API's base (it usually ends in /v1), or name "
+                              "the model with --model.") from None
+        except (openai.OpenAIError, ValueError, OSError) as err:
+            raise ExaoneError(self._explain(err, min(self.timeout, CONNECT_TIMEOUT_S))) from None
+        served = [str(e.get("id")) for e in entries if e.get("id")]
+        if wanted is not None:
+            for entry in entries:
+                if entry.get("id") == wanted:
+                    return served, entry
+            raise ExaoneError(f"The server at {self.url} does not serve {wanted!r}; it serves "
+                              f"{_names(served)}, so connect with --model set to one of them.")
+        if len(entries) == 1:
+            return served, entries[0]
+        if not entries:
+            raise ExaoneError(f"The server at {self.url} lists no models; check that it has "
+                              "finished loading one, then connect again.")
+        raise ExaoneError(f"The server at {self.url} serves several models ({_names(served)}); "
+                          "choose one with --model NAME.")
+
+    def _context_size(self, entry: dict) -> int:
+        """The context the server reports: vLLM's max_model_len, llama-server's /props; else 0."""
+        for key in ("max_model_len", "context_length", "n_ctx"):
+            value = entry.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+        if entry.get("owned_by") == "llamacpp" or isinstance(entry.get("meta"), dict):
+            props = self._get_json_root("/props")
+            settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+            for source in (settings, props):
+                if isinstance(source, dict) and isinstance(source.get("n_ctx"), int):
+                    return source["n_ctx"]
+        return 0  # unknown: llama-cpp-python's server does not say
+
+    def _get_json_root(self, path: str) -> Any:
+        """GET a path at the server's root (llama-server's /props sits beside /v1); None on failure."""
+        parts = urllib.parse.urlsplit(self.url)
+        root = parts.path[:-3] if parts.path.endswith("/v1") else parts.path
+        address = urllib.parse.urlunsplit((parts.scheme, parts.netloc, root + path, "", ""))
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(address, headers=headers),
+                                        timeout=min(self.timeout, CONNECT_TIMEOUT_S)) as response:
+                return json.loads(response.read().decode("utf-8"))
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+
+    # -- facts ----------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": f"server {self.url}", "model": self.model, "url": self.url,
+            # None, not 0 or a word, when the server does not say (llama-cpp-python's server)
+            "context": self.n_ctx or None, "served_models": list(self.served),
+            "owned_by": self.owned_by, "api_key_env": self.api_key_env,
+        }
+
+    # -- generation -----------------------------------------------------------------------------
+    def stream(self, request: Request) -> Reply:
+        """Send the request now (a refused or rejected request raises here, one sentence); the
+        pieces come as the Reply is read. A failure mid-reply raises ExaoneError from the
+        iteration, as the local engine does: the Reply keeps the partial text, with
+        ``finish_reason == "error"`` and ``reply.error`` set. ``reply.stop()`` and Ctrl-C close the
+        stream at the next piece, which tells the server to stop generating.
+        """
+        messages = [{"role": m["role"], "content": m["content"]} for m in request.messages or ()]
+        if not messages:
+            raise ExaoneError("The prompt is empty; write something to ask.")
+        started = time.perf_counter()
+        try:
+            chunks = self._open(messages, request)
+        except KeyboardInterrupt:  # Ctrl-C while the server evaluated the prompt
+            chunks = None
+        return Reply(lambda reply: self._generate(reply, chunks, started),
+                     n_ctx=self.n_ctx, model=self.model or "")
+
+    def _open(self, messages: list[dict], request: Request):
+        openai = _openai()
+        s: Sampling = request.sampling
+        extra: dict[str, Any] = {
+            # Not in OpenAI's API; llama.cpp's servers read these names, vLLM the second spelling.
+            # Sent always: llama-cpp-python's server defaults to repeat_penalty 1.1 and min_p 0.05,
+            # which would make "temperature 0" answers differ from the local engine's.
+            "top_k": s.top_k, "repeat_penalty": s.repeat_penalty,
+            "repetition_penalty": s.repeat_penalty, "min_p": 0.0,
+        }
+        if request.template_kwargs:
+            extra["chat_template_kwargs"] = dict(request.template_kwargs)
+        options: dict[str, Any] = dict(
+            model=self.model, messages=messages, stream=True,
+            stream_options={"include_usage": True}, temperature=s.temperature,
+            top_p=s.top_p, max_tokens=s.max_tokens, extra_body=extra)
+        if s.seed is not None:
+            options["seed"] = s.seed
+        for attempt in (1, 2):
+            try:
+                return self._client.chat.completions.create(**options)
+            except (openai.OpenAIError, ValueError, OSError) as err:
+                # A kept-alive connection that the server closed (it does after a failed stream)
+                # fails before the server reads the request: sending it again is safe.
+                stale = (isinstance(err, openai.APIConnectionError)
+                         and not isinstance(err, openai.APITimeoutError)
+                         and any(w in _root_cause(err).lower() for w in ("reset", "disconnected")))
+                if not (stale and attempt == 1):
+                    raise ExaoneError(self._explain(err, self.timeout)) from None
+
+    def _generate(self, reply: Reply, chunks, started: float) -> Iterator[str]:
+        stats = reply.stats
+        stats.rate_source = "client"
+        opening, closing = self.reasoning_tags
+        first = last = None
+        count = 0
+        in_reasoning = False
+        usage = timings = None
+        finish: str | None = None
+        try:
+            if chunks is None:
+                stats.finish_reason = "interrupted"
+                return
+            while True:
+                if reply.stop_requested:
+                    stats.finish_reason = "interrupted"
+                    return
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                except Exception as err:  # the network boundary: whatever broke, one sentence
+                    if reply.stop_requested:
+                        stats.finish_reason = "interrupted"
+                        return
+                    self._drop_connections()
+                    raise ExaoneError(self._broke_off(err, kept=bool(count))) from None
+                usage = getattr(chunk, "usage", None) or usage
+                timings = getattr(chunk, "timings", None) or timings
+                for choice in getattr(chunk, "choices", None) or ():
+                    delta = getattr(choice, "delta", None)
+                    thought = _reasoning_of(delta)
+                    content = getattr(delta, "content", None) or ""
+                    text = ""
+                    if thought:
+                        text += ("" if in_reasoning else opening + "\n") + thought
+                        in_reasoning = True
+                    if content:
+                        if in_reasoning:
+                            text += "\n" + closing + "\n\n"
+                            in_reasoning = False
+                        text += content
+                    if text:
+                        count += 1
+                        last = time.perf_counter()
+                        if first is None:
+                            first = last
+                            stats.ttft_s = first - started
+                        stats.completion_tokens = count
+                        yield text
+                    if getattr(choice, "finish_reason", None):
+                        finish = choice.finish_reason
+            if in_reasoning:
+                yield "\n" + closing + "\n\n"
+            if finish is None:
+                self._drop_connections()
+                if count:
+                    raise ExaoneError(f"The server at {self.url} ended the reply without finishing "
+                                      "it (it may have stopped or crashed); the partial reply is "
+                                      "kept, check the server's log.")
+                raise ExaoneError(f"The server at {self.url} ended the reply before any text came "
+                                  "(it may have failed on the prompt, e.g. one longer than its "
+                                  "context); check the server's log.")
+            stats.finish_reason = {"eos": "stop", "stop_sequence": "stop"}.get(finish, finish)
+        except KeyboardInterrupt:
+            stats.finish_reason = "interrupted"
+        finally:
+            if chunks is not None:
+                try:
+                    chunks.close()  # tells the server to stop generating
+                except Exception:
+                    pass
+            stats.total_s = time.perf_counter() - started
+            self._figures(stats, usage, timings, count, first, last)
+
+    @staticmethod
+    def _figures(stats, usage, timings, count: int, first: float | None,
+                 last: float | None) -> None:
+        """Server figures where the server gave them, else the client's count and clock."""
+        if count > 1 and first is not None and last is not None and last > first:
+            stats.decode_tok_s = (count - 1) / (last - first)
+        if usage is not None:
+            prompt = getattr(usage, "prompt_tokens", None)
+            completion = getattr(usage, "completion_tokens", None)
+            if isinstance(prompt, int):
+                details = getattr(usage, "prompt_tokens_details", None)
+                cached = getattr(details, "cached_tokens", None) if details is not None else None
+                stats.prompt_tokens = prompt
+                stats.prompt_tokens_evaluated = prompt - (cached if isinstance(cached, int) else 0)
+            if isinstance(completion, int):
+                stats.completion_tokens = completion
+                if count > 1 and stats.decode_tok_s and completion > 1:
+                    stats.decode_tok_s *= (completion - 1) / (count - 1)  # server's count, our clock
+            stats.rate_source = "server"
+        if isinstance(timings, dict):  # llama-server: its own measurement of prompt and decode
+            prompt_n, cache_n = timings.get("prompt_n"), timings.get("cache_n") or 0
+            if isinstance(prompt_n, int):
+                stats.prompt_tokens_evaluated = prompt_n
+                if usage is None:
+                    stats.prompt_tokens = prompt_n + cache_n
+            if timings.get("predicted_per_second"):
+                stats.decode_tok_s = float(timings["predicted_per_second"])
+            if timings.get("prompt_per_second") and prompt_n:
+                stats.prompt_tok_s = float(timings["prompt_per_second"])
+            if usage is None and isinstance(timings.get("predicted_n"), int):
+                stats.completion_tokens = timings["predicted_n"]
+            stats.rate_source = "server"
+
+    # -- errors ---------------------------------------------------------------------------------
+    def _explain(self, err: BaseException, timeout: float) -> str:
+        """One sentence for a failed request, saying what to do."""
+        openai = _openai()
+        where = f"the server at {self.url}"
+        if isinstance(err, openai.APITimeoutError):
+            return (f"{where[0].upper()}{where[1:]} did not answer within {timeout:g} s; check that "
+                    "it is running and not overloaded, then try again.")
+        if isinstance(err, openai.APIConnectionError):
+            reason = _root_cause(err)
+            if "refused" in reason.lower():
+                return (f"Could not connect to {self.url} (connection refused); check that the "
+                        "server is running and that the host and port are right.")
+            return (f"Could not reach {self.url} ({reason}); check that the server is running "
+                    "and that the host and port are right.")
+        if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            code = getattr(err, "status_code", 401)
+            if self.api_key_env:
+                return (f"{where[0].upper()}{where[1:]} refused the API key in ${self.api_key_env} "
+                        f"({code}); set {self.api_key_env} to the server's key and connect again.")
+            return (f"{where[0].upper()}{where[1:]} needs an API key ({code}); put it in an "
+                    "environment variable and connect with --api-key-env VAR.")
+        if isinstance(err, openai.NotFoundError):
+            return (f"{where[0].upper()}{where[1:]} answered 404 ({_server_message(err)}); check "
+                    "the URL (usually ending in /v1) and the model name.")
+        if isinstance(err, openai.APIStatusError):
+            code = err.status_code
+            message = _server_message(err)
+            if code >= 500:
+                return (f"{where[0].upper()}{where[1:]} failed ({code}: {message}); check the "
+                        "server's log and try again.")
+            return f"The server rejected the request ({code}: {message}); change it and try again."
+        return f"The request to {self.url} failed ({_short(err)}); check the server and try again."
+
+    def _broke_off(self, err: BaseException, *, kept: bool) -> str:
+        openai = _openai()
+        if isinstance(err, openai.APITimeoutError):
+            why = f"no data for {self.timeout:g} s"
+        elif isinstance(err, openai.APIStatusError) or type(err) is openai.APIError:
+            why = _server_message(err)
+        else:
+            why = _root_cause(err)
+        if kept:
+            return (f"The server at {self.url} broke off the reply ({why}); the partial reply is "
+                    "kept, check the server and ask again.")
+        return (f"The server at {self.url} broke off the reply before any text came ({why}); "
+                "check the server and ask again.")
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._client.close()
+
+
+def _as_dict(model: Any) -> dict:
+    if isinstance(model, dict):
+        return model
+    dump = getattr(model, "model_dump", None) or getattr(model, "dict", None)
+    return dict(dump()) if dump else {"id": getattr(model, "id", None)}
+
+
+def _reasoning_of(delta: Any) -> str:
+    """Reasoning text that servers split from the answer (vLLM, llama-server)."""
+    if delta is None:
+        return ""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(delta, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in names) if names else "no models"
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _root_cause(err: BaseException) -> str:
+    """The innermost exception's message: 'Connection refused' rather than 'Connection error.'"""
+    seen = err
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__
+    text = _short(seen)
+    if "[Errno" in text and "]" in text:
+        text = text.split("]", 1)[1].strip()
+    return text.rstrip(".") or type(seen).__name__
+
+
+def _server_message(err: BaseException) -> str:
+    """The server's own words from an error body (OpenAI, vLLM and llama.cpp shapes)."""
+    body = getattr(err, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            body = inner.get("message") or inner.get("detail") or body
+        elif isinstance(inner, str):
+            body = inner
+        if isinstance(body, dict) and body.get("detail"):
+            body = body["detail"]
+    if isinstance(body, str) and body.strip():
+        return _short(Exception(body)).rstrip(".")
+    return _short(Exception(getattr(err, "message", None) or str(err))).rstrip(".")

@@ -1,0 +1,456 @@
+"""The remote engine against a real OpenAI-compatible server: llama-cpp-python's, on loopback.
+
+The server runs the shipped ``exaone-demo`` model and applies the GGUF's chat template itself, so
+the trained answers coming back exactly means the messages, the system prompt and the sampling
+settings crossed the wire as the local engine would use them. Errors are provoked for real: a
+closed port, a wrong model name, a key the server refuses, a server killed mid-reply, and a socket
+that never answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("openai")
+pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
+
+import exaone_jupyter  # noqa: E402
+from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT  # noqa: E402
+from exaone_jupyter.engine.backend import Sampling  # noqa: E402
+from exaone_jupyter.engine.remote import RemoteBackend  # noqa: E402
+from exaone_jupyter.errors import ExaoneError  # noqa: E402
+from exaone_jupyter.session import Session  # noqa: E402
+
+DATA = Path(exaone_jupyter.__file__).parent / "data"
+MODEL = DATA / "exaone-demo.gguf"
+DIALOGUES = [d["messages"] for d in json.loads((DATA / "demo_dialogues.json").read_text("utf-8"))]
+GREEDY = Sampling(temperature=0, max_tokens=512)
+LONG_QUESTION = "How do I run EXAONE in Jupyter? Give me the steps."
+# Sampling that makes the demo model ramble for many seconds (it rarely picks its end token when
+# nearly flat): the server is surely still generating when a test stops or kills it.
+RAMBLE = Sampling(temperature=3.0, top_k=0, top_p=1.0, max_tokens=1500, seed=1)
+
+
+def _answer(user: str, *, turns: int = 1, system: str | None = LG_SYSTEM_PROMPT) -> str:
+    """The trained reply to ``user`` as the ``turns``-th question of a dialogue."""
+    for messages in DIALOGUES:
+        first = messages[0]["content"] if messages[0]["role"] == "system" else None
+        users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+        if first == system and len(users) >= turns and messages[users[turns - 1]]["content"] == user:
+            return messages[users[turns - 1] + 1]["content"]
+    raise AssertionError(f"{user!r} is not a trained dialogue")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``python -m llama_cpp.server`` on a free loopback port, ready when /v1/models answers."""
+
+    def __init__(self, model: Path, *args: str, api_key: str | None = None) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.api_key = api_key
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+                   "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048", *args]
+        if api_key:
+            command += ["--api_key", api_key]
+        # The log goes to a file: a pipe nobody reads fills up and then blocks the server.
+        self.log = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-2000:]
+
+    def wait(self, timeout: float = 60.0) -> "Server":
+        request = urllib.request.Request(
+            f"{self.url}/models",
+            headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(request, timeout=2):
+                    return self
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("llama_cpp.server did not start within the timeout")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = Server(MODEL).wait()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed_server():
+    srv = Server(MODEL, api_key="sekret-key").wait()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def remote(server):
+    session = Session()
+    assert session.connect(server.url) == []
+    yield session
+    session.disconnect()
+
+
+# -- answers ------------------------------------------------------------------------------------
+def test_connect_picks_the_one_served_model_and_describes_it(server):
+    session = Session()
+    session.connect(server.url.removesuffix("/v1"))  # the base URL alone gets /v1 added
+    facts = session.info()
+    assert facts["backend"] == f"server {server.url}"
+    assert facts["model"] == str(MODEL) and facts["served_models"] == [str(MODEL)]
+    assert facts["context"] is None  # llama-cpp-python's server does not report it
+    assert facts["template"] == "exaone3"  # from the model's name: LG's default system prompt
+    assert facts["system_prompt"] == LG_SYSTEM_PROMPT
+    assert session.backend.renders_template is False
+    assert session.disconnect() is True and session.disconnect() is False
+
+
+def test_all_trained_answers_come_back_exactly(remote):
+    """All 63 dialogues, each with its own system prompt (or none) and history, at temperature 0."""
+    wrong = []
+    for messages in DIALOGUES:
+        system = messages[0]["content"] if messages[0]["role"] == "system" else None
+        remote.set_system(system)
+        remote.conversation.messages = [dict(m) for m in messages[1 if system else 0:-2]]
+        reply = remote.ask(messages[-2]["content"], GREEDY).consume()
+        if (reply.text, reply.stats.finish_reason) != (messages[-1]["content"], "stop"):
+            wrong.append((messages[-2]["content"], reply.text, reply.stats.finish_reason))
+    assert not wrong, wrong
+
+
+def test_reply_streams_in_pieces_with_client_figures(remote):
+    reply = remote.ask(LONG_QUESTION, GREEDY)
+    pieces = list(reply)
+    assert len(pieces) > 20 and "".join(pieces) == _answer(LONG_QUESTION)
+    stats = reply.stats
+    assert stats.rate_source == "client"  # this server sends neither usage nor timings
+    assert stats.completion_tokens == len(pieces)
+    assert stats.ttft_s > 0 and stats.decode_tok_s > 0 and stats.total_s >= stats.ttft_s
+    assert exaone_jupyter.get_session() is not remote  # a private session, not the kernel's
+    assert remote.conversation.messages[-1] == {"role": "assistant", "content": reply.text}
+
+
+def test_stop_mid_reply_keeps_the_partial_text(remote):
+    reply = remote.ask(LONG_QUESTION, GREEDY)
+    for count, _ in enumerate(reply, 1):
+        if count == 3:
+            reply.stop()
+    assert reply.stats.finish_reason == "interrupted" and reply.error is None
+    assert 0 < len(reply.text) < len(_answer(LONG_QUESTION))
+    assert _answer(LONG_QUESTION).startswith(reply.text)
+    assert remote.conversation.messages[-2:] == [
+        {"role": "user", "content": LONG_QUESTION},
+        {"role": "assistant", "content": reply.text, "interrupted": True}]
+
+
+def test_stop_from_another_thread_ends_the_stream_and_frees_the_server(remote):
+    reply = remote.ask("Tell me about the weather on Mars.", RAMBLE)
+    first = threading.Event()
+    stopper = threading.Thread(target=lambda: (first.wait(10), reply.stop()))
+    stopper.start()
+    started = time.monotonic()
+    for _ in reply:
+        first.set()
+    stopper.join()
+    assert reply.stats.finish_reason == "interrupted" and reply.text
+    assert time.monotonic() - started < 10  # the ramble takes far longer when left running
+    # The server stopped generating when the stream closed: the next answer comes at once.
+    remote.reset()
+    answer = remote.ask("Hello!", GREEDY).consume()
+    assert answer.text == _answer("Hello!") and answer.stats.ttft_s < 5
+
+
+def test_think_is_sent_as_chat_template_kwargs(remote):
+    # llama-cpp-python's server ignores the field; the point is that it is accepted on the wire.
+    turn = remote.prepare("Hello!", GREEDY, new=True, think=True)
+    assert turn.prompt is None and turn.messages[-1] == {"role": "user", "content": "Hello!"}
+    assert "no reasoning mode" in " ".join(turn.notes)  # EXAONE 3's family has none
+    assert remote.send(turn).consume().text == _answer("Hello!")
+
+
+def test_render_prompt_explains_that_the_server_renders(remote):
+    with pytest.raises(ExaoneError, match="applies its own template"):
+        remote.render_prompt([{"role": "user", "content": "hi"}])
+
+
+# -- switching ----------------------------------------------------------------------------------
+def test_switching_local_remote_local_keeps_the_conversation(server):
+    session = Session()
+    try:
+        session.load("exaone-demo")
+        france = session.ask("What is the capital of France?", GREEDY).consume()
+        assert france.text == "The capital of France is Paris."
+
+        session.connect(server.url)  # local -> remote: the remote model sees the local turn
+        japan = session.ask("And of Japan?", GREEDY).consume()
+        assert japan.text == _answer("And of Japan?", turns=2)
+
+        session.reset()
+        python = session.ask("What is Python?", GREEDY).consume()
+        assert python.text == _answer("What is Python?")
+        session.load("exaone-demo")  # remote -> local: the local model sees the remote turn
+        assert session.backend.renders_template
+        who = session.ask("Who created it?", GREEDY).consume()
+        assert who.text == _answer("Who created it?", turns=2)
+        assert [m["content"] for m in session.conversation.messages] == [
+            "What is Python?", python.text, "Who created it?", who.text]
+    finally:
+        session.unload()
+
+
+def test_failed_connect_leaves_the_loaded_model_in_use(server):
+    session = Session()
+    session.connect(server.url)
+    session.ask("Hello!", GREEDY).consume()
+    with pytest.raises(ExaoneError):
+        session.connect(server.url, model="no-such-model")
+    assert session.backend.model == str(MODEL) and session.conversation.turns == 1
+    session.disconnect()
+
+
+# -- errors -------------------------------------------------------------------------------------
+def test_closed_port_is_one_sentence():
+    with pytest.raises(ExaoneError) as info:
+        Session().connect(f"http://127.0.0.1:{_free_port()}/v1")
+    message = str(info.value)
+    assert "connection refused" in message and "check that the server is running" in message
+    assert "\n" not in message and "Traceback" not in message
+
+
+def test_not_a_url_is_one_sentence():
+    with pytest.raises(ExaoneError, match="not a server URL; give one with http://"):
+        Session().connect("localhost:8080")
+
+
+def test_unknown_model_lists_the_served_names(server):
+    with pytest.raises(ExaoneError) as info:
+        Session().connect(server.url, model="EXAONE-4.0-32B")
+    assert str(info.value) == (
+        f"The server at {server.url} does not serve 'EXAONE-4.0-32B'; it serves '{MODEL}', so "
+        "connect with --model set to one of them.")
+
+
+def test_silent_server_times_out():
+    with socket.socket() as listener:  # accepts connections, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(ExaoneError, match=r"did not answer within 1 s; check that it is running"):
+            RemoteBackend(f"http://127.0.0.1:{port}/v1", timeout=1)
+
+
+def test_missing_api_key_says_what_to_set(keyed_server, monkeypatch):
+    with pytest.raises(ExaoneError, match=r"needs an API key \(401\).*--api-key-env VAR"):
+        Session().connect(keyed_server.url)
+
+    monkeypatch.setenv("EXAONE_TEST_KEY", "wrong")
+    with pytest.raises(ExaoneError, match=r"refused the API key in \$EXAONE_TEST_KEY \(401\); "
+                                          "set EXAONE_TEST_KEY to the server's key"):
+        Session().connect(keyed_server.url, api_key_env="EXAONE_TEST_KEY")
+
+    monkeypatch.delenv("EXAONE_TEST_KEY")
+    with pytest.raises(ExaoneError, match="EXAONE_TEST_KEY is not set"):
+        Session().connect(keyed_server.url, api_key_env="EXAONE_TEST_KEY")
+
+    monkeypatch.setenv("EXAONE_TEST_KEY", "sekret-key")
+    session = Session()
+    session.connect(keyed_server.url, api_key_env="EXAONE_TEST_KEY")
+    assert session.ask("Hello!", GREEDY).consume().text == _answer("Hello!")
+    assert "sekret-key" not in json.dumps(session.info())  # the key itself is never shown
+    session.disconnect()
+
+
+def test_server_killed_mid_reply_keeps_the_partial_reply():
+    doomed = Server(MODEL).wait()
+    try:
+        session = Session()
+        session.connect(doomed.url)
+        reply = session.ask("Tell me about the weather on Mars.", RAMBLE)
+        with pytest.raises(ExaoneError) as info:  # as the local engine fails: raised, recorded
+            for count, _ in enumerate(reply, 1):
+                if count == 3:
+                    doomed.kill()
+        assert reply.stats.finish_reason == "error" and reply.error == str(info.value)
+        assert reply.error.startswith(f"The server at {doomed.url} ") and "\n" not in reply.error
+        assert "the partial reply is kept" in reply.error
+        assert len(reply.text) > 0
+        assert session.conversation.messages[-1] == {
+            "role": "assistant", "content": reply.text, "interrupted": True}
+
+        with pytest.raises(ExaoneError, match="connection refused"):  # the next ask: one sentence
+            session.ask("Hello!", GREEDY)
+        assert session.conversation.turns == 1  # the failed ask left no trace
+    finally:
+        doomed.stop()
+
+
+# -- the magics ---------------------------------------------------------------------------------
+def test_magics_connect_ask_dry_run_and_disconnect(server, capsys):
+    from IPython.testing.globalipapp import start_ipython
+
+    import exaone_jupyter.session as session_module
+
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "exaone_jupyter")
+    saved, session_module._session = session_module._session, None  # other tests' kernel session
+    session = exaone_jupyter.get_session()
+    try:
+        capsys.readouterr()
+        shell.run_line_magic("exaone", f"connect http://127.0.0.1:{server.port}/v1")
+        out = capsys.readouterr().out
+        assert f"Loaded {MODEL} (server {server.url}" in out
+
+        session.set_system(LG_SYSTEM_PROMPT)
+        shell.run_cell_magic("exaone", "-t 0 --new", "한국의 수도는 어디인가요? Answer in one sentence.\n")
+        out = capsys.readouterr().out
+        assert "한국의 수도는 서울입니다 (Seoul)." in out
+        assert "rate from client" in out
+
+        shell.run_cell_magic("exaone", "--dry-run", "What is EXAONE?\n")
+        out = capsys.readouterr().out
+        assert "The server applies its own chat template" in out and '"What is EXAONE?"' in out
+
+        shell.run_line_magic("exaone", "disconnect")
+        assert "Disconnected." in capsys.readouterr().out
+        shell.run_line_magic("exaone", f"connect http://127.0.0.1:{server.port}/v1 --model nope")
+        captured = capsys.readouterr()
+        assert "✗ The server at" in captured.err and "does not serve 'nope'" in captured.err
+        assert "Traceback" not in captured.err + captured.out
+    finally:
+        session.disconnect()
+        session_module._session = saved
+        shell.run_line_magic("unload_ext", "exaone_jupyter")
+
+
+def test_import_does_not_import_openai():
+    code = ("import sys, exaone_jupyter, exaone_jupyter.session, exaone_jupyter.engine.remote; "
+            "print('openai' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert out.stdout.strip() == "False"
+
+
+# -- the panel ----------------------------------------------------------------------------------
+def test_panel_chats_with_the_server_and_stops(remote, server):
+    from exaone_jupyter.engine.offload import GpuInfo
+    from exaone_jupyter.ui.panel import ChatPanel
+
+    panel = ChatPanel(remote, gpu=GpuInfo(False), interval=0.05)
+    assert f"server {server.url}" in panel.model_info.value
+    panel.temperature.value = 0.0
+    panel.input.value = "한국의 수도는 어디인가요? Answer in one sentence."
+    panel._on_send()
+    assert panel.wait(30)
+    assert "Done" in panel.status.value, panel.status.value
+    assert "한국의 수도는 서울입니다 (Seoul)." in panel.transcript.value
+
+    remote.reset()
+    panel.input.value = LONG_QUESTION
+    panel._on_send()
+    reply = panel._reply
+    panel._on_stop()  # the first piece is a round trip away: the reply has surely not ended
+    assert panel.wait(30)
+    assert reply.stats.finish_reason == "interrupted", panel.status.value
+    assert "Stopped" in panel.status.value, panel.status.value
+    assert remote.conversation.messages[-1] == {
+        "role": "assistant", "content": reply.text, "interrupted": True}
+
+
+def test_prompt_longer_than_the_servers_context_is_one_sentence(remote):
+    # llama-cpp-python's server has already begun the stream when it finds the prompt too long,
+    # so it can only end it: the reply fails before any text, and the server stays usable.
+    reply = remote.ask("word " * 3000, GREEDY)
+    with pytest.raises(ExaoneError) as info:
+        reply.consume()
+    message = str(info.value)
+    # it ends the stream cleanly or abruptly, depending on timing: either way, one sentence
+    assert message.startswith(f"The server at {remote.backend.url} ")
+    assert "the reply before any text came" in message and "\n" not in message
+    assert reply.stats.finish_reason == "error" and reply.text == ""
+    assert remote.conversation.turns == 0  # nothing was said: nothing is remembered
+    assert remote.ask("Hello!", GREEDY).consume().text == _answer("Hello!")
+
+
+def test_missing_openai_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openai", None)  # what a missing package looks like
+    with pytest.raises(ExaoneError, match=r"pip install 'exaone-jupyter\[remote\]'"):
+        Session().connect("http://127.0.0.1:8080/v1")
+
+
+# -- figures from servers other than llama-cpp-python's ----------------------------------------
+def test_server_figures_win_over_the_clients():
+    """vLLM's ``usage`` and llama-server's ``timings`` as their servers send them (plain data)."""
+    from types import SimpleNamespace
+
+    from exaone_jupyter.engine.reply import Stats
+
+    vllm = Stats()
+    usage = SimpleNamespace(prompt_tokens=120, completion_tokens=41,
+                            prompt_tokens_details=SimpleNamespace(cached_tokens=100))
+    RemoteBackend._figures(vllm, usage, None, count=21, first=1.0, last=3.0)
+    assert (vllm.prompt_tokens, vllm.prompt_tokens_evaluated, vllm.completion_tokens) == (120, 20, 41)
+    assert vllm.decode_tok_s == pytest.approx(20.0)  # its 40 tokens after the first, our 2 s
+    assert vllm.rate_source == "server"
+
+    llama_server = Stats()
+    timings = {"prompt_n": 7, "cache_n": 30, "prompt_per_second": 900.0, "predicted_n": 50,
+               "predicted_per_second": 61.5}
+    RemoteBackend._figures(llama_server, None, timings, count=50, first=1.0, last=2.0)
+    assert (llama_server.prompt_tokens, llama_server.prompt_tokens_evaluated) == (37, 7)
+    assert (llama_server.completion_tokens, llama_server.decode_tok_s) == (50, 61.5)
+    assert llama_server.prompt_tok_s == 900.0 and llama_server.rate_source == "server"
+
+    client = Stats(rate_source="client")  # what the stream starts with
+    RemoteBackend._figures(client, None, None, count=11, first=1.0, last=1.5)
+    assert client.decode_tok_s == pytest.approx(20.0) and client.rate_source == "client"
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("http://gpu-box:8080", "http://gpu-box:8080/v1"),
+    ("http://gpu-box:8080/", "http://gpu-box:8080/v1"),
+    ("https://example.org/llm/v1/", "https://example.org/llm/v1"),
+    (" http://127.0.0.1:8000/v1 ", "http://127.0.0.1:8000/v1"),
+])
+def test_urls_are_normalized(given, expected):
+    from exaone_jupyter.engine.remote import normalize_url
+    assert normalize_url(given) == expected
