@@ -64,12 +64,13 @@ class Session:
             return []
         resolved = resolve(spec, file_glob=file_glob)
         info = read_gguf(resolved.path)
-        self.unload()  # free the old weights before the new ones take memory
-        backend = LocalBackend(info, load_options)
+        # A template that does not compile fails here, while the old model is still loaded.
         template = ChatTemplate.for_model(
             info.chat_template, family_hint=resolved.family_hint or _family_of_arch(info.architecture),
-            bos_token=backend.bos_text, eos_token=backend.eos_text,
             model_name=info.path.name)
+        self.unload()  # free the old weights before the new ones take memory
+        backend = LocalBackend(info, load_options)
+        template.bos_token, template.eos_token = backend.bos_text, backend.eos_text
         self._attach(backend, template, spec)
         self._load_key = key
         notices = list(backend.notices)
@@ -213,7 +214,18 @@ class Session:
             return  # nothing was said: the conversation stays as it was
         self.conversation.add("user", turn.question)
         flags = {"interrupted": True} if reply.stats.finish_reason in ("interrupted", "error") else {}
-        self.conversation.add("assistant", reply.text, **flags)
+        self.conversation.add("assistant", self._as_history(reply), **flags)
+
+    def _as_history(self, reply: Reply) -> str:
+        """The reply as the template expects it in the history. Reasoning that the prompt opened
+        and the reply never closed (stopped, or out of tokens) gets its closing tag, so that the
+        templates strip it like any earlier reasoning instead of replaying it as the answer."""
+        family = self.template.family if self.template else None
+        if reply.thinking_opened and family and family.reasoning_tags:
+            closing = family.reasoning_tags[1]
+            if closing not in reply.text:
+                return reply.text + closing
+        return reply.text
 
     def _prompt_opens_reasoning(self, turn: Turn) -> bool:
         family = self.template.family if self.template else None

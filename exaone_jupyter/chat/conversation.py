@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,6 +16,7 @@ from typing import Callable
 from ..errors import ExaoneError
 
 FORMAT = "exaone-jupyter/conversation"
+VERSION = 1
 ROLES = ("user", "assistant", "tool")
 
 
@@ -25,10 +27,15 @@ class Conversation:
 
     def to_messages(self, *extra: dict) -> list[dict]:
         """What the template sees: the system prompt (if any), the history, then ``extra``."""
-        head = [{"role": "system", "content": self.system}] if self.system else []
-        return head + [dict(m) for m in self.messages] + list(extra)
+        return self._head() + [dict(m) for m in self.messages] + [dict(m) for m in extra]
+
+    def _head(self) -> list[dict]:
+        return [{"role": "system", "content": self.system}] if self.system else []
 
     def add(self, role: str, content: str, **flags: object) -> None:
+        if role not in ROLES:
+            raise ExaoneError(f"A conversation message has the role user, assistant or tool, not "
+                              f"{role!r}; the system prompt is set on its own.")
         self.messages.append({"role": role, "content": content, **flags})
 
     def reset(self) -> None:
@@ -42,46 +49,93 @@ class Conversation:
     def fit(self, question: dict, count: Callable[[list[dict]], int], limit: int
             ) -> tuple[list[dict], int]:
         """The newest messages whose prompt takes at most ``limit`` tokens, and how many turns
-        were left out. Raises ExaoneError when even the system prompt and question alone do not fit.
+        were left out. The system prompt and ``question`` always stay; turns leave oldest first,
+        whole (a user message and what answered it). Raises ExaoneError when even the system
+        prompt and the question alone do not fit.
         """
-        starts = [i for i, m in enumerate(self.messages) if m["role"] == "user"] or [0]
-        starts = sorted(set(starts + [0]))
-        for dropped, start in enumerate(starts):
-            head = [{"role": "system", "content": self.system}] if self.system else []
-            messages = head + [dict(m) for m in self.messages[start:]] + [question]
-            if count(messages) <= limit:
-                return messages, dropped
-        bare = ([{"role": "system", "content": self.system}] if self.system else []) + [question]
-        if count(bare) <= limit:
-            return bare, len(starts)
-        raise ExaoneError(f"This message and the system prompt need {count(bare)} tokens, more "
-                          f"than the {limit} the context leaves after the reply's max_tokens; "
-                          "shorten it, lower --max-tokens, or load the model with a larger n_ctx.")
+        # Where each droppable turn starts; the last candidate drops the whole history.
+        starts = sorted({0} | {i for i, m in enumerate(self.messages) if m["role"] == "user"}) \
+            if self.messages else []
+        starts.append(len(self.messages))
+
+        def build(k: int) -> list[dict]:
+            return self._head() + [dict(m) for m in self.messages[starts[k]:]] + [dict(question)]
+
+        sizes: dict[int, int] = {}
+
+        def fits(k: int) -> bool:
+            if k not in sizes:
+                sizes[k] = count(build(k))
+            return sizes[k] <= limit
+
+        if fits(0):  # the common case: one count
+            return build(0), 0
+        last = len(starts) - 1
+        if not fits(last):
+            what = ("This message and the system prompt need" if self.system
+                    else "This message needs")
+            raise ExaoneError(f"{what} {sizes[last]} tokens, more than the {limit} the context "
+                              "leaves after the reply's max_tokens; shorten it, lower "
+                              "--max-tokens, or load the model with a larger n_ctx.")
+        # Fewer messages never make a longer prompt, so the fewest turns to drop is a bisection.
+        lo, hi = 0, last  # fits(lo) is False, fits(hi) is True
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                hi = mid
+            else:
+                lo = mid
+        return build(hi), hi
 
     # -- files ----------------------------------------------------------------------------------
     def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, "version": 1, "system": self.system,
-                           "messages": self.messages}, ensure_ascii=False, indent=1)
+        data = {"format": FORMAT, "version": VERSION, "system": self.system,
+                "messages": self.messages}
+        text = json.dumps(data, ensure_ascii=False, indent=1)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: escaped, it still reads back exactly
+            text = json.dumps(data, ensure_ascii=True, indent=1)
+        return text
 
     def save(self, path: str | os.PathLike) -> Path:
+        """Write the conversation as JSON; the file is replaced whole or not at all."""
         path = Path(path).expanduser()
+        text = self.to_json() + "\n"
+        tmp = None
         try:
-            path.write_text(self.to_json() + "\n", encoding="utf-8")
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                       dir=path.parent if str(path.parent) else ".")
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+            os.replace(tmp, path)
+            tmp = None
         except OSError as err:
-            raise ExaoneError(f"Could not write {path} ({err.strerror}); choose a writable path.") \
-                from None
+            raise ExaoneError(f"Could not write {path} ({err.strerror or err}); choose a writable "
+                              "path.") from None
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
         return path
 
     @classmethod
     def from_json(cls, text: str, source: str = "the file") -> "Conversation":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ExaoneError(f"{source} is not valid JSON (line {err.lineno}); restore from a "
-                              "file written by `%exaone save`.") from None
+        except (json.JSONDecodeError, RecursionError) as err:
+            line = f" (line {err.lineno})" if isinstance(err, json.JSONDecodeError) else ""
+            raise ExaoneError(f"{source} is not valid JSON{line}; restore from a file written by "
+                              "`%exaone save`.") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ExaoneError(f"{source} is not a saved exaone-jupyter conversation; restore from "
                               "a file written by `%exaone save`.")
+        version = data.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
+            raise ExaoneError(f"{source} was saved in format version {version!r}, which this "
+                              "exaone-jupyter cannot read; upgrade exaone-jupyter.")
         system, messages = data.get("system"), data.get("messages")
         ok = (system is None or isinstance(system, str)) and isinstance(messages, list) and all(
             isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
@@ -99,7 +153,13 @@ class Conversation:
         except FileNotFoundError:
             raise ExaoneError(f"There is no file at {path}; give the path `%exaone save` wrote.") \
                 from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise ExaoneError(f"Could not read {path} ({err}); give the path `%exaone save` wrote.") \
-                from None
+        except IsADirectoryError:
+            raise ExaoneError(f"{path} is a folder; give the path of the file `%exaone save` "
+                              "wrote.") from None
+        except UnicodeDecodeError:
+            raise ExaoneError(f"{path.name} is not UTF-8 text; restore from a file written by "
+                              "`%exaone save`.") from None
+        except OSError as err:
+            raise ExaoneError(f"Could not read {path} ({err.strerror or err}); give the path "
+                              "`%exaone save` wrote.") from None
         return cls.from_json(text, source=path.name)

@@ -4,17 +4,25 @@ The template is the GGUF's own ``tokenizer.chat_template``, rendered by jinja2 i
 as Hugging Face sets it up. Tokenization is injection-safe: a control token (``[|user|]``,
 ``[|endofturn|]``...) can only come from the template, never from what a user typed.
 
-How: every control-token string inside message content is swapped for a private placeholder
-before rendering, so the control strings left in the rendered text are the template's own. The
-text is split at them (as llama.cpp splits at special tokens when ``special=True``), each piece
-is tokenized, and the placeholders go back into their pieces as plain text. When no content
-holds a marker string, the ids equal tokenizing the whole prompt with ``special=True``.
+How: every control-token string inside the messages (content, tool calls, tool definitions,
+any string the template might print) is swapped for a private placeholder before rendering, so
+the control strings left in the rendered text are the template's own. The text is split at them
+(as llama.cpp splits at special tokens when ``special=True``) and each piece is tokenized: a
+piece without placeholders with ``special=True``, exactly as tokenizing the whole prompt would;
+a piece with placeholders gets its marker strings back and is tokenized with ``special=False``,
+so they become plain text. When no message holds a marker string, the ids equal tokenizing the
+whole prompt with ``special=True``.
+
+The placeholders carry a random number chosen per call that occurs nowhere in the messages or
+the template, so no text a user can type (not even the private-use characters they are made
+of) can be taken for one.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, Protocol, Sequence
@@ -22,7 +30,7 @@ from typing import Any, Mapping, Protocol, Sequence
 from ..errors import ExaoneError
 from .families import EXAONE3, FAMILIES, Family, detect_family
 
-_PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
+_OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters: no tokenizer gives them meaning
 
 
 class Tokenizer(Protocol):
@@ -43,7 +51,24 @@ class Prompt:
 
 def _environment():
     import jinja2
+    import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationTags(jinja2.ext.Extension):
+        """Hugging Face's ``{% generation %}`` block (it marks assistant text for training);
+        rendering keeps its body as is."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            call = jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body)
+            return call.set_lineno(lineno)
+
+        @staticmethod
+        def _body(caller):
+            return caller()
 
     def raise_exception(message: str) -> None:
         raise jinja2.exceptions.TemplateError(message)
@@ -55,11 +80,24 @@ def _environment():
                           separators=separators, sort_keys=sort_keys)
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[jinja2.ext.loopcontrols])
+                                        extensions=[GenerationTags, jinja2.ext.loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     return env
+
+
+def _template_error(err: Exception) -> str:
+    """One line naming what went wrong in a template (jinja2 may add the source line)."""
+    import jinja2
+
+    if isinstance(err, jinja2.TemplateSyntaxError):
+        text = f"{err.message or 'syntax error'} at line {err.lineno}"
+    elif isinstance(err, jinja2.TemplateError):
+        text = err.message or type(err).__name__
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return " ".join(str(text).split()).rstrip(".")
 
 
 class ChatTemplate:
@@ -67,8 +105,6 @@ class ChatTemplate:
 
     def __init__(self, source: str, *, family: Family | None, bos_token: str = "",
                  eos_token: str = "", notice: str | None = None) -> None:
-        import jinja2
-
         self.source = source
         self.family = family
         self.bos_token = bos_token
@@ -76,9 +112,10 @@ class ChatTemplate:
         self.notice = notice  # shown once at load, e.g. when the GGUF had no template
         try:
             self._compiled = _environment().from_string(source)
-        except jinja2.TemplateError as err:
-            raise ExaoneError(f"The model's chat template does not compile ({err}); load the "
-                              "model with a corrected template.") from None
+        except Exception as err:  # TemplateSyntaxError, and anything else the parser raises
+            raise ExaoneError(f"The model's chat template does not compile "
+                              f"({_template_error(err)}); load the model with a corrected "
+                              "template.") from None
 
     @classmethod
     def for_model(cls, template: str | None, *, family_hint: str | None = None,
@@ -102,48 +139,42 @@ class ChatTemplate:
     def render(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True,
                **variables: Any) -> str:
         """The prompt text, exactly as Hugging Face's ``apply_chat_template`` renders it."""
-        import jinja2
-
         try:
             return self._compiled.render(
                 messages=[dict(m) for m in messages], add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token, eos_token=self.eos_token, **variables)
-        except jinja2.TemplateError as err:
-            raise ExaoneError(f"The chat template failed to render: {err}; check the messages "
-                              "(roles user, assistant, system) or the template.") from None
-        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as err:
-            raise ExaoneError(f"The chat template failed to render ({type(err).__name__}: "
-                              f"{err}); check the messages or the template.") from None
+        except Exception as err:  # raise_exception(), undefined names, errors inside the template
+            raise ExaoneError(f"The chat template failed to render ({_template_error(err)}); check "
+                              "the messages (roles user, assistant, system, tool) or the template."
+                              ) from None
 
     def prompt(self, messages: Sequence[Mapping[str, Any]], tokenizer: Tokenizer, *,
                add_generation_prompt: bool = True, **variables: Any) -> Prompt:
-        """Text and ids; control tokens come only from the template, never from content."""
-        markers = sorted(set(tokenizer.control_token_texts()), key=len, reverse=True)
-        hidden: list[str] = []
-        marker_re = re.compile("|".join(map(re.escape, markers))) if markers else None
-
-        def hide(text: str) -> str:
-            def swap(match: re.Match) -> str:
-                hidden.append(match.group(0))
-                return f"\ue000{len(hidden) - 1}\ue001"
-            return marker_re.sub(swap, text) if marker_re else text
-
-        safe = [{**m, "content": hide(m["content"])} if isinstance(m.get("content"), str) else m
-                for m in messages]
-        rendered = self.render(safe, add_generation_prompt=add_generation_prompt, **variables)
-        reveal = lambda text: _PLACEHOLDER.sub(lambda m: hidden[int(m.group(1))], text)  # noqa: E731
-
+        """Text and ids; control tokens come only from the template, never from the messages."""
+        markers = sorted(set(filter(None, tokenizer.control_token_texts())), key=len, reverse=True)
+        if not markers:
+            text = self.render(messages, add_generation_prompt=add_generation_prompt, **variables)
+            return Prompt(text, tokenizer.tokenize(text, special=True) if text else [])
+        masks = _Masks(markers, self.source, (list(messages), variables))
+        rendered = self.render(masks.hide(list(messages)),
+                               add_generation_prompt=add_generation_prompt,
+                               **masks.hide(variables))
         ids: list[int] = []
-        pieces = marker_re.split(rendered) if marker_re else [rendered]
-        found = marker_re.findall(rendered) if marker_re else []
-        for i, piece in enumerate(pieces):
-            ids.extend(_tokenize_piece(piece, hidden, tokenizer))
-            if i < len(found):
-                ids.extend(tokenizer.tokenize(found[i], special=True))
-        return Prompt(reveal(rendered), ids)
+        text: list[str] = []
+        for i, part in enumerate(masks.marker_re.split(rendered)):
+            if i % 2:  # one of the template's own markers
+                ids.extend(tokenizer.tokenize(part, special=True))
+                text.append(part)
+            elif part:
+                plain = masks.reveal(part)
+                # Marker strings from the messages are text; elsewhere parse as llama.cpp would.
+                ids.extend(tokenizer.tokenize(plain, special=plain == part))
+                text.append(plain)
+        return Prompt("".join(text), ids)
 
     def split_reasoning(self, text: str, *, opened: bool = False) -> tuple[str, str]:
-        """(reasoning, answer) of a reply; ``opened`` when the prompt itself opened the reasoning.
+        """(reasoning, answer) of a reply; ``opened`` when the prompt itself opened the reasoning
+        (EXAONE Deep always, EXAONE 4.0 with ``enable_thinking``).
 
         While a reasoning reply streams, everything before the closing tag is reasoning.
         """
@@ -151,22 +182,60 @@ class ChatTemplate:
         if not tags:
             return "", text
         opening, closing = tags
-        body = text[len(opening):] if text.lstrip().startswith(opening) else text
+        body = text
+        if text.lstrip().startswith(opening):  # the model opened it itself
+            body, opened = text.lstrip()[len(opening):], True
         if closing in body:
             reasoning, answer = body.split(closing, 1)
-            return reasoning.strip(), answer.lstrip("\n")
+            return reasoning.strip(), answer.lstrip()
         return (body.strip(), "") if opened else ("", text)
 
 
-def _tokenize_piece(piece: str, hidden: list[str], tokenizer: Tokenizer) -> list[int]:
-    """Tokens of text between template markers; placeholders come back as plain text."""
-    if not piece:
-        return []
-    ids: list[int] = []
-    parts = _PLACEHOLDER.split(piece)  # text, index, text, index, ...
-    for i, part in enumerate(parts):
-        if i % 2:
-            ids.extend(tokenizer.tokenize(hidden[int(part)], special=False))
-        elif part:
-            ids.extend(tokenizer.tokenize(part, special=True))
-    return ids
+class _Masks:
+    """Swaps marker strings inside messages for placeholders, and back."""
+
+    def __init__(self, markers: Sequence[str], template: str, inputs: Any) -> None:
+        self.marker_re = re.compile("(" + "|".join(map(re.escape, markers)) + ")")
+        seen = "\n".join(_strings(inputs)) + template
+        while True:  # a number that occurs nowhere, so no input can forge a placeholder
+            nonce = f"{secrets.randbelow(10 ** 12):012d}"
+            if nonce not in seen:
+                break
+        self._nonce = nonce
+        self.hidden: list[str] = []
+        # A template may print content through tojson(ensure_ascii=True), which escapes the
+        # private-use characters; both spellings come back as the marker text.
+        self._placeholder = re.compile(
+            r"(?:\ue000|\\ue000)" + nonce + r"\.(\d+)(?:\ue001|\\ue001)")
+
+    def hide(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.marker_re.sub(self._swap, value)
+        if isinstance(value, Mapping):
+            return {self.hide(k): self.hide(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.hide(v) for v in value)
+        return value
+
+    def _swap(self, match: re.Match) -> str:
+        self.hidden.append(match.group(0))
+        return f"{_OPEN}{self._nonce}.{len(self.hidden) - 1}{_CLOSE}"
+
+    def reveal(self, text: str) -> str:
+        def back(match: re.Match) -> str:
+            index = int(match.group(1))
+            return self.hidden[index] if index < len(self.hidden) else match.group(0)
+        return self._placeholder.sub(back, text)
+
+
+def _strings(value: Any):
+    """Every string inside nested dicts, lists and tuples (keys included)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
