@@ -1,8 +1,11 @@
 """``{name}`` in a cell's text becomes the value of ``name`` from the notebook's namespace.
 
-Deliberately small: identifiers only, nothing is evaluated, an unknown name stays as written, and
-``{{`` / ``}}`` give literal braces. (IPython's own ``var_expand`` turns ``$5`` into ``5``,
-evaluates expressions, and silently gives up on the whole text at the first stray brace.)
+Deliberately small: names only (any Python identifier, Korean ones too), nothing is evaluated, an
+unknown name stays as written, and ``{{name}}`` gives a literal ``{name}``. Every other brace is
+text: JSON (``{"a": {"b": 1}}``), code, Jinja's ``{{ x }}``. The text is read once, so a value
+that itself holds ``{...}`` is inserted as it is. (IPython's own ``var_expand`` turns ``$5`` into
+``5``, evaluates expressions, and silently gives up on the whole text at the first stray brace;
+``str.format_map`` raises on JSON, and its ``}}`` escape would eat the end of nested JSON.)
 """
 
 from __future__ import annotations
@@ -10,16 +13,18 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-_TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A name: a letter or underscore, then letters, digits or underscores (Unicode, like Python's).
+_NAME = r"[^\W\d]\w*"
+_TOKEN = re.compile(rf"\{{\{{({_NAME})\}}\}}|\{{({_NAME})\}}")
 
 
 def interpolate(text: str, namespace: Mapping[str, object]) -> str:
+    """``text`` with each ``{name}`` that ``namespace`` defines replaced by ``str(value)``."""
+
     def replace(match: re.Match) -> str:
-        whole, name = match.group(0), match.group(1)
-        if whole == "{{":
-            return "{"
-        if whole == "}}":
-            return "}"
-        return str(namespace[name]) if name in namespace else whole
+        escaped, name = match.group(1), match.group(2)
+        if escaped is not None:
+            return "{" + escaped + "}"
+        return str(namespace[name]) if name in namespace else match.group(0)
 
     return _TOKEN.sub(replace, text)

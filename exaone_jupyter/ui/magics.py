@@ -15,7 +15,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import (MagicArgumentParser, argument, magic_arguments,
                                           parse_argstring)
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Float, Int, Unicode, observe
 
 from ..engine.backend import Sampling
 from ..errors import ExaoneError
@@ -44,12 +44,18 @@ class ExaoneMagics(Magics):
     repeat_penalty = Float(1.0, help="LG advises no penalty above 1.0 for EXAONE.").tag(config=True)
     system = Unicode(None, allow_none=True,
                      help="System prompt; None = the model family's default.").tag(config=True)
-    update_interval = Float(0.1, help="Seconds between live updates of a streaming cell.").tag(config=True)
+    update_interval = Float(0.1, help="Seconds between live updates of a streaming cell "
+                            "(at least 0.05: 20 updates a second).").tag(config=True)
     show_meter = Bool(True, help="Show the tokens/s meter under each reply.").tag(config=True)
+
+    @observe("system")
+    def _system_changed(self, change) -> None:
+        if change["new"] is not None:  # %config ExaoneMagics.system = "..." applies at once
+            get_session().set_system(change["new"])
 
     # -- %%exaone -------------------------------------------------------------------------------
     @no_var_expand
-    @magic_arguments()
+    @magic_arguments("%exaone")  # the usage line reads "%%exaone", not the method's name
     @argument("-s", "--system", default=None, help="system prompt (kept for later cells)")
     @argument("-t", "--temperature", type=float, default=None, help="0 = greedy, reproducible")
     @argument("-n", "--max-tokens", type=int, default=None, help="most tokens in the reply")
@@ -67,9 +73,10 @@ class ExaoneMagics(Magics):
     def exaone_cell(self, line: str, cell: str) -> None:
         """Ask EXAONE; the reply streams into the cell with a live tokens/s meter.
 
-        The cell text is the question; ``{name}`` inserts a notebook variable. Each cell
-        continues the same conversation (``--new`` starts over). Stop a reply with the kernel's
-        interrupt button: the partial reply is kept.
+        The cell text is the question; ``{name}`` inserts a notebook variable (``{{name}}``
+        writes ``{name}``; nothing else is touched). Each cell continues the same conversation
+        (``--new`` starts over). Stop a reply with the kernel's interrupt button: the partial
+        reply is kept.
         """
         args = parse_argstring(self.exaone_cell, line)
         session = get_session()
@@ -147,6 +154,8 @@ class ExaoneMagics(Magics):
         spec = args.spec or session.default_spec(self.model or None)
         for notice in session.load(spec, file_glob=args.file, **options):
             _notice(notice)
+        if self.system is not None:  # the configured system prompt wins over the model's default
+            session.set_system(self.system)
         self._show_loaded()
 
     def _cmd_unload(self, rest: str) -> None:
@@ -294,11 +303,11 @@ class ExaoneMagics(Magics):
         model = gpu = ""
         if session.backend is not None:
             facts = session.backend.describe()
-            model = session.model_spec or ""
+            model = _short_spec(session.model_spec or "")
             if "gpu_layers" in facts:
                 gpu = f"GPU {facts['gpu_layers']}/{facts['layers']} layers"
         return renderer_for(self.shell, interval=self.update_interval, model=model, gpu=gpu,
-                            split=session.split_reasoning)
+                            split=session.split_reasoning, meter=self.show_meter)
 
     def _show_loaded(self) -> None:
         facts = get_session().info()
@@ -318,6 +327,13 @@ class ExaoneMagics(Magics):
                                                   ", ".join([""] + list(map(str, ids[16:]))))
         show_markdown((f"**Prompt: {len(ids)} tokens** (nothing generated)\n\n"
                          f"```text\n{turn.prompt.text}\n```\n\nids: `[{shown}]`"))
+
+
+def _short_spec(spec: str) -> str:
+    """What the meter calls the model: the alias or REPO:FILE as typed, a path by its file name."""
+    if spec.lower().endswith(".gguf") and ("/" in spec or "\\" in spec) and ":" not in spec[2:]:
+        return spec.replace("\\", "/").rsplit("/", 1)[-1]
+    return spec
 
 
 def _split(text: str) -> list[str]:

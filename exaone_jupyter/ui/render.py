@@ -1,20 +1,28 @@
 """Stream a Reply into a notebook cell (or a terminal) with a live meter under it.
 
 In a notebook the reply and the meter update in place through one display handle, at most every
-``interval`` seconds. When the reply ends, that live output is emptied and the final reply and
-meter are displayed as outputs of their own. The saved notebook therefore holds the whole reply as
-Markdown and plain text (readable anywhere, no widgets), and a notebook checker such as nbval,
-which compares first displays and ignores updates, sees exactly what was saved: an empty live
-output, the answer, and the meter (whose timings a sanitizer normalises).
+``interval`` seconds (never more than 20 times a second); a small thread sends those updates, so
+the token loop never waits on the frontend. When the reply ends, that live output is emptied and
+the final reply and meter are displayed as outputs of their own. The saved notebook therefore
+holds the whole reply as Markdown and plain text (readable anywhere, no widgets), and a notebook
+checker such as nbval, which compares first displays and ignores updates, sees exactly what was
+saved: an empty live output, the answer, and the meter (whose timings a sanitizer normalises).
 """
 
 from __future__ import annotations
 
+import contextvars
 import html
-import time
+import re
+import sys
+import threading
+import uuid
+from dataclasses import replace
 from typing import Callable
 
 from ..engine.reply import Reply, Stats
+
+MIN_INTERVAL = 0.05  # seconds: at most 20 live updates a second, whatever the setting
 
 
 def meter_text(stats: Stats, *, model: str = "", gpu: str = "", live: bool = False) -> str:
@@ -24,7 +32,7 @@ def meter_text(stats: Stats, *, model: str = "", gpu: str = "", live: bool = Fal
         parts.append(f"{stats.decode_tok_s:.1f} tok/s")
     elif live and stats.completion_tokens:
         parts.append("… tok/s")
-    parts.append(f"{stats.completion_tokens} tokens")
+    parts.append(f"{stats.completion_tokens} token{'' if stats.completion_tokens == 1 else 's'}")
     if stats.ttft_s is not None:
         parts.append(f"first token {stats.ttft_s * 1000:.0f} ms")
     prompt = f"prompt {stats.prompt_tokens} tok"
@@ -49,14 +57,40 @@ def meter_text(stats: Stats, *, model: str = "", gpu: str = "", live: bool = Fal
 
 def reply_markdown(answer: str, reasoning: str = "", *, finish_reason: str | None = None,
                    live: bool = False) -> str:
-    body = answer
+    """The reply as Markdown; ``live`` adds the typing cursor to the text so far."""
+    body = close_fences(answer, cursor=live)
     if reasoning:
         state = "thinking…" if live and not answer else "reasoning"
         body = (f"<details><summary>{state} ({len(reasoning)} characters)</summary>\n\n"
-                f"{reasoning}\n\n</details>\n\n{answer}")
+                f"{close_fences(reasoning)}\n\n</details>\n\n{body}")
     if finish_reason == "interrupted":
         body += "\n\n*⏹ interrupted*"
     return body
+
+
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+
+
+def close_fences(text: str, *, cursor: bool = False) -> str:
+    """``text`` with a code fence it leaves open closed, so that what follows (the cursor, the
+    live meter, "interrupted") is not swallowed into the code block; ``cursor`` appends ``▌``
+    where it cannot break a fence line."""
+    open_fence = ""
+    for line in text.split("\n"):
+        match = _FENCE.match(line)
+        if not match:
+            continue
+        run = match.group(1)
+        if not open_fence:
+            open_fence = run
+        elif run[0] == open_fence[0] and len(run) >= len(open_fence) and line.strip() == run:
+            open_fence = ""
+    if cursor:
+        last_line = text.rsplit("\n", 1)[-1]
+        text += ("\n▌" if _FENCE.match(last_line) else "▌")
+    if open_fence:
+        text += "\n" + open_fence
+    return text
 
 
 class _Bundle:
@@ -75,72 +109,167 @@ def show_markdown(text: str) -> None:
     display(_Bundle({"text/markdown": text, "text/plain": text}))
 
 
-def _meter_bundle(text: str) -> _Bundle:
-    return _Bundle({"text/plain": text,
-                    "text/html": f"<div style='font-size:0.85em;opacity:0.7;font-family:monospace'>"
-                                 f"⚡ {html.escape(text)}</div>"})
+def _meter_html(text: str) -> str:
+    return (f"<div style='font-size:0.85em;opacity:0.7;font-family:monospace'>"
+            f"⚡ {html.escape(text)}</div>")
 
 
-def _reply_bundle(markdown: str, plain: str) -> _Bundle:
-    return _Bundle({"text/markdown": markdown, "text/plain": plain})
+def _meter_data(text: str) -> dict[str, str]:
+    return {"text/plain": text, "text/html": _meter_html(text)}
 
 
 class CellRenderer:
-    """Throttled display-handle streaming for notebook frontends."""
+    """Throttled display-handle streaming for notebook frontends.
+
+    The token loop runs in the cell's (main) thread, so the kernel's interrupt lands between
+    tokens. The live output is refreshed by a small ticker thread every ``interval`` seconds, and
+    only when something changed: building and sending an update (the text so far, the meter) then
+    overlaps llama.cpp's decode, which releases the GIL, instead of adding to every token.
+    Updates are routed by display id, so frontends apply them wherever they came from.
+    """
 
     def __init__(self, *, interval: float = 0.1, model: str = "", gpu: str = "",
-                 split: Callable[[Reply], tuple[str, str]] | None = None) -> None:
-        self.interval = interval
-        self.model, self.gpu = model, gpu
+                 split: Callable[[Reply], tuple[str, str]] | None = None,
+                 meter: bool = True) -> None:
+        self.interval = max(float(interval), MIN_INTERVAL)
+        self.model, self.gpu, self.meter = model, gpu, meter
         self.split = split or (lambda reply: ("", reply.text))
         self.updates = 0  # live updates sent, for tests and the benchmark
+        self._last_text: str | None = None
 
     def note(self, text: str) -> None:
-        from IPython.display import display
-        display(_Bundle({"text/plain": f"ℹ {text}", "text/markdown": f"*ℹ {text}*"}))
+        _publish({"text/plain": f"ℹ {text}", "text/markdown": f"*ℹ {text}*"})
 
     def stream(self, reply: Reply) -> Reply:
-        from IPython.display import display
-
-        live = display(_Bundle({"text/plain": ""}), display_id=True)
-        live.update(_reply_bundle("*evaluating the prompt…*", "evaluating the prompt…"))
-        last = time.perf_counter()
+        self.updates, self._last_text = 0, None
+        live = uuid.uuid4().hex
+        # First display = final state of this output (empty): what nbval compares with the file.
+        _publish({"text/plain": ""}, display_id=live)
+        ticker = _Ticker(self.interval, lambda: self._update(live, reply))
+        ticker.start()
+        failure: Exception | None = None
         try:
             for _ in reply:
-                now = time.perf_counter()
-                if now - last >= self.interval:
-                    self._update(live, reply)
-                    last = now
+                pass
         except KeyboardInterrupt:  # landed here rather than inside the engine's loop
             reply.close()
-        live.update(_Bundle({"text/plain": ""}))
-        reasoning, answer = self.split(reply)
-        markdown = reply_markdown(answer, reasoning, finish_reason=reply.stats.finish_reason)
-        display(_reply_bundle(markdown, reply.text))
-        display(_meter_bundle(meter_text(reply.stats, model=self.model, gpu=self.gpu)))
+        except Exception as err:  # the engine failed mid-reply: show what came, then report
+            failure = err
+        finally:
+            ticker.stop()  # no live update may follow the final state
+        steps = []
+        if self.updates:  # else the live output still shows its first state: nothing to undo
+            steps.append(lambda: _publish({"text/plain": ""}, display_id=live, update=True))
+        if failure is None or reply.text:
+            reasoning, answer = self.split(reply)
+            markdown = reply_markdown(answer, reasoning, finish_reason=reply.stats.finish_reason)
+            meter = meter_text(reply.stats, model=self.model, gpu=self.gpu)
+            steps.append(lambda: _publish({"text/markdown": markdown, "text/plain": reply.text}))
+            if self.meter:
+                steps.append(lambda: _publish(_meter_data(meter)))
+        _despite_interrupts(steps)
+        if ticker.error is not None:  # a bug, not a user error: say so, the reply is shown
+            print(f"(live updates stopped early: {ticker.error!r})", file=sys.stderr)
+        if failure is not None:
+            raise failure
         return reply
 
-    def _update(self, live, reply: Reply) -> None:
-        reasoning, answer = self.split(reply)
+    def _update(self, live: str, reply: Reply) -> None:
         stats = reply.stats
+        if stats.completion_tokens == 0:
+            if self.updates == 0:  # the prompt takes a while: say so, once
+                self.updates += 1  # counted first: a failed send still gets the final emptying
+                _publish({"text/markdown": "*evaluating the prompt…*",
+                          "text/plain": "evaluating the prompt…"}, display_id=live, update=True)
+            return
+        text = reply.text
+        if text == self._last_text:
+            return
+        self._last_text = text
         if stats.completion_tokens > 1 and stats.ttft_s is not None:
             # live rate: tokens after the first over the time since it came
             since_first = reply.elapsed_s - stats.ttft_s
             if since_first > 0:
-                stats = Stats(**{**stats.as_dict(),
-                                 "decode_tok_s": (stats.completion_tokens - 1) / since_first})
-        meter = meter_text(stats, model=self.model, gpu=self.gpu, live=True)
-        markdown = reply_markdown(answer, reasoning, live=True) + "▌"
-        live.update(_Bundle({"text/markdown": f"{markdown}\n\n<sub>⚡ {html.escape(meter)}</sub>",
-                             "text/plain": f"{reply.text}\n\n{meter}"}))
+                stats = replace(stats, decode_tok_s=(stats.completion_tokens - 1) / since_first)
+        reasoning, answer = self.split(reply)
+        markdown = reply_markdown(answer, reasoning, live=True)
+        if self.meter:
+            meter = meter_text(stats, model=self.model, gpu=self.gpu, live=True)
+            data = {"text/markdown": f"{markdown}\n\n{_meter_html(meter)}",
+                    "text/plain": f"{text}\n\n{meter}"}
+        else:
+            data = {"text/markdown": markdown, "text/plain": text}
         self.updates += 1
+        _publish(data, display_id=live, update=True)
+
+
+class _Ticker:
+    """Calls ``tick`` every ``interval`` seconds in a daemon thread until ``stop``.
+
+    ``stop`` does not wait for the thread to wake up and end (on a busy machine that alone can
+    take milliseconds); it waits only for a tick in progress, and no tick starts after it.
+    """
+
+    def __init__(self, interval: float, tick: Callable[[], None]) -> None:
+        self.interval, self.tick = interval, tick
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._ticking = threading.Lock()
+        # The cell's context goes along: ipykernel keeps the cell's parent message in a context
+        # variable, so the updates are tagged with this cell even while another one is queued.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._run,),
+                                        name="exaone-meter", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._ticking:
+                if self._stop.is_set():
+                    return
+                try:
+                    self.tick()
+                except Exception as err:  # a failed refresh must not end the reply; the final
+                    self.error = err       # state is sent from the cell's thread anyway
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+        _despite_interrupts([self._ticking.acquire])  # a tick in progress ends first
+        self._ticking.release()
+
+
+def _despite_interrupts(steps: list[Callable[[], None]]) -> None:
+    """Run each step once even if a late Ctrl-C lands: the reply is over, finish showing it."""
+    for step in steps:
+        while True:
+            try:
+                step()
+                break
+            except KeyboardInterrupt:
+                continue
+
+
+def _publish(data: dict[str, str], *, display_id: str | None = None, update: bool = False) -> None:
+    """One display message straight to the frontends (IPython's display() adds a formatter pass)."""
+    from IPython.display import publish_display_data
+
+    if display_id is None:
+        publish_display_data(data)
+    else:
+        publish_display_data(data, transient={"display_id": display_id}, update=update)
 
 
 class TerminalRenderer:
     """Plain printing for terminal IPython, where display updates would re-print everything."""
 
-    def __init__(self, *, model: str = "", gpu: str = "", **_: object) -> None:
-        self.model, self.gpu = model, gpu
+    def __init__(self, *, interval: float = 0.1, model: str = "", gpu: str = "",
+                 split: Callable[[Reply], tuple[str, str]] | None = None,
+                 meter: bool = True) -> None:
+        del interval, split  # the same options as CellRenderer; printing needs neither
+        self.model, self.gpu, self.meter = model, gpu, meter
         self.updates = 0
 
     def note(self, text: str) -> None:
@@ -154,7 +283,9 @@ class TerminalRenderer:
             reply.close()
         if reply.stats.finish_reason == "interrupted":
             print(" [interrupted]", end="")
-        print(f"\n\n{meter_text(reply.stats, model=self.model, gpu=self.gpu)}")
+        print()
+        if self.meter:
+            print(f"\n{meter_text(reply.stats, model=self.model, gpu=self.gpu)}")
         return reply
 
 

@@ -1,0 +1,277 @@
+"""``%exaone`` and ``%%exaone`` in a real kernel, answering with the shipped ``exaone-demo`` model.
+
+The demo model answers its trained dialogues exactly at temperature 0, so every answer below is
+checked character for character against ``demo_dialogues.json``. One kernel serves the module;
+each test starts its conversation with ``--new`` (or says why not).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("jupyter_client")
+pytest.importorskip("ipykernel")
+
+import exaone_jupyter  # noqa: E402
+from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT  # noqa: E402
+from kernel_helpers import Cell, Kernel, reply_outputs  # noqa: E402
+
+DIALOGUES = [d["messages"] for d in json.loads(
+    (Path(exaone_jupyter.__file__).parent / "data" / "demo_dialogues.json").read_text("utf-8"))]
+README_QUESTION = "한국의 수도는 어디인가요? Answer in one sentence."
+README_ANSWER = "한국의 수도는 서울입니다 (Seoul)."
+
+
+def trained(last_user: str, *, system: str | None = LG_SYSTEM_PROMPT,
+            turns: int = 1) -> list[tuple[str, str]]:
+    """The (question, answer) pairs of one trained dialogue."""
+    for messages in DIALOGUES:
+        first_system = messages[0]["content"] if messages[0]["role"] == "system" else None
+        pairs = [(q["content"], a["content"]) for q, a in
+                 zip(messages[-2 * turns::2], messages[-2 * turns + 1::2])]
+        if first_system == system and len(pairs) == turns and pairs[-1][0] == last_user \
+                and sum(m["role"] == "user" for m in messages) == turns:
+            return pairs
+    raise AssertionError(f"{last_user!r} is not a trained dialogue")
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    with Kernel(cwd=str(tmp_path_factory.mktemp("cwd"))) as k:
+        assert k.run("%load_ext exaone_jupyter\nimport exaone_jupyter").ok
+        cell = k.run("%exaone load exaone-demo")
+        assert cell.ok and cell.stdout.startswith("Loaded exaone-demo"), cell.stderr
+        yield k
+
+
+def ask(kernel: Kernel, question: str, options: str = "-t 0 --new") -> str:
+    """Run a ``%%exaone`` cell; return the answer's text/plain after checking the outputs."""
+    cell = kernel.run(f"%%exaone {options}\n{question}")
+    assert cell.ok and not cell.stderr and not cell.errors, (cell.reply, cell.stderr)
+    answer, meter = reply_outputs(cell)
+    assert answer["text/markdown"] == answer["text/plain"]  # plain Markdown, no markers added
+    assert "tok/s" in meter["text/plain"] and "exaone-demo" in meter["text/plain"]
+    return answer["text/plain"]
+
+
+def history(kernel: Kernel) -> str:
+    cell = kernel.run("%exaone history")
+    assert cell.ok
+    return "".join(cell.plain()) + cell.stdout
+
+
+# -- answers ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("question", [
+    README_QUESTION,
+    "안녕하세요!",
+    "1 더하기 1은?",
+    "What is the capital of Korea?",
+    "Write a Python function that adds two numbers.",
+    "Translate '감사합니다' into English.",
+])
+def test_trained_answers_come_back_exactly(kernel, question):
+    [(_, expected)] = trained(question)
+    assert ask(kernel, question) == expected
+    assert kernel.eval("exaone_jupyter.last_reply().text") == expected
+    assert kernel.eval("exaone_jupyter.last_reply().stats.finish_reason") == "stop"
+
+
+@pytest.mark.parametrize("follow_up", ["And of Japan?", "제 이름이 뭐라고 했죠?"])
+def test_the_next_cell_continues_the_conversation(kernel, follow_up):
+    (q1, a1), (q2, a2) = trained(follow_up, turns=2)
+    assert ask(kernel, q1) == a1
+    assert ask(kernel, q2, "-t 0") == a2  # no --new: the first turn is in the prompt
+    assert kernel.eval("exaone_jupyter.get_session().conversation.turns") == 2
+    shown = history(kernel)
+    assert all(text in shown for text in (q1, a1, q2, a2))
+
+
+def test_system_prompt_option_and_no_system_prompt(kernel):
+    [(q, korean)] = trained("What is your name?", system="Answer in Korean only.")
+    [(_, english)] = trained("What is your name?")
+    assert ask(kernel, q, '-t 0 --new -s "Answer in Korean only."') == korean
+    assert ask(kernel, q) == korean  # the system prompt stays for later cells, --new or not
+    try:
+        assert kernel.run("%exaone system --clear").stdout == "System prompt cleared.\n"
+        [(hi, hello)] = trained("Hi", system=None)
+        assert ask(kernel, hi) == hello
+        assert ask(kernel, README_QUESTION) == README_ANSWER  # trained with and without
+    finally:
+        kernel.run(f"%exaone system {LG_SYSTEM_PROMPT}")
+    assert ask(kernel, q) == english
+
+
+# -- options ------------------------------------------------------------------------------------
+def test_out_stores_the_reply_text(kernel):
+    ask(kernel, README_QUESTION, "-t 0 --new -o answer")
+    assert kernel.eval("answer") == README_ANSWER
+
+
+def test_no_history_is_not_remembered(kernel):
+    [(q, a)] = trained("What is 2 + 2?")
+    assert ask(kernel, README_QUESTION) == README_ANSWER
+    assert ask(kernel, q, "-t 0 --no-history") == a  # asked as if alone
+    assert kernel.eval("exaone_jupyter.get_session().conversation.turns") == 1
+    assert q not in history(kernel) and README_ANSWER in history(kernel)
+
+
+def test_new_starts_a_fresh_conversation(kernel):
+    ask(kernel, README_QUESTION)
+    ask(kernel, "Hello!", "-t 0")
+    assert kernel.eval("exaone_jupyter.get_session().conversation.turns") == 2
+    [(q, a)] = trained("Tell me a joke.")
+    assert ask(kernel, q, "-t 0 --new") == a
+    shown = history(kernel)
+    assert q in shown and "Hello!" not in shown and README_QUESTION not in shown
+
+
+def test_dry_run_shows_the_prompt_and_its_token_count(kernel):
+    ask(kernel, README_QUESTION)
+    before = kernel.eval("exaone_jupyter.last_reply().stats.completion_tokens")
+    cell = kernel.run("%%exaone --dry-run\nHello!")
+    assert cell.ok and not cell.stderr
+    [shown] = cell.of_type("display_data")
+    text = shown.content["data"]["text/plain"]
+    messages = [{"role": "system", "content": LG_SYSTEM_PROMPT},
+                {"role": "user", "content": README_QUESTION},
+                {"role": "assistant", "content": README_ANSWER},
+                {"role": "user", "content": "Hello!"}]
+    prompt_text, ids = kernel.eval(f"exaone_jupyter.render_prompt({messages!r})")
+    assert f"**Prompt: {len(ids)} tokens** (nothing generated)" in text
+    assert prompt_text in text and "[|user|]Hello!\n[|assistant|]" in text
+    # nothing was generated or remembered
+    assert not [m for m in cell.of_type("display_data") if "tok/s" in json.dumps(m.content)]
+    assert kernel.eval("exaone_jupyter.last_reply().stats.completion_tokens") == before
+    assert kernel.eval("exaone_jupyter.get_session().conversation.turns") == 1
+
+
+def test_names_in_the_cell_come_from_the_notebook(kernel):
+    kernel.run("country = 'Korea'\nprice = 5")
+    [(q, a)] = trained("What is the capital of Korea?")
+    assert ask(kernel, "What is the capital of {country}?") == a
+    cell = kernel.run("%%exaone --dry-run --new\n{country} {unknown} {{country}} {price*2} $price "
+                      '{"json": {"a": 1}}')
+    text = cell.plain()[0]
+    assert 'Korea {unknown} {country} {price*2} $price {"json": {"a": 1}}' in text
+
+
+def test_config_round_trip_and_listing(kernel):
+    listing = kernel.run("%config ExaoneMagics").stdout
+    for trait in ("temperature", "max_tokens", "update_interval", "model", "gpu_layers",
+                  "show_meter", "system"):
+        assert f"ExaoneMagics.{trait}=" in listing
+    magics = "get_ipython().magics_manager.registry['ExaoneMagics']"
+    assert kernel.eval(f"{magics}.temperature") == 0.7
+    try:
+        assert kernel.run("%config ExaoneMagics.temperature = 0").ok
+        assert kernel.eval(f"{magics}.temperature") == 0.0
+        assert "Current: 0.0" in kernel.run("%config ExaoneMagics").stdout
+        # the setting is what a cell without -t uses: greedy, so the trained answer
+        assert ask(kernel, README_QUESTION, "--new") == README_ANSWER
+        assert kernel.run("%config ExaoneMagics.max_tokens = 3").ok
+        cell = kernel.run(f"%%exaone --new\n{README_QUESTION}")
+        assert kernel.eval("exaone_jupyter.last_reply().stats.completion_tokens") == 3
+        assert "stopped at max tokens" in reply_outputs(cell)[1]["text/plain"]
+    finally:
+        kernel.run("%config ExaoneMagics.temperature = 0.7\n%config ExaoneMagics.max_tokens = 512")
+
+
+def test_configured_system_prompt_and_meter(kernel):
+    [(q, korean)] = trained("What is your name?", system="Answer in Korean only.")
+    try:
+        assert kernel.run("%config ExaoneMagics.system = 'Answer in Korean only.'").ok
+        assert ask(kernel, q) == korean
+        kernel.run("%exaone load exaone-demo")  # a load keeps the configured prompt
+        assert ask(kernel, q) == korean
+        assert kernel.run("%config ExaoneMagics.show_meter = False").ok
+        cell = kernel.run(f"%%exaone -t 0 --new\n{q}")
+        assert cell.ok and not cell.stderr
+        finals = [m.content["data"] for m in cell.of_type("display_data")]
+        assert finals == [{"text/plain": ""}, {"text/markdown": korean, "text/plain": korean}]
+        assert not any("tok/s" in json.dumps(m.content) for m in cell.updates)
+    finally:
+        kernel.run("%config ExaoneMagics.show_meter = True\n%config ExaoneMagics.system = None\n"
+                   f"%exaone system {LG_SYSTEM_PROMPT}")
+
+
+# -- help and errors ----------------------------------------------------------------------------
+def test_help(kernel):
+    page = kernel.run("%%exaone?").page
+    assert "%%exaone [-s SYSTEM] [-t TEMPERATURE]" in page  # the magic's name, not the method's
+    for option in ("--no-history", "--dry-run", "-o VAR, --out VAR", "--new", "{name}"):
+        assert option in page
+    for code in ("%exaone help", "%exaone"):
+        cell = kernel.run(code)
+        [text] = cell.plain()
+        for sub in ("load", "info", "history", "reset", "save", "restore", "stats", "panel",
+                    "connect"):
+            assert f"`%exaone {sub}`" in text
+        assert "%%exaone [-s SYSTEM]" in text
+
+
+def _usage_error(cell: Cell) -> str:
+    assert cell.reply["status"] == "error" and not cell.errors  # no traceback message at all
+    assert "Traceback" not in cell.stderr and cell.stderr.startswith("UsageError: ")
+    return cell.stderr
+
+
+def test_usage_errors(kernel):
+    text = _usage_error(kernel.run("%exaone bogus"))
+    assert "Unknown subcommand 'bogus'" in text and "load" in text
+    assert "unrecognized arguments: --bogus" in _usage_error(kernel.run("%%exaone --bogus\nHi"))
+    assert "--temperature" in _usage_error(kernel.run("%%exaone -t hot\nHi"))
+    assert "save PATH" in _usage_error(kernel.run("%exaone save"))
+
+
+def test_a_user_error_is_one_sentence_and_the_model_still_answers(kernel):
+    ask(kernel, README_QUESTION)
+    cell = kernel.run("%exaone load /no/such.gguf")
+    assert cell.ok and not cell.errors and not cell.displays
+    lines = cell.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("✗ ") and "/no/such.gguf" in lines[0]
+    assert "Traceback" not in cell.stderr
+    assert kernel.eval("exaone_jupyter.get_session().model_spec") == "exaone-demo"
+    [(q, a)] = trained("Hello!")
+    assert ask(kernel, q, "-t 0") != ""  # the conversation goes on
+    assert kernel.eval("exaone_jupyter.get_session().conversation.turns") == 2
+    assert ask(kernel, q) == a
+    cell = kernel.run("%%exaone -t 0 --new\n   \n")
+    assert cell.ok and cell.stderr.startswith("✗ The message is empty")
+
+
+def test_unload_ext_removes_both_magics(kernel):
+    assert kernel.run("%unload_ext exaone_jupyter").ok
+    cell = kernel.run("%%exaone\nHi")
+    assert "Cell magic `%%exaone` not found" in cell.stderr
+    assert "Line magic function `%exaone` not found" in kernel.run("%exaone help").stderr
+    assert "ExaoneMagics" not in kernel.run("%config").stdout
+    # loading again brings both back, with the model and the conversation kept
+    assert kernel.run("%load_ext exaone_jupyter").ok
+    assert ask(kernel, README_QUESTION) == README_ANSWER
+
+
+# -- terminal IPython ---------------------------------------------------------------------------
+def test_terminal_ipython_prints_the_reply_once(capsys):
+    """Outside a notebook kernel the reply is printed as it comes (display updates would
+    re-print the whole text each time), then the meter."""
+    from IPython.testing.globalipapp import start_ipython
+
+    from exaone_jupyter.session import get_session
+
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "exaone_jupyter")
+    try:
+        shell.run_line_magic("exaone", "load exaone-demo")
+        capsys.readouterr()
+        shell.run_cell_magic("exaone", "-t 0 --new", README_QUESTION)
+        out = capsys.readouterr().out
+        answer, _, meter = out.rpartition("\n\n")
+        assert answer == README_ANSWER and "tok/s" in meter and "exaone-demo" in meter
+    finally:
+        get_session().unload()
+        get_session().reset()
+        shell.run_line_magic("unload_ext", "exaone_jupyter")
