@@ -61,13 +61,26 @@ def write_random_gguf(
     name: str = "tiny random EXAONE-format test model (not EXAONE)",
     seed: int = 0,
     quiet_control_tokens: bool = True,
+    favour_token: int | None = None,
+    favour_text: str | None = None,
 ) -> Path:
     """Write a loadable random-weight GGUF and return its path.
 
     ``dtype`` is ``f32``, ``f16`` or ``q8_0`` (for realistic bytes per token). With
     ``quiet_control_tokens`` the output rows of the special tokens are zero, so greedy decoding
     never picks ``[|endofturn|]`` and a benchmark can ask for thousands of tokens.
+
+    Two options make greedy (temperature 0) output predictable, for tests:
+    ``favour_token`` is picked after every token (e.g. ``EOS_ID``: every reply stops at once);
+    ``favour_text`` is written over and over, one byte token at a time, after any prompt that
+    does not end inside it (e.g. ``"한국"``: six byte tokens, two syllables). Its bytes must all
+    differ. The transformer blocks then add nothing, so the output depends only on the last token.
     """
+    if favour_token is not None and favour_text is not None:
+        raise ValueError("give favour_token or favour_text, not both")
+    cycle = list(favour_text.encode("utf-8")) if favour_text is not None else []
+    if len(set(cycle)) != len(cycle):
+        raise ValueError(f"the bytes of favour_text {favour_text!r} must all differ")
     import gguf
 
     path = Path(path)
@@ -124,21 +137,41 @@ def write_random_gguf(
             w.add_tensor(name, data)  # norms stay f32, as llama.cpp's converter writes them
 
     hd = s.head_dim
-    add("token_embd.weight", matrix(n_vocab, s.n_embd))
+    embd = matrix(n_vocab, s.n_embd)
+    # Dimension 0 of the embeddings steers greedy decoding: a large constant there outweighs the
+    # random rest after the final norm, and only the favoured token's output row reads it.
+    ids = [len(EXAONE_SPECIAL_TOKENS) + b for b in cycle]  # favour_text's byte tokens
+    if favour_token is not None or ids:
+        embd[:, 0] = 1.0
+        embd[ids, 0] = 0.0
+    quiet_blocks = bool(ids)  # blocks that add nothing keep the output a function of one token
+
+    add("token_embd.weight", embd)
     for i in range(s.n_layer):
         add(f"blk.{i}.attn_norm.weight", np.ones(s.n_embd, np.float32))
         add(f"blk.{i}.attn_q.weight", matrix(s.n_head * hd, s.n_embd))
         add(f"blk.{i}.attn_k.weight", matrix(s.n_head_kv * hd, s.n_embd))
         add(f"blk.{i}.attn_v.weight", matrix(s.n_head_kv * hd, s.n_embd))
-        add(f"blk.{i}.attn_output.weight", matrix(s.n_embd, s.n_head * hd))
+        attn_output = matrix(s.n_embd, s.n_head * hd)
+        add(f"blk.{i}.attn_output.weight", attn_output * 0 if quiet_blocks else attn_output)
         add(f"blk.{i}.ffn_norm.weight", np.ones(s.n_embd, np.float32))
         add(f"blk.{i}.ffn_gate.weight", matrix(s.n_ff, s.n_embd))
         add(f"blk.{i}.ffn_up.weight", matrix(s.n_ff, s.n_embd))
-        add(f"blk.{i}.ffn_down.weight", matrix(s.n_embd, s.n_ff))
+        ffn_down = matrix(s.n_embd, s.n_ff)
+        add(f"blk.{i}.ffn_down.weight", ffn_down * 0 if quiet_blocks else ffn_down)
     add("output_norm.weight", np.ones(s.n_embd, np.float32))
     output = matrix(n_vocab, s.n_embd)
     if quiet_control_tokens:
         output[: len(EXAONE_SPECIAL_TOKENS)] = 0.0
+    if favour_token is not None:
+        output[:, 0] = 0.0
+        output[favour_token] = 0.0
+        output[favour_token, 0] = 2.0
+    if ids:
+        output[:, 0] = 0.0
+        for before, after in zip(ids, ids[1:] + ids[:1]):  # each byte's row points at its successor
+            output[after] = 2.0 * embd[before] / np.linalg.norm(embd[before])
+        output[ids[0], 0] = 2.0  # any other token leads into the text
     add("output.weight", output)
 
     w.write_header_to_file()

@@ -82,7 +82,11 @@ class Reply:
                 self._finish()
                 raise
             self._parts.append(piece)
-            yield piece
+            try:
+                yield piece
+            except GeneratorExit:  # the consumer left its loop: a break, or Ctrl-C in its body
+                self.close()  # else the engine would hold the model until this reply is freed
+                raise
 
     def consume(self) -> "Reply":
         """Run to the end without a consumer; returns self (for scripts and tests)."""

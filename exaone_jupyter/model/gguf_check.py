@@ -72,9 +72,22 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
         raise ExaoneError(f"{shown} is truncated inside its header ({size} bytes); {_REDOWNLOAD}.")
 
     import gguf
+    table: dict = {}
+
+    class _Reader(gguf.GGUFReader):
+        """Keeps the tensor table: the reader maps every tensor's data, and fails if it is cut."""
+
+        def _build_tensors(self, start_offs, fields):
+            table.update(data_offset=start_offs, fields=fields)
+            super()._build_tensors(start_offs, fields)
+
     try:
-        reader = gguf.GGUFReader(path)
+        reader = _Reader(path)
     except Exception as err:  # the reader raises ValueError, IndexError, UnicodeError... on bad bytes
+        end = _tensor_end(table)
+        if end is not None and end > size:
+            raise ExaoneError(f"{shown} is truncated: its tensors need {end:,} bytes but the file "
+                              f"has {size:,}; {_REDOWNLOAD}.") from None
         raise ExaoneError(f"{shown} is truncated or corrupt: its metadata or tensor table cannot be "
                           f"read ({_short(err)}); {_REDOWNLOAD}.") from None
 
@@ -136,6 +149,24 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
         tokenizer_pre=value("tokenizer.ggml.pre"),
         layer_bytes=layer_bytes, other_bytes=other,
     )
+
+
+def _tensor_end(table: dict) -> int | None:
+    """Where the last tensor's data ends, from the table the reader got to; None if unknown."""
+    if "fields" not in table:
+        return None
+    import gguf
+    import numpy as np
+    try:
+        end = 0
+        for f in table["fields"]:
+            _name_len, _name, _n_dims, dims, raw_dtype, offset = f.parts
+            block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(int(raw_dtype[0]))]
+            n_bytes = int(np.prod(dims, dtype=np.int64)) * type_size // block
+            end = max(end, int(table["data_offset"]) + int(offset[0]) + n_bytes)
+        return end
+    except Exception:
+        return None
 
 
 def _int(v, default: int) -> int:
