@@ -18,6 +18,9 @@ _lock = threading.Lock()
 _lines: collections.deque[list] = collections.deque(maxlen=400)  # [sequence, level, text]
 _count = 0
 _callback = None  # the ctypes callback must stay referenced while llama.cpp holds it
+# Debug messages are not kept: one load of a 32-layer model logs ~2,000 of them (graph
+# reservation), which would push the "offloaded N/M layers" line out of the buffer.
+_in_debug = False
 
 
 def install() -> None:
@@ -29,12 +32,16 @@ def install() -> None:
 
     @llama_cpp.llama_log_callback
     def _collect(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-        global _count
+        global _count, _in_debug
         message = text.decode("utf-8", "replace")
         with _lock:
-            if level == _CONT and _lines:
-                _lines[-1][2] += message
+            if level == _CONT:
+                if _lines and not _in_debug:
+                    _lines[-1][2] += message
+            elif level == _DEBUG:
+                _in_debug = True
             else:
+                _in_debug = False
                 _count += 1
                 _lines.append([_count, level, message])
 

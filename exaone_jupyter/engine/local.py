@@ -86,7 +86,15 @@ def probe_gpu() -> GpuInfo:
 
 
 def _load_lib(lib_dir: Path, stem: str) -> ctypes.CDLL:
-    for name in (f"lib{stem}.so", f"lib{stem}.dylib", f"{stem}.dll"):
+    """The copy of ``stem`` that llama.cpp itself loaded.
+
+    A wheel holds libggml.so, libggml.so.0 and libggml.so.0.x as three separate files, and
+    libllama loads the one named by its soname (``.so.0``). Opening another copy would map a
+    second, independent ggml into the process, so the soname-style names come first.
+    """
+    versioned = sorted((p.name for p in lib_dir.glob(f"lib{stem}.so.*")), key=len)
+    versioned += sorted((p.name for p in lib_dir.glob(f"lib{stem}.*.dylib")), key=len)
+    for name in (*versioned, f"lib{stem}.so", f"lib{stem}.dylib", f"{stem}.dll"):
         if (lib_dir / name).exists():
             return ctypes.CDLL(str(lib_dir / name))
     raise OSError(f"{stem} not found in {lib_dir}")
@@ -252,6 +260,7 @@ class LocalBackend:
                 chunk = todo[start:start + self._n_batch]
                 self._decode(chunk, position)
                 position += len(chunk)
+            llama_cpp.llama_synchronize(ctx)  # a GPU decode returns before it is computed
             prompt_done = time.perf_counter()
             stats.prompt_tok_s = len(todo) / max(prompt_done - started, 1e-9)
             llama_cpp.llama_perf_context_reset(ctx)  # from here the counters see decoding only
