@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install bench clean
+.PHONY: demo test soak install bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash tools/ensure_chromium.sh
 	$(PY) -m pytest
+
+# The reliability soaks (docs/reliability.md): 200 corrupt GGUFs, 200 turns, 200 loads/unloads.
+soak: $(STAMP)
+	$(PY) -m pytest -m soak tests/reliability
 
 bench: $(STAMP)
 	$(PY) benchmarks/stream_overhead.py

@@ -55,6 +55,7 @@ class Session:
         """Load ``spec`` (same spec and options: nothing to do); returns notices to show."""
         from .engine.local import LoadOptions, LocalBackend
         from .model.gguf_check import read_gguf
+        from .model.probe import probe
         from .model.resolve import resolve
 
         spec = spec or self.default_spec()
@@ -64,12 +65,19 @@ class Session:
             return []
         resolved = resolve(spec, file_glob=file_glob)
         info = read_gguf(resolved.path)
+        LocalBackend.check(info, load_options)  # e.g. n_ctx too large: fail before unloading
+        probe(info.path)  # a file llama.cpp would abort() on ends a child process, not the kernel
         # A template that does not compile fails here, while the old model is still loaded.
         template = ChatTemplate.for_model(
             info.chat_template, family_hint=resolved.family_hint or _family_of_arch(info.architecture),
             model_name=info.path.name)
+        previous = self._reloadable()
         self.unload()  # free the old weights before the new ones take memory
-        backend = LocalBackend(info, load_options)
+        try:
+            backend = LocalBackend(info, load_options)
+        except Exception:
+            self._reload(previous)  # llama.cpp refused the file: the user keeps the old model
+            raise
         template.bos_token, template.eos_token = backend.bos_text, backend.eos_text
         self._attach(backend, template, spec)
         self._load_key = key
@@ -80,6 +88,26 @@ class Session:
             notices.append(f"{info.name} is not an EXAONE model (architecture {info.architecture}); "
                            "it loads, but its template is not one this package knows.")
         return notices
+
+    def _reloadable(self) -> tuple | None:
+        """What it takes to load the current local model again; None for none or a server."""
+        backend = self.backend
+        if backend is None or not hasattr(backend, "info") or not hasattr(backend, "options"):
+            return None
+        return backend.info, backend.options, self.template, self.model_spec, self._load_key
+
+    def _reload(self, previous: tuple | None) -> None:
+        from .engine.local import LocalBackend
+
+        if previous is None:
+            return
+        info, options, template, spec, key = previous
+        try:
+            backend = LocalBackend(info, options)
+        except Exception:
+            return  # it went away meanwhile; the user sees the new model's error either way
+        self._attach(backend, template, spec)
+        self._load_key = key
 
     def attach(self, backend: Backend, template: ChatTemplate | None, spec: str) -> None:
         """Use an engine made elsewhere (the remote backend); the conversation stays."""

@@ -23,7 +23,7 @@ from ..errors import ExaoneError, ModelBusyError
 from ..model.gguf_check import GGUFInfo
 from . import llama_log
 from .backend import Request, Sampling
-from .offload import GpuInfo, OffloadPlan, plan_offload
+from .offload import GpuInfo, OffloadPlan, parse_request, plan_offload
 from .reply import Reply
 
 DEFAULT_MAX_CTX = 4096
@@ -53,6 +53,7 @@ class LoadOptions:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):
                 raise ExaoneError(f"{name} must be a whole number of 1 or more, not {value!r}.")
+        parse_request(opts.gpu_layers)  # a bad layer count fails here, before anything loads
         return opts
 
 
@@ -153,6 +154,12 @@ class LocalBackend:
         self._stop_ids = self._end_of_turn_ids()
         self.name = "llama.cpp"
 
+    @classmethod
+    def check(cls, info: GGUFInfo, options: LoadOptions) -> None:
+        """Raise the ExaoneError that loading ``info`` with ``options`` would raise for a setting
+        that cannot work, without loading anything: the session asks before it unloads a model."""
+        cls._choose_n_ctx(info, options.n_ctx)
+
     # -- facts ----------------------------------------------------------------------------------
     @staticmethod
     def _choose_n_ctx(info: GGUFInfo, requested: int | None) -> int:
@@ -192,7 +199,20 @@ class LocalBackend:
     # -- tokens ---------------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         """Token ids for ``text``; ``special=False`` keeps marker strings as plain text."""
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+        import llama_cpp
+
+        # Not Llama.tokenize: it allocates a buffer of the model's trained context on every call
+        # (131072 tokens for EXAONE 4.0), and a corrupt context_length makes that fail. A text
+        # never has more tokens than bytes, so that is the buffer.
+        data = text.encode("utf-8")
+        size = len(data) + 1
+        for _ in range(2):
+            buf = (llama_cpp.llama_token * size)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, size, False, special)
+            if n >= 0:
+                return list(buf[:n])
+            size = -n
+        raise ExaoneError(f"llama.cpp could not tokenize a text of {len(data)} bytes; shorten it.")
 
     def control_token_texts(self) -> list[str]:
         """The strings llama.cpp turns into control tokens (role markers, end of turn...)."""

@@ -95,33 +95,69 @@ def _hub_file(repo: str, filename: str, cache_dir: str | os.PathLike | None) -> 
         raise ExaoneError(f"{repo}:{filename} is not in the Hugging Face cache and the Hub is "
                           f"offline (HF_HUB_OFFLINE is set); download it once while online, "
                           f"{_OFFLINE_HINT}.") from None
+    _preflight(repo, filename)
     try:
         return Path(hf_hub_download(repo, filename, cache_dir=where))
     except RepositoryNotFoundError:
-        raise ExaoneError(f"The Hugging Face repository {repo} does not exist or needs a login "
-                          "(`hf auth login`); check the name in `%exaone models`.") from None
+        raise ExaoneError(_no_repo(repo)) from None
+    except LocalEntryNotFoundError:  # the Hub cannot be reached (first: it subclasses the next)
+        raise ExaoneError(_unreachable(f"download {repo}:{filename}")) from None
     except EntryNotFoundError:
-        raise ExaoneError(f"The Hugging Face repository {repo} has no file {filename}; check the "
-                          "file name on the repository's page.") from None
-    except LocalEntryNotFoundError:  # raised when the Hub cannot be reached
-        raise ExaoneError(f"Cannot reach the Hugging Face Hub to download {repo}:{filename}; "
-                          f"check the network connection, {_OFFLINE_HINT}.") from None
+        raise ExaoneError(_no_file(repo, filename)) from None
+
+
+def _preflight(repo: str, filename: str | None) -> None:
+    """One request to the Hub with no retries, so that a Hub that cannot be reached fails at
+    once in one sentence: huggingface_hub's own download retries five times over 23 seconds and
+    logs every try to stderr. ``filename`` None only asks whether the repository is there."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError,
+                                        RepositoryNotFoundError)
+    try:
+        get_hf_file_metadata(hf_hub_url(repo, filename or ".gitattributes"))
+    except RepositoryNotFoundError:
+        raise ExaoneError(_no_repo(repo)) from None
+    except EntryNotFoundError:
+        if filename is not None:
+            raise ExaoneError(_no_file(repo, filename)) from None
+    except HfHubHTTPError:
+        pass  # the Hub answered: the real request reports what it says
+    except Exception:  # connection refused, DNS, timeout, TLS, proxy...
+        raise ExaoneError(_unreachable(f"reach {repo}")) from None
+
+
+def _no_repo(repo: str) -> str:
+    return (f"The Hugging Face repository {repo} does not exist or needs a login "
+            "(`hf auth login`); check the name in `%exaone models`.")
+
+
+def _no_file(repo: str, filename: str) -> str:
+    return (f"The Hugging Face repository {repo} has no file {filename}; check the file name on "
+            "the repository's page.")
+
+
+def _unreachable(what: str) -> str:
+    return (f"Cannot reach the Hugging Face Hub to {what}; check the network connection, "
+            f"{_OFFLINE_HINT}.")
 
 
 def _match_hub_file(repo: str, pattern: str, cache_dir: str | os.PathLike | None) -> str:
     """The one file of ``repo`` matching ``pattern``: from the cache offline, else the Hub."""
     names = _cached_files(repo, cache_dir)
-    if not names and not hub_offline():
+    if not names and hub_offline():
+        raise ExaoneError(f"{repo} is not in the Hugging Face cache and the Hub is offline "
+                          f"(HF_HUB_OFFLINE is set); download it once while online, "
+                          f"{_OFFLINE_HINT}.")
+    if not names:
         from huggingface_hub import HfApi
         from huggingface_hub.errors import RepositoryNotFoundError
+        _preflight(repo, None)
         try:
             names = HfApi().list_repo_files(repo)
         except RepositoryNotFoundError:
-            raise ExaoneError(f"The Hugging Face repository {repo} does not exist or needs a "
-                              "login (`hf auth login`); check the name in `%exaone models`.") from None
+            raise ExaoneError(_no_repo(repo)) from None
         except Exception:
-            raise ExaoneError(f"Cannot reach the Hugging Face Hub to list {repo}; check the "
-                              f"network connection, {_OFFLINE_HINT}.") from None
+            raise ExaoneError(_unreachable(f"list {repo}")) from None
     matches = sorted(n for n in names if fnmatch.fnmatch(n, pattern))
     if len(matches) != 1:
         found = "no file" if not matches else f"{len(matches)} files ({', '.join(matches[:4])})"
