@@ -228,7 +228,8 @@ class Session:
                           template_kwargs={"enable_thinking": True} if turn.think else {})
         reply = backend.stream(request)
         reply.thinking_opened = self._prompt_opens_reasoning(turn)
-        self.last_reply = reply
+        previous, self.last_reply = self.last_reply, reply
+        reply.on_finish(lambda r: self._keep_last(previous, r))
         if turn.remember:
             reply.on_finish(lambda r: self._remember(turn, r))
         return reply
@@ -236,6 +237,11 @@ class Session:
     def ask(self, question: str, sampling: Sampling | None = None, **options: Any) -> Reply:
         """``prepare`` + ``send``, for code that does not need the notes (scripts, the API)."""
         return self.send(self.prepare(question, sampling or Sampling(), **options))
+
+    def _keep_last(self, previous: Reply | None, reply: Reply) -> None:
+        """A reply refused before it said anything (e.g. busy) is not the last reply."""
+        if reply.stats.finish_reason == "error" and not reply.text and self.last_reply is reply:
+            self.last_reply = previous
 
     def _remember(self, turn: Turn, reply: Reply) -> None:
         if reply.stats.finish_reason == "error" and not reply.text:
