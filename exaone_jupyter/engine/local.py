@@ -10,6 +10,7 @@ token. It also owns the KV cache bookkeeping, so a follow-up turn evaluates only
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import os
 import random
@@ -131,8 +132,10 @@ class LocalBackend:
             use_mmap=options.use_mmap, seed=random.SystemRandom().getrandbits(32), verbose=False)
         if options.n_threads:
             kwargs.update(n_threads=options.n_threads, n_threads_batch=options.n_threads)
+        self.extra_buffers = not _amx_hazard(info)
         try:
-            self._llm = llama_cpp.Llama(**kwargs)
+            with _model_params(use_extra_bufts=self.extra_buffers):
+                self._llm = llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError, OSError) as err:
             reason = llama_log.last_error(position) or str(err)
             raise ExaoneError(f"llama.cpp could not load {info.path.name}: {reason.rstrip('.')}; "
@@ -193,7 +196,7 @@ class LocalBackend:
             "gpu_support": self.gpu.supports_offload, "gpu": self.gpu.name,
             "gpu_free_bytes": self.gpu.free_bytes,
             "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
-            "load_s": self.load_s, "eos": self.eos_text,
+            "load_s": self.load_s, "eos": self.eos_text, "cpu_repack": self.extra_buffers,
         }
 
     # -- tokens ---------------------------------------------------------------------------------
@@ -407,6 +410,43 @@ class LocalBackend:
             self.close()
         except Exception:
             pass
+
+
+def _amx_hazard(info: GGUFInfo) -> bool:
+    """True where llama.cpp's AMX weight repacking would crash this model.
+
+    Measured with llama-cpp-python 0.3.36 built for a CPU with AMX (the default -march=native
+    build): a Q8_0 model loads, then segfaults on the first batch of more than one token, in this
+    engine and in llama-cpp-python's own API alike. Without the extra (repacked) buffers it runs.
+    """
+    import llama_cpp
+
+    quantized = info.quantization.upper() not in ("F32", "F16", "BF16")
+    return quantized and "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def _model_params(**fields: Any) -> Iterator[None]:
+    """Set llama_model_params fields that llama-cpp-python's Llama() does not expose.
+
+    Llama() builds its parameters from ``llama_model_default_params()`` in the bindings module, so
+    wrapping that function for the duration of one construction reaches them.
+    """
+    import llama_cpp.llama_cpp as bindings
+
+    original = bindings.llama_model_default_params
+
+    def with_fields():
+        params = original()
+        for name, value in fields.items():
+            setattr(params, name, value)
+        return params
+
+    bindings.llama_model_default_params = with_fields
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = original
 
 
 def _kv_bytes_per_layer(info: GGUFInfo, n_ctx: int) -> int:
