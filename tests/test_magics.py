@@ -258,11 +258,11 @@ def test_unload_ext_removes_both_magics(kernel):
 def test_terminal_ipython_prints_the_reply_once(capsys):
     """Outside a notebook kernel the reply is printed as it comes (display updates would
     re-print the whole text each time), then the meter."""
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing.globalipapp import get_ipython as global_ipython
 
     from exaone_jupyter.session import get_session
 
-    shell = start_ipython()
+    shell = global_ipython()  # one shared test shell per process, whichever test comes first
     shell.run_line_magic("load_ext", "exaone_jupyter")
     try:
         shell.run_line_magic("exaone", "load exaone-demo")

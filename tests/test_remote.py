@@ -326,11 +326,11 @@ def test_server_killed_mid_reply_keeps_the_partial_reply():
 
 # -- the magics ---------------------------------------------------------------------------------
 def test_magics_connect_ask_dry_run_and_disconnect(server, capsys):
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing.globalipapp import get_ipython as global_ipython
 
     import exaone_jupyter.session as session_module
 
-    shell = start_ipython()
+    shell = global_ipython()  # one shared test shell per process, whichever test comes first
     shell.run_line_magic("load_ext", "exaone_jupyter")
     saved, session_module._session = session_module._session, None  # other tests' kernel session
     session = exaone_jupyter.get_session()
