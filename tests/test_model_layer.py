@@ -208,8 +208,8 @@ def test_the_demo_alias_resolves_to_the_bundled_file():
 def test_cached_repo_file_resolves_offline(tmp_path):
     link = cache_file(tmp_path, "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct-GGUF",
                       "EXAONE-3.5-2.4B-Instruct-Q4_K_M.gguf", b"GGUF cached")
-    resolved = resolve("LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct-GGUF:EXAONE-3.5-2.4B-Instruct-Q4_K_M.gguf",
-                       cache_dir=tmp_path)
+    spec = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct-GGUF:EXAONE-3.5-2.4B-Instruct-Q4_K_M.gguf"
+    resolved = resolve(spec, cache_dir=tmp_path)
     assert resolved.source == "hub" and resolved.repo == "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct-GGUF"
     assert resolved.path == link and resolved.path.read_bytes() == b"GGUF cached"
 
