@@ -269,10 +269,11 @@ class LocalBackend:
             raise ModelBusyError("The model is busy with another reply; wait for it to finish "
                                  "or press Stop.")
         stats, ctx = reply.stats, self._llm.ctx
-        chain = self._sampler_chain(sampling, ids)
+        chain = None
         started = time.perf_counter()
         decoded = 0  # decode steps of the reply (the last sampled token is never decoded)
-        try:
+        try:  # from here on, whatever happens (Ctrl-C included), the finally releases the lock
+            chain = self._sampler_chain(sampling, ids)
             position = self._reuse_prefix(ids)
             todo = ids[position:]
             stats.prompt_tokens_evaluated = len(todo)
@@ -327,7 +328,8 @@ class LocalBackend:
                     stats.decode_tok_s = decoded / (perf.t_eval_ms / 1000)
             if stats.finish_reason is None:
                 stats.finish_reason = "interrupted"
-            llama_cpp.llama_sampler_free(chain)
+            if chain is not None:
+                llama_cpp.llama_sampler_free(chain)
             self._lock.release()
 
     def _reuse_prefix(self, ids: list[int]) -> int:
