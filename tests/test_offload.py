@@ -49,7 +49,8 @@ def test_auto_puts_all_layers_on_a_gpu_they_fit():
 
 @pytest.mark.parametrize("fit", [1, 7, 31])
 def test_auto_puts_the_largest_count_that_fits(fit):
-    free = RESERVE_BYTES + fit * (100 * MiB + KV) + 50 * MiB  # room for `fit` layers, not fit + 1
+    # room for the output layer (it goes first) and `fit` blocks, not fit + 1
+    free = RESERVE_BYTES + HEAD + fit * (100 * MiB + KV) + 50 * MiB
     p = plan("auto", gpu(free))
     assert p.n_gpu_layers == fit
     assert f"{fit} of 32 layers fit" in p.reason and "the rest run on the CPU" in p.reason
@@ -103,3 +104,11 @@ def test_negative_and_junk_are_errors(request_, said):
     text = str(err.value)
     assert text.startswith("gpu_layers must be auto, all, none, or a number of layers")
     assert said in text and text.endswith(".")
+
+
+@pytest.mark.parametrize("blocks, llama", [(0, 0), (1, 2), (7, 8), (31, 32), (32, -1)])
+def test_llama_cpp_is_asked_for_the_blocks_plus_its_output_layer(blocks, llama):
+    """llama.cpp counts the output layer as a layer and offloads from the top: N blocks on the
+    GPU means asking it for N + 1 (measured on an H100: asking for 4 of 8 put 3 blocks there)."""
+    p = plan(blocks if blocks else "none", gpu(RESERVE_BYTES + NEED_ALL))
+    assert p.n_gpu_layers == blocks and p.llama_n_gpu_layers == llama

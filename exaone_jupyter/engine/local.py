@@ -125,7 +125,7 @@ class LocalBackend:
 
         position = llama_log.mark()
         started = time.perf_counter()
-        n_gpu = -1 if self.plan.n_gpu_layers == info.n_layers else self.plan.n_gpu_layers
+        n_gpu = self.plan.llama_n_gpu_layers
         kwargs: dict[str, Any] = dict(
             model_path=str(info.path), n_ctx=self.n_ctx, n_gpu_layers=n_gpu,
             n_batch=min(options.n_batch, self.n_ctx), flash_attn=options.flash_attn,

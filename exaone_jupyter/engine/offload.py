@@ -39,6 +39,18 @@ class OffloadPlan:
     def label(self) -> str:
         return f"{self.n_gpu_layers}/{self.n_layers} layers on GPU"
 
+    @property
+    def llama_n_gpu_layers(self) -> int:
+        """llama.cpp's ``n_gpu_layers`` for this plan.
+
+        llama.cpp counts the output layer as one more layer and offloads from the top, so
+        ``N`` would put N-1 blocks and the output layer on the GPU. We mean N blocks, so we ask
+        for N+1 (the output layer rides along, as it does with ``all``).
+        """
+        if self.n_gpu_layers == 0:
+            return 0
+        return -1 if self.n_gpu_layers >= self.n_layers else self.n_gpu_layers + 1
+
 
 def parse_request(value: object) -> str | int:
     """``auto``/``all``/``none`` or a non-negative layer count; anything else is an error."""
@@ -95,7 +107,7 @@ def plan_offload(request: object, *, layer_bytes: Sequence[int], head_bytes: int
     if need_all <= budget:
         return OffloadPlan(n, n, f"All {n} layers fit in {where}'s {free_gib:.1f} GiB free "
                            f"(they need {need_all / 2**30:.2f} GiB).")
-    used, fit = 0, 0
+    used, fit = head_bytes, 0  # a partial offload puts the output layer on the GPU first
     for size in layer_bytes:
         if used + size + kv_bytes_per_layer > budget:
             break

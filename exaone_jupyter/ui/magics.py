@@ -178,7 +178,9 @@ class ExaoneMagics(Magics):
                 ("GPU layers", f"{facts['gpu_layers']} of {facts['layers']}: "
                                f"{facts['gpu_layers_reason']}"),
                 ("llama.cpp's count", "not reported (CPU-only build)"
-                 if facts["gpu_layers_llama"] is None else f"{facts['gpu_layers_llama']} layers offloaded"),
+                 if facts["gpu_layers_llama"] is None else
+                 f"{facts['gpu_layers_llama']}/{facts['layers'] + 1} offloaded (it counts the output "
+                 "layer as one; it goes to the GPU with any block)"),
                 ("GPU support", "yes" + (f" ({facts['gpu']})" if facts.get("gpu") else "")
                  if facts["gpu_support"] else "no: this build runs on the CPU only"),
             ]
