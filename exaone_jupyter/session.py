@@ -53,6 +53,10 @@ class Session:
     def load(self, spec: str | None = None, *, file_glob: str | None = None,
              **options: Any) -> list[str]:
         """Load ``spec`` (same spec and options: nothing to do); returns notices to show."""
+        # llama_cpp before numpy (which gguf imports): on one CUDA image the other order made
+        # every model load segfault (benchmarks/gpu/RESULTS.md).
+        import llama_cpp  # noqa: F401
+
         from .engine.local import LoadOptions, LocalBackend
         from .model.gguf_check import read_gguf
         from .model.probe import probe
