@@ -225,6 +225,8 @@ def test_usage_errors(kernel):
     assert "unrecognized arguments: --bogus" in _usage_error(kernel.run("%%exaone --bogus\nHi"))
     assert "--temperature" in _usage_error(kernel.run("%%exaone -t hot\nHi"))
     assert "save PATH" in _usage_error(kernel.run("%exaone save"))
+    assert "did you mean --temperature?" in _usage_error(kernel.run("%%exaone --temprature 0\nHi"))
+    assert "did you mean --gpu-layers?" in _usage_error(kernel.run("%exaone load x --gpu-layrs 3"))
 
 
 def test_a_user_error_is_one_sentence_and_the_model_still_answers(kernel):

@@ -78,7 +78,8 @@ class ExaoneMagics(Magics):
         (``--new`` starts over). Stop a reply with the kernel's interrupt button: the partial
         reply is kept.
         """
-        args = parse_argstring(self.exaone_cell, line)
+        args = _parse(lambda: parse_argstring(self.exaone_cell, line),
+                      self.exaone_cell.parser)
         session = get_session()
         renderer = self._renderer()
         try:
@@ -145,7 +146,7 @@ class ExaoneMagics(Magics):
         parser.add_argument("--n-ctx", type=int, default=None)
         parser.add_argument("--n-threads", type=int, default=None)
         parser.add_argument("--flash-attn", action="store_true", default=None)
-        args = parser.parse_args(_split(rest))
+        args = _parse(lambda: parser.parse_args(_split(rest)), parser)
         session = get_session()
         options = self._load_options()
         options.update({k: v for k, v in (("gpu_layers", args.gpu_layers), ("n_ctx", args.n_ctx),
@@ -271,7 +272,7 @@ class ExaoneMagics(Magics):
         parser.add_argument("--model", default=None, help="the server's model name")
         parser.add_argument("--api-key-env", default=None, metavar="VAR",
                             help="environment variable holding the API key")
-        args = parser.parse_args(_split(rest))
+        args = _parse(lambda: parser.parse_args(_split(rest)), parser)
         for notice in get_session().connect(args.url, model=args.model,
                                             api_key_env=args.api_key_env):
             _notice(notice)
@@ -336,6 +337,25 @@ def _short_spec(spec: str) -> str:
     if spec.lower().endswith(".gguf") and ("/" in spec or "\\" in spec) and ":" not in spec[2:]:
         return spec.replace("\\", "/").rsplit("/", 1)[-1]
     return spec
+
+
+def _parse(parse, parser):
+    """Parse, and when an option is misspelled, say which one was probably meant."""
+    import difflib
+    import re
+
+    try:
+        return parse()
+    except UsageError as err:
+        known = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+        words = re.findall(r"(--?[\w-]+)", str(err).partition("unrecognized arguments:")[2])
+        for word in words:
+            close = difflib.get_close_matches(word, known, n=1, cutoff=0.8)
+            if close:
+                where = "%exaone help" if " " in parser.prog else "%%exaone?"
+                raise UsageError(f"Unknown option {word}; did you mean {close[0]}? "
+                                 f"(`{where}` lists the options.)") from None
+        raise
 
 
 def _split(text: str) -> list[str]:
