@@ -338,7 +338,7 @@ def test_magics_connect_ask_dry_run_and_disconnect(server, capsys):
         capsys.readouterr()
         shell.run_line_magic("exaone", f"connect http://127.0.0.1:{server.port}/v1")
         out = capsys.readouterr().out
-        assert f"Loaded {MODEL} (server {server.url}" in out
+        assert f"Connected to {MODEL} (server {server.url}" in out
 
         session.set_system(LG_SYSTEM_PROMPT)
         shell.run_cell_magic("exaone", "-t 0 --new", "한국의 수도는 어디인가요? Answer in one sentence.\n")

@@ -316,7 +316,9 @@ class ExaoneMagics(Magics):
         facts = get_session().info()
         where = (f"{facts['gpu_layers']}/{facts['layers']} layers on GPU"
                  if "gpu_layers" in facts else facts.get("backend", ""))
-        print(f"Loaded {facts.get('model')} ({where}, context {facts.get('context')}).")
+        context = facts.get("context") or "unknown"
+        verb = "Loaded" if "gpu_layers" in facts else "Connected to"
+        print(f"{verb} {facts.get('model')} ({where}, context {context}).")
 
     def _show_dry_run(self, turn) -> None:
         if turn.prompt is None:
