@@ -25,9 +25,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m exaone_jupyter --model exaone-demo -t 0 "한국의 수도는 어디인가요? Answer in one sentence."
 
+# The tutorials run as tests too: offline, on the demo model, answers compared (nbval).
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+         --nbval-cell-timeout 300
+
 test: $(STAMP)
 	bash tools/ensure_chromium.sh
 	$(PY) -m pytest
+	EXAONE_JUPYTER_MODEL=exaone-demo HF_HUB_OFFLINE=1 $(PY) -m pytest $(NBVAL) notebooks
 
 # The reliability soaks (docs/reliability.md): 200 corrupt GGUFs, 200 turns, 200 loads/unloads.
 soak: $(STAMP)
