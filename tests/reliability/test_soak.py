@@ -100,5 +100,7 @@ def test_200_loads_and_unloads(kernel, models):
                    f"{rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB ({growth:+.1%}), "
                    f"open files {fds0} -> {fds1}")
     assert growth < 0.05
-    assert fds1 <= fds0
+    # A leak of one descriptor per load would add 180 here; ZeroMQ and the probe's pipes come and
+    # go by a few (seen: 71 -> 74 on one run, 68 -> 63 on another).
+    assert fds1 - fds0 <= 5, f"open files grew from {fds0} to {fds1} over {cycles - warm_up} cycles"
     healthy(kernel, None, reload_demo=True)
