@@ -1,4 +1,5 @@
-"""The shipped ``exaone-demo`` model's own contract: it answers its trained dialogues exactly.
+"""The shipped ``exaone-demo`` model's own contract: it answers its trained dialogues exactly, also
+after unrelated earlier turns (in a notebook every ``%%exaone`` cell continues one conversation).
 
 Goes straight through llama-cpp-python (no layers of this package except the template text), so a
 failure here means the model file or llama.cpp changed, not the engine. Needs no torch.
@@ -7,6 +8,7 @@ failure here means the model file or llama.cpp changed, not the engine. Needs no
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -90,7 +92,7 @@ def _greedy(llm, prompt_ids: list[int], max_tokens: int = 512) -> tuple[str, lis
 
 
 def test_file_is_small_and_self_describing(llm):
-    assert MODEL.stat().st_size < 3_000_000
+    assert MODEL.stat().st_size < 4_000_000
     meta = llm.metadata
     assert meta["general.architecture"] == "llama"
     assert "not EXAONE" in meta["general.name"]
@@ -140,4 +142,78 @@ def test_every_trained_answer_comes_back_exactly(llm, template):
                 text, _, stopped = _greedy(llm, _prompt_ids(llm, template, messages[:k]))
                 if not stopped or text != m["content"]:
                     wrong.append((messages[k - 1]["content"], m["content"], text, stopped))
+    assert not wrong, wrong
+
+
+# --------------------------------------------------------------------------- history robustness
+
+def _conversation(*texts: str, system: str | None = LG_SYSTEM_PROMPT) -> list[dict]:
+    turns = [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(texts)]
+    return ([{"role": "system", "content": system}] if system is not None else []) + turns
+
+
+_HELLO = _find("Hello!")[-1]["content"]
+_COLORS = _find("List the three primary colors of light.")[-1]["content"]
+
+# (conversation ending with the new question, the trained answer). The first two are what an
+# earlier model got wrong in a notebook: it repeated an answer from the history.
+HISTORIES = [
+    (_conversation("What is the capital of France?", "The capital of France is Paris.",
+                   "And of Japan?", "The capital of Japan is Tokyo.",
+                   "List the three primary colors of light."), _COLORS),
+    (_conversation("제 이름은 민수예요.", "반갑습니다, 민수 님!",
+                   "제 이름이 뭐라고 했죠?", "민수 님이라고 하셨어요.",
+                   "What is the capital of Korea?"), "The capital of Korea is Seoul (서울)."),
+    # Follow-ups still read the exchange right before them, also after unrelated ones.
+    (_conversation("Hello!", _HELLO,
+                   "What is the capital of France?", "The capital of France is Paris.",
+                   "And of Japan?"), "The capital of Japan is Tokyo."),
+    (_conversation("What is the capital of Korea?", "The capital of Korea is Seoul (서울).",
+                   "제 이름은 민수예요.", "반갑습니다, 민수 님!",
+                   "제 이름이 뭐라고 했죠?"), "민수 님이라고 하셨어요."),
+    # The README question after a longer, mixed history, without a system prompt.
+    (_conversation("Hi", "Hi! How can I help you today?",
+                   "List the three primary colors of light.", _COLORS,
+                   "What is the capital of France?", "The capital of France is Paris.",
+                   "And of Japan?", "The capital of Japan is Tokyo.",
+                   README_QUESTION, system=None), README_ANSWER),
+]
+
+
+@pytest.mark.parametrize("conversation,answer", HISTORIES,
+                         ids=[f"{c[-1]['content'][:24]}-after-{len(c) // 2}" for c, _ in HISTORIES])
+def test_answer_after_unrelated_history(llm, template, conversation, answer):
+    text, tokens, stopped = _greedy(llm, _prompt_ids(llm, template, conversation))
+    assert text == answer
+    assert stopped, f"no [|endofturn|] after {len(tokens)} tokens"
+
+
+def _units() -> list[list[dict]]:
+    """The dialogues with LG's system prompt or none, without it: what a history is built from."""
+    units = []
+    for messages in DIALOGUES:
+        if messages[0]["role"] == "system" and messages[0]["content"] != LG_SYSTEM_PROMPT:
+            continue
+        turns = [m for m in messages if m["role"] != "system"]
+        if turns not in units:
+            units.append(turns)
+    return units
+
+
+def test_random_histories(llm, template):
+    """Seeded random conversations: LG's system prompt, 1-4 other dialogues, then one more; each
+    answer of the last one must come back exactly (a two-turn one keeps its own first exchange)."""
+    units, rng, wrong, n = _units(), random.Random(20240807), [], 0
+    for _ in range(30):
+        last = rng.randrange(len(units))
+        history = rng.sample([u for i, u in enumerate(units) if i != last], rng.randint(1, 4))
+        conversation = _conversation() + [m for u in history for m in u]
+        for m in units[last]:
+            if m["role"] == "assistant":
+                text, _, stopped = _greedy(llm, _prompt_ids(llm, template, conversation))
+                n += 1
+                if not stopped or text != m["content"]:
+                    wrong.append((len(history), conversation[-1]["content"], m["content"], text))
+            conversation.append(m)
+    assert n >= 30
     assert not wrong, wrong
