@@ -58,7 +58,7 @@ _ENTRIES = (
     CatalogEntry("exaone-deep-32b", "LGAI-EXAONE/EXAONE-Deep-32B-GGUF",
                  "EXAONE-Deep-32B-Q4_K_M.gguf", "exaone-deep", 19.3, 32768,
                  "EXAONE Deep 32B reasoning, Q4_K_M (LG official)"),
-    CatalogEntry(DEMO_ALIAS, "", "exaone-demo.gguf", "exaone3", 0.002, 2048,
+    CatalogEntry(DEMO_ALIAS, "", "exaone-demo.gguf", "exaone3", 0.0034, 2048,
                  "tiny demo model shipped with the package; answers only its training dialogues"),
 )
 

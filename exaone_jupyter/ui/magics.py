@@ -202,7 +202,7 @@ class ExaoneMagics(Magics):
                 cached = "yes" if cached_path(entry) else "no"
             except ExaoneError:
                 cached = "missing"
-            size = f"{entry.size_gb:.2f} GB" if entry.size_gb >= 0.01 else "2 MB"
+            size = f"{entry.size_gb:.2f} GB" if entry.size_gb >= 0.01 else f"{entry.size_gb * 1000:.1f} MB"
             lines.append(f"| `{entry.alias}` | {entry.family} | {size} | {entry.context_length} | "
                          f"{cached} | {entry.repo or 'bundled'} |")
         show_markdown(("\n".join(lines)))
