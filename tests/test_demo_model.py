@@ -7,21 +7,19 @@ failure here means the model file or llama.cpp changed, not the engine. Needs no
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 from jinja2.sandbox import ImmutableSandboxedEnvironment  # noqa: E402
 
-import exaone_jupyter  # noqa: E402
 from exaone_jupyter.chat.families import EXAONE3_TEMPLATE, LG_SYSTEM_PROMPT  # noqa: E402
 
-DATA = Path(exaone_jupyter.__file__).parent / "data"
+from _chat_fixtures import DATA, DIALOGUES  # noqa: E402
+from _chat_fixtures import find_dialogue as _find  # noqa: E402
+
 MODEL = DATA / "exaone-demo.gguf"
-DIALOGUES = [d["messages"] for d in json.loads((DATA / "demo_dialogues.json").read_text("utf-8"))]
 
 README_QUESTION = "한국의 수도는 어디인가요? Answer in one sentence."
 README_ANSWER = "한국의 수도는 서울입니다 (Seoul)."
@@ -32,15 +30,6 @@ def _label(messages: list[dict]) -> str:
         "sys" if messages[0]["role"] == "system" else "nosys")
     users = [m["content"] for m in messages if m["role"] == "user"]
     return f"{sys_tag}-{len(users)}turn-{users[-1][:24]}"
-
-
-def _find(user: str, *, system: str | None = LG_SYSTEM_PROMPT, turns: int = 1) -> list[dict]:
-    for messages in DIALOGUES:
-        users = [m["content"] for m in messages if m["role"] == "user"]
-        first_system = messages[0]["content"] if messages[0]["role"] == "system" else None
-        if users[-1] == user and first_system == system and len(users) == turns:
-            return messages
-    raise AssertionError(f"dialogue {user!r} (system {system!r}, {turns} turns) is not in the data")
 
 
 # The dialogues the README, the notebooks and the engine tests rely on; all of them are checked
