@@ -33,6 +33,28 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
+def add_exaone_tokenizer(writer, tokens: list[str], merges: list[str], *, pre: str = "exaone") -> None:
+    """EXAONE's tokenizer metadata: a GPT-2 style BPE whose first tokens are the control markers.
+
+    ``tokens`` starts with EXAONE_SPECIAL_TOKENS (written as CONTROL tokens, so llama.cpp turns the
+    markers into single tokens and never prints them); ``merges`` must not be empty.
+    """
+    import gguf
+
+    n_special = len(EXAONE_SPECIAL_TOKENS)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL] * n_special
+                           + [gguf.TokenType.NORMAL] * (len(tokens) - n_special))
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(BOS_ID)
+    writer.add_eos_token_id(EOS_ID)
+    writer.add_pad_token_id(PAD_ID)
+    writer.add_add_bos_token(False)
+    writer.add_add_eos_token(False)
+
+
 @dataclass(frozen=True)
 class TinyShape:
     """The size of a generated model; the defaults make a ~100 KB model that loads in milliseconds."""
@@ -86,11 +108,8 @@ def write_random_gguf(
     path = Path(path)
     b2u = bytes_to_unicode()
     tokens = list(EXAONE_SPECIAL_TOKENS) + [b2u[b] for b in range(256)]
-    types = [gguf.TokenType.CONTROL] * len(EXAONE_SPECIAL_TOKENS) + [gguf.TokenType.NORMAL] * 256
     merges = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n"]  # llama.cpp rejects a BPE vocab without merges
-    for merge in merges:
-        tokens.append(merge.replace(" ", ""))
-        types.append(gguf.TokenType.NORMAL)
+    tokens += [merge.replace(" ", "") for merge in merges]
     n_vocab, s = len(tokens), shape
 
     w = gguf.GGUFWriter(str(path), arch)
@@ -109,16 +128,7 @@ def write_random_gguf(
                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
     w.add_file_type(file_type)
     if tokenizer:
-        w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre(pre)
-        w.add_token_list(tokens)
-        w.add_token_types(types)
-        w.add_token_merges(merges)
-        w.add_bos_token_id(BOS_ID)
-        w.add_eos_token_id(EOS_ID)
-        w.add_pad_token_id(PAD_ID)
-        w.add_add_bos_token(False)
-        w.add_add_eos_token(False)
+        add_exaone_tokenizer(w, tokens, merges, pre=pre)
     if template is not None:
         w.add_chat_template(template)
 

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))  # the template and token constants come from the 
 
 from exaone_jupyter.chat.families import EXAONE3_TEMPLATE, LG_SYSTEM_PROMPT  # noqa: E402
 from exaone_jupyter.testing import (  # noqa: E402
-    BOS_ID, EOS_ID, EXAONE_SPECIAL_TOKENS, PAD_ID, bytes_to_unicode,
+    EOS_ID, EXAONE_SPECIAL_TOKENS, PAD_ID, add_exaone_tokenizer, bytes_to_unicode,
 )
 
 DATA = ROOT / "exaone_jupyter" / "data"
@@ -284,18 +284,7 @@ def write_gguf(path: Path, cfg: Config, tokens: list[str], merges: list[str], n_
     w.add_layer_norm_rms_eps(cfg.rms_eps)
     w.add_vocab_size(len(tokens))
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("exaone")
-    w.add_token_list(tokens)
-    n_special = len(EXAONE_SPECIAL_TOKENS)
-    w.add_token_types([gguf.TokenType.CONTROL] * n_special
-                      + [gguf.TokenType.NORMAL] * (len(tokens) - n_special))
-    w.add_token_merges(merges)
-    w.add_bos_token_id(BOS_ID)
-    w.add_eos_token_id(EOS_ID)
-    w.add_pad_token_id(PAD_ID)
-    w.add_add_bos_token(False)
-    w.add_add_eos_token(False)
+    add_exaone_tokenizer(w, tokens, merges, pre="exaone")
     w.add_chat_template(EXAONE3_TEMPLATE)
     for name, data in (weights or {}).items():
         # Matrices f16, norms f32 (as llama.cpp's converter writes them).
