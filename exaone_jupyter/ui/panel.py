@@ -504,8 +504,14 @@ class ChatPanel(widgets.VBox):
         error = None
         last = sample_at = time.perf_counter()
         sample_tokens = 0
+        writing = False
         try:
             for _ in reply:
+                if not writing:  # the prompt is done: the status line says so at once
+                    writing = True
+                    with self._lock:
+                        if reply is self._reply:
+                            self._set_status("busy", "Writing… (Stop ends it between two tokens)")
                 now = time.perf_counter()
                 if now - last < self.interval:
                     continue
