@@ -50,8 +50,10 @@ def _check_interrupted(kernel, cell, n_before, reference):
 
 def test_interrupt_during_prompt_processing(kernel, slow_model):
     n = message_count(kernel)
-    prompt = "hello world " * 200  # ~2400 tokens: several seconds of prompt processing
-    cell = kernel.run(f"%%exaone -t 0 -n 8\n{prompt}", timeout=180, interrupt_after=1.0)
+    # ~3,400 tokens: 0.8 s of prompt processing on an idle 2-core machine (seconds on a busy one),
+    # in 512-token batches, so an interrupt 0.3 s in lands while the prompt is evaluated.
+    prompt = "hello world " * 300
+    cell = kernel.run(f"%%exaone -t 0 -n 8\n{prompt}", timeout=180, interrupt_after=0.3)
     text, tokens = _check_interrupted(kernel, cell, n, slow_model)
     assert text == "" and tokens == 0  # nothing was generated yet
 
