@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import re
 
 import pytest
 
@@ -322,6 +323,20 @@ def test_markers_survive_a_template_that_escapes_to_ascii(backend):
     markers = backend.tokenize("[|user|][|endofturn|]", special=True)
     assert control_ids(backend, prompt.ids) == markers
 
+
+
+def test_prompts_do_not_fill_the_regex_cache(backend):
+    """A pattern compiled per prompt would take two of ``re``'s 512 cache slots each time (the
+    soak saw it as memory growing turn after turn) and evict the user's patterns."""
+    template = _template(EXAONE3)
+    template.prompt([msg(U, "warm up [|user|]")], backend)
+    cache = getattr(re, "_cache", None)
+    if cache is None:
+        pytest.skip("this Python keeps its regex cache elsewhere")
+    before = len(cache)
+    for i in range(40):
+        template.prompt([msg(U, f"question {i} with [|endofturn|] inside")], backend)
+    assert len(cache) <= before + 1
 
 # -- templates that fail ------------------------------------------------------------------------
 @pytest.mark.parametrize("source, words", [

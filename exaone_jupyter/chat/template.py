@@ -31,6 +31,11 @@ from ..errors import ExaoneError
 from .families import EXAONE3, FAMILIES, Family, detect_family
 
 _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters: no tokenizer gives them meaning
+# A template may print content through tojson(ensure_ascii=True), which escapes the private-use
+# characters; both spellings come back as the marker text. One pattern for every call (the nonce
+# is compared in the callback): a per-call pattern would fill ``re``'s 512-entry cache, two
+# patterns per prompt, evicting the user's own.
+_PLACEHOLDER = re.compile(r"(?:\ue000|\\ue000)(\d{12})\.(\d+)(?:\ue001|\\ue001)")
 
 
 class Tokenizer(Protocol):
@@ -203,10 +208,6 @@ class _Masks:
                 break
         self._nonce = nonce
         self.hidden: list[str] = []
-        # A template may print content through tojson(ensure_ascii=True), which escapes the
-        # private-use characters; both spellings come back as the marker text.
-        self._placeholder = re.compile(
-            r"(?:\ue000|\\ue000)" + nonce + r"\.(\d+)(?:\ue001|\\ue001)")
 
     def hide(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -223,9 +224,11 @@ class _Masks:
 
     def reveal(self, text: str) -> str:
         def back(match: re.Match) -> str:
-            index = int(match.group(1))
-            return self.hidden[index] if index < len(self.hidden) else match.group(0)
-        return self._placeholder.sub(back, text)
+            nonce, index = match.group(1), int(match.group(2))
+            if nonce == self._nonce and index < len(self.hidden):
+                return self.hidden[index]
+            return match.group(0)
+        return _PLACEHOLDER.sub(back, text)
 
 
 def _strings(value: Any):
