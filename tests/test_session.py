@@ -301,3 +301,21 @@ def test_unfinished_reasoning_is_not_replayed_as_an_answer(tmp_path, template, t
         assert rendered in text and "생각" not in text
     finally:
         s.unload()
+
+
+def test_an_unload_hands_the_heaps_free_pages_back():
+    """glibc would keep ~11 MiB of the demo model's freed blocks resident after an unload
+    (benchmarks/unload_memory.py); the unload returns them, so a second trim finds little."""
+    import psutil
+
+    from exaone_jupyter.engine import heap
+
+    if not heap.release_free_pages():
+        pytest.skip("this C library has no malloc_trim")
+    s, process = Session(), psutil.Process()
+    s.load("exaone-demo")
+    assert s.ask("What is your name?", GREEDY).consume().text == "My name is EXAONE demo."
+    s.unload()
+    left = process.memory_info().rss
+    heap.release_free_pages()
+    assert left - process.memory_info().rss < 2 * 2**20

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 from ..errors import ExaoneError, ModelBusyError
 from ..model.gguf_check import GGUFInfo
-from . import llama_log
+from . import heap, llama_log
 from .backend import Request, Sampling
 from .offload import GpuInfo, OffloadPlan, parse_request, plan_offload
 from .reply import Reply
@@ -405,7 +405,10 @@ class LocalBackend:
             import llama_cpp
             self._closed = True
             llama_cpp.llama_batch_free(self._batch)
-            self._llm.close()
+            llm, self._llm = self._llm, None  # its numpy buffers go with the object
+            llm.close()
+            del llm
+        heap.release_free_pages()  # else glibc keeps llama.cpp's freed blocks resident
 
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
         try:

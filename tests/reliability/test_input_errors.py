@@ -35,12 +35,14 @@ def test_unknown_model_with_abbreviated_option(kernel, before):
 
 
 def test_misspelled_load_option(kernel, before):
-    usage_line(kernel.run("%exaone load exaone-demo --gpu-layrs 3"), "--gpu-layrs")
+    usage_line(kernel.run("%exaone load exaone-demo --gpu-layrs 3"), "--gpu-layrs",
+               "did you mean --gpu-layers?")
     healthy(kernel, before)
 
 
 def test_misspelled_cell_option(kernel, before):
-    usage_line(kernel.run(f"%%exaone --temprature 0\n{DEMO_QUESTION}"), "--temprature")
+    usage_line(kernel.run(f"%%exaone --temprature 0\n{DEMO_QUESTION}"), "--temprature",
+               "did you mean --temperature?")
     healthy(kernel, before)
 
 
