@@ -169,6 +169,9 @@ def run_case(label: str, request: object, info, args, *, gpu: GpuInfo | None = N
         backend.close()
         del backend
         gc.collect()
+    closed = smi_gpu()  # what an unload leaves on the GPU (the CUDA context stays)
+    if before and closed:
+        row["gpu_after_unload_delta_mib"] = closed["used_mib"] - before["used_mib"]
     return row
 
 
@@ -232,15 +235,19 @@ def stop_filler(proc: subprocess.Popen) -> None:
 
 
 # -- report ------------------------------------------------------------------------------------
+def _plus(mib: int | None) -> str:
+    return "n/a" if mib is None else f"{mib:+d}"
+
+
 def table(rows: list[dict], card: str, model: str) -> str:
     head = ("| card | model | case | gpu_layers | layers on GPU: package / llama.cpp | "
             "weights on GPU / CPU (MiB) | GPU memory used (MiB) | prompt tok/s (TTFT s) | "
-            "decode tok/s |")
+            "decode tok/s | GPU MiB left after unload |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if "package_layers" not in r:
             lines.append(f"| {card} | {model} | {r['case']} | {r['gpu_layers']} | "
-                         f"load failed: {r['error'][:120]} | | | | |")
+                         f"load failed: {r['error'][:120]} | | | | | |")
             continue
         llama = "not reported" if r.get("llama_layers") is None else r["llama_layers"]
         layers = f"{r.get('package_layers')}/{r.get('layers')} / {llama}/{r.get('layers', 0) + 1}" \
@@ -253,11 +260,12 @@ def table(rows: list[dict], card: str, model: str) -> str:
         lines.append(
             f"| {card} | {model} | {r['case']} | {r['gpu_layers']} | {layers} | "
             f"{r.get('weights_on_gpu_mib')} / {r.get('weights_on_cpu_mib')} | {used_text} | "
-            f"{r.get('prompt_tok_s')} ({r.get('ttft_s')}) | {r.get('decode_tok_s')} |"
+            f"{r.get('prompt_tok_s')} ({r.get('ttft_s')}) | {r.get('decode_tok_s')} | "
+            f"{_plus(r.get('gpu_after_unload_delta_mib'))} |"
             if "error" not in r else
             f"| {card} | {model} | {r['case']} | {r['gpu_layers']} | {layers} | "
             f"{r.get('weights_on_gpu_mib')} / {r.get('weights_on_cpu_mib')} | "
-            f"crashed while generating | | |")
+            f"crashed while generating | | | |")
     return "\n".join(lines)
 
 
