@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
+import weakref
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .chat.conversation import Conversation
 from .chat.template import ChatTemplate, Prompt
@@ -43,6 +45,28 @@ class Session:
         self.model_spec: str | None = None
         self._load_key: tuple | None = None
         self._system_set_by_user = False
+        self._watchers: list[Callable[[], Callable[[str], None] | None]] = []
+
+    # -- watchers -------------------------------------------------------------------------------
+    def watch(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback("conversation")`` or ``callback("model")`` after each change, in the
+        thread that made it: a panel shows what a ``%%exaone`` cell said. A bound method is held
+        weakly, so a panel that is gone is not kept alive by the session."""
+        if hasattr(callback, "__self__"):
+            self._watchers.append(weakref.WeakMethod(callback))
+        else:
+            self._watchers.append(lambda: callback)
+
+    def _changed(self, what: str) -> None:
+        for ref in list(self._watchers):
+            callback = ref()
+            if callback is None:
+                continue
+            try:
+                callback(what)
+            except Exception as err:  # a view that fails must not undo the change it shows
+                warnings.warn(f"exaone_jupyter: a session watcher failed: {err!r}", RuntimeWarning)
+        self._watchers = [ref for ref in self._watchers if ref() is not None]
 
     # -- models ---------------------------------------------------------------------------------
     @staticmethod
@@ -122,6 +146,7 @@ class Session:
         self.backend, self.template, self.model_spec = backend, template, spec
         if not self._system_set_by_user:
             self.conversation.system = template.default_system if template else None
+        self._changed("model")
 
     def unload(self) -> bool:
         """Free the loaded model; the conversation stays. Returns whether one was loaded."""
@@ -129,6 +154,7 @@ class Session:
             return False
         self.backend.close()
         self.backend, self.template, self._load_key = None, None, None
+        self._changed("model")
         return True
 
     def connect(self, url: str, *, model: str | None = None, api_key_env: str | None = None,
@@ -176,13 +202,16 @@ class Session:
     def set_system(self, text: str | None) -> None:
         self.conversation.system = text or None
         self._system_set_by_user = True
+        self._changed("conversation")
 
     def reset(self) -> None:
         self.conversation.reset()
+        self._changed("conversation")
 
     def restore(self, path: str) -> Conversation:
         self.conversation = Conversation.load(path)  # a bad file raises before anything changes
         self._system_set_by_user = True
+        self._changed("conversation")
         return self.conversation
 
     # -- asking ---------------------------------------------------------------------------------
@@ -193,7 +222,7 @@ class Session:
         if not question.strip():
             raise ExaoneError("The message is empty; write a question in the cell.")
         if new:
-            self.conversation.reset()
+            self.reset()
         if system is not None:
             self.set_system(system)
         notes: list[str] = []
@@ -253,6 +282,7 @@ class Session:
         self.conversation.add("user", turn.question)
         flags = {"interrupted": True} if reply.stats.finish_reason in ("interrupted", "error") else {}
         self.conversation.add("assistant", self._as_history(reply), **flags)
+        self._changed("conversation")
 
     def _as_history(self, reply: Reply) -> str:
         """The reply as the template expects it in the history. Reasoning that the prompt opened

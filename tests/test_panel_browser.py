@@ -2,7 +2,7 @@
 
 A notebook runs ``%exaone panel``; the test then only uses the page: it types the model into the
 picker, presses Load, types the trained question and presses Enter, reads the exact answer from
-the transcript, then loads a random-weight model by path, asks for a long reply, watches the meter
+the transcript, runs a ``%%exaone`` cell and finds its turn in the panel, then loads a random-weight model by path, asks for a long reply, watches the meter
 change, and presses Stop. Screenshots land in ``artifacts/`` (git-ignored).
 """
 
@@ -23,6 +23,7 @@ from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
 
 QUESTION = "한국의 수도는 어디인가요? Answer in one sentence."
 ANSWER = "한국의 수도는 서울입니다 (Seoul)."
+CELL_QUESTION, CELL_ANSWER = "What is your name?", "My name is EXAONE demo."
 TIMEOUT_MS = 60_000
 
 pytestmark = pytest.mark.timeout(420)
@@ -84,7 +85,22 @@ def test_panel_in_jupyterlab(jupyterlab, chromium_browser):
         panel.scroll_into_view_if_needed()
         screenshot(panel, "panel_answer.png")
 
-        # 2. a long reply from a random model loaded by path: the meter moves, Stop ends it
+        # 2. a %%exaone cell run below the panel: its turn appears in the panel's transcript
+        page.evaluate("""(source) => {
+            const app = window.jupyterapp, nb = app.shell.currentWidget.content;
+            nb.activeCellIndex = nb.widgets.length - 1;
+            return app.commands.execute('notebook:insert-cell-below').then(() => {
+                nb.activeCell.model.sharedModel.setSource(source);
+                return app.commands.execute('notebook:run-cell');
+            });
+        }""", f"%%exaone -t 0\n{CELL_QUESTION}")
+        transcript.filter(has_text=CELL_ANSWER).wait_for(timeout=TIMEOUT_MS)
+        assert CELL_QUESTION in transcript.inner_text()
+        assert "loaded in a cell" not in status.inner_text()  # the panel's own load still shows
+        wait_cells_done(page)
+        screenshot(page.locator(VISIBLE_NOTEBOOK), "panel_follows_cell.png")
+
+        # 3. a long reply from a random model loaded by path: the meter moves, Stop ends it
         panel.locator(".exaone-n-ctx select").select_option(label="8,192 tokens")
         _load(panel, str(long_model))
         assert "context 8,192 tokens" in panel.locator(".exaone-model-info").inner_text()

@@ -209,6 +209,29 @@ def test_load_demo_and_chat_share_the_session(frontend):
     assert ANSWER not in fe.text("exaone-transcript")
 
 
+
+def test_what_cells_do_shows_in_the_panel(frontend):
+    """The panel follows the session: a cell's turn, system prompt, reset, unload and load."""
+    fe = frontend
+    fe.execute("%exaone load exaone-demo\n%exaone reset")
+    fe.execute(f"%%exaone -t 0\n{QUESTION}")
+    fe.wait_for(lambda: ANSWER in fe.text("exaone-transcript"), "the cell's turn in the panel")
+    assert QUESTION in fe.text("exaone-transcript")
+
+    fe.execute("%exaone system Answer in one sentence.")
+    fe.wait_for(lambda: fe.get("exaone-system") == "Answer in one sentence.",
+                "the cell's system prompt in the panel")
+    fe.execute("%exaone reset")
+    fe.wait_for(lambda: ANSWER not in fe.text("exaone-transcript"), "the reset in the panel")
+
+    fe.execute("%exaone unload")
+    fe.wait_for(lambda: "unloaded in a cell" in _status(fe), "the unload in the panel")
+    assert "No model loaded" in fe.text("exaone-model-info")
+    fe.execute("%exaone load exaone-demo")
+    fe.wait_for(lambda: "exaone-demo was loaded in a cell" in _status(fe), "the load in the panel")
+    assert "layers on GPU" in fe.text("exaone-model-info")
+    assert fe.get("exaone-model").startswith("exaone-demo")
+
 def test_stop_mid_reply_and_a_busy_cell(frontend, tmp_path):
     fe = frontend
     model = write_random_gguf(  # ~30 MB, a few hundred tokens/s here: long enough to stop

@@ -319,3 +319,37 @@ def test_an_unload_hands_the_heaps_free_pages_back():
     left = process.memory_info().rss
     heap.release_free_pages()
     assert left - process.memory_info().rss < 2 * 2**20
+
+
+def test_watchers_hear_every_change_and_do_not_keep_a_panel_alive():
+    import gc
+
+    s, heard = Session(), []
+
+    class View:
+        def on_change(self, what):
+            heard.append(what)
+
+    view = View()
+    s.watch(view.on_change)
+    s.watch(lambda what: 1 / 0)  # a broken view warns; the change still happens
+    with pytest.warns(RuntimeWarning, match="ZeroDivisionError"):
+        s.load("exaone-demo")
+    assert heard == ["model"]
+    try:
+        with pytest.warns(RuntimeWarning):
+            s.ask("What is your name?", GREEDY).consume()
+        with pytest.warns(RuntimeWarning):
+            s.set_system("Be brief.")
+        with pytest.warns(RuntimeWarning):
+            s.reset()
+        assert heard == ["model", "conversation", "conversation", "conversation"]
+        assert s.conversation.turns == 0 and s.conversation.system == "Be brief."
+        del view
+        gc.collect()
+        with pytest.warns(RuntimeWarning):
+            s.reset()
+        assert len(heard) == 4 and len(s._watchers) == 1  # the view's method went with it
+    finally:
+        with pytest.warns(RuntimeWarning):
+            s.unload()

@@ -2,7 +2,7 @@
 
 Core ipywidgets only (7.7+ and 8), so it works offline in JupyterLab, Notebook 7, VS Code and
 Colab. The panel is a view over the kernel's one session: the same model and the same
-conversation as the ``%%exaone`` cells.
+conversation as the ``%%exaone`` cells, whose changes it follows (``Session.watch``).
 
 Threads, and why:
 
@@ -191,6 +191,7 @@ class ChatPanel(widgets.VBox):
         self._rates: list[float] = []
         self._worker: threading.Thread | None = None
         self._active = False  # a reply is being written (set by Send, cleared by the worker's end)
+        self._acting = False  # one of the panel's own handlers runs (it refreshes what it changes)
         self._lock = threading.RLock()  # orders the worker's final update against Stop clicks
         self._system_shown: str | None = None
         self._labels: dict[str, str] = {}
@@ -277,6 +278,7 @@ class ChatPanel(widgets.VBox):
         if self.session.backend is not None:
             self._after_load(self.session.model_spec or "", [], None)
         self._render_transcript()
+        self.session.watch(self._on_session_change)
 
     # -- the model row -----------------------------------------------------------------------------
     def _model_options(self) -> list[str]:
@@ -639,6 +641,7 @@ class ChatPanel(widgets.VBox):
     def _guard(self, handler):
         """Run a click handler so that no exception ever reaches the cell as a traceback."""
         def run(*args: Any) -> None:
+            self._acting = True
             try:
                 handler(*args)
             except ExaoneError as err:
@@ -646,7 +649,31 @@ class ChatPanel(widgets.VBox):
             except Exception as err:
                 self.last_error = err
                 self._set_status("error", f"Something went wrong: {_one_sentence(err)}")
+            finally:
+                self._acting = False
         return run
+
+    # -- changes made in cells -----------------------------------------------------------------------
+    def _on_session_change(self, what: str) -> None:
+        """A ``%%exaone`` cell answered, or ``%exaone load/unload/reset/restore/system`` ran: show
+        it. The panel's own actions (and its reply, while one is written) refresh it themselves."""
+        try:
+            with self._lock:
+                if self._acting or self._active:
+                    return
+                if what == "model":
+                    self._show_model_info()
+                    if self.session.backend is None:
+                        self._set_status("info", "No model is loaded: it was unloaded in a cell.")
+                    else:
+                        spec = self.session.model_spec or ""
+                        self.model.value = self._label_for(spec)
+                        how = "loaded" if self.session.backend.renders_template else "connected"
+                        self._set_status("ok", f"{spec} was {how} in a cell.")
+                self._sync_system()
+                self._render_transcript()
+        except Exception as err:  # never let a refresh break the cell that changed the session
+            self.last_error = err
 
     # -- the transcript ----------------------------------------------------------------------------
     def _render_transcript(self, live: Reply | None = None) -> None:
