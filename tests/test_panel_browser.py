@@ -96,7 +96,7 @@ def test_panel_in_jupyterlab(jupyterlab, chromium_browser):
         }""", f"%%exaone -t 0\n{CELL_QUESTION}")
         transcript.filter(has_text=CELL_ANSWER).wait_for(timeout=TIMEOUT_MS)
         assert CELL_QUESTION in transcript.inner_text()
-        assert "loaded in a cell" not in status.inner_text()  # the panel's own load still shows
+        assert "changed in a cell" not in status.inner_text()  # the panel's own load still shows
         wait_cells_done(page)
         screenshot(page.locator(VISIBLE_NOTEBOOK), "panel_follows_cell.png")
 

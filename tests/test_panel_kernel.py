@@ -228,7 +228,8 @@ def test_what_cells_do_shows_in_the_panel(frontend):
     fe.wait_for(lambda: "unloaded in a cell" in _status(fe), "the unload in the panel")
     assert "No model loaded" in fe.text("exaone-model-info")
     fe.execute("%exaone load exaone-demo")
-    fe.wait_for(lambda: "exaone-demo was loaded in a cell" in _status(fe), "the load in the panel")
+    fe.wait_for(lambda: "Now loaded: exaone-demo (changed in a cell)" in _status(fe),
+                "the load in the panel")
     assert "layers on GPU" in fe.text("exaone-model-info")
     assert fe.get("exaone-model").startswith("exaone-demo")
 

@@ -664,12 +664,12 @@ class ChatPanel(widgets.VBox):
                 if what == "model":
                     self._show_model_info()
                     if self.session.backend is None:
-                        self._set_status("info", "No model is loaded: it was unloaded in a cell.")
+                        self._set_status("info", "No model is loaded (unloaded in a cell).")
                     else:
                         spec = self.session.model_spec or ""
                         self.model.value = self._label_for(spec)
                         how = "loaded" if self.session.backend.renders_template else "connected"
-                        self._set_status("ok", f"{spec} was {how} in a cell.")
+                        self._set_status("ok", f"Now {how}: {spec} (changed in a cell).")
                 self._sync_system()
                 self._render_transcript()
         except Exception as err:  # never let a refresh break the cell that changed the session
