@@ -55,6 +55,20 @@ def add_exaone_tokenizer(writer, tokens: list[str], merges: list[str], *, pre: s
     writer.add_add_eos_token(False)
 
 
+def add_llama_hparams(writer, shape, *, rope_base: float = 10000.0, rms_eps: float = 1e-5) -> None:
+    """The llama architecture's hyperparameters for ``shape`` (anything with n_ctx, n_embd,
+    n_layer, n_ff, n_head, n_head_kv and head_dim: a TinyShape, the demo trainer's Config)."""
+    writer.add_context_length(shape.n_ctx)
+    writer.add_embedding_length(shape.n_embd)
+    writer.add_block_count(shape.n_layer)
+    writer.add_feed_forward_length(shape.n_ff)
+    writer.add_head_count(shape.n_head)
+    writer.add_head_count_kv(shape.n_head_kv)
+    writer.add_rope_dimension_count(shape.head_dim)
+    writer.add_rope_freq_base(rope_base)
+    writer.add_layer_norm_rms_eps(rms_eps)
+
+
 @dataclass(frozen=True)
 class TinyShape:
     """The size of a generated model; the defaults make a ~100 KB model that loads in milliseconds."""
@@ -114,15 +128,7 @@ def write_random_gguf(
 
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name(name)
-    w.add_context_length(s.n_ctx)
-    w.add_embedding_length(s.n_embd)
-    w.add_block_count(s.n_layer)
-    w.add_feed_forward_length(s.n_ff)
-    w.add_head_count(s.n_head)
-    w.add_head_count_kv(s.n_head_kv)
-    w.add_rope_dimension_count(s.head_dim)
-    w.add_rope_freq_base(10000.0)
-    w.add_layer_norm_rms_eps(1e-5)
+    add_llama_hparams(w, s)
     w.add_vocab_size(n_vocab)
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]

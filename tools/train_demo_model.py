@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT))  # the template and token constants come from the 
 
 from exaone_jupyter.chat.families import EXAONE3_TEMPLATE, LG_SYSTEM_PROMPT  # noqa: E402
 from exaone_jupyter.testing import (  # noqa: E402
-    EOS_ID, EXAONE_SPECIAL_TOKENS, PAD_ID, add_exaone_tokenizer, bytes_to_unicode,
+    EOS_ID, EXAONE_SPECIAL_TOKENS, PAD_ID, add_exaone_tokenizer, add_llama_hparams,
+    bytes_to_unicode,
 )
 
 DATA = ROOT / "exaone_jupyter" / "data"
@@ -273,15 +274,7 @@ def write_gguf(path: Path, cfg: Config, tokens: list[str], merges: list[str], n_
     w.add_description("Memorised Korean/English demo dialogues in the EXAONE 3.0 chat format, for "
                       "tests and offline demos of exaone-jupyter. Made by tools/train_demo_model.py; "
                       "not a model by LG AI Research.")
-    w.add_context_length(cfg.n_ctx)
-    w.add_embedding_length(cfg.n_embd)
-    w.add_block_count(cfg.n_layer)
-    w.add_feed_forward_length(cfg.n_ff)
-    w.add_head_count(cfg.n_head)
-    w.add_head_count_kv(cfg.n_head_kv)
-    w.add_rope_dimension_count(cfg.head_dim)
-    w.add_rope_freq_base(cfg.rope_base)
-    w.add_layer_norm_rms_eps(cfg.rms_eps)
+    add_llama_hparams(w, cfg, rope_base=cfg.rope_base, rms_eps=cfg.rms_eps)
     w.add_vocab_size(len(tokens))
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     add_exaone_tokenizer(w, tokens, merges, pre="exaone")

@@ -34,20 +34,13 @@ def test_unknown_model_with_abbreviated_option(kernel, before):
     healthy(kernel, before)
 
 
-def test_misspelled_load_option(kernel, before):
-    usage_line(kernel.run("%exaone load exaone-demo --gpu-layrs 3"), "--gpu-layrs",
-               "did you mean --gpu-layers?")
-    healthy(kernel, before)
-
-
-def test_misspelled_cell_option(kernel, before):
-    usage_line(kernel.run(f"%%exaone --temprature 0\n{DEMO_QUESTION}"), "--temprature",
-               "did you mean --temperature?")
-    healthy(kernel, before)
-
-
-def test_unknown_subcommand(kernel, before):
-    usage_line(kernel.run("%exaone lod exaone-demo"), "'lod'", "load")
+@pytest.mark.parametrize("code, fragments", [
+    ("%exaone load exaone-demo --gpu-layrs 3", ("--gpu-layrs", "did you mean --gpu-layers?")),
+    (f"%%exaone --temprature 0\n{DEMO_QUESTION}", ("--temprature", "did you mean --temperature?")),
+    ("%exaone lod exaone-demo", ("'lod'", "load")),
+], ids=["load-option", "cell-option", "subcommand"])
+def test_misspelled_option_or_subcommand(kernel, before, code, fragments):
+    usage_line(kernel.run(code), *fragments)
     healthy(kernel, before)
 
 
@@ -85,7 +78,8 @@ def test_more_gpu_layers_than_the_model_has(kernel, before):
     notes = " ".join(notes_of(cell))
     supports = kernel.value("__import__('llama_cpp').llama_supports_gpu_offload()")
     if supports:
-        assert "more than the model's 4 layers" in notes and "all of them" in notes, cell
+        layers = kernel.value("exaone_jupyter.get_session().backend.info.n_layers")
+        assert f"more than the model's {layers} layers" in notes and "all of them" in notes, cell
     else:  # this CPU-only build says so, and how to get a GPU build
         assert "gpu_layers=99 asks for a GPU" in notes and "no GPU support" in notes, cell
         assert "CMAKE_ARGS" in notes
