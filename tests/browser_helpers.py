@@ -149,7 +149,9 @@ def open_notebook(page, lab: JupyterLab, name: str, *, timeout_ms: float = 120_0
 
 
 def run_all_cells(page) -> None:
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    """Start every cell and return at once (``wait_cells_done`` waits): the command's promise
+    settles only when the last cell has run, which would hide what streams meanwhile."""
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
 
 
 def wait_cells_done(page, *, timeout_ms: float = 120_000) -> None:

@@ -8,36 +8,27 @@ saves PNGs mid-stream and after each reply:
     .venv/bin/python tools/screenshot_cell.py [OUT_DIR]        # default: artifacts/
 
 Needs ``pip install jupyterlab playwright`` (the ``test`` extra) and ``/usr/bin/chromium``
-(``apt-get install chromium``); Playwright's own browser download is not used.
+(``tools/ensure_chromium.sh``); Playwright's own browser download is not used. The server and the
+browser are started as the browser tests start them (tests/browser_helpers.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from browser_helpers import (CHROMIUM, CHROMIUM_ARGS, JupyterLab, ensure_chromium,  # noqa: E402
+                             open_notebook, run_all_cells, write_notebook)
+
 LONG_QUESTION = "How do I run EXAONE in Jupyter? Give me the steps."
 STREAM_TOKENS = 240
 NOTEBOOK = "exaone-streaming.ipynb"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_model(folder: Path) -> Path:
@@ -50,49 +41,15 @@ def write_model(folder: Path) -> Path:
                              favour_text="Jupyter ", name="random 100M test model (not EXAONE)")
 
 
-def write_notebook(folder: Path, model: Path) -> Path:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3",
-                                                           "display_name": "Python 3"}})
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in (
+def write_streaming_notebook(folder: Path, model: Path) -> Path:
+    return write_notebook(folder / NOTEBOOK, [
         "%load_ext exaone_jupyter\n%config ExaoneMagics.update_interval = 0.1",
         "%exaone load exaone-demo",
         "%%exaone -t 0\n한국의 수도는 어디인가요? Answer in one sentence.",
         f"%%exaone -t 0 --new\n{LONG_QUESTION}",
         f"%exaone load {model.name}",
         f"%%exaone -t 0 -n {STREAM_TOKENS} --new\nTell me about Jupyter.",
-    )]
-    path = folder / NOTEBOOK
-    nbformat.write(nb, path)
-    return path
-
-
-def start_lab(folder: Path, port: int) -> subprocess.Popen:
-    settings = folder / ".lab-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1",
-           "JUPYTERLAB_SETTINGS_DIR": str(folder / ".lab-settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(folder / ".lab-workspaces")}
-    log = open(folder / "jupyterlab.log", "w")
-    lab = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.token=",
-         "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-         "--ServerApp.allow_root=True", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.root_dir={folder}", "--LabApp.expose_app_in_browser=True"],
-        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if lab.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited; see {folder / 'jupyterlab.log'}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2):
-                return lab
-        except OSError:
-            time.sleep(0.5)
-    lab.terminate()
-    raise RuntimeError("JupyterLab did not start in 120 s")
+    ])
 
 
 def kernel_idle(page) -> bool:
@@ -127,16 +84,17 @@ def run(out: Path, *, keep_log: bool = False) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="exaone-lab-") as tmp:
-        folder = Path(tmp)
-        write_notebook(folder, write_model(folder))
-        port = free_port()
-        lab = start_lab(folder, port)
+        root, home = Path(tmp) / "root", Path(tmp) / "home"
+        root.mkdir()
+        home.mkdir()
+        write_streaming_notebook(root, write_model(root))
+        lab = JupyterLab(root, home)
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1100, "height": 900})
                 try:
-                    return drive(page, f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK}", out)
+                    return drive(page, lab, out)
                 except Exception:
                     page.screenshot(path=str(out / "failure.png"), full_page=True)
                     print(f"saved {out / 'failure.png'} (what the page showed)", file=sys.stderr)
@@ -144,23 +102,16 @@ def run(out: Path, *, keep_log: bool = False) -> list[Path]:
                 finally:
                     browser.close()
         finally:
-            lab.terminate()
-            try:
-                lab.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                lab.kill()
+            lab.stop()
             if keep_log:
-                (out / "jupyterlab.log").write_text((folder / "jupyterlab.log").read_text())
+                (out / "jupyterlab.log").write_text(lab.log_path.read_text("utf-8", "replace"))
 
 
-def drive(page, url: str, out: Path) -> list[Path]:
+def drive(page, lab: JupyterLab, out: Path) -> list[Path]:
     """Open the notebook, run all cells, and take the shots as the replies come."""
     shots: list[Path] = []
-    page.goto(url)
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-    wait_for(lambda: kernel_idle(page), 90, "the kernel to start")
-    # not awaited: the command's promise settles only when the last cell has run
-    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    open_notebook(page, lab, NOTEBOOK)
+    run_all_cells(page)
     cells = page.locator(".jp-Notebook .jp-Cell")
 
     def output_text(i: int) -> str:
@@ -194,9 +145,9 @@ def main() -> int:
     parser.add_argument("out", nargs="?", default="artifacts", help="folder for the PNGs")
     parser.add_argument("--keep-log", action="store_true", help="copy JupyterLab's log there too")
     args = parser.parse_args()
-    if not Path(CHROMIUM).exists():
-        print(f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium",
-              file=sys.stderr)
+    why = ensure_chromium()
+    if why:
+        print(why, file=sys.stderr)
         return 2
     run(Path(args.out), keep_log=args.keep_log)
     return 0
