@@ -4,8 +4,8 @@ Freeing a model releases its weights (a memory map), but glibc keeps many of the
 llama.cpp and llama-cpp-python allocated for it as free pages of the process heap, so a kernel
 that unloaded a model still holds them, and its resident size after each unload wanders with the
 allocator's history. ``malloc_trim(0)`` returns those pages and frees no block in use.
-Measured (benchmarks/unload_memory.py, 40 cycles): 10.9 MiB kept after each unload of the demo
-model and 29.1 MiB after a 75M-parameter f16 model; the trim takes 0.5 and 1.3 ms.
+Measured (benchmarks/unload_memory.py, 100 cycles): 10.9 MiB kept after each unload of the demo
+model and 29.1 MiB after a 75M-parameter f16 model; the trim takes 0.5 and 1.5 ms.
 """
 
 from __future__ import annotations
