@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import llama_cpp  # noqa: E402
 
 from exaone_jupyter.engine.backend import Request, Sampling  # noqa: E402
-from exaone_jupyter.engine.local import LoadOptions, LocalBackend  # noqa: E402
+from exaone_jupyter.engine.backend import LoadOptions  # noqa: E402
+from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
 from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
 from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
 

@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for notice in session.load(args.model, gpu_layers=args.gpu_layers):
             print(f"note: {notice}", file=sys.stderr)
-        info = session.info()
-        print(f"model: {info['model']} ({info['gpu_layers']}/{info['layers']} layers on GPU)",
-              file=sys.stderr)
+        backend = session.info().backend
+        where = backend.local.offload.label if backend.local else backend.label
+        print(f"model: {backend.model} ({where})", file=sys.stderr)
         reply = session.ask(args.question, Sampling(temperature=args.temperature,
                                                     max_tokens=args.max_tokens))
         for piece in reply:

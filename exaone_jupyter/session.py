@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from .chat.conversation import Conversation
+from .chat.families import Family
 from .chat.template import ChatTemplate, Prompt
-from .engine.backend import Backend, Request, Sampling
+from .engine.backend import Backend, BackendInfo, LoadOptions, Request, Sampling
+from .engine.offload import GpuInfo
 from .engine.reply import Reply
 from .errors import ExaoneError
 from .model import catalog
+from .model.gguf_check import GGUFInfo
 
 MODEL_ENV = "EXAONE_JUPYTER_MODEL"
 
@@ -29,11 +32,38 @@ class Turn:
 
     question: str
     messages: list[dict]
-    prompt: Prompt | None  # None for servers, which apply their own template
+    prompt: Prompt | None  # rendered and tokenized once; None for servers (their own template)
     sampling: Sampling
     think: bool
     remember: bool
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def template_kwargs(self) -> dict[str, Any]:
+        return {"enable_thinking": True} if self.think else {}
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What ``%exaone info`` and the panel show: the backend's facts and the session's own."""
+
+    backend: BackendInfo
+    spec: str | None
+    template_family: str | None  # "exaone3", "exaone4"...; "custom" for a non-EXAONE template
+    template_notice: str | None
+    system_prompt: str | None
+    turns: int
+
+
+@dataclass(frozen=True)
+class _LocalLoad:
+    """What it takes to load the current local model again (after a failed switch)."""
+
+    key: tuple  # (spec, file glob, options): the same key again is nothing to do
+    spec: str
+    gguf: GGUFInfo
+    options: LoadOptions
+    template: ChatTemplate  # before the model's BOS/EOS texts are bound
 
 
 class Session:
@@ -43,7 +73,7 @@ class Session:
         self.conversation = Conversation()
         self.last_reply: Reply | None = None
         self.model_spec: str | None = None
-        self._load_key: tuple | None = None
+        self._local: _LocalLoad | None = None
         self._system_set_by_user = False
         self._watchers: list[Callable[[], Callable[[str], None] | None]] = []
 
@@ -74,14 +104,50 @@ class Session:
         """The env variable, else the configured model, else the catalog default."""
         return os.environ.get(MODEL_ENV) or configured or catalog.DEFAULT_ALIAS
 
+    @staticmethod
+    def gpu_support() -> GpuInfo:
+        """What this llama.cpp build can offload to (no GPU when llama_cpp cannot even load:
+        the next load says why in one sentence)."""
+        try:
+            import llama_cpp  # noqa: F401  (before numpy: see load)
+
+            from .engine.gpu import probe_gpu
+            return probe_gpu()
+        except Exception:
+            return GpuInfo(False)
+
+    @staticmethod
+    def catalog() -> list[tuple[catalog.CatalogEntry, str]]:
+        """Each catalog model with whether it needs a download (``resolve.availability``)."""
+        from .model.resolve import availability
+
+        return [(entry, availability(entry)) for entry in catalog.CATALOG.values()]
+
+    @staticmethod
+    def peek(spec: str) -> GGUFInfo | None:
+        """The GGUF header of ``spec`` when its file is on this machine (a path, or a catalog
+        model in the cache), else None: no download, no error."""
+        from .model.gguf_check import read_gguf
+        from .model.resolve import local_path
+
+        try:
+            path = local_path(spec)
+            return read_gguf(path) if path is not None else None
+        except ExaoneError:
+            return None
+
     def load(self, spec: str | None = None, *, file_glob: str | None = None,
-             **options: Any) -> list[str]:
-        """Load ``spec`` (same spec and options: nothing to do); returns notices to show."""
+             on_progress: Callable[[float], None] | None = None, **options: Any) -> list[str]:
+        """Load ``spec`` (same spec and options: nothing to do); returns notices to show.
+
+        ``on_progress(fraction)`` follows llama.cpp's own loading, in this thread. A load that
+        fails or is interrupted (Ctrl-C) gives the user back the model loaded before it.
+        """
         # llama_cpp before numpy (which gguf imports): on one CUDA image the other order made
         # every model load segfault (benchmarks/gpu/RESULTS.md).
         import llama_cpp  # noqa: F401
 
-        from .engine.local import LoadOptions, LocalBackend
+        from .engine.local import LocalBackend
         from .model.gguf_check import read_gguf
         from .model.probe import probe
         from .model.resolve import resolve
@@ -89,53 +155,54 @@ class Session:
         spec = spec or self.default_spec()
         load_options = LoadOptions.from_options(**options)
         key = (spec, file_glob, load_options)
-        if key == self._load_key and self.backend is not None:
+        if self._local is not None and self._local.key == key and self.backend is not None:
             return []
         resolved = resolve(spec, file_glob=file_glob)
-        info = read_gguf(resolved.path)
-        LocalBackend.check(info, load_options)  # e.g. n_ctx too large: fail before unloading
-        probe(info.path)  # a file llama.cpp would abort() on ends a child process, not the kernel
+        gguf = read_gguf(resolved.path)
+        LocalBackend.check(gguf, load_options)  # e.g. n_ctx too large: fail before unloading
+        probe(gguf.path)  # a file llama.cpp would abort() on ends a child process, not the kernel
         # A template that does not compile fails here, while the old model is still loaded.
         template = ChatTemplate.for_model(
-            info.chat_template, family_hint=resolved.family_hint or _family_of_arch(info.architecture),
-            model_name=info.path.name)
-        previous = self._reloadable()
+            gguf.chat_template, family_hint=resolved.family_hint or _family_of_arch(gguf.architecture),
+            model_name=gguf.path.name)
+        previous = self._local if self.backend is not None else None
         self.unload()  # free the old weights before the new ones take memory
         try:
-            backend = LocalBackend(info, load_options)
-        except Exception:
-            self._reload(previous)  # llama.cpp refused the file: the user keeps the old model
+            self._attach_local(_LocalLoad(key, spec, gguf, load_options, template), on_progress)
+        except BaseException as err:
+            restored = self._restore(previous)
+            if isinstance(err, KeyboardInterrupt):
+                now = (f"{previous.spec} is loaded again" if restored
+                       else "no model is loaded")
+                raise ExaoneError(f"Loading {spec} was interrupted and {now}; run the load "
+                                  "again to retry.") from None
             raise
-        template.bos_token, template.eos_token = backend.bos_text, backend.eos_text
-        self._attach(backend, template, spec)
-        self._load_key = key
-        notices = list(backend.notices)
+        notices = list(self.require_backend().info.notices)
         if template.notice:
             notices.append(template.notice)
-        if not info.is_exaone_arch and template.family is None:
-            notices.append(f"{info.name} is not an EXAONE model (architecture {info.architecture}); "
+        if not gguf.is_exaone_arch and template.family is None:
+            notices.append(f"{gguf.name} is not an EXAONE model (architecture {gguf.architecture}); "
                            "it loads, but its template is not one this package knows.")
         return notices
 
-    def _reloadable(self) -> tuple | None:
-        """What it takes to load the current local model again; None for none or a server."""
-        backend = self.backend
-        if backend is None or not hasattr(backend, "info") or not hasattr(backend, "options"):
-            return None
-        return backend.info, backend.options, self.template, self.model_spec, self._load_key
-
-    def _reload(self, previous: tuple | None) -> None:
+    def _attach_local(self, load: _LocalLoad,
+                      on_progress: Callable[[float], None] | None = None) -> None:
         from .engine.local import LocalBackend
 
+        backend = LocalBackend(load.gguf, load.options, on_progress=on_progress)
+        self._attach(backend, load.template.with_special_tokens(backend.bos_text, backend.eos_text),
+                     load.spec)
+        self._local = load
+
+    def _restore(self, previous: _LocalLoad | None) -> bool:
+        """After a failed switch: load the model the user had again (True when it worked)."""
         if previous is None:
-            return
-        info, options, template, spec, key = previous
+            return False
         try:
-            backend = LocalBackend(info, options)
-        except Exception:
-            return  # it went away meanwhile; the user sees the new model's error either way
-        self._attach(backend, template, spec)
-        self._load_key = key
+            self._attach_local(previous)
+        except BaseException:  # it went away meanwhile; the user sees the new model's error
+            return False
+        return True
 
     def attach(self, backend: Backend, template: ChatTemplate | None, spec: str) -> None:
         """Use an engine made elsewhere (the remote backend); the conversation stays."""
@@ -153,7 +220,7 @@ class Session:
         if self.backend is None:
             return False
         self.backend.close()
-        self.backend, self.template, self._load_key = None, None, None
+        self.backend, self.template, self._local = None, None, None
         self._changed("model")
         return True
 
@@ -175,12 +242,10 @@ class Session:
                                   "the server's API key and connect again.")
         backend = RemoteBackend(url, model=model, api_key=api_key, api_key_env=api_key_env,
                                 n_ctx=n_ctx)
-        family = FAMILIES.get(_family_of_name(backend.model or ""))
-        if family and family.reasoning_tags:
-            backend.reasoning_tags = family.reasoning_tags
+        family = FAMILIES.get(_family_of_name(backend.model) or "")
         template = ChatTemplate(family.template, family=family) if family else None
         self.attach(backend, template, backend.model)
-        notices = list(backend.notices)
+        notices = list(backend.info.notices)
         if family is None:
             notices.append(f"{backend.model} does not look like an EXAONE model by its name; it is "
                            "used as the server serves it, with no default system prompt.")
@@ -188,7 +253,7 @@ class Session:
 
     def disconnect(self) -> bool:
         """Stop using the server (the conversation stays); False when none was connected."""
-        if self.backend is None or self.backend.renders_template:
+        if self.backend is None or self.backend.info.kind != "server":
             return False
         return self.unload()
 
@@ -226,14 +291,15 @@ class Session:
         if system is not None:
             self.set_system(system)
         notes: list[str] = []
-        family = self.template.family if self.template else None
+        family = self._family()
         if think and not (family and family.reasoning_tags):
             notes.append("This model has no reasoning mode, so --think changes nothing.")
         variables = {"enable_thinking": True} if think else {}
         source = self.conversation if history else Conversation(self.conversation.system)
         current = {"role": "user", "content": question}
 
-        if not backend.renders_template or self.template is None:
+        tokenizer, template = backend.tokenizer, self.template
+        if tokenizer is None or template is None:  # a server renders its own prompt
             messages = source.to_messages(current)
             return Turn(question, messages, None, sampling, think, history, notes)
 
@@ -241,26 +307,24 @@ class Session:
         if limit < 1:
             raise ExaoneError(f"max_tokens={sampling.max_tokens} leaves no room for the prompt in the "
                               f"{backend.n_ctx}-token context; lower --max-tokens.")
-        count = lambda msgs: len(self._prompt(msgs, variables).ids)  # noqa: E731
-        messages, dropped = source.fit(current, count, limit)
-        if dropped:
-            notes.append(f"The {dropped} oldest turn{'s' if dropped > 1 else ''} no longer fit the "
-                         f"{backend.n_ctx}-token context and {'were' if dropped > 1 else 'was'} "
+        fitted = source.fit(current, lambda msgs: template.prompt(msgs, tokenizer, **variables),
+                            limit)
+        if fitted.dropped:
+            n = fitted.dropped
+            notes.append(f"The {n} oldest turn{'s' if n > 1 else ''} no longer fit the "
+                         f"{backend.n_ctx}-token context and {'were' if n > 1 else 'was'} "
                          "left out of this prompt (the history keeps them).")
-        return Turn(question, messages, self._prompt(messages, variables), sampling, think,
-                    history, notes)
-
-    def _prompt(self, messages: Sequence[dict], variables: dict) -> Prompt:
-        return self.template.prompt(messages, self.backend, **variables)
+        return Turn(question, fitted.messages, fitted.prompt, sampling, think, history, notes)
 
     def send(self, turn: Turn) -> Reply:
         """Start generating; the turn joins the history when the reply ends (partial included)."""
         backend = self.require_backend()
+        family = self._family()
         request = Request(turn.sampling, prompt_ids=turn.prompt.ids if turn.prompt else None,
-                          messages=turn.messages,
-                          template_kwargs={"enable_thinking": True} if turn.think else {})
+                          messages=turn.messages, template_kwargs=turn.template_kwargs,
+                          reasoning_tags=family.reasoning_tags if family else None,
+                          opens_reasoning=self._prompt_opens_reasoning(turn))
         reply = backend.stream(request)
-        reply.thinking_opened = self._prompt_opens_reasoning(turn)
         previous, self.last_reply = self.last_reply, reply
         reply.on_finish(lambda r: self._keep_last(previous, r))
         if turn.remember:
@@ -270,6 +334,9 @@ class Session:
     def ask(self, question: str, sampling: Sampling | None = None, **options: Any) -> Reply:
         """``prepare`` + ``send``, for code that does not need the notes (scripts, the API)."""
         return self.send(self.prepare(question, sampling or Sampling(), **options))
+
+    def _family(self) -> Family | None:
+        return self.template.family if self.template else None
 
     def _keep_last(self, previous: Reply | None, reply: Reply) -> None:
         """A reply refused before it said anything (e.g. busy) is not the last reply."""
@@ -288,7 +355,7 @@ class Session:
         """The reply as the template expects it in the history. Reasoning that the prompt opened
         and the reply never closed (stopped, or out of tokens) gets its closing tag, so that the
         templates strip it like any earlier reasoning instead of replaying it as the answer."""
-        family = self.template.family if self.template else None
+        family = self._family()
         if reply.thinking_opened and family and family.reasoning_tags:
             closing = family.reasoning_tags[1]
             if closing not in reply.text:
@@ -296,7 +363,7 @@ class Session:
         return reply.text
 
     def _prompt_opens_reasoning(self, turn: Turn) -> bool:
-        family = self.template.family if self.template else None
+        family = self._family()
         if not family or not family.reasoning_tags:
             return False
         return family.name == "exaone-deep" or turn.think
@@ -304,27 +371,31 @@ class Session:
     def split_reasoning(self, reply: Reply) -> tuple[str, str]:
         if self.template is None:
             return "", reply.text
-        return self.template.split_reasoning(reply.text, opened=getattr(reply, "thinking_opened", False))
+        return self.template.split_reasoning(reply.text, opened=reply.thinking_opened)
 
     def render_prompt(self, messages: Sequence[dict], **variables: Any) -> tuple[str, list[int]]:
-        """The prompt text and token ids the loaded model would be fed for ``messages``."""
-        self.require_backend()
-        if self.template is None or not self.backend.renders_template:
+        """The prompt text and token ids the loaded model would be fed for ``messages``.
+
+        ``variables`` reach the template as Hugging Face's ``apply_chat_template`` kwargs do
+        (``enable_thinking=True``, ``tools=[...]``, ``add_generation_prompt=False``); a
+        ``bos_token`` or ``eos_token`` among them replaces the model's own.
+        """
+        backend = self.require_backend()
+        if self.template is None or backend.tokenizer is None:
             raise ExaoneError("The connected server applies its own template, so there is no local "
                               "prompt to show; `--dry-run` lists the messages instead.")
-        prompt = self._prompt(messages, variables)
+        prompt = self.template.prompt(messages, backend.tokenizer, **variables)
         return prompt.text, prompt.ids
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> SessionInfo:
         backend = self.require_backend()
-        facts = dict(backend.describe())
-        facts["spec"] = self.model_spec
-        if self.template is not None:
-            facts["template"] = self.template.family.name if self.template.family else "custom"
-            facts["template_notice"] = self.template.notice
-        facts["system_prompt"] = self.conversation.system
-        facts["turns"] = self.conversation.turns
-        return facts
+        template = self.template
+        family = None
+        if template is not None:
+            family = template.family.name if template.family else "custom"
+        return SessionInfo(backend=backend.info, spec=self.model_spec, template_family=family,
+                           template_notice=template.notice if template else None,
+                           system_prompt=self.conversation.system, turns=self.conversation.turns)
 
 
 def _family_of_arch(architecture: str) -> str | None:

@@ -124,8 +124,15 @@ def test_a_failed_save_leaves_the_old_file(tmp_path, monkeypatch):
 
 # -- the context budget, counted with the real tokenizer -----------------------------------------
 def counter(backend, family=EXAONE3):
+    """A ``measure`` for ``fit``: the rendered Prompt, whose len() is its token count."""
     template = ChatTemplate(family.template, family=family)
-    return lambda messages: len(template.prompt(messages, backend).ids)
+    return lambda messages: template.prompt(messages, backend)
+
+
+def fit(c: Conversation, question: dict, measure, limit: int) -> tuple[list[dict], int]:
+    fitted = c.fit(question, measure, limit)
+    assert fitted.prompt == measure(fitted.messages)  # the prompt it measured is the one it hands back
+    return fitted.messages, fitted.dropped
 
 
 def long_conversation(turns: int = 6, system: str | None = LG_SYSTEM_PROMPT) -> Conversation:
@@ -140,7 +147,7 @@ def long_conversation(turns: int = 6, system: str | None = LG_SYSTEM_PROMPT) -> 
 def test_everything_fits_untouched(demo_backend, family):
     c = long_conversation()
     question = {"role": "user", "content": "마지막 질문"}
-    messages, dropped = c.fit(question, counter(demo_backend, family), 10_000)
+    messages, dropped = fit(c, question, counter(demo_backend, family), 10_000)
     assert dropped == 0 and messages == c.to_messages(question)
 
 
@@ -150,18 +157,18 @@ def test_the_oldest_turns_leave_first_and_as_few_as_needed(random_backend, famil
     c = long_conversation(system=system)
     count = counter(random_backend, family)
     question = {"role": "user", "content": "마지막 질문"}
-    full = count(c.to_messages(question))
+    full = len(count(c.to_messages(question)))
     sizes = []
     for k in range(0, 7):  # the prompt size with the k oldest turns left out
         kept = Conversation(system, [dict(m) for m in c.messages[2 * k:]])
-        sizes.append(count(kept.to_messages(question)))
+        sizes.append(len(count(kept.to_messages(question))))
     assert sizes[0] == full and sizes == sorted(sizes, reverse=True)
     for k in range(1, 7):
         limit = sizes[k]  # exactly enough once k turns are gone
-        messages, dropped = c.fit(question, count, limit)
+        messages, dropped = fit(c, question, count, limit)
         assert dropped == k, (k, limit)
         assert messages == Conversation(system, c.messages[2 * k:]).to_messages(question)
-        assert count(messages) <= limit
+        assert len(count(messages)) <= limit
         if system:
             assert messages[0] == {"role": "system", "content": system}
         assert messages[-1] == question
@@ -177,8 +184,8 @@ def test_a_tool_result_stays_with_its_turn(random_backend):
         c.add("assistant", f"a{i}")
     count = counter(random_backend, EXAONE4)
     question = {"role": "user", "content": "q"}
-    limit = count(Conversation(None, c.messages[4:]).to_messages(question))
-    messages, dropped = c.fit(question, count, limit)
+    limit = len(count(Conversation(None, c.messages[4:]).to_messages(question)))
+    messages, dropped = fit(c, question, count, limit)
     assert dropped == 1 and messages[0] == {"role": "user", "content": "q1 " * 10}
 
 
@@ -188,13 +195,13 @@ def test_a_question_that_cannot_fit_is_one_sentence(random_backend):
     for system, opening in ((LG_SYSTEM_PROMPT, "This message and the system prompt need "),
                             (None, "This message needs ")):
         c = long_conversation(system=system)
-        need = count(Conversation(system).to_messages(question))
+        need = len(count(Conversation(system).to_messages(question)))
         with pytest.raises(ExaoneError) as err:
             c.fit(question, count, need - 1)
         text = str(err.value)
         assert text.startswith(f"{opening}{need} tokens, more than the {need - 1}")
         assert one_sentence(text)
-        messages, dropped = c.fit(question, count, need)  # exactly enough: everything else goes
+        messages, dropped = fit(c, question, count, need)  # exactly enough: everything else goes
         assert dropped == 6 and messages == Conversation(system).to_messages(question)
     with pytest.raises(ExaoneError):
         Conversation().fit(question, count, 3)
@@ -210,6 +217,6 @@ def test_counting_is_cheap_for_a_long_history(random_backend):
         return base(messages)
 
     question = {"role": "user", "content": "q"}
-    limit = base(Conversation(c.system, c.messages[-6:]).to_messages(question))
-    messages, dropped = c.fit(question, count, limit)
-    assert dropped == 61 and len(calls) <= 9  # a bisection, not one count per turn
+    limit = len(base(Conversation(c.system, c.messages[-6:]).to_messages(question)))
+    fitted = c.fit(question, count, limit)
+    assert fitted.dropped == 61 and len(calls) <= 9  # a bisection, not one count per turn

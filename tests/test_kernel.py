@@ -20,7 +20,8 @@ pytest.importorskip("ipykernel")
 
 import exaone_jupyter  # noqa: E402
 from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
-from exaone_jupyter.ui.render import (_meter_html, close_fences, meter_text,  # noqa: E402
+from exaone_jupyter.ui.meter import meter_line_html, meter_text  # noqa: E402
+from exaone_jupyter.ui.render import (close_fences,  # noqa: E402
                                       reply_markdown)
 from kernel_helpers import Cell, Kernel, reply_outputs  # noqa: E402
 
@@ -79,7 +80,7 @@ def test_a_long_reply_streams_with_throttled_updates(kernel, models):
             text, _, meter = data["text/plain"].rpartition("\n\n")
             assert answer["text/plain"].startswith(text) and "tok/s" in meter
             assert "▌" in data["text/markdown"] and "⚡" in data["text/markdown"]
-            assert data["text/markdown"].endswith(_meter_html(meter))  # styled as the final one
+            assert data["text/markdown"].endswith(meter_line_html(meter))  # styled as the final one
     # live updates never come closer together than the interval (the kernel's own stamps)
     stamps = [m.time for m in cell.updates][:-1]  # the last one empties the output at the end
     assert all(b - a >= INTERVAL * 0.9 for a, b in zip(stamps, stamps[1:])), stamps

@@ -207,10 +207,12 @@ def test_help(kernel):
     for code in ("%exaone help", "%exaone"):
         cell = kernel.run(code)
         [text] = cell.plain()
-        for sub in ("load", "info", "history", "reset", "save", "restore", "stats", "panel",
-                    "connect"):
-            assert f"`%exaone {sub}`" in text
+        for usage in ("load [--file GLOB] [--gpu-layers N]", "info`", "history`", "reset`",
+                      "save PATH`", "restore PATH`", "stats`", "panel`", "connect [--model NAME]"):
+            assert f"`%exaone {usage}" in text
         assert "%%exaone [-s SYSTEM]" in text
+    page = kernel.run("%exaone?").page  # the line magic's help: every subcommand's options
+    assert "usage: %exaone load" in page and "--api-key-env VAR" in page
 
 
 def _usage_error(cell: Cell) -> str:
@@ -277,3 +279,30 @@ def test_terminal_ipython_prints_the_reply_once(capsys):
         get_session().unload()
         get_session().reset()
         shell.run_line_magic("unload_ext", "exaone_jupyter")
+
+
+def test_the_load_progress_bar_follows_the_load_and_leaves_no_trace(kernel):
+    """The bar's display protocol in a real kernel. llama.cpp reports a small file's whole load
+    within a millisecond (no bar is drawn then: checked by the loads above, whose cells hold only
+    their "Loaded" line), so a slow load is played here as a sequence of llama.cpp fractions."""
+    cell = kernel.run(
+        "from exaone_jupyter.ui.progress import LoadProgress\n"
+        "import time\n"
+        "with LoadProgress('big.gguf', notebook=True, interval=0.05) as bar:\n"
+        "    for fraction in (0.0, 0.25, 0.5, 1.0):\n"
+        "        started = time.perf_counter()\n"
+        "        while time.perf_counter() - started < 0.06: pass  # llama.cpp reading\n"
+        "        bar(fraction)\n")
+    assert cell.ok, cell.stderr
+    assert [d for d in cell.displays] == [{"text/plain": ""}]  # the state a saved notebook keeps
+    shown = [m.content["data"] for m in cell.updates]
+    # the first report starts the clock; 3 more fractions drawn, then emptied
+    assert len(shown) == 4 and shown[-1] == {"text/plain": ""}, shown
+    for data, percent in zip(shown, ("25%", "50%", "100%")):
+        assert data["text/plain"].startswith(f"Loading big.gguf… {percent} (")
+        assert "exaone-load-progress" in data["text/html"]
+    assert cell.final_outputs() == [{"output_type": "display_data", "data": {"text/plain": ""},
+                                     "metadata": {}}]
+    load = kernel.run("%exaone load exaone-demo --n-ctx 1024")  # a real, fast load
+    assert load.ok and not load.displays and load.stdout.startswith("Loaded exaone-demo")
+    assert kernel.run("%exaone load exaone-demo").stdout.startswith("Loaded exaone-demo")

@@ -142,7 +142,7 @@ def _status(fe: Frontend) -> str:
 
 # -- in-process checks of the pieces (no kernel) ---------------------------------------------------
 def test_model_text_is_escaped_and_markdown_rendered():
-    from exaone_jupyter.ui.panel import markdown_html
+    from exaone_jupyter.ui.markup import markdown_html
 
     out = markdown_html("<img src=x onerror=alert(1)> **bold** `a<b>`\n```py\nif a < b: pass\n```")
     assert "<img" not in out and "&lt;img src=x onerror=alert(1)&gt;" in out
@@ -182,7 +182,7 @@ def test_load_demo_and_chat_share_the_session(frontend):
     assert "Loaded exaone-demo" in _status(fe), _status(fe)
     facts = fe.text("exaone-model-info")
     assert "layers on GPU" in facts and "llama.cpp" in facts
-    if not fe.kernel_json("exaone_jupyter.ui.panel._probe_gpu().supports_offload"):
+    if not fe.kernel_json("exaone_jupyter.get_session().gpu_support().supports_offload"):
         assert fe.get("exaone-gpu-layers", "disabled") is True
         assert "CPU-only" in fe.text("exaone-gpu-note")
 

@@ -23,7 +23,7 @@ def test_q8_0_model_answers_a_multi_token_prompt(tmp_path):
         backend = LocalBackend(read_gguf(path))
         ids = backend.tokenize("[|user|]hello there, how are you today?\\n[|assistant|]", special=True)
         reply = backend.stream(Request(Sampling(temperature=0, max_tokens=20), prompt_ids=ids)).consume()
-        print(backend.info.quantization, reply.stats.completion_tokens, reply.stats.finish_reason)
+        print(backend.gguf.quantization, reply.stats.completion_tokens, reply.stats.finish_reason)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"

@@ -135,13 +135,14 @@ def remote(server):
 def test_connect_picks_the_one_served_model_and_describes_it(server):
     session = Session()
     session.connect(server.url.removesuffix("/v1"))  # the base URL alone gets /v1 added
-    facts = session.info()
-    assert facts["backend"] == f"server {server.url}"
-    assert facts["model"] == str(MODEL) and facts["served_models"] == [str(MODEL)]
-    assert facts["context"] is None  # llama-cpp-python's server does not report it
-    assert facts["template"] == "exaone3"  # from the model's name: LG's default system prompt
-    assert facts["system_prompt"] == LG_SYSTEM_PROMPT
-    assert session.backend.renders_template is False
+    info = session.info()
+    assert info.backend.kind == "server" and info.backend.label == f"server {server.url}"
+    assert info.backend.model == str(MODEL)
+    assert info.backend.server.served_models == (str(MODEL),)
+    assert info.backend.n_ctx is None  # llama-cpp-python's server does not report it
+    assert info.template_family == "exaone3"  # from the model's name: LG's default system prompt
+    assert info.system_prompt == LG_SYSTEM_PROMPT
+    assert session.backend.tokenizer is None  # the server applies its own template
     assert session.disconnect() is True and session.disconnect() is False
 
 
@@ -229,7 +230,7 @@ def test_switching_local_remote_local_keeps_the_conversation(server):
         python = session.ask("What is Python?", GREEDY).consume()
         assert python.text == _answer("What is Python?")
         session.load("exaone-demo")  # remote -> local: the local model sees the remote turn
-        assert session.backend.renders_template
+        assert session.backend.info.kind == "local" and session.backend.tokenizer is not None
         who = session.ask("Who created it?", GREEDY).consume()
         assert who.text == _answer("Who created it?", turns=2)
         assert [m["content"] for m in session.conversation.messages] == [
@@ -296,7 +297,8 @@ def test_missing_api_key_says_what_to_set(keyed_server, monkeypatch):
     session = Session()
     session.connect(keyed_server.url, api_key_env="EXAONE_TEST_KEY")
     assert session.ask("Hello!", GREEDY).consume().text == _answer("Hello!")
-    assert "sekret-key" not in json.dumps(session.info())  # the key itself is never shown
+    assert "sekret-key" not in repr(session.info())  # the key itself is never shown
+    assert session.info().backend.server.api_key_env == "EXAONE_TEST_KEY"
     session.disconnect()
 
 

@@ -227,7 +227,7 @@ def test_a_gguf_without_a_template_gets_the_family_template_with_a_notice(tmp_pa
         assert [n for n in notices if "template" in n] == [
             "no-template.gguf carries no chat template, so the official exaone3 template is used "
             "(llama-cpp-python would fall back to Llama-2's [INST] format)."]
-        assert s.info()["template_notice"] == notices[-1]
+        assert s.info().template_notice == notices[-1]
         assert s.conversation.system == LG_SYSTEM_PROMPT
         text, ids = s.render_prompt([{"role": "user", "content": "Hi"}])
         assert text == "[|system|][|endofturn|]\n[|user|]Hi\n[|assistant|]" and "[INST]" not in text

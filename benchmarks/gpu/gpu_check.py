@@ -40,7 +40,9 @@ import llama_cpp  # noqa: E402,F401
 
 from exaone_jupyter.engine import llama_log  # noqa: E402
 from exaone_jupyter.engine.backend import Request, Sampling  # noqa: E402
-from exaone_jupyter.engine.local import LoadOptions, LocalBackend, probe_gpu  # noqa: E402
+from exaone_jupyter.engine.backend import LoadOptions  # noqa: E402
+from exaone_jupyter.engine.gpu import probe_gpu  # noqa: E402
+from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
 from exaone_jupyter.engine.offload import RESERVE_BYTES, GpuInfo  # noqa: E402
 from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
 from exaone_jupyter.testing import EXAONE_SPECIAL_TOKENS, TinyShape, write_random_gguf  # noqa: E402
@@ -117,12 +119,12 @@ def run_case(label: str, request: object, info, args, *, gpu: GpuInfo | None = N
         log("   load FAILED:", row["error"])
         return row
     try:
-        facts = backend.describe()
-        row.update(package_layers=facts["gpu_layers"], layers=facts["layers"],
-                   llama_layers=facts["gpu_layers_llama"], reason=facts["gpu_layers_reason"],
-                   notices=list(backend.notices), load_s=round(facts["load_s"], 2),
-                   planned_free_mib=None if backend.gpu.free_bytes is None
-                   else round(backend.gpu.free_bytes / MiB))
+        facts = backend.info.local
+        row.update(package_layers=facts.offload.n_gpu_layers, layers=facts.offload.n_layers,
+                   llama_layers=facts.llama_gpu_layers, reason=facts.offload.reason,
+                   notices=list(backend.info.notices), load_s=round(facts.load_s, 2),
+                   planned_free_mib=None if facts.gpu.free_bytes is None
+                   else round(facts.gpu.free_bytes / MiB))
         buffers: dict[str, float] = {}
         for line in llama_log.since(position, 2):
             match = BUFFER_LINE.search(line)

@@ -34,17 +34,18 @@ llama_log.install()
 llm = llama_cpp.Llama(PATH, n_gpu_layers=-1, n_ctx=512, verbose=True)
 print(llm("hello", max_tokens=4, temperature=0)["choices"][0]["text"].encode())""",
     "probe_gpu, then raw Llama, verbose": """
-from exaone_jupyter.engine.local import probe_gpu
+from exaone_jupyter.engine.gpu import probe_gpu
 print(probe_gpu())
 llm = llama_cpp.Llama(PATH, n_gpu_layers=-1, n_ctx=512, verbose=True)
 print(llm("hello", max_tokens=4, temperature=0)["choices"][0]["text"].encode())""",
     "LocalBackend, verbose": """
-from exaone_jupyter.engine.local import LocalBackend, LoadOptions
+from exaone_jupyter.engine.backend import LoadOptions
+from exaone_jupyter.engine.local import LocalBackend
 from exaone_jupyter.model.gguf_check import read_gguf
 _init = llama_cpp.Llama.__init__
 llama_cpp.Llama.__init__ = lambda self, *a, **k: _init(self, *a, **{**k, "verbose": True})
 b = LocalBackend(read_gguf(PATH), LoadOptions(n_ctx=512))
-print(b.describe()["gpu_layers"], b.gpu_layers_llama)""",
+print(b.info.local.offload.n_gpu_layers, b.info.local.llama_gpu_layers)""",
 }
 
 

@@ -1,7 +1,8 @@
 """A conversation: the system prompt and the turns so far; saved and restored as JSON.
 
 The history is never cut. When it no longer fits the context, ``fit`` picks the newest turns that
-do (the system prompt and the current question always stay) and says how many it left out.
+do (the system prompt and the current question always stay), hands back the prompt it measured
+(rendered and tokenized once) and says how many turns it left out.
 """
 
 from __future__ import annotations
@@ -11,13 +12,24 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generic, Sized, TypeVar
 
 from ..errors import ExaoneError
 
 FORMAT = "exaone-jupyter/conversation"
 VERSION = 1
 ROLES = ("user", "assistant", "tool")
+
+Measured = TypeVar("Measured", bound=Sized)  # a rendered prompt; its len() is its token count
+
+
+@dataclass(frozen=True)
+class Fitted(Generic[Measured]):
+    """What ``Conversation.fit`` chose: the messages, their measured prompt, the turns left out."""
+
+    messages: list[dict]
+    prompt: Measured
+    dropped: int
 
 
 @dataclass
@@ -46,12 +58,13 @@ class Conversation:
         return sum(1 for m in self.messages if m["role"] == "user")
 
     # -- the context budget ---------------------------------------------------------------------
-    def fit(self, question: dict, count: Callable[[list[dict]], int], limit: int
-            ) -> tuple[list[dict], int]:
-        """The newest messages whose prompt takes at most ``limit`` tokens, and how many turns
-        were left out. The system prompt and ``question`` always stay; turns leave oldest first,
-        whole (a user message and what answered it). Raises ExaoneError when even the system
-        prompt and the question alone do not fit.
+    def fit(self, question: dict, measure: Callable[[list[dict]], Measured], limit: int
+            ) -> Fitted[Measured]:
+        """The newest messages whose prompt (``measure(messages)``, whose ``len()`` is its token
+        count) takes at most ``limit`` tokens. The system prompt and ``question`` always stay;
+        turns leave oldest first, whole (a user message and what answered it). The prompt comes
+        back with the messages, so the caller never renders it again. Raises ExaoneError when
+        even the system prompt and the question alone do not fit.
         """
         # Where each droppable turn starts; the last candidate drops the whole history.
         starts = sorted({0} | {i for i, m in enumerate(self.messages) if m["role"] == "user"}) \
@@ -61,20 +74,26 @@ class Conversation:
         def build(k: int) -> list[dict]:
             return self._head() + [dict(m) for m in self.messages[starts[k]:]] + [dict(question)]
 
-        sizes: dict[int, int] = {}
+        measured: dict[int, tuple[list[dict], Measured]] = {}
 
         def fits(k: int) -> bool:
-            if k not in sizes:
-                sizes[k] = count(build(k))
-            return sizes[k] <= limit
+            if k not in measured:
+                messages = build(k)
+                measured[k] = messages, measure(messages)
+            return len(measured[k][1]) <= limit
 
-        if fits(0):  # the common case: one count
-            return build(0), 0
+        def chosen(k: int) -> Fitted[Measured]:
+            messages, prompt = measured[k]
+            return Fitted(messages, prompt, k)
+
+        if fits(0):  # the common case: one measurement
+            return chosen(0)
         last = len(starts) - 1
         if not fits(last):
             what = ("This message and the system prompt need" if self.system
                     else "This message needs")
-            raise ExaoneError(f"{what} {sizes[last]} tokens, more than the {limit} the context "
+            need = len(measured[last][1])
+            raise ExaoneError(f"{what} {need} tokens, more than the {limit} the context "
                               "leaves after the reply's max_tokens; shorten it, lower "
                               "--max-tokens, or load the model with a larger n_ctx.")
         # Fewer messages never make a longer prompt, so the fewest turns to drop is a bisection.
@@ -85,7 +104,7 @@ class Conversation:
                 hi = mid
             else:
                 lo = mid
-        return build(hi), hi
+        return chosen(hi)
 
     # -- files ----------------------------------------------------------------------------------
     def to_json(self) -> str:

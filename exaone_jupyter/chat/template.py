@@ -25,8 +25,9 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Sequence
 
+from ..engine.backend import Tokenizer
 from ..errors import ExaoneError
 from .families import EXAONE3, FAMILIES, Family, detect_family
 
@@ -38,20 +39,16 @@ _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters: no tokenizer gives
 _PLACEHOLDER = re.compile(r"(?:\ue000|\\ue000)(\d{12})\.(\d+)(?:\ue001|\\ue001)")
 
 
-class Tokenizer(Protocol):
-    """The part of an engine the template needs (LocalBackend provides it)."""
-
-    def tokenize(self, text: str, *, special: bool) -> list[int]: ...
-
-    def control_token_texts(self) -> Sequence[str]: ...
-
-
 @dataclass(frozen=True)
 class Prompt:
     """A rendered prompt: the text a person can read and the ids the engine is fed."""
 
     text: str
     ids: list[int]
+
+    def __len__(self) -> int:
+        """Its size in tokens: what the context budget counts."""
+        return len(self.ids)
 
 
 def _environment():
@@ -106,21 +103,30 @@ def _template_error(err: Exception) -> str:
 
 
 class ChatTemplate:
-    """One model's chat template, compiled once."""
+    """One model's chat template, compiled once; immutable (``with_special_tokens`` copies)."""
 
     def __init__(self, source: str, *, family: Family | None, bos_token: str = "",
-                 eos_token: str = "", notice: str | None = None) -> None:
+                 eos_token: str = "", notice: str | None = None, _compiled: Any = None) -> None:
         self.source = source
         self.family = family
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.notice = notice  # shown once at load, e.g. when the GGUF had no template
+        if _compiled is not None:
+            self._compiled = _compiled
+            return
         try:
             self._compiled = _environment().from_string(source)
         except Exception as err:  # TemplateSyntaxError, and anything else the parser raises
             raise ExaoneError(f"The model's chat template does not compile "
                               f"({_template_error(err)}); load the model with a corrected "
                               "template.") from None
+
+    def with_special_tokens(self, bos_token: str, eos_token: str) -> "ChatTemplate":
+        """This template (compiled once) with the model's BOS and EOS texts, which are known only
+        once llama.cpp has loaded the vocabulary; the template itself is checked before that."""
+        return ChatTemplate(self.source, family=self.family, bos_token=bos_token,
+                            eos_token=eos_token, notice=self.notice, _compiled=self._compiled)
 
     @classmethod
     def for_model(cls, template: str | None, *, family_hint: str | None = None,
@@ -143,11 +149,16 @@ class ChatTemplate:
     # -- rendering ------------------------------------------------------------------------------
     def render(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True,
                **variables: Any) -> str:
-        """The prompt text, exactly as Hugging Face's ``apply_chat_template`` renders it."""
+        """The prompt text, exactly as Hugging Face's ``apply_chat_template`` renders it.
+
+        ``variables`` reach the template as Hugging Face's extra kwargs do (``enable_thinking``,
+        ``tools``...); ``bos_token``/``eos_token`` among them override the model's own.
+        """
+        context = {"bos_token": self.bos_token, "eos_token": self.eos_token, **variables}
         try:
             return self._compiled.render(
                 messages=[dict(m) for m in messages], add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token, eos_token=self.eos_token, **variables)
+                **context)
         except Exception as err:  # raise_exception(), undefined names, errors inside the template
             raise ExaoneError(f"The chat template failed to render ({_template_error(err)}); check "
                               "the messages (roles user, assistant, system, tool) or the template."

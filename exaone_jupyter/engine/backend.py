@@ -1,17 +1,49 @@
-"""What every engine offers the layers above: sampling settings in, a streaming Reply out.
+"""What every engine offers the layers above: settings in, a streaming Reply out, facts typed.
 
-The local llama.cpp engine and the remote OpenAI-compatible one both implement ``Backend``; the
-session and the UI never know which one they talk to.
+The local llama.cpp engine and the remote OpenAI-compatible one both implement ``Backend``. The
+layers above ask it one way: ``backend.info`` (a ``BackendInfo``) says what it is, and
+``backend.tokenizer`` is there when the engine is fed our token ids (local) and None when a
+server applies its own template. Settings live here with their defaults, the one place they are
+written: the magics, the panel and the engines read them from these classes.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Protocol, Sequence
+from typing import Any, Literal, Protocol, Sequence, TypeVar
 
 from ..errors import ExaoneError
+from ..model.gguf_check import GGUFInfo
+from .offload import GpuInfo, OffloadPlan, parse_request
 from .reply import Reply
+
+DEFAULT_MAX_CTX = 4096  # the context a model gets unless asked: min(trained, this)
+ReasoningTags = tuple[str, str]
+
+_Options = TypeVar("_Options", "Sampling", "LoadOptions")
+
+
+def _from_options(cls: type[_Options], what: str, base: _Options | None,
+                  options: dict[str, Any]) -> _Options:
+    """``base`` (or the defaults) with ``options`` replaced; None means "keep"; a misspelled name
+    is an error, never ignored (llama-cpp-python's ``**kwargs`` swallow them)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ExaoneError(f"Unknown {what} option {unknown[0]!r}; the options are "
+                          f"{', '.join(sorted(known))}.")
+    given = {k: v for k, v in options.items() if v is not None}
+    return replace(base or cls(), **given)
+
+
+def _is_number(value: object) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and not (isinstance(value, float) and math.isnan(value)))
+
+
+def _is_count(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int)
 
 
 @dataclass(frozen=True)
@@ -34,24 +66,40 @@ class Sampling:
             ("repeat_penalty", self.repeat_penalty, lambda v: v > 0, "above 0 (1.0 is off)"),
         )
         for name, value, ok, want in checks:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or (isinstance(value, float) and math.isnan(value)) or not ok(value):
+            if not _is_number(value) or not ok(value):
                 raise ExaoneError(f"{name} must be {want}, not {value!r}.")
-        if not isinstance(self.max_tokens, int):
+        if not _is_count(self.max_tokens):
             raise ExaoneError(f"max_tokens must be a whole number, not {self.max_tokens!r}.")
-        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+        if self.seed is not None and (not _is_count(self.seed) or self.seed < 0):
             raise ExaoneError(f"seed must be a whole number of 0 or more, not {self.seed!r}.")
 
     @classmethod
-    def from_options(cls, base: "Sampling | None" = None, **options: Any) -> "Sampling":
-        """``base`` with the given options replaced; a misspelled option is an error, not ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ExaoneError(f"Unknown sampling option {unknown[0]!r}; the options are "
-                              f"{', '.join(sorted(known))}.")
-        given = {k: v for k, v in options.items() if v is not None}
-        return replace(base or cls(), **given)
+    def from_options(cls, base: Sampling | None = None, **options: Any) -> Sampling:
+        """``base`` with the given options replaced; a misspelled option is an error."""
+        return _from_options(cls, "sampling", base, options)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Settings that need a reload to change (the local engine's)."""
+
+    n_ctx: int | None = None  # default: the smaller of the model's context and DEFAULT_MAX_CTX
+    gpu_layers: str | int = "auto"
+    n_threads: int | None = None  # default: llama-cpp-python's (half the cores)
+    n_batch: int = 512
+    flash_attn: bool = False
+    use_mmap: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("n_ctx", "n_threads", "n_batch"):
+            value = getattr(self, name)
+            if value is not None and (not _is_count(value) or value < 1):
+                raise ExaoneError(f"{name} must be a whole number of 1 or more, not {value!r}.")
+        parse_request(self.gpu_layers)  # a bad layer count fails here, before anything loads
+
+    @classmethod
+    def from_options(cls, base: LoadOptions | None = None, **options: Any) -> LoadOptions:
+        return _from_options(cls, "load", base, options)
 
 
 @dataclass(frozen=True)
@@ -62,17 +110,85 @@ class Request:
     prompt_ids: Sequence[int] | None = None
     messages: Sequence[dict] | None = None
     template_kwargs: dict = field(default_factory=dict)  # e.g. {"enable_thinking": True}
+    # The model family's reasoning tags, and whether the prompt itself opened a reasoning block
+    # (EXAONE Deep always, EXAONE 4.0 with thinking on): a server sends reasoning apart and the
+    # engine wraps it in these tags, so the reply reads as the local engine's does.
+    reasoning_tags: ReasoningTags | None = None
+    opens_reasoning: bool = False
+
+
+# -- what a backend is ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LocalFacts:
+    """A GGUF loaded in this process: the file, where its layers run, and how it was loaded."""
+
+    gguf: GGUFInfo
+    offload: OffloadPlan
+    gpu: GpuInfo
+    llama_gpu_layers: int | None  # llama.cpp's own count (it adds the output layer); None on CPU
+    n_threads: int
+    load_s: float
+    cpu_repack: bool  # llama.cpp's repacked CPU weight buffers (off where they would crash)
+    system_info: str
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    """An OpenAI-compatible server and what it said about itself when we connected."""
+
+    url: str
+    served_models: tuple[str, ...]
+    owned_by: str | None
+    api_key_env: str | None  # the variable's name; the key itself is never kept in the facts
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a backend is: one typed value for ``%exaone info``, the panel and the meter."""
+
+    kind: Literal["local", "server"]
+    label: str  # the engine in a few words: "llama.cpp (local)", "server http://..."
+    model: str
+    n_ctx: int | None  # None when a server does not say
+    notices: tuple[str, ...] = ()  # said once, when the backend is made
+    local: LocalFacts | None = None
+    server: ServerFacts | None = None
+
+    @property
+    def gpu_label(self) -> str:
+        """"GPU 4/8 layers" for the meter; empty for a server."""
+        if self.local is None:
+            return ""
+        return f"GPU {self.local.offload.n_gpu_layers}/{self.local.offload.n_layers} layers"
+
+
+class Tokenizer(Protocol):
+    """The part of a local engine the chat template needs."""
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]: ...
+
+    def control_token_texts(self) -> Sequence[str]: ...
 
 
 class Backend(Protocol):
     """An engine that turns a request into a streaming Reply."""
 
-    name: str  # shown in the meter: "llama.cpp", "server http://..."
-    n_ctx: int
-    renders_template: bool  # True when the engine is fed our token ids (local)
+    @property
+    def info(self) -> BackendInfo: ...
+
+    @property
+    def n_ctx(self) -> int: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        """Our token ids are what it is fed (local); None when a server applies the template."""
+
+    @property
+    def bos_text(self) -> str: ...  # the template's ``bos_token`` ("" for a server)
+
+    @property
+    def eos_text(self) -> str: ...
 
     def stream(self, request: Request) -> Reply: ...
-
-    def describe(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...

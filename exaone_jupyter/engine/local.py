@@ -12,116 +12,38 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
-import os
 import random
 import threading
 import time
-from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import ExaoneError, ModelBusyError
 from ..model.gguf_check import GGUFInfo
 from . import heap, llama_log
-from .backend import Request, Sampling
-from .offload import GpuInfo, OffloadPlan, parse_request, plan_offload
+from .backend import (DEFAULT_MAX_CTX, BackendInfo, LoadOptions, LocalFacts, Request, Sampling,
+                      Tokenizer)
+from .gpu import probe_gpu
+from .offload import GpuInfo, OffloadPlan, plan_offload
 from .reply import Reply
-
-DEFAULT_MAX_CTX = 4096
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """Settings that need a reload to change. A misspelled name is an error, never ignored."""
-
-    n_ctx: int | None = None  # default: the smaller of the model's context and 4096
-    gpu_layers: str | int = "auto"
-    n_threads: int | None = None  # default: llama-cpp-python's (half the cores)
-    n_batch: int = 512
-    flash_attn: bool = False
-    use_mmap: bool = True
-
-    @classmethod
-    def from_options(cls, **options: Any) -> "LoadOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ExaoneError(f"Unknown load option {unknown[0]!r}; the options are "
-                              f"{', '.join(sorted(known))}.")
-        opts = cls(**{k: v for k, v in options.items() if v is not None})
-        for name in ("n_ctx", "n_threads", "n_batch"):
-            value = getattr(opts, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise ExaoneError(f"{name} must be a whole number of 1 or more, not {value!r}.")
-        parse_request(opts.gpu_layers)  # a bad layer count fails here, before anything loads
-        return opts
-
-
-def probe_gpu() -> GpuInfo:
-    """What this llama.cpp build can offload to, with the first GPU's free memory."""
-    import llama_cpp
-
-    if not llama_cpp.llama_supports_gpu_offload():
-        return GpuInfo(False)
-    try:  # ggml's device registry: works for CUDA, Metal, Vulkan and ROCm alike
-        lib_dir = Path(llama_cpp.__file__).parent / "lib"
-        ggml = _load_lib(lib_dir, "ggml")
-        base = _load_lib(lib_dir, "ggml-base")
-        ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
-        ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-        base.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
-        base.ggml_backend_dev_description.restype = ctypes.c_char_p
-        base.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
-        base.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
-                                                 ctypes.POINTER(ctypes.c_size_t)]
-        for i in range(ggml.ggml_backend_dev_count()):
-            dev = ggml.ggml_backend_dev_get(i)
-            if base.ggml_backend_dev_type(dev) in (1, 2):  # GPU, integrated GPU
-                free, total = ctypes.c_size_t(), ctypes.c_size_t()
-                base.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-                name = base.ggml_backend_dev_description(dev).decode("utf-8", "replace")
-                return GpuInfo(True, name, free.value or None, total.value or None)
-    except (OSError, AttributeError):
-        pass
-    return GpuInfo(True)
-
-
-def _load_lib(lib_dir: Path, stem: str) -> ctypes.CDLL:
-    """The copy of ``stem`` that llama.cpp itself loaded.
-
-    A wheel holds libggml.so, libggml.so.0 and libggml.so.0.x as three separate files, and
-    libllama loads the one named by its soname (``.so.0``). Opening another copy would map a
-    second, independent ggml into the process, so the soname-style names come first.
-    """
-    versioned = sorted((p.name for p in lib_dir.glob(f"lib{stem}.so.*")), key=len)
-    versioned += sorted((p.name for p in lib_dir.glob(f"lib{stem}.*.dylib")), key=len)
-    for name in (*versioned, f"lib{stem}.so", f"lib{stem}.dylib", f"{stem}.dll"):
-        if (lib_dir / name).exists():
-            return ctypes.CDLL(str(lib_dir / name))
-    raise OSError(f"{stem} not found in {lib_dir}")
-
 
 class LocalBackend:
     """One GGUF loaded in llama.cpp, with the KV cache of the conversation so far."""
 
-    renders_template = True
-
-    def __init__(self, info: GGUFInfo, options: LoadOptions = LoadOptions(), *,
-                 gpu: GpuInfo | None = None) -> None:
+    def __init__(self, gguf: GGUFInfo, options: LoadOptions = LoadOptions(), *,
+                 gpu: GpuInfo | None = None,
+                 on_progress: Callable[[float], None] | None = None) -> None:
+        """Load ``gguf``. ``on_progress(fraction)`` is llama.cpp's own load progress, called in
+        this thread; Ctrl-C during the load aborts it cleanly (KeyboardInterrupt, nothing kept)."""
         import llama_cpp
 
         llama_log.install()
-        self.info = info
+        info = self.gguf = gguf
         self.options = options
-        self.notices: list[str] = []
         self.n_ctx = self._choose_n_ctx(info, options.n_ctx)
         self.gpu = gpu if gpu is not None else probe_gpu()
         self.plan: OffloadPlan = plan_offload(
             options.gpu_layers, layer_bytes=info.layer_bytes, head_bytes=info.other_bytes,
             kv_bytes_per_layer=_kv_bytes_per_layer(info, self.n_ctx), gpu=self.gpu)
-        if self.plan.notice:
-            self.notices.append(self.plan.notice)
 
         position = llama_log.mark()
         started = time.perf_counter()
@@ -133,15 +55,19 @@ class LocalBackend:
         if options.n_threads:
             kwargs.update(n_threads=options.n_threads, n_threads_batch=options.n_threads)
         self.extra_buffers = not _amx_hazard(info)
+        progress = _Progress(on_progress)
         try:
-            with _model_params(use_extra_bufts=self.extra_buffers):
+            with _model_params(use_extra_bufts=self.extra_buffers,
+                               progress_callback=progress.callback):
                 self._llm = llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError, OSError) as err:
+            if progress.interrupted:  # our callback told llama.cpp to stop: not the file's fault
+                raise KeyboardInterrupt from None
             reason = llama_log.last_error(position) or str(err)
             raise ExaoneError(f"llama.cpp could not load {info.path.name}: {reason.rstrip('.')}; "
                               "check that the file is a complete GGUF of a supported model.") from None
-        self.load_s = time.perf_counter() - started
-        self.gpu_layers_llama = _offloaded_from_log(llama_log.since(position, 2))
+        load_s = time.perf_counter() - started
+        llama_gpu_layers = _offloaded_from_log(llama_log.since(position, 2))
 
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self._n_batch = self._llm.n_batch
@@ -155,7 +81,17 @@ class LocalBackend:
         self.eos_text = self.token_text(self._llm.token_eos())
         self.bos_text = self.token_text(self._llm.token_bos())
         self._stop_ids = self._end_of_turn_ids()
-        self.name = "llama.cpp"
+        self.info = BackendInfo(
+            kind="local", label="llama.cpp (local)", model=info.name, n_ctx=self.n_ctx,
+            notices=(self.plan.notice,) if self.plan.notice else (),
+            local=LocalFacts(
+                gguf=info, offload=self.plan, gpu=self.gpu, llama_gpu_layers=llama_gpu_layers,
+                n_threads=self._llm.n_threads, load_s=load_s, cpu_repack=self.extra_buffers,
+                system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()))
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self  # the engine tokenizes with the model's own vocabulary
 
     @classmethod
     def check(cls, info: GGUFInfo, options: LoadOptions) -> None:
@@ -180,24 +116,6 @@ class LocalBackend:
         if len(marker) == 1:
             ids.add(marker[0])
         return frozenset(i for i in ids if i >= 0)
-
-    def describe(self) -> dict[str, Any]:
-        import llama_cpp
-
-        info = self.info
-        return {
-            "backend": "llama.cpp (local)",
-            "model": info.name, "path": str(info.path), "architecture": info.architecture,
-            "parameters": info.n_params, "quantization": info.quantization,
-            "file_size": info.file_size, "context": self.n_ctx,
-            "trained_context": info.context_length, "layers": info.n_layers,
-            "gpu_layers": self.plan.n_gpu_layers, "gpu_layers_reason": self.plan.reason,
-            "gpu_layers_llama": self.gpu_layers_llama,
-            "gpu_support": self.gpu.supports_offload, "gpu": self.gpu.name,
-            "gpu_free_bytes": self.gpu.free_bytes,
-            "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
-            "load_s": self.load_s, "eos": self.eos_text, "cpu_repack": self.extra_buffers,
-        }
 
     # -- tokens ---------------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool) -> list[int]:
@@ -260,7 +178,8 @@ class LocalBackend:
         if self._closed:
             raise ExaoneError("This model was unloaded; load it again with `%exaone load`.")
         return Reply(lambda reply: self._generate(reply, ids, request.sampling),
-                     prompt_tokens=len(ids), n_ctx=self.n_ctx, model=self.info.name)
+                     prompt_tokens=len(ids), n_ctx=self.n_ctx,
+                     thinking_opened=request.opens_reasoning)
 
     def _generate(self, reply: Reply, ids: list[int], sampling: Sampling) -> Iterator[str]:
         import llama_cpp
@@ -417,6 +336,34 @@ class LocalBackend:
             pass
 
 
+class _Progress:
+    """llama.cpp's load progress callback around ``on_progress``.
+
+    llama.cpp calls it from the loading thread between tensors, so a Ctrl-C pending there
+    surfaces inside it as KeyboardInterrupt; answering False then makes llama.cpp abort the load
+    and free what it had (an exception cannot cross the C frames). A failing view never stops a
+    load. The ctypes function object lives as long as this object (the load's duration).
+    """
+
+    def __init__(self, on_progress: Callable[[float], None] | None) -> None:
+        import llama_cpp
+
+        self.on_progress = on_progress
+        self.interrupted = False
+        self.callback = llama_cpp.llama_progress_callback(self._call)
+
+    def _call(self, fraction: float, _user_data: Any) -> bool:
+        try:
+            if self.on_progress is not None:
+                self.on_progress(min(max(float(fraction), 0.0), 1.0))
+        except KeyboardInterrupt:
+            self.interrupted = True
+            return False
+        except Exception:
+            pass
+        return True
+
+
 def _amx_hazard(info: GGUFInfo) -> bool:
     """True where llama.cpp's AMX weight repacking would crash this model.
 
@@ -469,6 +416,3 @@ def _offloaded_from_log(lines: list[str]) -> int | None:
                 return None
     return None
 
-
-def default_threads() -> int:
-    return max(1, (os.cpu_count() or 2) // 2)

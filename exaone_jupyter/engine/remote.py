@@ -1,7 +1,7 @@
 """The remote engine: an OpenAI-compatible chat server (vLLM, llama-server, llama-cpp-python's).
 
 The server applies the model's chat template itself, so this engine sends messages, not token
-ids (``renders_template = False``). It streams chat completions and turns each chunk into a
+ids (it has no ``tokenizer``). It streams chat completions and turns each chunk into a
 Reply piece as it arrives. The figures come from the server where it reports them (``usage``
 when asked with ``stream_options``; llama-server's ``timings``) and are counted and timed here
 otherwise; ``stats.rate_source`` says which, so the meter never passes a guess off as a measurement.
@@ -19,11 +19,13 @@ import urllib.request
 from typing import Any, Iterator
 
 from ..errors import ExaoneError
-from .backend import Request, Sampling
+from .backend import BackendInfo, ReasoningTags, Request, Sampling, ServerFacts
 from .reply import Reply
 
 INSTALL_HINT = "pip install 'exaone-jupyter[remote]'"
 CONNECT_TIMEOUT_S = 10.0
+# How reasoning that a server sends apart is marked in the reply when the request names no family.
+DEFAULT_REASONING_TAGS: ReasoningTags = ("<think>", "</think>")
 
 
 def _openai():
@@ -49,30 +51,33 @@ def normalize_url(url: str) -> str:
 class RemoteBackend:
     """One model on an OpenAI-compatible server; connecting lists its models to check both."""
 
-    renders_template = False
+    tokenizer = None  # the server applies its own template to the messages
+    bos_text = eos_text = ""
 
     def __init__(self, url: str, model: str | None = None, api_key: str | None = None, *,
                  timeout: float = 600.0, n_ctx: int | None = None,
-                 api_key_env: str | None = None,
-                 reasoning_tags: tuple[str, str] = ("<think>", "</think>")) -> None:
+                 api_key_env: str | None = None) -> None:
         _openai()  # the install hint comes before anything else
         self.url = normalize_url(url)
         self.timeout = float(timeout)
         self.api_key_env = api_key_env
-        self.reasoning_tags = reasoning_tags
-        self.notices: list[str] = []
+        self._notices: list[str] = []
         # Never fall back to OPENAI_API_KEY: that key belongs to OpenAI, not to this server.
         self._api_key = api_key
         self._client = self._new_client()
         try:
-            self.served, entry = self._list_models(model)
+            served, entry = self._list_models(model)
         except BaseException:
             self._client.close()
             raise
-        self.model = model or entry.get("id")
-        self.owned_by = entry.get("owned_by")
+        self.model: str = model or str(entry.get("id") or "")
         self.n_ctx = n_ctx or self._context_size(entry)
-        self.name = f"server {self.url}"
+        self.info = BackendInfo(
+            kind="server", label=f"server {self.url}", model=self.model,
+            # None, not 0, when the server does not say (llama-cpp-python's server)
+            n_ctx=self.n_ctx or None, notices=tuple(self._notices),
+            server=ServerFacts(url=self.url, served_models=tuple(served),
+                               owned_by=entry.get("owned_by"), api_key_env=api_key_env))
 
     def _new_client(self):
         return _openai().OpenAI(base_url=self.url, api_key=self._api_key or "no-key",
@@ -93,7 +98,7 @@ class RemoteBackend:
             entries = [_as_dict(m) for m in page.data]
         except openai.NotFoundError:
             if wanted:
-                self.notices.append(f"The server at {self.url} does not list its models, so the "
+                self._notices.append(f"The server at {self.url} does not list its models, so the "
                                     f"name {wanted!r} could not be checked.")
                 return [wanted], {"id": wanted}
             raise ExaoneError(f"The server at {self.url} does not list its models (404); check "
@@ -143,15 +148,6 @@ class RemoteBackend:
         except (OSError, ValueError, urllib.error.URLError):
             return None
 
-    # -- facts ----------------------------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
-        return {
-            "backend": f"server {self.url}", "model": self.model, "url": self.url,
-            # None, not 0 or a word, when the server does not say (llama-cpp-python's server)
-            "context": self.n_ctx or None, "served_models": list(self.served),
-            "owned_by": self.owned_by, "api_key_env": self.api_key_env,
-        }
-
     # -- generation -----------------------------------------------------------------------------
     def stream(self, request: Request) -> Reply:
         """Send the request now (a refused or rejected request raises here, one sentence); the
@@ -168,8 +164,9 @@ class RemoteBackend:
             chunks = self._open(messages, request)
         except KeyboardInterrupt:  # Ctrl-C while the server evaluated the prompt
             chunks = None
-        return Reply(lambda reply: self._generate(reply, chunks, started),
-                     n_ctx=self.n_ctx, model=self.model or "")
+        tags = request.reasoning_tags or DEFAULT_REASONING_TAGS
+        return Reply(lambda reply: self._generate(reply, chunks, started, tags),
+                     n_ctx=self.n_ctx, thinking_opened=request.opens_reasoning)
 
     def _open(self, messages: list[dict], request: Request):
         openai = _openai()
@@ -201,10 +198,11 @@ class RemoteBackend:
                 if not (stale and attempt == 1):
                     raise ExaoneError(self._explain(err, self.timeout)) from None
 
-    def _generate(self, reply: Reply, chunks, started: float) -> Iterator[str]:
+    def _generate(self, reply: Reply, chunks, started: float,
+                  tags: ReasoningTags) -> Iterator[str]:
         stats = reply.stats
         stats.rate_source = "client"
-        opening, closing = self.reasoning_tags
+        opening, closing = tags
         first = last = None
         count = 0
         in_reasoning = False

@@ -40,12 +40,12 @@ class Reply:
     """Iterable text pieces of one generation; ``.text`` and ``.stats`` fill in as it runs."""
 
     def __init__(self, pieces: Callable[["Reply"], Iterator[str]], *, prompt_tokens: int = 0,
-                 n_ctx: int = 0, model: str = "") -> None:
+                 n_ctx: int = 0, thinking_opened: bool = False) -> None:
         self.stats = Stats(prompt_tokens=prompt_tokens, n_ctx=n_ctx)
-        self.model = model
         self.note: str | None = None  # one sentence the UI should show (e.g. context full)
         self.error: str | None = None  # set when the engine failed mid-reply
-        self.thinking_opened = False  # the prompt opened a reasoning block (<think>, <thought>)
+        # The prompt opened a reasoning block (<think>, <thought>): the text starts inside it.
+        self.thinking_opened = thinking_opened
         self._parts: list[str] = []
         self._stop = threading.Event()
         self._started = time.perf_counter()

@@ -27,8 +27,8 @@ class CatalogEntry:
     description: str
 
     @property
-    def spec(self) -> str:
-        return f"{self.repo}:{self.filename}" if self.repo else self.alias
+    def size_text(self) -> str:
+        return f"{self.size_gb:.2f} GB" if self.size_gb >= 0.01 else f"{self.size_gb * 1000:.1f} MB"
 
 
 _ENTRIES = (

@@ -188,3 +188,23 @@ def cached_path(entry: catalog.CatalogEntry, cache_dir: str | os.PathLike | None
     from huggingface_hub import try_to_load_from_cache
     hit = try_to_load_from_cache(entry.repo, entry.filename, cache_dir=_cache_dir(cache_dir))
     return Path(hit) if isinstance(hit, str) else None
+
+
+def availability(entry: catalog.CatalogEntry) -> str:
+    """Whether a catalog model can load without a download, in the words every view uses:
+    "bundled", "cached", "not cached (download 1.64 GB)" or "missing" (never touches the network)."""
+    try:
+        path = cached_path(entry)
+    except Exception:  # a missing demo file, a broken cache: still offer the name
+        return "missing"
+    if not entry.repo:
+        return "bundled"
+    return "cached" if path else f"not cached (download {entry.size_text})"
+
+
+def local_path(spec: str) -> Path | None:
+    """The file ``spec`` names when it is on this machine already (a path, or a cached catalog
+    model), else None; never touches the network."""
+    entry = catalog.lookup(spec)
+    path = cached_path(entry) if entry is not None else Path(spec).expanduser()
+    return path if path is not None and path.is_file() else None

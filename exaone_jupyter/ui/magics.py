@@ -1,52 +1,82 @@
 """``%exaone`` and ``%%exaone``: thin IPython magics over the shared session.
 
 The magics parse, render and report; loading, prompting and generating happen in the layers
-below. Settings are traitlets, so ``%config ExaoneMagics.temperature = 0`` works.
+below. Settings are traitlets, so ``%config ExaoneMagics.temperature = 0`` works, and a bad value
+is refused when it is set. Every subcommand's parser is declared once, in ``SUBCOMMANDS``: the
+same parser reads the line, and writes ``%exaone help`` and ``%exaone?``.
 """
 
 from __future__ import annotations
 
+import argparse
 import html
 import json
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
-from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import (MagicArgumentParser, argument, magic_arguments,
-                                          parse_argstring)
-from traitlets import Bool, Float, Int, Unicode, observe
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 
-from ..engine.backend import Sampling
+from ..engine.backend import DEFAULT_MAX_CTX, LoadOptions, Sampling
 from ..errors import ExaoneError
 from ..model import catalog
-from ..session import get_session
+from ..session import SessionInfo, Turn, get_session
+from .arguments import SUBCOMMANDS, find_subcommand, parse, subcommand_help
 from .interpolate import interpolate
-from .render import renderer_for, show_markdown
+from .progress import LoadProgress
+from .render import DEFAULT_INTERVAL, MIN_INTERVAL, in_notebook, renderer_for, show_markdown
+
+SAMPLING = Sampling()  # the defaults, written once (engine/backend.py)
+LOADING = LoadOptions()
 
 
-def _subcommand_parser(name: str, help_text: str) -> MagicArgumentParser:
-    return MagicArgumentParser(prog=f"%exaone {name}", description=help_text, add_help=False)
-
-
+# -- the magics ------------------------------------------------------------------------------------
 @magics_class
 class ExaoneMagics(Magics):
     """Chat with EXAONE in this notebook."""
 
     model = Unicode("", help="Model to load when none is: a .gguf path, REPO:FILE or a catalog "
                     "alias (EXAONE_JUPYTER_MODEL wins over this).").tag(config=True)
-    gpu_layers = Unicode("auto", help="auto, all, none or a number of layers.").tag(config=True)
-    n_ctx = Int(0, help="Context size in tokens; 0 = the smaller of the model's and 4096.").tag(config=True)
-    max_tokens = Int(512, help="Most tokens a reply may have.").tag(config=True)
-    temperature = Float(0.7, help="0 is greedy and reproducible.").tag(config=True)
-    top_p = Float(0.95).tag(config=True)
-    top_k = Int(40).tag(config=True)
-    repeat_penalty = Float(1.0, help="LG advises no penalty above 1.0 for EXAONE.").tag(config=True)
+    gpu_layers = Unicode(str(LOADING.gpu_layers),
+                         help="auto, all, none or a number of layers.").tag(config=True)
+    n_ctx = Int(0, help="Context size in tokens; 0 = the smaller of the model's and "
+                f"{DEFAULT_MAX_CTX}.").tag(config=True)
+    max_tokens = Int(SAMPLING.max_tokens, help="Most tokens a reply may have.").tag(config=True)
+    temperature = Float(SAMPLING.temperature, help="0 is greedy and reproducible.").tag(config=True)
+    top_p = Float(SAMPLING.top_p).tag(config=True)
+    top_k = Int(SAMPLING.top_k, help="0 turns top-k off.").tag(config=True)
+    repeat_penalty = Float(SAMPLING.repeat_penalty,
+                           help="LG advises no penalty above 1.0 for EXAONE.").tag(config=True)
     system = Unicode(None, allow_none=True,
                      help="System prompt; None = the model family's default.").tag(config=True)
-    update_interval = Float(0.1, help="Seconds between live updates of a streaming cell "
-                            "(at least 0.05: 20 updates a second).").tag(config=True)
+    update_interval = Float(DEFAULT_INTERVAL, help="Seconds between live updates of a streaming "
+                            f"cell (at least {MIN_INTERVAL}: 20 updates a second).").tag(config=True)
     show_meter = Bool(True, help="Show the tokens/s meter under each reply.").tag(config=True)
+
+    # A bad %config value is refused when it is set, in one sentence, not at the next cell.
+    @validate("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty")
+    def _valid_sampling(self, proposal: dict) -> Any:
+        return _validated(lambda: Sampling.from_options(**{proposal["trait"].name:
+                                                            proposal["value"]}), proposal)
+
+    @validate("gpu_layers")
+    def _valid_gpu_layers(self, proposal: dict) -> Any:
+        return _validated(lambda: LoadOptions(gpu_layers=proposal["value"]), proposal)
+
+    @validate("n_ctx")
+    def _valid_n_ctx(self, proposal: dict) -> Any:
+        value = proposal["value"]
+        return _validated(lambda: LoadOptions(n_ctx=value or None), proposal,
+                          hint="0 means the default")
+
+    @validate("update_interval")
+    def _valid_interval(self, proposal: dict) -> Any:
+        if not proposal["value"] > 0:
+            raise TraitError(f"ExaoneMagics.update_interval must be a number of seconds above "
+                             f"0, not {proposal['value']!r}; the setting is unchanged.")
+        return proposal["value"]
 
     @observe("system")
     def _system_changed(self, change) -> None:
@@ -78,12 +108,12 @@ class ExaoneMagics(Magics):
         (``--new`` starts over). Stop a reply with the kernel's interrupt button: the partial
         reply is kept.
         """
-        args = _parse(lambda: parse_argstring(self.exaone_cell, line),
-                      self.exaone_cell.parser)
+        args = parse(lambda: parse_argstring(self.exaone_cell, line), self.exaone_cell.parser)
         session = get_session()
-        renderer = self._renderer()
+        renderer = renderer_for(self.shell, interval=self.update_interval,
+                                split=session.split_reasoning, meter=self.show_meter)
         try:
-            self._ensure_model(renderer)
+            self._ensure_model(renderer.note)
             sampling = Sampling.from_options(
                 self._sampling(), temperature=args.temperature, max_tokens=args.max_tokens,
                 top_p=args.top_p, top_k=args.top_k, repeat_penalty=args.repeat_penalty,
@@ -94,11 +124,10 @@ class ExaoneMagics(Magics):
             for note in turn.notes:
                 renderer.note(note)
             if args.dry_run:
-                self._show_dry_run(turn)
+                _show_dry_run(turn)
                 return
-            reply = session.send(turn)
-            renderer = self._renderer()  # picks up the model and GPU figures after a load
-            renderer.stream(reply)
+            reply = renderer.stream(session.send(turn), model=_short_spec(session.model_spec or ""),
+                                    gpu=session.require_backend().info.gpu_label)
             if reply.note:
                 renderer.note(reply.note)
             if args.out:
@@ -110,110 +139,58 @@ class ExaoneMagics(Magics):
     @no_var_expand
     @line_magic("exaone")
     def exaone_line(self, line: str) -> None:
-        """Manage the model and the conversation: ``%exaone SUBCOMMAND [options]``.
-
-        Subcommands: load, unload, info, models, reset, history, save, restore, system, stats,
-        panel, connect, disconnect, help. ``%exaone help`` lists them with their options.
-        """
+        """Manage the model and the conversation: ``%exaone SUBCOMMAND [options]``."""
         name, _, rest = line.strip().partition(" ")
-        name = name or "help"
-        handler = getattr(self, f"_cmd_{name}", None)
-        if handler is None:
-            raise UsageError(f"Unknown subcommand {name!r}; use one of: {', '.join(self._commands())}.")
+        command = find_subcommand(name or "help")
+        args = command.parse(rest.strip())
         try:
-            handler(rest.strip())
+            getattr(self, f"_cmd_{command.name}")(args)
         except ExaoneError as err:
             _error(err)
 
-    def _commands(self) -> list[str]:
-        return sorted(a[5:] for a in dir(self) if a.startswith("_cmd_"))
+    def _cmd_help(self, args: argparse.Namespace) -> None:
+        text = subcommand_help(args.subcommand)
+        if args.subcommand is None:
+            text += "\n\n**%%exaone options** (`%%exaone?` for the full help)\n\n```text\n"
+            text += self.exaone_cell.parser.format_usage().removeprefix("usage: ").strip()
+            text += "\n```"
+        show_markdown(text)
 
-    def _cmd_help(self, rest: str) -> None:
-        """List the subcommands and the cell options."""
-        lines = ["**%exaone subcommands**", ""]
-        for name in self._commands():
-            doc = (getattr(self, f"_cmd_{name}").__doc__ or "").strip().splitlines()[0]
-            lines.append(f"- `%exaone {name}`: {doc}")
-        lines += ["", "**%%exaone options**", "", "```", self.exaone_cell.__doc__.strip(), "```"]
-        show_markdown(("\n".join(lines)))
-
-    def _cmd_load(self, rest: str) -> None:
-        """Load a model: a .gguf path, REPO:FILE on the Hub, or an alias from `%exaone models`."""
-        parser = _subcommand_parser("load", self._cmd_load.__doc__)
-        parser.add_argument("spec", nargs="?", default=None)
-        parser.add_argument("--file", default=None, help="glob for REPO's GGUF file")
-        parser.add_argument("--gpu-layers", default=None)
-        parser.add_argument("--n-ctx", type=int, default=None)
-        parser.add_argument("--n-threads", type=int, default=None)
-        parser.add_argument("--flash-attn", action="store_true", default=None)
-        args = _parse(lambda: parser.parse_args(_split(rest)), parser)
+    def _cmd_load(self, args: argparse.Namespace) -> None:
         session = get_session()
         options = self._load_options()
         options.update({k: v for k, v in (("gpu_layers", args.gpu_layers), ("n_ctx", args.n_ctx),
                                           ("n_threads", args.n_threads),
                                           ("flash_attn", args.flash_attn)) if v is not None})
         spec = args.spec or session.default_spec(self.model or None)
-        for notice in session.load(spec, file_glob=args.file, **options):
+        for notice in self._load(spec, file_glob=args.file, **options):
             _notice(notice)
         if self.system is not None:  # the configured system prompt wins over the model's default
             session.set_system(self.system)
-        self._show_loaded()
+        _show_loaded(session.info())
 
-    def _cmd_unload(self, rest: str) -> None:
-        """Free the model's memory; the conversation stays."""
+    def _cmd_unload(self, args: argparse.Namespace) -> None:
         print("Model unloaded." if get_session().unload() else "No model was loaded.")
 
-    def _cmd_info(self, rest: str) -> None:
-        """The loaded model: size, quantization, context, layers on the GPU and why."""
-        facts = get_session().info()
-        rows = [("model", facts.get("model")), ("spec", facts.get("spec")),
-                ("backend", facts.get("backend"))]
-        if "architecture" in facts:
-            rows += [
-                ("file", _short_path(facts["path"])),
-                ("architecture", facts["architecture"]),
-                ("parameters", f"{facts['parameters'] / 1e6:,.1f} M"),
-                ("quantization", facts["quantization"]),
-                ("file size", f"{facts['file_size'] / 2**20:,.1f} MiB"),
-                ("context", f"{facts['context']} tokens (trained for {facts['trained_context']})"),
-                ("GPU layers", f"{facts['gpu_layers']} of {facts['layers']}: "
-                               f"{facts['gpu_layers_reason']}"),
-                ("llama.cpp's count", "not reported (CPU-only build)"
-                 if facts["gpu_layers_llama"] is None else
-                 f"{facts['gpu_layers_llama']}/{facts['layers'] + 1} offloaded (it counts the output "
-                 "layer as one; it goes to the GPU with any block)"),
-                ("GPU support", "yes" + (f" ({facts['gpu']})" if facts.get("gpu") else "")
-                 if facts["gpu_support"] else "no: this build runs on the CPU only"),
-            ]
-        rows += [("template", facts.get("template")), ("system prompt", facts.get("system_prompt")),
-                 ("turns", facts.get("turns"))]
-        if facts.get("template_notice"):
-            rows.append(("note", facts["template_notice"]))
-        if catalog.lookup(str(facts.get("spec") or "")) is catalog.CATALOG[catalog.DEMO_ALIAS]:
-            rows.append(("what it is", catalog.CATALOG[catalog.DEMO_ALIAS].description))
-        _table(rows)
+    def _cmd_info(self, args: argparse.Namespace) -> None:
+        _table(info_rows(get_session().info()))
 
-    def _cmd_models(self, rest: str) -> None:
-        """The catalog of known EXAONE GGUFs, and which are in the local cache."""
-        from ..model.resolve import cached_path
-        lines = ["| alias | family | size | context | cached | source |", "|---|---|---|---|---|---|"]
+    def _cmd_models(self, args: argparse.Namespace) -> None:
+        from ..model.resolve import availability
+
+        lines = ["| alias | family | size | context | available | source |",
+                 "|---|---|---|---|---|---|"]
         for entry in catalog.CATALOG.values():
-            try:
-                cached = "yes" if cached_path(entry) else "no"
-            except ExaoneError:
-                cached = "missing"
-            size = f"{entry.size_gb:.2f} GB" if entry.size_gb >= 0.01 else f"{entry.size_gb * 1000:.1f} MB"
-            lines.append(f"| `{entry.alias}` | {entry.family} | {size} | {entry.context_length} | "
-                         f"{cached} | {entry.repo or 'bundled'} |")
-        show_markdown(("\n".join(lines)))
+            lines.append(f"| `{entry.alias}` | {entry.family} | {entry.size_text} | "
+                         f"{entry.context_length} | {availability(entry)} | "
+                         f"{entry.repo or 'bundled'} |")
+        show_markdown("\n".join(lines))
 
-    def _cmd_reset(self, rest: str) -> None:
-        """Forget the conversation (the system prompt stays)."""
+    def _cmd_reset(self, args: argparse.Namespace) -> None:
         get_session().reset()
         print("Conversation cleared.")
 
-    def _cmd_history(self, rest: str) -> None:
-        """Show the conversation so far."""
+    def _cmd_history(self, args: argparse.Namespace) -> None:
         conversation = get_session().conversation
         if not conversation.messages and not conversation.system:
             print("The conversation is empty.")
@@ -222,64 +199,48 @@ class ExaoneMagics(Magics):
         for m in conversation.messages:
             mark = " *(interrupted)*" if m.get("interrupted") else ""
             parts.append(f"**{m['role']}**{mark}: {m['content']}")
-        show_markdown(("\n\n".join(parts)))
+        show_markdown("\n\n".join(parts))
 
-    def _cmd_save(self, rest: str) -> None:
-        """Save the conversation as JSON: `%exaone save PATH`."""
-        if not rest:
-            raise UsageError("Give a file name: %exaone save PATH")
-        path = get_session().conversation.save(rest)
-        print(f"Saved {get_session().conversation.turns} turns to {path.name}.")
+    def _cmd_save(self, args: argparse.Namespace) -> None:
+        session = get_session()
+        path = session.conversation.save(args.path)
+        print(f"Saved {session.conversation.turns} turns to {path.name}.")
 
-    def _cmd_restore(self, rest: str) -> None:
-        """Restore a conversation saved with `%exaone save`: `%exaone restore PATH`."""
-        if not rest:
-            raise UsageError("Give a file name: %exaone restore PATH")
-        conversation = get_session().restore(rest)
+    def _cmd_restore(self, args: argparse.Namespace) -> None:
+        conversation = get_session().restore(args.path)
         print(f"Restored {conversation.turns} turns.")
 
-    def _cmd_system(self, rest: str) -> None:
-        """Show, set (`%exaone system TEXT`) or clear (`%exaone system --clear`) the system prompt."""
+    def _cmd_system(self, args: argparse.Namespace) -> None:
         session = get_session()
-        if rest == "--clear":
+        if args.clear:
             session.set_system(None)
             print("System prompt cleared.")
-        elif rest:
-            session.set_system(rest)
+        elif args.text:
+            session.set_system(args.text)
             print("System prompt set.")
         else:
             print(session.conversation.system or "(no system prompt)")
 
-    def _cmd_stats(self, rest: str) -> None:
-        """The last reply's figures: tokens, rates, time to first token, finish reason."""
+    def _cmd_stats(self, args: argparse.Namespace) -> None:
         reply = get_session().last_reply
         if reply is None:
             print("No reply yet.")
             return
-        _table([(k, v) for k, v in reply.stats.as_dict().items()])
+        _table(list(reply.stats.as_dict().items()))
 
-    def _cmd_panel(self, rest: str) -> None:
-        """Open the chat panel: model picker, GPU layers, Send, Stop and a live meter."""
+    def _cmd_panel(self, args: argparse.Namespace) -> None:
         from IPython.display import display
 
         from .panel import ChatPanel
         display(ChatPanel())
 
-    def _cmd_connect(self, rest: str) -> None:
-        """Use an OpenAI-compatible server (vLLM, llama-server): `%exaone connect URL [--model NAME]`."""
-        parser = _subcommand_parser("connect", self._cmd_connect.__doc__)
-        parser.add_argument("url")
-        parser.add_argument("--model", default=None, help="the server's model name")
-        parser.add_argument("--api-key-env", default=None, metavar="VAR",
-                            help="environment variable holding the API key")
-        args = _parse(lambda: parser.parse_args(_split(rest)), parser)
-        for notice in get_session().connect(args.url, model=args.model,
-                                            api_key_env=args.api_key_env):
+    def _cmd_connect(self, args: argparse.Namespace) -> None:
+        session = get_session()
+        for notice in session.connect(args.url, model=args.model, api_key_env=args.api_key_env):
             _notice(notice)
-        self._show_loaded()
+        _show_loaded(session.info())
 
-    def _cmd_disconnect(self, rest: str) -> None:
-        """Stop using the server; the conversation stays (load a local model to go on)."""
+    def _cmd_disconnect(self, args: argparse.Namespace) -> None:
         print("Disconnected." if get_session().disconnect() else "No server was connected.")
 
     # -- helpers --------------------------------------------------------------------------------
@@ -290,48 +251,104 @@ class ExaoneMagics(Magics):
     def _load_options(self) -> dict[str, Any]:
         return {"gpu_layers": self.gpu_layers, "n_ctx": self.n_ctx or None}
 
-    def _ensure_model(self, renderer) -> None:
+    def _ensure_model(self, note: Callable[[str], None]) -> None:
+        """Load the default model when none is, saying so first."""
         session = get_session()
         if session.backend is not None:
             return
         spec = session.default_spec(self.model or None)
-        renderer.note(f"No model was loaded, so loading {spec}.")
-        for notice in session.load(spec, **self._load_options()):
-            renderer.note(notice)
+        note(f"No model was loaded, so loading {spec}.")
+        for notice in self._load(spec, **self._load_options()):
+            note(notice)
         if self.system is not None:
             session.set_system(self.system)
 
-    def _renderer(self):
-        session = get_session()
-        model = gpu = ""
-        if session.backend is not None:
-            facts = session.backend.describe()
-            model = _short_spec(session.model_spec or "")
-            if "gpu_layers" in facts:
-                gpu = f"GPU {facts['gpu_layers']}/{facts['layers']} layers"
-        return renderer_for(self.shell, interval=self.update_interval, model=model, gpu=gpu,
-                            split=session.split_reasoning, meter=self.show_meter)
+    def _load(self, spec: str, **options: Any) -> list[str]:
+        """Load with a progress bar that follows llama.cpp (in a notebook)."""
+        with LoadProgress(_short_spec(spec), notebook=in_notebook(self.shell),
+                          interval=self.update_interval) as progress:
+            return get_session().load(spec, on_progress=progress, **options)
 
-    def _show_loaded(self) -> None:
-        facts = get_session().info()
-        where = (f"{facts['gpu_layers']}/{facts['layers']} layers on GPU"
-                 if "gpu_layers" in facts else facts.get("backend", ""))
-        context = facts.get("context") or "unknown"
-        verb = "Loaded" if "gpu_layers" in facts else "Connected to"
-        print(f"{verb} {facts.get('model')} ({where}, context {context}).")
 
-    def _show_dry_run(self, turn) -> None:
-        if turn.prompt is None:
-            show_markdown(("The server applies its own chat template; these messages would be "
-                             "sent:\n\n```json\n"
-                             + json.dumps(turn.messages, ensure_ascii=False, indent=1) + "\n```"))
-            return
-        ids = turn.prompt.ids
-        shown = ", ".join(map(str, ids[:16])) + (", …, " + ", ".join(map(str, ids[-8:]))
-                                                  if len(ids) > 24 else
-                                                  ", ".join([""] + list(map(str, ids[16:]))))
-        show_markdown((f"**Prompt: {len(ids)} tokens** (nothing generated)\n\n"
-                         f"```text\n{turn.prompt.text}\n```\n\nids: `[{shown}]`"))
+# The line magic's help (`%exaone?`) is the same text as `%exaone help`.
+ExaoneMagics.exaone_line.__doc__ = (
+    f"{ExaoneMagics.exaone_line.__doc__}\n\n"
+    + "\n\n".join(c.parser.format_help().strip() for c in SUBCOMMANDS.values()))
+
+
+def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
+    """``%exaone info`` as (name, value) rows."""
+    backend = info.backend
+    rows: list[tuple[str, object]] = [("model", backend.model), ("spec", info.spec),
+                                      ("backend", backend.label)]
+    local = backend.local
+    if local is not None:
+        gguf, plan = local.gguf, local.offload
+        rows += [
+            ("file", _short_path(gguf.path)),
+            ("architecture", gguf.architecture),
+            ("parameters", f"{gguf.n_params / 1e6:,.1f} M"),
+            ("quantization", gguf.quantization),
+            ("file size", f"{gguf.file_size / 2**20:,.1f} MiB"),
+            ("context", f"{backend.n_ctx} tokens (trained for {gguf.context_length})"),
+            ("threads", local.n_threads),
+            ("GPU layers", f"{plan.n_gpu_layers} of {plan.n_layers}: {plan.reason}"),
+            ("llama.cpp's count", "not reported (CPU-only build)"
+             if local.llama_gpu_layers is None else
+             f"{local.llama_gpu_layers}/{plan.n_layers + 1} offloaded (it counts the output "
+             "layer as one; it goes to the GPU with any block)"),
+            ("GPU support", "yes" + (f" ({local.gpu.name})" if local.gpu.name else "")
+             if local.gpu.supports_offload else "no: this build runs on the CPU only"),
+        ]
+    elif backend.server is not None:
+        server = backend.server
+        rows += [("context", f"{backend.n_ctx} tokens" if backend.n_ctx else "not reported"),
+                 ("served models", ", ".join(server.served_models)),
+                 ("API key", f"from ${server.api_key_env}" if server.api_key_env else "none")]
+    rows += [("template", info.template_family), ("system prompt", info.system_prompt),
+             ("turns", info.turns)]
+    if info.template_notice:
+        rows.append(("note", info.template_notice))
+    demo = catalog.CATALOG[catalog.DEMO_ALIAS]
+    if catalog.lookup(info.spec or "") is demo:
+        rows.append(("what it is", demo.description))
+    return rows
+
+
+def _validated(check: Callable[[], object], proposal: dict, hint: str = "") -> Any:
+    """Run ``check``; its ExaoneError becomes the TraitError ``%config`` shows, in one sentence."""
+    try:
+        check()
+    except ExaoneError as err:
+        text = str(err).rstrip(".")
+        raise TraitError(f"ExaoneMagics.{text}{f' ({hint})' if hint else ''}; the setting is "
+                         "unchanged.") from None
+    return proposal["value"]
+
+
+def _show_loaded(info: SessionInfo) -> None:
+    backend = info.backend
+    if backend.local is not None:
+        where = backend.local.offload.label
+        print(f"Loaded {backend.model} ({where}, context {backend.n_ctx}).")
+    else:
+        print(f"Connected to {backend.model} ({backend.label}, context "
+              f"{backend.n_ctx or 'unknown'}).")
+
+
+def _show_dry_run(turn: Turn) -> None:
+    if turn.prompt is None:
+        show_markdown("The server applies its own chat template; these messages would be sent:"
+                      "\n\n```json\n" + json.dumps(turn.messages, ensure_ascii=False, indent=1)
+                      + "\n```")
+        return
+    ids = turn.prompt.ids
+    if len(ids) > 24:
+        shown = ", ".join(map(str, ids[:16])) + ", …, " + ", ".join(map(str, ids[-8:]))
+    else:
+        shown = ", ".join(map(str, ids))
+    show_markdown(f"**Prompt: {len(ids)} tokens** (nothing generated)\n\n"
+                  f"```text\n{turn.prompt.text}\n```\n\nids: `[{shown}]`")
 
 
 def _short_spec(spec: str) -> str:
@@ -341,43 +358,14 @@ def _short_spec(spec: str) -> str:
     return spec
 
 
-def _parse(parse, parser):
-    """Parse, and when an option is misspelled, say which one was probably meant."""
-    import difflib
-    import re
-
-    try:
-        return parse()
-    except UsageError as err:
-        known = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
-        words = re.findall(r"(--?[\w-]+)", str(err).partition("unrecognized arguments:")[2])
-        for word in words:
-            close = difflib.get_close_matches(word, known, n=1, cutoff=0.8)
-            if close:
-                where = "%exaone help" if " " in parser.prog else "%%exaone?"
-                raise UsageError(f"Unknown option {word}; did you mean {close[0]}? "
-                                 f"(`{where}` lists the options.)") from None
-        raise
-
-
-def _split(text: str) -> list[str]:
-    import shlex
-    try:
-        return shlex.split(text)
-    except ValueError as err:
-        raise UsageError(f"Cannot parse {text!r}: {err}.") from None
-
-
-def _short_path(path: str) -> str:
+def _short_path(path: Path) -> str:
     """The bundled model by name, others with the home folder as ~ (saved notebooks travel)."""
-    from pathlib import Path
-    p = Path(path)
-    if p == catalog.demo_model_path():
-        return f"{p.name} (bundled with exaone-jupyter)"
+    if path == catalog.demo_model_path():
+        return f"{path.name} (bundled with exaone-jupyter)"
     try:
-        return "~/" + str(p.relative_to(Path.home()))
+        return "~/" + str(path.relative_to(Path.home()))
     except ValueError:
-        return str(p)
+        return str(path)
 
 
 def _error(err: Exception) -> None:
@@ -388,12 +376,12 @@ def _notice(text: str) -> None:
     print(f"ℹ {text}")
 
 
-def _table(rows) -> None:
+def _table(rows: list[tuple[str, object]]) -> None:
     lines = ["| | |", "|---|---|"]
     for key, value in rows:
         text = "" if value is None else str(value)
         lines.append(f"| {key} | {html.escape(text).replace('|', '&#124;')} |")
-    show_markdown(("\n".join(lines)))
+    show_markdown("\n".join(lines))
 
 
 def register(ipython) -> None:
@@ -410,4 +398,5 @@ def unregister(ipython) -> None:
         ipython.configurables.remove(instance)
 
 
-__all__ = ["ExaoneMagics", "register", "unregister"]
+__all__ = ["ExaoneMagics", "SUBCOMMANDS", "info_rows", "register", "subcommand_help",
+           "unregister"]

@@ -11,11 +11,12 @@ Threads, and why:
   The worker owns the Reply: it pulls the pieces, updates widgets at most every ``interval``
   seconds (never prints: a thread's print lands in whichever cell ran last) and always sends the
   final state. Stop calls ``reply.stop()``, which the engine honours between tokens.
-- Loading runs in the Load click handler, on the kernel's main thread, with a ticker thread that
-  moves the progress bar and the elapsed time. The session has no lock of its own: a cell that
-  ran during a background load could find no model and start loading the default one beside it.
-  Blocking the kernel for the load keeps one load at a time and lets the kernel's interrupt
-  button cancel a slow Hub download; the page itself stays responsive.
+- Loading runs in the Load click handler, on the kernel's main thread; llama.cpp's own progress
+  callback moves the bar. The session has no lock of its own: a cell that ran during a
+  background load could find no model and start loading the default one beside it. Blocking
+  the kernel for the load keeps one load at a time and lets the kernel's interrupt button cancel
+  a slow Hub download or the load itself (the model loaded before comes back); the page itself
+  stays responsive.
 - The engine's non-blocking lock is the guard between the panel and cells: a ``%%exaone`` cell
   run while the panel writes gets ``ModelBusyError`` (one sentence), and the reply in progress
   is untouched.
@@ -24,8 +25,6 @@ Threads, and why:
 from __future__ import annotations
 
 import html
-import os
-import re
 import threading
 import time
 from typing import Any
@@ -33,146 +32,20 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..engine.backend import Sampling
-from ..engine.offload import GPU_BUILD_HINT, GpuInfo, parse_request
-from ..engine.reply import Reply, Stats
+from ..engine.offload import GpuInfo
+from ..engine.reply import Reply
 from ..errors import ExaoneError
-from ..model import catalog
 from ..session import Session, get_session
-from .render import meter_text
+from .markup import reply_html, status_html, turn_html
+from .meter import live_rate, meter_html
+from .panel_model import ModelRow, one_sentence, set_tooltip
+from .render import DEFAULT_INTERVAL
 
-CONTEXT_CHOICES = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
-GPU_WORDS = ("auto", "all", "none")
+_DEFAULTS = Sampling()
 SPARK_POINTS = 120  # the sparkline keeps at most this many samples (older ones are merged)
-LOAD_BYTES_PER_S = 800e6  # for the load progress estimate only: ~ a fast disk through mmap
 
 
-# -- Markdown to safe HTML ------------------------------------------------------------------------
-# A model's text is untrusted: it is escaped first, then a few Markdown forms are turned into tags,
-# so no HTML the model writes can reach the page. (The ``markdown`` package may be missing, and
-# neither it nor mistune's default renderer escapes raw HTML.)
-_FENCE = re.compile(r"```[^\n`]*\n(?P<code>.*?)(?:\n```[^\n]*|\Z)", re.S)
-_CODE_SPAN = re.compile(r"`([^`\n]+)`")
-_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
-_ITALIC = re.compile(r"(?<![*\w])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![*\w])")
-_HEADING = re.compile(r"^#{1,6} +(.+)$", re.M)
-_CODE_STYLE = "background:rgba(127,127,127,0.15);border-radius:3px;padding:0 3px"
-_PRE_STYLE = ("background:rgba(127,127,127,0.12);border-radius:4px;padding:6px 8px;margin:4px 0;"
-              "white-space:pre-wrap;font-size:0.92em")
-
-
-def markdown_html(text: str) -> str:
-    """A small, safe Markdown renderer: fenced and inline code, bold, italic, headings, breaks."""
-    parts, pos = [], 0
-    for match in _FENCE.finditer(text):
-        parts.append(_inline_html(text[pos:match.start()]))
-        code = html.escape(match.group("code"))
-        parts.append(f"<pre style='{_PRE_STYLE}'><code>{code}</code></pre>")
-        pos = match.end()
-    parts.append(_inline_html(text[pos:]))
-    return "".join(parts)
-
-
-def _inline_html(text: str) -> str:
-    out = []
-    for i, chunk in enumerate(_CODE_SPAN.split(text)):
-        if i % 2:  # inside backticks: literal text
-            out.append(f"<code style='{_CODE_STYLE}'>{html.escape(chunk)}</code>")
-            continue
-        chunk = html.escape(chunk)
-        chunk = _HEADING.sub(r"<strong>\1</strong>", chunk)
-        chunk = _BOLD.sub(r"<strong>\1</strong>", chunk)
-        chunk = _ITALIC.sub(r"<em>\1</em>", chunk)
-        out.append(chunk.replace("\n", "<br>"))
-    return "".join(out)
-
-
-# -- the meter ------------------------------------------------------------------------------------
-def sparkline_svg(values: list[float], *, width: int = 150, height: int = 30) -> str:
-    """An inline SVG line of ``values`` (tokens/s samples), scaled to its own peak."""
-    if not values:
-        return (f"<svg class='exaone-sparkline' width='{width}' height='{height}' "
-                f"viewBox='0 0 {width} {height}'></svg>")
-    peak = max(max(values), 1e-9)
-    if len(values) == 1:
-        values = values * 2
-    step = (width - 2) / (len(values) - 1)
-    points = " ".join(f"{1 + i * step:.1f},{height - 2 - (v / peak) * (height - 4):.1f}"
-                      for i, v in enumerate(values))
-    return (f"<svg class='exaone-sparkline' width='{width}' height='{height}' "
-            f"viewBox='0 0 {width} {height}' style='vertical-align:middle'>"
-            f"<title>tokens/s over the reply, peak {peak:.1f}</title>"
-            f"<rect x='0' y='0' width='{width}' height='{height}' rx='3' "
-            f"fill='rgba(127,127,127,0.08)'/>"
-            f"<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='{points}'/></svg>")
-
-
-def meter_html(stats: Stats | None, rates: list[float], *, live: bool = False,
-               phase: str = "") -> str:
-    """The live meter: tokens/s, time to first token, context used, and the tokens/s sparkline."""
-    cell = "display:inline-block;margin-right:14px;vertical-align:middle"
-    if stats is None:
-        return (f"<div class='exaone-meter-body' data-tokens='0' style='font-family:monospace;"
-                f"font-size:12px;opacity:0.6'><span style='{cell}'>⚡ no reply yet</span>"
-                f"{sparkline_svg([])}</div>")
-    rate = stats.decode_tok_s if not live else (rates[-1] if rates else None)
-    rate_text = f"{rate:,.1f}" if rate else "…"
-    ttft = f"{stats.ttft_s * 1000:,.0f} ms" if stats.ttft_s is not None else "…"
-    used, n_ctx = stats.context_used, stats.n_ctx
-    share = min(used / n_ctx, 1.0) if n_ctx else 0.0
-    bar = (f"<span style='display:inline-block;width:80px;height:8px;margin-left:6px;"
-           f"background:rgba(127,127,127,0.2);border-radius:4px;vertical-align:middle'>"
-           f"<span style='display:block;width:{share * 100:.1f}%;height:8px;border-radius:4px;"
-           f"background:{'#d62728' if share > 0.9 else '#2ca02c'}'></span></span>")
-    state = phase or ("writing…" if live else _finish_words(stats.finish_reason))
-    plain = html.escape(meter_text(stats, live=live), quote=True)
-    return (f"<div class='exaone-meter-body' data-tokens='{stats.completion_tokens}' "
-            f"title='{plain}' style='font-family:monospace;font-size:12px;line-height:2'>"
-            f"<span style='{cell}'>⚡ <b style='font-size:15px'>{rate_text}</b> tok/s</span>"
-            f"<span style='{cell}'>{stats.completion_tokens} tokens</span>"
-            f"<span style='{cell}'>first token {ttft}</span>"
-            f"<span style='{cell}'>context {used:,}/{n_ctx:,}{bar}</span>"
-            f"<span style='{cell}'>{sparkline_svg(rates)}</span>"
-            f"<span style='{cell};opacity:0.7'>{html.escape(state)}</span></div>")
-
-
-def _finish_words(reason: str | None) -> str:
-    return {"stop": "done", "length": "stopped at max tokens", "interrupted": "■ interrupted",
-            "error": "ended by an error", None: ""}.get(reason, reason or "")
-
-
-def _live_rate(reply: Reply) -> float | None:
-    """Tokens after the first over the time since it came (llama.cpp's figure comes at the end)."""
-    stats = reply.stats
-    if stats.completion_tokens > 1 and stats.ttft_s is not None:
-        since_first = reply.elapsed_s - stats.ttft_s
-        if since_first > 0:
-            return (stats.completion_tokens - 1) / since_first
-    return None
-
-
-# -- the panel ------------------------------------------------------------------------------------
-def _set_tooltip(widget: widgets.Widget, text: str) -> None:
-    """``tooltip`` in ipywidgets 8, ``description_tooltip`` in 7."""
-    if widget.has_trait("tooltip"):
-        widget.tooltip = text
-    elif widget.has_trait("description_tooltip"):
-        widget.description_tooltip = text
-
-
-def _probe_gpu() -> GpuInfo:
-    try:
-        from ..engine.local import probe_gpu
-        return probe_gpu()
-    except Exception:  # llama_cpp missing or broken: the load will say so in one sentence
-        return GpuInfo(False)
-
-
-def _one_sentence(err: BaseException) -> str:
-    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return text if text.endswith((".", "?", "!")) else text + "."
-
-
-class ChatPanel(widgets.VBox):
+class ChatPanel(ModelRow, widgets.VBox):
     """Chat with the loaded EXAONE model: pick and load a model, ask, Stop, watch the meter.
 
     ``session``: the session to use (default: the kernel's one, shared with ``%%exaone``).
@@ -180,11 +53,11 @@ class ChatPanel(widgets.VBox):
     ``gpu``: what the llama.cpp build can offload to (default: probed once).
     """
 
-    def __init__(self, session: Session | None = None, *, interval: float = 0.1,
+    def __init__(self, session: Session | None = None, *, interval: float = DEFAULT_INTERVAL,
                  gpu: GpuInfo | None = None, **kwargs: Any) -> None:
         self.session = session or get_session()
         self.interval = interval
-        self.gpu = gpu if gpu is not None else _probe_gpu()
+        self.gpu = gpu if gpu is not None else self.session.gpu_support()
         self.last_error: BaseException | None = None  # the last unexpected exception, for bugs
         self._reply: Reply | None = None
         self._question = ""
@@ -194,41 +67,21 @@ class ChatPanel(widgets.VBox):
         self._acting = False  # one of the panel's own handlers runs (it refreshes what it changes)
         self._lock = threading.RLock()  # orders the worker's final update against Stop clicks
         self._system_shown: str | None = None
-        self._labels: dict[str, str] = {}
         self._html_cache: dict[tuple[str, str], str] = {}
 
         full = widgets.Layout(width="100%")
         wide = {"description_width": "initial"}
-        self.model = widgets.Combobox(
-            description="Model", options=self._model_options(), ensure_option=False,
-            placeholder="catalog alias, path to a .gguf, or REPO:FILE", style=wide,
-            layout=widgets.Layout(flex="1 1 auto", min_width="260px"))
-        self.model.value = self._label_for(self.session.model_spec or self.session.default_spec())
-        _set_tooltip(self.model, "A catalog alias (marked cached or not), a path to a .gguf file, "
-                                 "or REPO:FILE on the Hugging Face Hub.")
-        self.gpu_layers = widgets.Combobox(
-            description="GPU layers", value="auto", options=list(GPU_WORDS), ensure_option=False,
-            style=wide, layout=widgets.Layout(width="190px"))
-        self.gpu_note = widgets.HTML(layout=widgets.Layout(margin="0 0 0 8px"))
-        self.n_ctx = widgets.Dropdown(
-            description="Context", style=wide, layout=widgets.Layout(width="210px"),
-            options=[("default (≤4096)", 0)] + [(f"{n:,} tokens", n) for n in CONTEXT_CHOICES],
-            value=0)
-        self.load_button = widgets.Button(description="Load", button_style="primary",
-                                          icon="download", layout=widgets.Layout(width="90px"))
-        self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0,
-                                              layout=widgets.Layout(width="160px", display="none"))
-        self.status = widgets.HTML(value=self._status_html("info", "Pick a model and press Load."))
-        self.model_info = widgets.HTML()
+        self._build_model_row()
+        self.status = widgets.HTML(value=status_html("info", "Pick a model and press Load."))
         self.system = widgets.Textarea(
             description="System", placeholder="system prompt (empty: none)", style=wide,
             rows=2, layout=full)
         self.temperature = widgets.FloatSlider(
-            description="Temperature", value=0.7, min=0.0, max=2.0, step=0.05, style=wide,
+            description="Temperature", value=_DEFAULTS.temperature, min=0.0, max=2.0, step=0.05, style=wide,
             readout_format=".2f", layout=widgets.Layout(width="340px"))
-        _set_tooltip(self.temperature, "0 is greedy and reproducible.")
+        set_tooltip(self.temperature, "0 is greedy and reproducible.")
         self.max_tokens = widgets.BoundedIntText(
-            description="Max tokens", value=512, min=1, max=131072, style=wide,
+            description="Max tokens", value=_DEFAULTS.max_tokens, min=1, max=131072, style=wide,
             layout=widgets.Layout(width="190px"))
         self.transcript = widgets.HTML(layout=widgets.Layout(width="100%"))
         self.meter = widgets.HTML(value=meter_html(None, []))
@@ -240,7 +93,7 @@ class ChatPanel(widgets.VBox):
                                           disabled=True, layout=widgets.Layout(width="90px"))
         self.reset_button = widgets.Button(description="Reset", icon="eraser",
                                            layout=widgets.Layout(width="90px"))
-        _set_tooltip(self.reset_button, "Forget the conversation (the system prompt stays).")
+        set_tooltip(self.reset_button, "Forget the conversation (the system prompt stays).")
 
         # Stable CSS classes: what the browser test and the kernel-level test find widgets by.
         for name in ("model", "gpu_layers", "gpu_note", "n_ctx", "load_button", "progress",
@@ -256,12 +109,11 @@ class ChatPanel(widgets.VBox):
         self.reset_button.on_click(self._guard(self._on_reset))
         self.input.on_msg(self._on_input_msg)  # Enter: the "submit" event of ipywidgets 7 and 8
 
+        model_row, facts_row = self._model_row()
         rows = [
-            widgets.HBox([self.model, self.gpu_layers, self.n_ctx, self.load_button],
-                         layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
+            model_row,
             widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")),
-            widgets.HBox([self.model_info, self.gpu_note],
-                         layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
+            facts_row,
             self.system,
             widgets.HBox([self.temperature, self.max_tokens],
                          layout=widgets.Layout(flex_flow="row wrap")),
@@ -279,183 +131,6 @@ class ChatPanel(widgets.VBox):
             self._after_load(self.session.model_spec or "", [], None)
         self._render_transcript()
         self.session.watch(self._on_session_change)
-
-    # -- the model row -----------------------------------------------------------------------------
-    def _model_options(self) -> list[str]:
-        from ..model.resolve import cached_path
-
-        options = []
-        for entry in catalog.CATALOG.values():
-            try:
-                state = "bundled" if not entry.repo else (
-                    "cached" if cached_path(entry) else f"download {entry.size_gb:.2f} GB")
-            except Exception:  # a broken cache or a missing demo file: still offer the name
-                state = "not cached"
-            label = f"{entry.alias} ({state})"
-            self._labels[label] = entry.alias
-            options.append(label)
-        return options
-
-    def _label_for(self, spec: str) -> str:
-        for label, alias in self._labels.items():
-            if alias == spec:
-                return label
-        return spec
-
-    def _spec(self) -> str:
-        """The model spec in the picker: a label's alias, else the text as typed."""
-        text = self.model.value.strip()
-        return self._labels.get(text, text)
-
-    def _on_model_change(self, change: dict) -> None:
-        self._show_gpu_support(self._local_layer_count(self._spec()))
-
-    def _local_layer_count(self, spec: str) -> int | None:
-        """The layer count from the GGUF header, when the file is already on this machine."""
-        try:
-            from pathlib import Path
-
-            from ..model.gguf_check import read_gguf
-            from ..model.resolve import cached_path
-            entry = catalog.lookup(spec)
-            path = cached_path(entry) if entry is not None else Path(spec).expanduser()
-            if path is None or not path.is_file():
-                return None
-            return read_gguf(path).n_layers
-        except Exception:  # not readable yet: Load will say why in one sentence
-            return None
-
-    def _show_gpu_support(self, n_layers: int | None) -> None:
-        if not self.gpu.supports_offload:
-            self.gpu_layers.value = "auto"
-            self.gpu_layers.disabled = True
-            reason = ("This llama-cpp-python build runs on the CPU only; to use a GPU, "
-                      f"{GPU_BUILD_HINT}.")
-            _set_tooltip(self.gpu_layers, reason)
-            self.gpu_note.value = (f"<span title='{html.escape(reason, quote=True)}' "
-                                   "style='font-size:12px;opacity:0.75'>GPU offload unavailable: "
-                                   "CPU-only llama.cpp build</span>")
-            return
-        self.gpu_layers.disabled = False
-        numbers = [str(i) for i in range(1, n_layers)] if n_layers else []
-        self.gpu_layers.options = list(GPU_WORDS) + numbers
-        where = self.gpu.name or "GPU"
-        free = f", {self.gpu.free_bytes / 2**30:.1f} GiB free" if self.gpu.free_bytes else ""
-        upto = f"; up to {n_layers} layers" if n_layers else ""
-        _set_tooltip(self.gpu_layers, "auto: all layers if they fit, else as many as fit; all; "
-                                      f"none; or a number of layers{upto}.")
-        self.gpu_note.value = (f"<span style='font-size:12px;opacity:0.75'>{html.escape(where)}"
-                               f"{free}{upto}</span>")
-
-    # -- loading -----------------------------------------------------------------------------------
-    def _on_load(self, _button: Any = None) -> None:
-        if self._generating():
-            self._set_status("error", "A reply is still being written; press Stop before loading.")
-            return
-        spec = self._spec()
-        if not spec:
-            self._set_status("error", "No model given: pick a catalog alias, or type a .gguf path "
-                                      "or REPO:FILE.")
-            return
-        try:
-            gpu_layers = parse_request(self.gpu_layers.value or "auto")
-        except ExaoneError as err:
-            self._set_status("error", str(err))
-            return
-        self._set_busy(loading=True)
-        self._set_status("busy", f"Loading {spec}…")
-        ticker = self._start_ticker(spec)
-        notices, error = [], None
-        started = time.perf_counter()
-        try:
-            notices = self.session.load(spec, gpu_layers=gpu_layers, n_ctx=self.n_ctx.value or None)
-        except ExaoneError as err:
-            error = str(err)
-        except KeyboardInterrupt:
-            error = f"Loading {spec} was interrupted; press Load to try again."
-        except Exception as err:  # a bug, not the user's doing: one sentence, traceback kept
-            self.last_error = err
-            error = f"Could not load {spec}: {_one_sentence(err)}"
-        finally:
-            ticker.set()
-        self._after_load(spec, notices, error, time.perf_counter() - started)
-
-    def _start_ticker(self, spec: str) -> threading.Event:
-        """Move the progress bar and the elapsed time while the main thread loads."""
-        done = threading.Event()
-        size = None
-        try:
-            entry = catalog.lookup(spec)
-            size = entry.size_gb * 1e9 if entry else os.path.getsize(spec)
-        except Exception:
-            pass
-        expected = 0.5 + (size or 2e9) / LOAD_BYTES_PER_S
-        self.progress.bar_style = "info"
-        self.progress.value = 0.0
-        self.progress.layout.display = None
-        started = time.perf_counter()
-
-        def tick() -> None:
-            while not done.wait(0.25):
-                elapsed = time.perf_counter() - started
-                with self._lock:
-                    if done.is_set():
-                        return
-                    self.progress.value = min(0.95, elapsed / expected)
-                    self._set_status("busy", f"Loading {spec}… {elapsed:.0f} s")
-
-        threading.Thread(target=tick, name="exaone-panel-load-ticker", daemon=True).start()
-        return done
-
-    def _after_load(self, spec: str, notices: list[str], error: str | None,
-                    elapsed: float | None = None) -> None:
-        with self._lock:
-            self.progress.value = 1.0
-            self.progress.layout.display = "none"  # the status line says how it went
-            self._set_busy(loading=False)
-            self._show_model_info()
-            if error:  # one sentence; the model line below says what is loaded now
-                self._set_status("error", error)
-                return
-            took = f" in {elapsed:.2f} s" if elapsed is not None else ""
-            lines = [self._status_html("ok", f"Loaded {spec}{took}.")]
-            lines += [self._status_html("info", n) for n in notices]
-            self.status.value = "".join(lines)
-            facts = self._facts()
-            self._show_gpu_support(facts.get("layers"))
-            self._sync_system(force=True)
-            self._render_transcript()
-
-    def _facts(self) -> dict:
-        try:
-            return self.session.info() if self.session.backend is not None else {}
-        except Exception:
-            return {}
-
-    def _show_model_info(self) -> None:
-        facts = self._facts()
-        if not facts:
-            self.model_info.value = ("<div style='font-size:12px;opacity:0.7'>No model loaded. "
-                                     "<code>exaone-demo</code> works offline.</div>")
-            return
-        parts = [f"<b>{html.escape(str(facts.get('model') or facts.get('spec')))}</b>"]
-        if "layers" in facts:
-            gpu = f"{facts['gpu_layers']}/{facts['layers']} layers on GPU"
-            if not facts.get("gpu_support"):
-                gpu += " (CPU-only build)"
-            elif facts.get("gpu"):
-                gpu += f" ({facts['gpu']})"
-            if facts.get("gpu_layers_llama") is not None:
-                gpu += f", llama.cpp offloaded {facts['gpu_layers_llama']}"
-            parts.append(html.escape(gpu))
-        parts.append(html.escape(str(facts.get("backend", ""))))
-        if facts.get("context"):
-            parts.append(f"context {facts['context']:,} tokens")
-        if facts.get("quantization"):
-            parts.append(html.escape(str(facts["quantization"])))
-        reason = html.escape(str(facts.get("gpu_layers_reason") or ""), quote=True)
-        self.model_info.value = (f"<div class='exaone-model-facts' title='{reason}' "
-                                 f"style='font-size:12px'>{' · '.join(parts)}</div>")
 
     # -- asking ------------------------------------------------------------------------------------
     def _on_input_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
@@ -520,7 +195,7 @@ class ChatPanel(widgets.VBox):
                 tokens = reply.stats.completion_tokens
                 if tokens > 1 and now > sample_at:
                     if sample_tokens == 0:  # the first sample starts at the first token
-                        rate = _live_rate(reply)
+                        rate = live_rate(reply)
                     else:
                         rate = (tokens - sample_tokens) / (now - sample_at)
                     if rate:
@@ -535,7 +210,7 @@ class ChatPanel(widgets.VBox):
             error = str(err)
         except Exception as err:  # a bug: one sentence here, the traceback in .last_error
             self.last_error = err
-            error = f"The reply failed: {_one_sentence(err)}"
+            error = f"The reply failed: {one_sentence(err)}"
         finally:
             try:
                 self._finish(reply, error)
@@ -627,16 +302,8 @@ class ChatPanel(widgets.VBox):
             self.system.value = current
             self._system_shown = current
 
-    @staticmethod
-    def _status_html(kind: str, text: str) -> str:
-        icon, colour = {"ok": ("✓", "#2ca02c"), "error": ("✗", "#d62728"),
-                        "busy": ("⋯", "inherit"), "stopped": ("■", "#ff7f0e"),
-                        "info": ("ℹ", "inherit")}[kind]
-        return (f"<div class='exaone-status-{kind}' style='font-size:13px'>"
-                f"<span style='color:{colour}'>{icon}</span> {html.escape(text)}</div>")
-
     def _set_status(self, kind: str, text: str) -> None:
-        self.status.value = self._status_html(kind, text)
+        self.status.value = status_html(kind, text)
 
     def _guard(self, handler):
         """Run a click handler so that no exception ever reaches the cell as a traceback."""
@@ -648,7 +315,7 @@ class ChatPanel(widgets.VBox):
                 self._set_status("error", str(err))
             except Exception as err:
                 self.last_error = err
-                self._set_status("error", f"Something went wrong: {_one_sentence(err)}")
+                self._set_status("error", f"Something went wrong: {one_sentence(err)}")
             finally:
                 self._acting = False
         return run
@@ -705,23 +372,10 @@ class ChatPanel(widgets.VBox):
         if body is None:
             if role == "assistant" and not live and self.session.template is not None:
                 reasoning, text = self.session.template.split_reasoning(text)
-            body = markdown_html(text)
-            if reasoning:
-                body = (f"<details style='opacity:0.75'><summary>reasoning ({len(reasoning):,} "
-                        f"characters)</summary>{markdown_html(reasoning)}</details>" + body)
+            body = reply_html(text, reasoning)
             if not live and len(self._html_cache) < 2000:
                 self._html_cache[key] = body
-        if live:
-            body += "<span style='opacity:0.6'>▌</span>"
-        if interrupted:
-            body += "<div style='font-size:11px;color:#ff7f0e'>■ interrupted</div>"
-        who, tint = {"user": ("You", "rgba(31,119,180,0.08)"),
-                     "assistant": ("EXAONE", "rgba(44,160,44,0.08)")}.get(
-            role, (role, "rgba(127,127,127,0.08)"))
-        return (f"<div class='exaone-turn exaone-{html.escape(role)}' style='background:{tint};"
-                f"border-radius:4px;padding:4px 8px;margin:3px 0'><div style='font-size:11px;"
-                f"font-weight:bold;opacity:0.7'>{who}</div><div class='exaone-text'>{body}</div>"
-                "</div>")
+        return turn_html(role, body, live=live, interrupted=interrupted)
 
 
-__all__ = ["ChatPanel", "markdown_html", "meter_html", "sparkline_svg"]
+__all__ = ["ChatPanel"]

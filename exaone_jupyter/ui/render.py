@@ -12,7 +12,6 @@ saved: an empty live output, the answer, and the meter (whose timings a sanitize
 from __future__ import annotations
 
 import contextvars
-import html
 import re
 import sys
 import threading
@@ -20,39 +19,11 @@ import uuid
 from dataclasses import replace
 from typing import Callable
 
-from ..engine.reply import Reply, Stats
+from ..engine.reply import Reply
+from .meter import live_rate, meter_line_data, meter_line_html, meter_text
 
+DEFAULT_INTERVAL = 0.1  # seconds between live updates of a streaming reply (cells and panel)
 MIN_INTERVAL = 0.05  # seconds: at most 20 live updates a second, whatever the setting
-
-
-def meter_text(stats: Stats, *, model: str = "", gpu: str = "", live: bool = False) -> str:
-    """One line of figures: what the meter shows, in plain text."""
-    parts = []
-    if stats.decode_tok_s:
-        parts.append(f"{stats.decode_tok_s:.1f} tok/s")
-    elif live and stats.completion_tokens:
-        parts.append("… tok/s")
-    parts.append(f"{stats.completion_tokens} token{'' if stats.completion_tokens == 1 else 's'}")
-    if stats.ttft_s is not None:
-        parts.append(f"first token {stats.ttft_s * 1000:.0f} ms")
-    prompt = f"prompt {stats.prompt_tokens} tok"
-    if stats.prompt_tokens_evaluated != stats.prompt_tokens:
-        prompt += f" ({stats.prompt_tokens_evaluated} new)"
-    if stats.prompt_tok_s:
-        prompt += f" at {stats.prompt_tok_s:.0f} tok/s"
-    parts.append(prompt)
-    if stats.n_ctx:
-        parts.append(f"context {stats.context_used}/{stats.n_ctx}")
-    if model:
-        parts.append(model)
-    if gpu:
-        parts.append(gpu)
-    if stats.rate_source != "llama.cpp":
-        parts.append(f"rate from {stats.rate_source}")
-    if not live and stats.finish_reason and stats.finish_reason != "stop":
-        parts.append({"length": "stopped at max tokens", "interrupted": "interrupted",
-                      "error": "ended by an error"}.get(stats.finish_reason, stats.finish_reason))
-    return " · ".join(parts)
 
 
 def reply_markdown(answer: str, reasoning: str = "", *, finish_reason: str | None = None,
@@ -109,15 +80,6 @@ def show_markdown(text: str) -> None:
     display(_Bundle({"text/markdown": text, "text/plain": text}))
 
 
-def _meter_html(text: str) -> str:
-    return (f"<div style='font-size:0.85em;opacity:0.7;font-family:monospace'>"
-            f"⚡ {html.escape(text)}</div>")
-
-
-def _meter_data(text: str) -> dict[str, str]:
-    return {"text/plain": text, "text/html": _meter_html(text)}
-
-
 class CellRenderer:
     """Throttled display-handle streaming for notebook frontends.
 
@@ -128,23 +90,26 @@ class CellRenderer:
     Updates are routed by display id, so frontends apply them wherever they came from.
     """
 
-    def __init__(self, *, interval: float = 0.1, model: str = "", gpu: str = "",
+    def __init__(self, *, interval: float = DEFAULT_INTERVAL,
                  split: Callable[[Reply], tuple[str, str]] | None = None,
                  meter: bool = True) -> None:
         self.interval = max(float(interval), MIN_INTERVAL)
-        self.model, self.gpu, self.meter = model, gpu, meter
+        self.meter = meter
+        self.model = self.gpu = ""  # the meter's labels, given with each reply
         self.split = split or (lambda reply: ("", reply.text))
         self.updates = 0  # live updates sent, for tests and the benchmark
         self._last_text: str | None = None
 
     def note(self, text: str) -> None:
-        _publish({"text/plain": f"ℹ {text}", "text/markdown": f"*ℹ {text}*"})
+        publish({"text/plain": f"ℹ {text}", "text/markdown": f"*ℹ {text}*"})
 
-    def stream(self, reply: Reply) -> Reply:
+    def stream(self, reply: Reply, *, model: str = "", gpu: str = "") -> Reply:
+        """Show ``reply`` as it comes; ``model`` and ``gpu`` label its meter."""
+        self.model, self.gpu = model, gpu
         self.updates, self._last_text = 0, None
         live = uuid.uuid4().hex
         # First display = final state of this output (empty): what nbval compares with the file.
-        _publish({"text/plain": ""}, display_id=live)
+        publish({"text/plain": ""}, display_id=live)
         ticker = _Ticker(self.interval, lambda: self._update(live, reply))
         ticker.start()
         failure: Exception | None = None
@@ -159,14 +124,14 @@ class CellRenderer:
             ticker.stop()  # no live update may follow the final state
         steps = []
         if self.updates:  # else the live output still shows its first state: nothing to undo
-            steps.append(lambda: _publish({"text/plain": ""}, display_id=live, update=True))
+            steps.append(lambda: publish({"text/plain": ""}, display_id=live, update=True))
         if failure is None or reply.text:
             reasoning, answer = self.split(reply)
             markdown = reply_markdown(answer, reasoning, finish_reason=reply.stats.finish_reason)
             meter = meter_text(reply.stats, model=self.model, gpu=self.gpu)
-            steps.append(lambda: _publish({"text/markdown": markdown, "text/plain": reply.text}))
+            steps.append(lambda: publish({"text/markdown": markdown, "text/plain": reply.text}))
             if self.meter:
-                steps.append(lambda: _publish(_meter_data(meter)))
+                steps.append(lambda: publish(meter_line_data(meter)))
         _despite_interrupts(steps)
         if ticker.error is not None:  # a bug, not a user error: say so, the reply is shown
             print(f"(live updates stopped early: {ticker.error!r})", file=sys.stderr)
@@ -179,28 +144,26 @@ class CellRenderer:
         if stats.completion_tokens == 0:
             if self.updates == 0:  # the prompt takes a while: say so, once
                 self.updates += 1  # counted first: a failed send still gets the final emptying
-                _publish({"text/markdown": "*evaluating the prompt…*",
+                publish({"text/markdown": "*evaluating the prompt…*",
                           "text/plain": "evaluating the prompt…"}, display_id=live, update=True)
             return
         text = reply.text
         if text == self._last_text:
             return
         self._last_text = text
-        if stats.completion_tokens > 1 and stats.ttft_s is not None:
-            # live rate: tokens after the first over the time since it came
-            since_first = reply.elapsed_s - stats.ttft_s
-            if since_first > 0:
-                stats = replace(stats, decode_tok_s=(stats.completion_tokens - 1) / since_first)
+        rate = live_rate(reply)
+        if rate is not None:
+            stats = replace(stats, decode_tok_s=rate)
         reasoning, answer = self.split(reply)
         markdown = reply_markdown(answer, reasoning, live=True)
         if self.meter:
             meter = meter_text(stats, model=self.model, gpu=self.gpu, live=True)
-            data = {"text/markdown": f"{markdown}\n\n{_meter_html(meter)}",
+            data = {"text/markdown": f"{markdown}\n\n{meter_line_html(meter)}",
                     "text/plain": f"{text}\n\n{meter}"}
         else:
             data = {"text/markdown": markdown, "text/plain": text}
         self.updates += 1
-        _publish(data, display_id=live, update=True)
+        publish(data, display_id=live, update=True)
 
 
 class _Ticker:
@@ -252,7 +215,7 @@ def _despite_interrupts(steps: list[Callable[[], None]]) -> None:
                 continue
 
 
-def _publish(data: dict[str, str], *, display_id: str | None = None, update: bool = False) -> None:
+def publish(data: dict[str, str], *, display_id: str | None = None, update: bool = False) -> None:
     """One display message straight to the frontends (IPython's display() adds a formatter pass)."""
     from IPython.display import publish_display_data
 
@@ -263,19 +226,16 @@ def _publish(data: dict[str, str], *, display_id: str | None = None, update: boo
 
 
 class TerminalRenderer:
-    """Plain printing for terminal IPython, where display updates would re-print everything."""
+    """Plain printing for terminal IPython, where display updates would re-print everything.
+    The pieces print as they come (reasoning included, as the model wrote it)."""
 
-    def __init__(self, *, interval: float = 0.1, model: str = "", gpu: str = "",
-                 split: Callable[[Reply], tuple[str, str]] | None = None,
-                 meter: bool = True) -> None:
-        del interval, split  # the same options as CellRenderer; printing needs neither
-        self.model, self.gpu, self.meter = model, gpu, meter
-        self.updates = 0
+    def __init__(self, *, meter: bool = True) -> None:
+        self.meter = meter
 
     def note(self, text: str) -> None:
         print(f"ℹ {text}")
 
-    def stream(self, reply: Reply) -> Reply:
+    def stream(self, reply: Reply, *, model: str = "", gpu: str = "") -> Reply:
         try:
             for piece in reply:
                 print(piece, end="", flush=True)
@@ -285,16 +245,23 @@ class TerminalRenderer:
             print(" [interrupted]", end="")
         print()
         if self.meter:
-            print(f"\n{meter_text(reply.stats, model=self.model, gpu=self.gpu)}")
+            print(f"\n{meter_text(reply.stats, model=model, gpu=gpu)}")
         return reply
 
 
-def renderer_for(shell, **options):
-    """Display handles in a notebook kernel, plain prints in a terminal."""
+def in_notebook(shell: object) -> bool:
+    """Whether ``shell`` is a kernel's (display handles reach a frontend), not a terminal's."""
     try:
         from ipykernel.zmqshell import ZMQInteractiveShell
     except ImportError:  # pragma: no cover - ipykernel is there whenever a notebook is
-        ZMQInteractiveShell = ()
-    if isinstance(shell, ZMQInteractiveShell):
-        return CellRenderer(**options)
-    return TerminalRenderer(**options)
+        return False
+    return isinstance(shell, ZMQInteractiveShell)
+
+
+def renderer_for(shell, *, interval: float = DEFAULT_INTERVAL,
+                 split: Callable[[Reply], tuple[str, str]] | None = None,
+                 meter: bool = True) -> CellRenderer | TerminalRenderer:
+    """Display handles in a notebook kernel, plain prints in a terminal."""
+    if in_notebook(shell):
+        return CellRenderer(interval=interval, split=split, meter=meter)
+    return TerminalRenderer(meter=meter)

@@ -78,7 +78,7 @@ def test_more_gpu_layers_than_the_model_has(kernel, before):
     notes = " ".join(notes_of(cell))
     supports = kernel.value("__import__('llama_cpp').llama_supports_gpu_offload()")
     if supports:
-        layers = kernel.value("exaone_jupyter.get_session().backend.info.n_layers")
+        layers = kernel.value("exaone_jupyter.get_session().backend.info.local.gguf.n_layers")
         assert f"more than the model's {layers} layers" in notes and "all of them" in notes, cell
     else:  # this CPU-only build says so, and how to get a GPU build
         assert "gpu_layers=99 asks for a GPU" in notes and "no GPU support" in notes, cell
