@@ -9,14 +9,14 @@ STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test soak install bench clean
+.PHONY: demo test soak install bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,remote]'
+	$(PY) -m pip install --quiet -e '.[test,remote,lint]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -40,6 +40,15 @@ soak: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/stream_overhead.py
+
+# ruff (lint, then formatting: one line per file, `ruff format --diff` shows the change) and mypy,
+# configured in pyproject.toml. All three run, so one report shows everything; fails if any does.
+lint: $(STAMP)
+	@status=0; \
+	$(PY) -m ruff check . || status=1; \
+	$(PY) -m ruff format --check --output-format concise . || status=1; \
+	$(PY) -m mypy exaone_jupyter || status=1; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) build *.egg-info
