@@ -11,7 +11,6 @@ import signal
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 from exaone_jupyter.chat.families import EXAONE3
 from exaone_jupyter.chat.template import ChatTemplate
@@ -143,7 +142,10 @@ def test_ctrl_c_during_a_load_gives_back_the_model_loaded_before(bigger_gguf):
 # -- the magics in an in-process shell -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shell():
-    ip = InteractiveShell.instance()
+    from IPython.testing import globalipapp
+
+    globalipapp.start_ipython()  # the process's one test shell, shared with other test files
+    ip = globalipapp.get_ipython()
     ip.run_line_magic("load_ext", "exaone_jupyter")
     yield ip
     ip.run_line_magic("unload_ext", "exaone_jupyter")
@@ -184,3 +186,11 @@ def test_an_unknown_subcommand_suggests_the_likely_one(shell):
         shell.run_line_magic("exaone", "unlod")
     with pytest.raises(UsageError, match="unrecognized arguments: now"):
         shell.run_line_magic("exaone", "unload now")
+
+
+def test_a_refused_setting_does_not_break_reloading_the_extension(shell, caplog):
+    shell.run_line_magic("config", "ExaoneMagics.top_k = -3")  # refused; IPython keeps it anyway
+    assert any("top_k must be 0 (off) or more" in r.getMessage() for r in caplog.records)
+    shell.run_line_magic("reload_ext", "exaone_jupyter")  # would raise TraitError at creation
+    assert shell.magics_manager.registry["ExaoneMagics"].top_k == Sampling().top_k
+    assert "top_k" not in shell.config.get("ExaoneMagics", {})

@@ -56,26 +56,14 @@ class ExaoneMagics(Magics):
     show_meter = Bool(True, help="Show the tokens/s meter under each reply.").tag(config=True)
 
     # A bad %config value is refused when it is set, in one sentence, not at the next cell.
-    @validate("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty")
-    def _valid_sampling(self, proposal: dict) -> Any:
-        return _validated(lambda: Sampling.from_options(**{proposal["trait"].name:
-                                                            proposal["value"]}), proposal)
-
-    @validate("gpu_layers")
-    def _valid_gpu_layers(self, proposal: dict) -> Any:
-        return _validated(lambda: LoadOptions(gpu_layers=proposal["value"]), proposal)
-
-    @validate("n_ctx")
-    def _valid_n_ctx(self, proposal: dict) -> Any:
-        value = proposal["value"]
-        return _validated(lambda: LoadOptions(n_ctx=value or None), proposal,
-                          hint="0 means the default")
-
-    @validate("update_interval")
-    def _valid_interval(self, proposal: dict) -> Any:
-        if not proposal["value"] > 0:
-            raise TraitError(f"ExaoneMagics.update_interval must be a number of seconds above "
-                             f"0, not {proposal['value']!r}; the setting is unchanged.")
+    @validate("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "gpu_layers",
+              "n_ctx", "update_interval")
+    def _valid_setting(self, proposal: dict) -> Any:
+        try:
+            check_setting(proposal["trait"].name, proposal["value"])
+        except ExaoneError as err:
+            raise TraitError(f"ExaoneMagics.{str(err).rstrip('.')}; the setting is "
+                             "unchanged.") from None
         return proposal["value"]
 
     @observe("system")
@@ -315,15 +303,20 @@ def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
     return rows
 
 
-def _validated(check: Callable[[], object], proposal: dict, hint: str = "") -> Any:
-    """Run ``check``; its ExaoneError becomes the TraitError ``%config`` shows, in one sentence."""
-    try:
-        check()
-    except ExaoneError as err:
-        text = str(err).rstrip(".")
-        raise TraitError(f"ExaoneMagics.{text}{f' ({hint})' if hint else ''}; the setting is "
-                         "unchanged.") from None
-    return proposal["value"]
+def check_setting(name: str, value: object) -> None:
+    """Raise the ExaoneError (one sentence) that a bad value of setting ``name`` deserves."""
+    if name in SAMPLING_SETTINGS:
+        Sampling.from_options(**{name: value})
+    elif name == "gpu_layers":
+        LoadOptions(gpu_layers=str(value))
+    elif name == "n_ctx":
+        if value != 0:  # 0 means the default
+            LoadOptions(n_ctx=value)  # type: ignore[arg-type]
+    elif name == "update_interval" and not (isinstance(value, (int, float)) and value > 0):
+        raise ExaoneError(f"update_interval must be a number of seconds above 0, not {value!r}.")
+
+
+SAMPLING_SETTINGS = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty")
 
 
 def _show_loaded(info: SessionInfo) -> None:
@@ -385,6 +378,14 @@ def _table(rows: list[tuple[str, object]]) -> None:
 
 
 def register(ipython) -> None:
+    # %config keeps a value in the shell's config even when it was refused; left there, it
+    # would make the next %load_ext (or %reload_ext) fail. It was refused once: drop it.
+    settings = ipython.config.get("ExaoneMagics", {})
+    for name in [n for n in list(settings) if n in ExaoneMagics.class_trait_names()]:
+        try:
+            check_setting(name, settings[name])
+        except ExaoneError:
+            del settings[name]
     ipython.register_magics(ExaoneMagics)
 
 

@@ -335,7 +335,7 @@ class ChatPanel(ModelRow, widgets.VBox):
                     else:
                         spec = self.session.model_spec or ""
                         self.model.value = self._label_for(spec)
-                        how = "loaded" if self.session.backend.renders_template else "connected"
+                        how = "loaded" if self.session.backend.info.kind == "local" else "connected"
                         self._set_status("ok", f"Now {how}: {spec} (changed in a cell).")
                 self._sync_system()
                 self._render_transcript()
