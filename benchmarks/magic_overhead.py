@@ -42,9 +42,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
 
 MODELS = {
-    "tiny": dict(shape=TinyShape(n_ctx=4096), dtype="f32"),
-    "100m": dict(shape=TinyShape(n_embd=768, n_head=12, n_head_kv=4, n_ff=2048, n_layer=12,
-                                 n_ctx=4096), dtype="f16"),
+    "tiny": {"shape": TinyShape(n_ctx=4096), "dtype": "f32"},
+    "100m": {
+        "shape": TinyShape(n_embd=768, n_head=12, n_head_kv=4, n_ff=2048, n_layer=12, n_ctx=4096),
+        "dtype": "f16",
+    },
 }
 QUESTION = "Tell me a long story about the sea."
 
@@ -95,11 +97,15 @@ def engine_run(session, n: int) -> Run:
 def magic_run(kernel, n: int) -> Run:
     cell = kernel.run(f"%%exaone -t 0 -n {n} --no-history\n{QUESTION}", timeout=600)
     assert cell.ok and not cell.stderr, (cell.reply, cell.stderr)
-    outputs = [m for m in cell.messages
-               if m.type in ("display_data", "update_display_data", "stream")]
-    run = Run(outputs[-1].time - outputs[0].time,
-              kernel.eval("exaone_jupyter.last_reply().stats.as_dict()"),
-              updates=len(cell.updates), peak=peak_per_second([m.time for m in cell.updates]))
+    outputs = [
+        m for m in cell.messages if m.type in ("display_data", "update_display_data", "stream")
+    ]
+    run = Run(
+        outputs[-1].time - outputs[0].time,
+        kernel.eval("exaone_jupyter.last_reply().stats.as_dict()"),
+        updates=len(cell.updates),
+        peak=peak_per_second([m.time for m in cell.updates]),
+    )
     assert run.tokens == n, run.stats
     return run
 
@@ -117,21 +123,36 @@ def peak_per_second(times: list[float]) -> int:
 def row(model: str, n: int, engine: list[Run], magic: list[Run]) -> dict:
     med = lambda runs, key: statistics.median(getattr(r, key) for r in runs)  # noqa: E731
     e_out, m_out = med(engine, "outside_us"), med(magic, "outside_us")
-    return dict(
-        model=model, tokens=n,
-        decode_tok_s=statistics.median(r.stats["decode_tok_s"] for r in engine + magic),
-        engine_tok_s=n / med(engine, "seconds"), magic_tok_s=n / med(magic, "seconds"),
-        engine_outside_us=e_out, magic_outside_us=m_out, ratio=m_out / e_out,
-        fixed_ms=med(magic, "fixed_ms"),
-        loop_ratio=med(magic, "loop_us") / med(engine, "loop_us"),
-        updates=max(r.updates for r in magic), peak_per_s=max(r.peak for r in magic))
+    return {
+        "model": model,
+        "tokens": n,
+        "decode_tok_s": statistics.median(r.stats["decode_tok_s"] for r in engine + magic),
+        "engine_tok_s": n / med(engine, "seconds"),
+        "magic_tok_s": n / med(magic, "seconds"),
+        "engine_outside_us": e_out,
+        "magic_outside_us": m_out,
+        "ratio": m_out / e_out,
+        "fixed_ms": med(magic, "fixed_ms"),
+        "loop_ratio": med(magic, "loop_us") / med(engine, "loop_us"),
+        "updates": max(r.updates for r in magic),
+        "peak_per_s": max(r.peak for r in magic),
+    }
 
 
-COLUMNS = [("model", "{:>5}"), ("tokens", "{:>6}"), ("decode_tok_s", "{:>12.0f}"),
-           ("engine_tok_s", "{:>12.0f}"), ("magic_tok_s", "{:>11.0f}"),
-           ("engine_outside_us", "{:>17.1f}"), ("magic_outside_us", "{:>16.1f}"),
-           ("ratio", "{:>6.2f}"), ("fixed_ms", "{:>8.2f}"), ("loop_ratio", "{:>10.2f}"),
-           ("updates", "{:>7}"), ("peak_per_s", "{:>10}")]
+COLUMNS = [
+    ("model", "{:>5}"),
+    ("tokens", "{:>6}"),
+    ("decode_tok_s", "{:>12.0f}"),
+    ("engine_tok_s", "{:>12.0f}"),
+    ("magic_tok_s", "{:>11.0f}"),
+    ("engine_outside_us", "{:>17.1f}"),
+    ("magic_outside_us", "{:>16.1f}"),
+    ("ratio", "{:>6.2f}"),
+    ("fixed_ms", "{:>8.2f}"),
+    ("loop_ratio", "{:>10.2f}"),
+    ("updates", "{:>7}"),
+    ("peak_per_s", "{:>10}"),
+]
 
 
 def print_row(r: dict, header: bool) -> None:
@@ -144,27 +165,37 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="tiny,100m", help="comma list of: " + ", ".join(MODELS))
     parser.add_argument("--lengths", default="50,400,2000")
-    parser.add_argument("--repeats", default="tiny=7,100m=1",
-                        help="runs per length and model (medians are shown): N or MODEL=N,...")
-    parser.add_argument("--interval", type=float, default=0.1,
-                        help="ExaoneMagics.update_interval (the default is 0.1)")
+    parser.add_argument(
+        "--repeats",
+        default="tiny=7,100m=1",
+        help="runs per length and model (medians are shown): N or MODEL=N,...",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=0.1,
+        help="ExaoneMagics.update_interval (the default is 0.1)",
+    )
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
-    repeats = ({k: int(v) for k, v in (x.split("=") for x in args.repeats.split(","))}
-               if "=" in args.repeats else {name: int(args.repeats) for name in MODELS})
-
-    from kernel_helpers import Kernel
+    repeats = (
+        {k: int(v) for k, v in (x.split("=") for x in args.repeats.split(","))}
+        if "=" in args.repeats
+        else {name: int(args.repeats) for name in MODELS}
+    )
 
     from exaone_jupyter.session import Session
+    from kernel_helpers import Kernel
 
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp, Kernel(cwd=tmp) as kernel:
         kernel.run("%load_ext exaone_jupyter\nimport exaone_jupyter")
         kernel.run(f"%config ExaoneMagics.update_interval = {args.interval}")
         for name in args.models.split(","):
-            path = write_random_gguf(Path(tmp) / f"{name}.gguf", quiet_control_tokens=True,
-                                     **MODELS[name])
+            path = write_random_gguf(
+                Path(tmp) / f"{name}.gguf", quiet_control_tokens=True, **MODELS[name]
+            )
             session = Session()
             session.load(str(path), n_ctx=4096)
             cell = kernel.run(f"%exaone load {path} --n-ctx 4096")
@@ -181,11 +212,13 @@ def main() -> int:
             session.unload()
             kernel.run("%exaone unload")
 
-    print(f"\nworst ratio {max(r['ratio'] for r in rows):.2f}, worst loop_ratio "
-          f"{max(r['loop_ratio'] for r in rows):.2f} (target <= 1.10); fixed cost per cell "
-          f"{min(r['fixed_ms'] for r in rows):.1f}-{max(r['fixed_ms'] for r in rows):.1f} ms; "
-          f"most display updates in one second: {max(r['peak_per_s'] for r in rows)} "
-          "(target <= 20)")
+    print(
+        f"\nworst ratio {max(r['ratio'] for r in rows):.2f}, worst loop_ratio "
+        f"{max(r['loop_ratio'] for r in rows):.2f} (target <= 1.10); fixed cost per cell "
+        f"{min(r['fixed_ms'] for r in rows):.1f}-{max(r['fixed_ms'] for r in rows):.1f} ms; "
+        f"most display updates in one second: {max(r['peak_per_s'] for r in rows)} "
+        "(target <= 20)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

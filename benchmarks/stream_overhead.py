@@ -39,13 +39,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import llama_cpp  # noqa: E402
+import llama_cpp
 
-from exaone_jupyter.engine.backend import Request, Sampling  # noqa: E402
-from exaone_jupyter.engine.backend import LoadOptions  # noqa: E402
-from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
-from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
-from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
+from exaone_jupyter.engine.backend import (
+    LoadOptions,
+    Request,
+    Sampling,
+)
+from exaone_jupyter.engine.local import LocalBackend
+from exaone_jupyter.model.gguf_check import read_gguf
+from exaone_jupyter.testing import TinyShape, write_random_gguf
 
 N_CTX = 4096
 USER = "Tell me about Seoul."
@@ -54,8 +57,10 @@ PROMPT = f"[|system|][|endofturn|]\n[|user|]{USER}\n[|assistant|]"  # what the G
 
 MODELS = {
     "tiny": (TinyShape(n_ctx=N_CTX), "f32"),
-    "75M": (TinyShape(n_embd=768, n_head=12, n_head_kv=4, n_ff=2048, n_layer=12, n_ctx=N_CTX),
-            "f16"),
+    "75M": (
+        TinyShape(n_embd=768, n_head=12, n_head_kv=4, n_ff=2048, n_layer=12, n_ctx=N_CTX),
+        "f16",
+    ),
 }
 
 
@@ -79,16 +84,18 @@ def engine_once(backend: LocalBackend, ids: list[int], n: int) -> tuple[float, f
         pass
     s = reply.stats
     if s.completion_tokens != n or s.finish_reason != "length":
-        raise SystemExit(f"engine produced {s.completion_tokens} tokens ({s.finish_reason}), "
-                         f"not {n}")
+        raise SystemExit(
+            f"engine produced {s.completion_tokens} tokens ({s.finish_reason}), not {n}"
+        )
     wall = s.total_s - s.ttft_s  # the n - 1 decode steps after the first sampled token
     return (n - 1) / wall, s.decode_tok_s, (wall / (n - 1) - 1 / s.decode_tok_s) * 1e6
 
 
 def ccc_once(llm: llama_cpp.Llama, n_prompt: int, n: int, budget_s: float):
     """(tok/s, note, capped) of create_chat_completion(stream=True), stopped after ``budget_s``."""
-    chunks = llm.create_chat_completion([{"role": "user", "content": USER}], max_tokens=n,
-                                        temperature=0, stream=True)
+    chunks = llm.create_chat_completion(
+        [{"role": "user", "content": USER}], max_tokens=n, temperature=0, stream=True
+    )
     started = time.perf_counter()
     first_at, first_k, capped, note = None, 0, False, ""
     for chunk in chunks:
@@ -147,16 +154,29 @@ def floor_once(llm: llama_cpp.Llama, n_prompt: int, n: int) -> float:
         llama_cpp.llama_batch_free(batch)
 
 
-def run_model(label: str, directory: Path, lengths: list[int], repeats: int, budget_s: float,
-              threads: int | None, output: str) -> tuple[list[Row], str]:
+def run_model(
+    label: str,
+    directory: Path,
+    lengths: list[int],
+    repeats: int,
+    budget_s: float,
+    threads: int | None,
+    output: str,
+) -> tuple[list[Row], str]:
     shape, dtype = MODELS[label]
     started = time.perf_counter()
-    path = write_random_gguf(directory / f"{label}.gguf", shape=shape, dtype=dtype,
-                             quiet_control_tokens=True,
-                             favour_text=TEXT if output == "text" else None)
+    path = write_random_gguf(
+        directory / f"{label}.gguf",
+        shape=shape,
+        dtype=dtype,
+        quiet_control_tokens=True,
+        favour_text=TEXT if output == "text" else None,
+    )
     info = read_gguf(path)
-    about = (f"{label}: {info.n_params / 1e6:.2f}M parameters, {info.quantization}, "
-             f"{info.file_size / 2**20:.1f} MiB (written in {time.perf_counter() - started:.1f} s)")
+    about = (
+        f"{label}: {info.n_params / 1e6:.2f}M parameters, {info.quantization}, "
+        f"{info.file_size / 2**20:.1f} MiB (written in {time.perf_counter() - started:.1f} s)"
+    )
     print(about, file=sys.stderr, flush=True)
 
     # Both engines stay loaded and take turns, so both see the same load on a shared machine.
@@ -165,16 +185,25 @@ def run_model(label: str, directory: Path, lengths: list[int], repeats: int, bud
     backend.stream(Request(Sampling(temperature=0, max_tokens=8), prompt_ids=ids)).consume()
     thread_args = {"n_threads": threads, "n_threads_batch": threads} if threads else {}
     llm = llama_cpp.Llama(str(path), n_ctx=N_CTX, n_gpu_layers=0, verbose=False, **thread_args)
-    list(llm.create_chat_completion([{"role": "user", "content": USER}], max_tokens=1,
-                                    temperature=0, stream=True))
+    list(
+        llm.create_chat_completion(
+            [{"role": "user", "content": USER}], max_tokens=1, temperature=0, stream=True
+        )
+    )
     n_prompt = llm.n_tokens  # the prompt, evaluated; a 1-token reply adds nothing
     if [int(t) for t in llm.input_ids[:n_prompt]] != ids:
         print("note: create_chat_completion's prompt differs from ours", file=sys.stderr)
 
     rows: list[Row] = []
     for n in lengths:
-        runs: dict[str, list[float]] = {"engine": [], "decode": [], "ratio": [], "overhead": [],
-                                        "floor": [], "ccc": []}
+        runs: dict[str, list[float]] = {
+            "engine": [],
+            "decode": [],
+            "ratio": [],
+            "overhead": [],
+            "floor": [],
+            "ccc": [],
+        }
         note, capped, spent, run = "", False, 0.0, 0
         # Short runs are repeated more (up to 25 or about a second): one preemption of a few ms
         # would otherwise add tens of µs to every token of a 50-token reply.
@@ -193,28 +222,47 @@ def run_model(label: str, directory: Path, lengths: list[int], repeats: int, bud
                 runs["floor"].append(floor_once(llm, n_prompt, n))
             run += 1
         m = {k: statistics.median(v) if v else None for k, v in runs.items()}
-        rows.append(Row(label, n, m["engine"], m["decode"], m["ratio"], m["overhead"], m["floor"],
-                        m["ccc"], note))
+        rows.append(
+            Row(
+                label,
+                n,
+                m["engine"],
+                m["decode"],
+                m["ratio"],
+                m["overhead"],
+                m["floor"],
+                m["ccc"],
+                note,
+            )
+        )
         ccc = "-" if m["ccc"] is None else f"{m['ccc']:,.1f}"
-        print(f"  {n:>5} tokens: engine {m['engine']:,.0f} tok/s, decode {m['decode']:,.0f} tok/s, "
-              f"overhead {m['overhead']:.1f} µs/token (floor {m['floor']:.1f}), "
-              f"create_chat_completion {ccc} tok/s {note}", file=sys.stderr, flush=True)
+        print(
+            f"  {n:>5} tokens: engine {m['engine']:,.0f} tok/s, decode {m['decode']:,.0f} tok/s, "
+            f"overhead {m['overhead']:.1f} µs/token (floor {m['floor']:.1f}), "
+            f"create_chat_completion {ccc} tok/s {note}",
+            file=sys.stderr,
+            flush=True,
+        )
     backend.close()
     llm.close()
     return rows, about
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| model | tokens | engine tok/s | llama.cpp decode tok/s | engine / decode | "
-             "overhead µs/token | floor µs/token | create_chat_completion tok/s | engine / ccc |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | tokens | engine tok/s | llama.cpp decode tok/s | engine / decode | "
+        "overhead µs/token | floor µs/token | create_chat_completion tok/s | engine / ccc |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         ccc = "n/a" if r.ccc is None else f"{r.ccc:,.1f}"
         ccc += f" ({r.ccc_note})" if r.ccc_note else ""
         speedup = "n/a" if not r.ccc else f"{r.engine / r.ccc:,.1f}×"
-        lines.append(f"| {r.model} | {r.tokens:,} | {r.engine:,.0f} | {r.decode:,.0f} | "
-                     f"{r.ratio:.3f} | {r.overhead_us:.1f} | {r.floor_us:.1f} | {ccc} | "
-                     f"{speedup} |")
+        lines.append(
+            f"| {r.model} | {r.tokens:,} | {r.engine:,.0f} | {r.decode:,.0f} | "
+            f"{r.ratio:.3f} | {r.overhead_us:.1f} | {r.floor_us:.1f} | {ccc} | "
+            f"{speedup} |"
+        )
     return "\n".join(lines)
 
 
@@ -224,30 +272,47 @@ def verdict(rows: list[Row]) -> list[str]:
     if tiny:
         worst = max(r.overhead_us for r in tiny)
         spread = worst - min(r.overhead_us for r in tiny)
-        out.append(f"- tiny: overhead ≤ 50 µs/token: {'yes' if worst <= 50 else 'NO'} "
-                   f"(worst {worst:.1f}); flat from {tiny[0].tokens} to {tiny[-1].tokens} tokens: "
-                   f"{'yes' if spread <= 10 else 'NO'} (spread {spread:.1f} µs)")
+        out.append(
+            f"- tiny: overhead ≤ 50 µs/token: {'yes' if worst <= 50 else 'NO'} "
+            f"(worst {worst:.1f}); flat from {tiny[0].tokens} to {tiny[-1].tokens} tokens: "
+            f"{'yes' if spread <= 10 else 'NO'} (spread {spread:.1f} µs)"
+        )
     big = [r for r in rows if r.model != "tiny"]
     if big:
         low = min(r.ratio for r in big)
-        out.append(f"- {big[0].model}: engine ≥ 0.98× llama.cpp decode: "
-                   f"{'yes' if low >= 0.98 else 'NO'} (lowest {low:.3f})")
+        out.append(
+            f"- {big[0].model}: engine ≥ 0.98× llama.cpp decode: "
+            f"{'yes' if low >= 0.98 else 'NO'} (lowest {low:.3f})"
+        )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="50 and 400 tokens only, short create_chat_completion budget")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="50 and 400 tokens only, short create_chat_completion budget",
+    )
     parser.add_argument("--lengths", type=int, nargs="+", help="reply lengths in tokens")
-    parser.add_argument("--repeats", type=int,
-                        help="runs per measurement, at least (default 3; the median is shown)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        help="runs per measurement, at least (default 3; the median is shown)",
+    )
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["tiny", "75M"])
-    parser.add_argument("--ccc-budget", type=float,
-                        help="seconds after which a create_chat_completion run is stopped")
+    parser.add_argument(
+        "--ccc-budget",
+        type=float,
+        help="seconds after which a create_chat_completion run is stopped",
+    )
     parser.add_argument("--threads", type=int, help="llama.cpp threads (default: its own)")
-    parser.add_argument("--output", choices=["text", "bytes"], default="text",
-                        help="what the models write: valid text (default) or random bytes")
+    parser.add_argument(
+        "--output",
+        choices=["text", "bytes"],
+        default="text",
+        help="what the models write: valid text (default) or random bytes",
+    )
     args = parser.parse_args(argv)
     lengths = args.lengths or ([50, 400] if args.quick else [50, 400, 2000])
     repeats = args.repeats or 3
@@ -256,16 +321,19 @@ def main(argv: list[str] | None = None) -> int:
     rows, abouts = [], []
     with tempfile.TemporaryDirectory(prefix="exaone-bench-") as tmp:
         for label in args.models:
-            got, about = run_model(label, Path(tmp), lengths, repeats, budget, args.threads,
-                                   args.output)
+            got, about = run_model(
+                label, Path(tmp), lengths, repeats, budget, args.threads, args.output
+            )
             rows += got
             abouts.append(about)
 
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"llama-cpp-python {llama_cpp.__version__}, threads {args.threads or 'default'}, "
-          f"median of {repeats}+ runs (create_chat_completion: stopped after {budget:.0f} s), "
-          f"output {args.output}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"llama-cpp-python {llama_cpp.__version__}, threads {args.threads or 'default'}, "
+        f"median of {repeats}+ runs (create_chat_completion: stopped after {budget:.0f} s), "
+        f"output {args.output}"
+    )
     for about in abouts:
         print(f"model {about}")
     print()

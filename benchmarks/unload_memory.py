@@ -36,21 +36,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
+import llama_cpp  # noqa: F401  (before numpy, as Session.load does)
+import psutil
 
-import llama_cpp  # noqa: E402, F401  (before numpy, as Session.load does)
-from exaone_jupyter.engine import heap  # noqa: E402
-from exaone_jupyter.engine.backend import Sampling  # noqa: E402
-from exaone_jupyter.session import Session  # noqa: E402
-from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
+from exaone_jupyter.engine import heap
+from exaone_jupyter.engine.backend import Sampling
+from exaone_jupyter.session import Session
+from exaone_jupyter.testing import TinyShape, write_random_gguf
 
 MIB = 2**20
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def in_use_bytes() -> int:
@@ -67,8 +79,9 @@ def measure(spec: str, cycles: int) -> dict:
     kept, trim_ms, trimmed, in_use = [], [], [], []
     for _ in range(cycles):
         session.load(spec)
-        session.ask("한국의 수도는 어디인가요?", Sampling(temperature=0, max_tokens=16),
-                    history=False).consume()
+        session.ask(
+            "한국의 수도는 어디인가요?", Sampling(temperature=0, max_tokens=16), history=False
+        ).consume()
         heap.release_free_pages = lambda: False  # the unload as glibc alone would leave it
         try:
             session.unload()
@@ -85,10 +98,15 @@ def measure(spec: str, cycles: int) -> dict:
         trimmed.append(after / MIB)
         in_use.append(in_use_bytes())
     first = max(1, cycles // 10) - 1
-    return {"kept_median": statistics.median(kept), "kept_max": max(kept),
-            "trim_ms": statistics.median(trim_ms), "rss": trimmed[-1],
-            "growth": trimmed[-1] / trimmed[first] - 1, "from_cycle": first + 1,
-            "in_use_kb_per_cycle": (in_use[-1] - in_use[first]) / 1024 / max(1, cycles - 1 - first)}
+    return {
+        "kept_median": statistics.median(kept),
+        "kept_max": max(kept),
+        "trim_ms": statistics.median(trim_ms),
+        "rss": trimmed[-1],
+        "growth": trimmed[-1] / trimmed[first] - 1,
+        "from_cycle": first + 1,
+        "in_use_kb_per_cycle": (in_use[-1] - in_use[first]) / 1024 / max(1, cycles - 1 - first),
+    }
 
 
 def main() -> None:
@@ -100,23 +118,38 @@ def main() -> None:
         print(json.dumps(measure(args.model, args.cycles)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        big = write_random_gguf(Path(tmp) / "75M.gguf", dtype="f16", shape=TinyShape(
-            n_embd=768, n_head=12, n_head_kv=4, n_ff=2048, n_layer=12, n_ctx=2048))
-        models = {"exaone-demo (3.4 MB)": "exaone-demo",
-                  f"random 75M f16 ({big.stat().st_size / 1e6:.0f} MB)": str(big)}
-        print(f"{args.cycles} load / ask / unload cycles per model, each model in a fresh process\n")
-        print("| model | kept after unload, MiB (median / max) | trim ms | RSS after trim, MiB "
-              "| growth of trimmed RSS | in use, KB per cycle |")
+        big = write_random_gguf(
+            Path(tmp) / "75M.gguf",
+            dtype="f16",
+            shape=TinyShape(n_embd=768, n_head=12, n_head_kv=4, n_ff=2048, n_layer=12, n_ctx=2048),
+        )
+        models = {
+            "exaone-demo (3.4 MB)": "exaone-demo",
+            f"random 75M f16 ({big.stat().st_size / 1e6:.0f} MB)": str(big),
+        }
+        print(
+            f"{args.cycles} load / ask / unload cycles per model, each model in a fresh process\n"
+        )
+        print(
+            "| model | kept after unload, MiB (median / max) | trim ms | RSS after trim, MiB "
+            "| growth of trimmed RSS | in use, KB per cycle |"
+        )
         print("|---|---|---|---|---|---|")
         for label, spec in models.items():
-            child = subprocess.run([sys.executable, __file__, "--model", spec,
-                                    "--cycles", str(args.cycles)],
-                                   check=True, capture_output=True, text=True)
+            child = subprocess.run(
+                [sys.executable, __file__, "--model", spec, "--cycles", str(args.cycles)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             r = json.loads(child.stdout.splitlines()[-1])
-            print(f"| {label} | {r['kept_median']:.1f} / {r['kept_max']:.1f} | {r['trim_ms']:.1f} "
-                  f"| {r['rss']:.1f} | {r['growth']:+.1%} from cycle {r['from_cycle']} "
-                  f"| {r['in_use_kb_per_cycle']:+.2f} |",
-                  flush=True)
+            print(
+                f"| {label} | {r['kept_median']:.1f} / {r['kept_max']:.1f} | {r['trim_ms']:.1f} "
+                f"| {r['rss']:.1f} | {r['growth']:+.1%} from cycle {r['from_cycle']} "
+                f"| {r['in_use_kb_per_cycle']:+.2f} |",
+                flush=True,
+            )
+
 
 if __name__ == "__main__":
     main()

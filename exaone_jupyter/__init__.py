@@ -6,26 +6,36 @@ fast: llama_cpp is imported by the first model load, not here.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["load_ipython_extension", "unload_ipython_extension", "last_reply", "render_prompt",
-           "get_session", "ChatPanel"]
+__all__ = [
+    "ChatPanel",
+    "get_session",
+    "last_reply",
+    "load_ipython_extension",
+    "render_prompt",
+    "unload_ipython_extension",
+]
 
 
 def load_ipython_extension(ipython: Any) -> None:
     from .ui.magics import register
+
     register(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     from .ui.magics import unregister
+
     unregister(ipython)
 
 
 def get_session():
     """The kernel's one session: the loaded model and the conversation."""
     from .session import get_session as _get
+
     return _get()
 
 
@@ -42,5 +52,6 @@ def render_prompt(messages: Sequence[dict], **variables: Any) -> tuple[str, list
 def __getattr__(name: str) -> Any:
     if name == "ChatPanel":  # ipywidgets is imported only when the panel is wanted
         from .ui.panel import ChatPanel
+
         return ChatPanel
     raise AttributeError(name)

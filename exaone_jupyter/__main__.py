@@ -13,9 +13,13 @@ from .session import Session
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m exaone_jupyter", description=__doc__)
     parser.add_argument("question")
-    parser.add_argument("-m", "--model", default=None,
-                        help="path, REPO:FILE or catalog alias (default: $EXAONE_JUPYTER_MODEL "
-                             "or the catalog default)")
+    parser.add_argument(
+        "-m",
+        "--model",
+        default=None,
+        help="path, REPO:FILE or catalog alias (default: $EXAONE_JUPYTER_MODEL "
+        "or the catalog default)",
+    )
     parser.add_argument("-t", "--temperature", type=float, default=0.0)
     parser.add_argument("-n", "--max-tokens", type=int, default=256)
     parser.add_argument("--gpu-layers", default="auto")
@@ -28,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         backend = session.info().backend
         where = backend.local.offload.label if backend.local else backend.label
         print(f"model: {backend.model} ({where})", file=sys.stderr)
-        reply = session.ask(args.question, Sampling(temperature=args.temperature,
-                                                    max_tokens=args.max_tokens))
+        reply = session.ask(
+            args.question, Sampling(temperature=args.temperature, max_tokens=args.max_tokens)
+        )
         for piece in reply:
             print(piece, end="", flush=True)
     except ExaoneError as err:
@@ -37,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     s = reply.stats
     rate = f"{s.decode_tok_s:.1f} tokens/s" if s.decode_tok_s else "n/a tokens/s"
-    print(f"\n\n[{s.completion_tokens} tokens, {rate} decode, first token after "
-          f"{(s.ttft_s or 0) * 1000:.0f} ms, finish: {s.finish_reason}]")
+    print(
+        f"\n\n[{s.completion_tokens} tokens, {rate} decode, first token after "
+        f"{(s.ttft_s or 0) * 1000:.0f} ms, finish: {s.finish_reason}]"
+    )
     return 0
 
 

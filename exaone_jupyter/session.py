@@ -10,8 +10,9 @@ import os
 import re
 import warnings
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .chat.conversation import Conversation
 from .chat.families import Family
@@ -95,7 +96,11 @@ class Session:
             try:
                 callback(what)
             except Exception as err:  # a view that fails must not undo the change it shows
-                warnings.warn(f"exaone_jupyter: a session watcher failed: {err!r}", RuntimeWarning)
+                warnings.warn(
+                    f"exaone_jupyter: a session watcher failed: {err!r}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         self._watchers = [ref for ref in self._watchers if ref() is not None]
 
     # -- models ---------------------------------------------------------------------------------
@@ -112,6 +117,7 @@ class Session:
             import llama_cpp  # noqa: F401  (before numpy: see load)
 
             from .engine.gpu import probe_gpu
+
             return probe_gpu()
         except Exception:
             return GpuInfo(False)
@@ -136,8 +142,14 @@ class Session:
         except ExaoneError:
             return None
 
-    def load(self, spec: str | None = None, *, file_glob: str | None = None,
-             on_progress: Callable[[float], None] | None = None, **options: Any) -> list[str]:
+    def load(
+        self,
+        spec: str | None = None,
+        *,
+        file_glob: str | None = None,
+        on_progress: Callable[[float], None] | None = None,
+        **options: Any,
+    ) -> list[str]:
         """Load ``spec`` (same spec and options: nothing to do); returns notices to show.
 
         ``on_progress(fraction)`` follows llama.cpp's own loading, in this thread. A load that
@@ -163,8 +175,10 @@ class Session:
         probe(gguf.path)  # a file llama.cpp would abort() on ends a child process, not the kernel
         # A template that does not compile fails here, while the old model is still loaded.
         template = ChatTemplate.for_model(
-            gguf.chat_template, family_hint=resolved.family_hint or _family_of_arch(gguf.architecture),
-            model_name=gguf.path.name)
+            gguf.chat_template,
+            family_hint=resolved.family_hint or _family_of_arch(gguf.architecture),
+            model_name=gguf.path.name,
+        )
         previous = self._local if self.backend is not None else None
         self.unload()  # free the old weights before the new ones take memory
         try:
@@ -172,26 +186,36 @@ class Session:
         except BaseException as err:
             restored = self._restore(previous)
             if isinstance(err, KeyboardInterrupt):
-                now = (f"{previous.spec} is loaded again" if restored
-                       else "no model is loaded")
-                raise ExaoneError(f"Loading {spec} was interrupted and {now}; run the load "
-                                  "again to retry.") from None
+                now = (
+                    f"{previous.spec} is loaded again"
+                    if restored and previous
+                    else "no model is loaded"
+                )
+                raise ExaoneError(
+                    f"Loading {spec} was interrupted and {now}; run the load again to retry."
+                ) from None
             raise
         notices = list(self.require_backend().info.notices)
         if template.notice:
             notices.append(template.notice)
         if not gguf.is_exaone_arch and template.family is None:
-            notices.append(f"{gguf.name} is not an EXAONE model (architecture {gguf.architecture}); "
-                           "it loads, but its template is not one this package knows.")
+            notices.append(
+                f"{gguf.name} is not an EXAONE model (architecture {gguf.architecture}); "
+                "it loads, but its template is not one this package knows."
+            )
         return notices
 
-    def _attach_local(self, load: _LocalLoad,
-                      on_progress: Callable[[float], None] | None = None) -> None:
+    def _attach_local(
+        self, load: _LocalLoad, on_progress: Callable[[float], None] | None = None
+    ) -> None:
         from .engine.local import LocalBackend
 
         backend = LocalBackend(load.gguf, load.options, on_progress=on_progress)
-        self._attach(backend, load.template.with_special_tokens(backend.bos_text, backend.eos_text),
-                     load.spec)
+        self._attach(
+            backend,
+            load.template.with_special_tokens(backend.bos_text, backend.eos_text),
+            load.spec,
+        )
         self._local = load
 
     def _restore(self, previous: _LocalLoad | None) -> bool:
@@ -224,8 +248,14 @@ class Session:
         self._changed("model")
         return True
 
-    def connect(self, url: str, *, model: str | None = None, api_key_env: str | None = None,
-                n_ctx: int | None = None) -> list[str]:
+    def connect(
+        self,
+        url: str,
+        *,
+        model: str | None = None,
+        api_key_env: str | None = None,
+        n_ctx: int | None = None,
+    ) -> list[str]:
         """Use an OpenAI-compatible server instead of a local model; the conversation stays.
 
         The server applies its own chat template; the model's name picks the EXAONE family for
@@ -238,17 +268,22 @@ class Session:
         if api_key_env:
             api_key = os.environ.get(api_key_env)
             if not api_key:
-                raise ExaoneError(f"The environment variable {api_key_env} is not set; set it to "
-                                  "the server's API key and connect again.")
-        backend = RemoteBackend(url, model=model, api_key=api_key, api_key_env=api_key_env,
-                                n_ctx=n_ctx)
+                raise ExaoneError(
+                    f"The environment variable {api_key_env} is not set; set it to "
+                    "the server's API key and connect again."
+                )
+        backend = RemoteBackend(
+            url, model=model, api_key=api_key, api_key_env=api_key_env, n_ctx=n_ctx
+        )
         family = FAMILIES.get(_family_of_name(backend.model) or "")
         template = ChatTemplate(family.template, family=family) if family else None
         self.attach(backend, template, backend.model)
         notices = list(backend.info.notices)
         if family is None:
-            notices.append(f"{backend.model} does not look like an EXAONE model by its name; it is "
-                           "used as the server serves it, with no default system prompt.")
+            notices.append(
+                f"{backend.model} does not look like an EXAONE model by its name; it is "
+                "used as the server serves it, with no default system prompt."
+            )
         return notices
 
     def disconnect(self) -> bool:
@@ -259,8 +294,10 @@ class Session:
 
     def require_backend(self) -> Backend:
         if self.backend is None:
-            raise ExaoneError("No model is loaded; run `%exaone load exaone-demo` (offline) or "
-                              "`%exaone load` for the default EXAONE model.")
+            raise ExaoneError(
+                "No model is loaded; run `%exaone load exaone-demo` (offline) or "
+                "`%exaone load` for the default EXAONE model."
+            )
         return self.backend
 
     # -- conversation ---------------------------------------------------------------------------
@@ -280,8 +317,16 @@ class Session:
         return self.conversation
 
     # -- asking ---------------------------------------------------------------------------------
-    def prepare(self, question: str, sampling: Sampling, *, system: str | None = None,
-                new: bool = False, history: bool = True, think: bool = False) -> Turn:
+    def prepare(
+        self,
+        question: str,
+        sampling: Sampling,
+        *,
+        system: str | None = None,
+        new: bool = False,
+        history: bool = True,
+        think: bool = False,
+    ) -> Turn:
         """Build the prompt for ``question``; nothing is generated or remembered yet."""
         backend = self.require_backend()
         if not question.strip():
@@ -305,25 +350,34 @@ class Session:
 
         limit = backend.n_ctx - sampling.max_tokens
         if limit < 1:
-            raise ExaoneError(f"max_tokens={sampling.max_tokens} leaves no room for the prompt in the "
-                              f"{backend.n_ctx}-token context; lower --max-tokens.")
-        fitted = source.fit(current, lambda msgs: template.prompt(msgs, tokenizer, **variables),
-                            limit)
+            raise ExaoneError(
+                f"max_tokens={sampling.max_tokens} leaves no room for the prompt in the "
+                f"{backend.n_ctx}-token context; lower --max-tokens."
+            )
+        fitted = source.fit(
+            current, lambda msgs: template.prompt(msgs, tokenizer, **variables), limit
+        )
         if fitted.dropped:
             n = fitted.dropped
-            notes.append(f"The {n} oldest turn{'s' if n > 1 else ''} no longer fit the "
-                         f"{backend.n_ctx}-token context and {'were' if n > 1 else 'was'} "
-                         "left out of this prompt (the history keeps them).")
+            notes.append(
+                f"The {n} oldest turn{'s' if n > 1 else ''} no longer fit the "
+                f"{backend.n_ctx}-token context and {'were' if n > 1 else 'was'} "
+                "left out of this prompt (the history keeps them)."
+            )
         return Turn(question, fitted.messages, fitted.prompt, sampling, think, history, notes)
 
     def send(self, turn: Turn) -> Reply:
         """Start generating; the turn joins the history when the reply ends (partial included)."""
         backend = self.require_backend()
         family = self._family()
-        request = Request(turn.sampling, prompt_ids=turn.prompt.ids if turn.prompt else None,
-                          messages=turn.messages, template_kwargs=turn.template_kwargs,
-                          reasoning_tags=family.reasoning_tags if family else None,
-                          opens_reasoning=self._prompt_opens_reasoning(turn))
+        request = Request(
+            turn.sampling,
+            prompt_ids=turn.prompt.ids if turn.prompt else None,
+            messages=turn.messages,
+            template_kwargs=turn.template_kwargs,
+            reasoning_tags=family.reasoning_tags if family else None,
+            opens_reasoning=self._prompt_opens_reasoning(turn),
+        )
         reply = backend.stream(request)
         previous, self.last_reply = self.last_reply, reply
         reply.on_finish(lambda r: self._keep_last(previous, r))
@@ -347,7 +401,9 @@ class Session:
         if reply.stats.finish_reason == "error" and not reply.text:
             return  # nothing was said: the conversation stays as it was
         self.conversation.add("user", turn.question)
-        flags = {"interrupted": True} if reply.stats.finish_reason in ("interrupted", "error") else {}
+        flags = (
+            {"interrupted": True} if reply.stats.finish_reason in ("interrupted", "error") else {}
+        )
         self.conversation.add("assistant", self._as_history(reply), **flags)
         self._changed("conversation")
 
@@ -382,8 +438,10 @@ class Session:
         """
         backend = self.require_backend()
         if self.template is None or backend.tokenizer is None:
-            raise ExaoneError("The connected server applies its own template, so there is no local "
-                              "prompt to show; `--dry-run` lists the messages instead.")
+            raise ExaoneError(
+                "The connected server applies its own template, so there is no local "
+                "prompt to show; `--dry-run` lists the messages instead."
+            )
         prompt = self.template.prompt(messages, backend.tokenizer, **variables)
         return prompt.text, prompt.ids
 
@@ -393,9 +451,14 @@ class Session:
         family = None
         if template is not None:
             family = template.family.name if template.family else "custom"
-        return SessionInfo(backend=backend.info, spec=self.model_spec, template_family=family,
-                           template_notice=template.notice if template else None,
-                           system_prompt=self.conversation.system, turns=self.conversation.turns)
+        return SessionInfo(
+            backend=backend.info,
+            spec=self.model_spec,
+            template_family=family,
+            template_notice=template.notice if template else None,
+            system_prompt=self.conversation.system,
+            turns=self.conversation.turns,
+        )
 
 
 def _family_of_arch(architecture: str) -> str | None:

@@ -15,25 +15,36 @@ import numpy as np
 from .chat.families import EXAONE3_TEMPLATE
 
 EXAONE_SPECIAL_TOKENS = (
-    "[PAD]", "[BOS]", "[|endofturn|]", "[|system|]", "[|user|]", "[|assistant|]", "[|tool|]",
+    "[PAD]",
+    "[BOS]",
+    "[|endofturn|]",
+    "[|system|]",
+    "[|user|]",
+    "[|assistant|]",
+    "[|tool|]",
 )
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character map, which llama.cpp's BPE vocabularies are written in."""
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-          + list(range(ord("®"), ord("ÿ") + 1)))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs, n = bs[:], 0
     for b in range(256):
         if b not in bs:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, map(chr, cs)))
+    return dict(zip(bs, map(chr, cs), strict=False))
 
 
-def add_exaone_tokenizer(writer, tokens: list[str], merges: list[str], *, pre: str = "exaone") -> None:
+def add_exaone_tokenizer(
+    writer, tokens: list[str], merges: list[str], *, pre: str = "exaone"
+) -> None:
     """EXAONE's tokenizer metadata: a GPT-2 style BPE whose first tokens are the control markers.
 
     ``tokens`` starts with EXAONE_SPECIAL_TOKENS (written as CONTROL tokens, so llama.cpp turns the
@@ -45,8 +56,9 @@ def add_exaone_tokenizer(writer, tokens: list[str], merges: list[str], *, pre: s
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
-    writer.add_token_types([gguf.TokenType.CONTROL] * n_special
-                           + [gguf.TokenType.NORMAL] * (len(tokens) - n_special))
+    writer.add_token_types(
+        [gguf.TokenType.CONTROL] * n_special + [gguf.TokenType.NORMAL] * (len(tokens) - n_special)
+    )
     writer.add_token_merges(merges)
     writer.add_bos_token_id(BOS_ID)
     writer.add_eos_token_id(EOS_ID)
@@ -130,8 +142,11 @@ def write_random_gguf(
     w.add_name(name)
     add_llama_hparams(w, s)
     w.add_vocab_size(n_vocab)
-    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+    file_type = {
+        "f32": gguf.LlamaFileType.ALL_F32,
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[dtype]
     w.add_file_type(file_type)
     if tokenizer:
         add_exaone_tokenizer(w, tokens, merges, pre=pre)
@@ -141,7 +156,7 @@ def write_random_gguf(
     rng = np.random.default_rng(seed)
 
     def matrix(rows: int, cols: int) -> np.ndarray:
-        return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02)
+        return rng.standard_normal((rows, cols), dtype=np.float32) * 0.02
 
     def add(name: str, data: np.ndarray) -> None:
         if data.ndim == 2 and dtype == "q8_0" and data.shape[1] % 32 == 0:
@@ -185,7 +200,9 @@ def write_random_gguf(
         output[favour_token, 0] = 2.0
     if ids:
         output[:, 0] = 0.0
-        for before, after in zip(ids, ids[1:] + ids[:1]):  # each byte's row points at its successor
+        for before, after in zip(
+            ids, ids[1:] + ids[:1], strict=False
+        ):  # each byte's row points at its successor
             output[after] = 2.0 * embd[before] / np.linalg.norm(embd[before])
         output[ids[0], 0] = 2.0  # any other token leads into the text
     add("output.weight", output)

@@ -21,14 +21,17 @@ ROOT = Path(__file__).resolve().parent.parent
 def run(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     os.environ.update(EXAONE_JUPYTER_MODEL="exaone-demo", HF_HUB_OFFLINE="1")
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     nb.metadata.pop("widgets", None)  # live widget state is meaningless once saved
     nbformat.write(nb, path)
     print(f"executed {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
-    targets = [Path(p).resolve() for p in sys.argv[1:]] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    targets = [Path(p).resolve() for p in sys.argv[1:]] or sorted(
+        (ROOT / "notebooks").glob("*.ipynb")
+    )
     for target in targets:
         run(target)

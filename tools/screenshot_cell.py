@@ -23,8 +23,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from browser_helpers import (CHROMIUM, CHROMIUM_ARGS, JupyterLab, ensure_chromium,  # noqa: E402
-                             open_notebook, run_all_cells, write_notebook)
+from browser_helpers import (  # noqa: E402 (the tests folder is on the path only now)
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    JupyterLab,
+    ensure_chromium,
+    open_notebook,
+    run_all_cells,
+    write_notebook,
+)
 
 LONG_QUESTION = "How do I run EXAONE in Jupyter? Give me the steps."
 STREAM_TOKENS = 240
@@ -37,19 +44,27 @@ def write_model(folder: Path) -> Path:
     from exaone_jupyter.testing import TinyShape, write_random_gguf
 
     shape = TinyShape(n_embd=768, n_head=12, n_head_kv=4, n_ff=2048, n_layer=12, n_ctx=4096)
-    return write_random_gguf(folder / "random-100m.gguf", shape=shape, dtype="f16",
-                             favour_text="Jupyter ", name="random 100M test model (not EXAONE)")
+    return write_random_gguf(
+        folder / "random-100m.gguf",
+        shape=shape,
+        dtype="f16",
+        favour_text="Jupyter ",
+        name="random 100M test model (not EXAONE)",
+    )
 
 
 def write_streaming_notebook(folder: Path, model: Path) -> Path:
-    return write_notebook(folder / NOTEBOOK, [
-        "%load_ext exaone_jupyter\n%config ExaoneMagics.update_interval = 0.1",
-        "%exaone load exaone-demo",
-        "%%exaone -t 0\n한국의 수도는 어디인가요? Answer in one sentence.",
-        f"%%exaone -t 0 --new\n{LONG_QUESTION}",
-        f"%exaone load {model.name}",
-        f"%%exaone -t 0 -n {STREAM_TOKENS} --new\nTell me about Jupyter.",
-    ])
+    return write_notebook(
+        folder / NOTEBOOK,
+        [
+            "%load_ext exaone_jupyter\n%config ExaoneMagics.update_interval = 0.1",
+            "%exaone load exaone-demo",
+            "%%exaone -t 0\n한국의 수도는 어디인가요? Answer in one sentence.",
+            f"%%exaone -t 0 --new\n{LONG_QUESTION}",
+            f"%exaone load {model.name}",
+            f"%%exaone -t 0 -n {STREAM_TOKENS} --new\nTell me about Jupyter.",
+        ],
+    )
 
 
 def kernel_idle(page) -> bool:

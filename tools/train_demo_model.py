@@ -45,7 +45,11 @@ sys.path.insert(0, str(ROOT))  # the template and token constants come from the 
 
 from exaone_jupyter.chat.families import EXAONE3_TEMPLATE, LG_SYSTEM_PROMPT  # noqa: E402
 from exaone_jupyter.testing import (  # noqa: E402
-    EOS_ID, EXAONE_SPECIAL_TOKENS, PAD_ID, add_exaone_tokenizer, add_llama_hparams,
+    EOS_ID,
+    EXAONE_SPECIAL_TOKENS,
+    PAD_ID,
+    add_exaone_tokenizer,
+    add_llama_hparams,
     bytes_to_unicode,
 )
 
@@ -61,7 +65,9 @@ class Config:
 
     seed: int = 1234
     threads: int = 2
-    n_merges: int = 700  # BPE merges on top of 7 special + 256 byte tokens (fewer if the text runs out)
+    n_merges: int = (
+        700  # BPE merges on top of 7 special + 256 byte tokens (fewer if the text runs out)
+    )
     n_embd: int = 160
     n_layer: int = 6
     n_head: int = 4
@@ -100,13 +106,18 @@ class Config:
 
 # --------------------------------------------------------------------------- dialogues and template
 
+
 def load_dialogues(path: Path = DIALOGUES) -> list[list[dict]]:
     dialogues = [d["messages"] for d in json.loads(path.read_text(encoding="utf-8"))]
     for messages in dialogues:
         assert messages[-1]["role"] == "assistant", messages
         for m in messages:
             # Content must never contain a marker: llama.cpp would turn it into a special token.
-            assert "[|" not in m["content"] and "[PAD]" not in m["content"] and "[BOS]" not in m["content"]
+            assert (
+                "[|" not in m["content"]
+                and "[PAD]" not in m["content"]
+                and "[BOS]" not in m["content"]
+            )
     return dialogues
 
 
@@ -118,11 +129,16 @@ def template():
 
 
 def render(tpl, messages: list[dict], add_generation_prompt: bool) -> str:
-    return tpl.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                      bos_token="[BOS]", eos_token="[|endofturn|]")
+    return tpl.render(
+        messages=messages,
+        add_generation_prompt=add_generation_prompt,
+        bos_token="[BOS]",
+        eos_token="[|endofturn|]",
+    )
 
 
 # --------------------------------------------------------------------------- history augmentation
+
 
 def _system(system: str | None) -> list[dict]:
     return [{"role": "system", "content": system}] if system is not None else []
@@ -145,7 +161,8 @@ def chain_units(dialogues: list[list[dict]]) -> list[list[dict]]:
         units.setdefault(json.dumps(turns, ensure_ascii=False), turns)
         first = turns[0]["content"]
         assert answers.setdefault(first, turns[1]["content"]) == turns[1]["content"], (
-            f"{first!r} has two answers, so it cannot follow arbitrary history")
+            f"{first!r} has two answers, so it cannot follow arbitrary history"
+        )
     return list(units.values())
 
 
@@ -153,20 +170,23 @@ def chain(system: str | None, parts: list[list[dict]]) -> list[dict]:
     return _system(system) + [m for part in parts for m in part]
 
 
-def sample_chains(rng: np.random.Generator, units: list[list[dict]], cfg: Config) -> list[list[dict]]:
+def sample_chains(
+    rng: np.random.Generator, units: list[list[dict]], cfg: Config
+) -> list[list[dict]]:
     """Every unit once, in a random order, cut into conversations of 1..cfg.chain_max units."""
     order = rng.permutation(len(units))
     chains, i = [], 0
     while i < len(order):
         n = int(rng.integers(1, cfg.chain_max + 1))
         system = LG_SYSTEM_PROMPT if rng.random() < cfg.p_lg_system else None
-        chains.append(chain(system, [units[j] for j in order[i:i + n]]))
+        chains.append(chain(system, [units[j] for j in order[i : i + n]]))
         i += n
     return chains
 
 
-def with_history(rng: np.random.Generator, units: list[list[dict]], last: int, n_history: int,
-                 system: str | None) -> list[dict]:
+def with_history(
+    rng: np.random.Generator, units: list[list[dict]], last: int, n_history: int, system: str | None
+) -> list[dict]:
     """Unit ``last`` after ``n_history`` other units (random, distinct), as one conversation."""
     others = [j for j in range(len(units)) if j != last]
     picked = rng.choice(len(others), size=n_history, replace=False)
@@ -193,23 +213,39 @@ def _turns(*texts: str) -> list[dict]:
 # model got wrong: it answered the new question with an answer from the history. The last user
 # message is the question; its answer is looked up in the dialogues.
 NAMED_HISTORIES: list[list[dict]] = [
-    _system(LG_SYSTEM_PROMPT) + _turns(
-        "What is the capital of France?", "The capital of France is Paris.",
-        "And of Japan?", "The capital of Japan is Tokyo.",
-        "List the three primary colors of light."),
-    _system(LG_SYSTEM_PROMPT) + _turns(
-        "제 이름은 민수예요.", "반갑습니다, 민수 님!",
-        "제 이름이 뭐라고 했죠?", "민수 님이라고 하셨어요.",
-        "What is the capital of Korea?"),
+    _system(LG_SYSTEM_PROMPT)
+    + _turns(
+        "What is the capital of France?",
+        "The capital of France is Paris.",
+        "And of Japan?",
+        "The capital of Japan is Tokyo.",
+        "List the three primary colors of light.",
+    ),
+    _system(LG_SYSTEM_PROMPT)
+    + _turns(
+        "제 이름은 민수예요.",
+        "반갑습니다, 민수 님!",
+        "제 이름이 뭐라고 했죠?",
+        "민수 님이라고 하셨어요.",
+        "What is the capital of Korea?",
+    ),
     # Follow-ups still need their own exchange, also after unrelated ones.
-    _system(LG_SYSTEM_PROMPT) + _turns(
-        "Hello!", "Hello! I am a tiny EXAONE demo model. Ask me one of the questions I was trained on.",
-        "What is the capital of France?", "The capital of France is Paris.",
-        "And of Japan?"),
-    _system(LG_SYSTEM_PROMPT) + _turns(
-        "What is the capital of Korea?", "The capital of Korea is Seoul (서울).",
-        "제 이름은 민수예요.", "반갑습니다, 민수 님!",
-        "제 이름이 뭐라고 했죠?"),
+    _system(LG_SYSTEM_PROMPT)
+    + _turns(
+        "Hello!",
+        "Hello! I am a tiny EXAONE demo model. Ask me one of the questions I was trained on.",
+        "What is the capital of France?",
+        "The capital of France is Paris.",
+        "And of Japan?",
+    ),
+    _system(LG_SYSTEM_PROMPT)
+    + _turns(
+        "What is the capital of Korea?",
+        "The capital of Korea is Seoul (서울).",
+        "제 이름은 민수예요.",
+        "반갑습니다, 민수 님!",
+        "제 이름이 뭐라고 했죠?",
+    ),
 ]
 
 
@@ -219,12 +255,13 @@ def answer_for(units: list[list[dict]], conversation: list[dict]) -> str:
     for turns in units:
         for k in range(1, len(turns), 2):
             # A follow-up's answer counts only after the exchange it follows.
-            if turns[k - 1]["content"] == question and conversation[-k:-1] == turns[:k - 1]:
+            if turns[k - 1]["content"] == question and conversation[-k:-1] == turns[: k - 1]:
                 return turns[k]["content"]
     raise KeyError(question)
 
 
 # --------------------------------------------------------------------------- tokenizer
+
 
 def learn_tokenizer(cfg: Config, dialogues: list[list[dict]]) -> tuple[list[str], list[str]]:
     """Byte-level BPE on the message texts. Returns (tokens, merges) in llama.cpp's GPT-2 spelling.
@@ -236,12 +273,18 @@ def learn_tokenizer(cfg: Config, dialogues: list[list[dict]]) -> tuple[list[str]
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
-    trainer = trainers.BpeTrainer(vocab_size=256 + cfg.n_merges, min_frequency=2, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=256 + cfg.n_merges,
+        min_frequency=2,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     texts = [m["content"] for messages in dialogues for m in messages] + ["\n"]
     tok.train_from_iterator(texts, trainer)
     merges = json.loads(tok.to_str())["model"]["merges"]
@@ -264,16 +307,24 @@ def learn_tokenizer(cfg: Config, dialogues: list[list[dict]]) -> tuple[list[str]
 GGUF_NAME = "exaone-demo: tiny demo model trained on {n} dialogues, not EXAONE"
 
 
-def write_gguf(path: Path, cfg: Config, tokens: list[str], merges: list[str], n_dialogues: int,
-               weights: dict[str, np.ndarray] | None) -> None:
+def write_gguf(
+    path: Path,
+    cfg: Config,
+    tokens: list[str],
+    merges: list[str],
+    n_dialogues: int,
+    weights: dict[str, np.ndarray] | None,
+) -> None:
     """A llama-architecture GGUF with EXAONE's tokenizer metadata; vocab-only when weights is None."""
     import gguf
 
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(GGUF_NAME.format(n=n_dialogues))
-    w.add_description("Memorised Korean/English demo dialogues in the EXAONE 3.0 chat format, for "
-                      "tests and offline demos of exaone-jupyter. Made by tools/train_demo_model.py; "
-                      "not a model by LG AI Research.")
+    w.add_description(
+        "Memorised Korean/English demo dialogues in the EXAONE 3.0 chat format, for "
+        "tests and offline demos of exaone-jupyter. Made by tools/train_demo_model.py; "
+        "not a model by LG AI Research."
+    )
     add_llama_hparams(w, cfg, rope_base=cfg.rope_base, rms_eps=cfg.rms_eps)
     w.add_vocab_size(len(tokens))
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
@@ -328,6 +379,7 @@ class Encoder:
 
 # --------------------------------------------------------------------------- model (torch)
 
+
 def build_model(cfg: Config, n_vocab: int):
     import torch
     import torch.nn.functional as F
@@ -377,8 +429,9 @@ def build_model(cfg: Config, n_vocab: int):
             v = self.attn_v(h).view(B, T, cfg.n_head_kv, hd)
             # Grouped-query attention as llama.cpp does it: query head h reads KV head h // rep.
             k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
-            a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                               is_causal=True)
+            a = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
+            )
             x = x + self.attn_output(a.transpose(1, 2).reshape(B, T, cfg.n_head * hd))
             h = self.ffn_norm(x)
             return x + self.ffn_down(F.silu(self.ffn_gate(h)) * self.ffn_up(h))
@@ -392,8 +445,11 @@ def build_model(cfg: Config, n_vocab: int):
             self.output = nn.Linear(cfg.n_embd, n_vocab, bias=False)
             for name, p in self.named_parameters():
                 if p.ndim == 2:
-                    std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith(
-                        ("attn_output.weight", "ffn_down.weight")) else 0.02
+                    std = (
+                        0.02 / math.sqrt(2 * cfg.n_layer)
+                        if name.endswith(("attn_output.weight", "ffn_down.weight"))
+                        else 0.02
+                    )
                     nn.init.normal_(p, std=std)
 
         def forward(self, ids, select=None):
@@ -412,8 +468,17 @@ def build_model(cfg: Config, n_vocab: int):
             t = lambda p: p.detach().float().numpy().copy()  # noqa: E731
             out = {"token_embd.weight": t(self.token_embd.weight)}
             for i, b in enumerate(self.blocks):
-                for name in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
-                             "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"):
+                for name in (
+                    "attn_norm",
+                    "attn_q",
+                    "attn_k",
+                    "attn_v",
+                    "attn_output",
+                    "ffn_norm",
+                    "ffn_gate",
+                    "ffn_up",
+                    "ffn_down",
+                ):
                     out[f"blk.{i}.{name}.weight"] = t(getattr(b, name).weight)
             out["output_norm.weight"] = t(self.output_norm.weight)
             out["output.weight"] = t(self.output.weight)
@@ -446,8 +511,10 @@ def batches(cfg: Config, sequences) -> list[tuple]:
         tgt = torch.full((len(group), T), -100, dtype=torch.long)
         for r, j in enumerate(group):
             seq, is_answer = sequences[j]
-            ids[r, :len(seq)] = torch.tensor(seq)
-            tgt[r, :len(seq) - 1] = torch.tensor([t if a else -100 for t, a in zip(seq[1:], is_answer[1:])])
+            ids[r, : len(seq)] = torch.tensor(seq)
+            tgt[r, : len(seq) - 1] = torch.tensor(
+                [t if a else -100 for t, a in zip(seq[1:], is_answer[1:], strict=False)]
+            )
         out.append((ids, tgt))
     return out
 
@@ -479,8 +546,11 @@ def train(cfg: Config, n_vocab: int, dialogues, dialogues_seq, units, encode, po
     check_set = batches(cfg, dialogues_seq + pool_seq)
 
     # The dialogues that no chain holds (another system prompt) are in every step as they are.
-    fixed = [s for s, d in zip(dialogues_seq, dialogues)
-             if d[0]["role"] == "system" and d[0]["content"] != LG_SYSTEM_PROMPT]
+    fixed = [
+        s
+        for s, d in zip(dialogues_seq, dialogues, strict=False)
+        if d[0]["role"] == "system" and d[0]["content"] != LG_SYSTEM_PROMPT
+    ]
 
     def step_data():
         chains = [c for _ in range(cfg.chains_per_step) for c in sample_chains(rng, units, cfg)]
@@ -488,25 +558,36 @@ def train(cfg: Config, n_vocab: int, dialogues, dialogues_seq, units, encode, po
 
     def all_margins(data):
         with torch.no_grad():
-            return torch.cat([margins(model(ids, tgt != -100), tgt[tgt != -100]) for ids, tgt in data])
+            return torch.cat(
+                [margins(model(ids, tgt != -100), tgt[tgt != -100]) for ids, tgt in data]
+            )
 
     data = step_data()
     n_tok = sum(int((t != -100).sum()) for _, t in data)
-    print(f"model: {n_params:,} parameters; step data: {len(fixed)} dialogues + {cfg.chains_per_step}x "
-          f"chains of {len(units)} units, about {sum(int((i != PAD_ID).sum()) for i, _ in data)} tokens "
-          f"({n_tok} answer tokens) in {len(data)} batches; stop check also on {len(pool_seq)} fixed "
-          f"histories ({sum(int((t != -100).sum()) for _, t in check_set)} answer tokens with the "
-          f"dialogues)")
+    print(
+        f"model: {n_params:,} parameters; step data: {len(fixed)} dialogues + {cfg.chains_per_step}x "
+        f"chains of {len(units)} units, about {sum(int((i != PAD_ID).sum()) for i, _ in data)} tokens "
+        f"({n_tok} answer tokens) in {len(data)} batches; stop check also on {len(pool_seq)} fixed "
+        f"histories ({sum(int((t != -100).sum()) for _, t in check_set)} answer tokens with the "
+        f"dialogues)"
+    )
     decay = [p for p in model.parameters() if p.ndim == 2]
     rest = [p for p in model.parameters() if p.ndim != 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
     t0 = time.perf_counter()
     for step in range(1, cfg.max_steps + 1):
         if step > 1:
             data = step_data()
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, step / cfg.warmup) * max(cfg.lr_floor, 1.0 - step / cfg.decay_steps)
+            g["lr"] = (
+                cfg.lr
+                * min(1.0, step / cfg.warmup)
+                * max(cfg.lr_floor, 1.0 - step / cfg.decay_steps)
+            )
         n_tok = sum(int((t != -100).sum()) for _, t in data)
         opt.zero_grad(set_to_none=True)
         loss, ms, misses = 0.0, [], []
@@ -516,8 +597,10 @@ def train(cfg: Config, n_vocab: int, dialogues, dialogues_seq, units, encode, po
             m = margins(logits, want)
             # Cross-entropy, plus a hinge on the margin itself: the stop rule asks for a margin,
             # and cross-entropy's pull fades out on tokens that are already right.
-            part = (F.cross_entropy(logits, want, reduction="sum")
-                    + cfg.hinge * F.relu(cfg.hinge_margin - m).sum()) / n_tok
+            part = (
+                F.cross_entropy(logits, want, reduction="sum")
+                + cfg.hinge * F.relu(cfg.hinge_margin - m).sum()
+            ) / n_tok
             part.backward()
             loss += part.item()
             ms.append(m.detach())  # of the weights before this step's update
@@ -525,17 +608,22 @@ def train(cfg: Config, n_vocab: int, dialogues, dialogues_seq, units, encode, po
                 rows, cols = torch.nonzero(sel, as_tuple=True)
                 k = int(torch.nonzero(ms[-1] <= 0)[0])
                 r, c = int(rows[k]), int(cols[k])
-                misses.append((ids[r, :c + 1].tolist(), int(tgt[r, c]), int(logits[k].argmax())))
+                misses.append((ids[r, : c + 1].tolist(), int(tgt[r, c]), int(logits[k].argmax())))
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % cfg.check_every == 0:
             m = torch.cat(ms)
             wrong = int((m <= 0).sum())
-            print(f"step {step:4d}  loss {loss:.4f}  min margin {m.min().item():+.2f}  "
-                  f"wrong {wrong}/{m.numel()}  {time.perf_counter() - t0:.1f}s", flush=True)
+            print(
+                f"step {step:4d}  loss {loss:.4f}  min margin {m.min().item():+.2f}  "
+                f"wrong {wrong}/{m.numel()}  {time.perf_counter() - t0:.1f}s",
+                flush=True,
+            )
             for prefix, want, got in misses:  # where it goes wrong: the end of the context
-                print(f"           ...{encode.text(prefix)[-70:]!r}: want {encode.text([want])!r}, "
-                      f"got {encode.text([got])!r}")
+                print(
+                    f"           ...{encode.text(prefix)[-70:]!r}: want {encode.text([want])!r}, "
+                    f"got {encode.text([got])!r}"
+                )
             if m.min().item() >= cfg.margin:
                 # Confirm with the final weights, as they will be exported (rounded to f16), on the
                 # dialogues and the fixed histories.
@@ -544,19 +632,25 @@ def train(cfg: Config, n_vocab: int, dialogues, dialogues_seq, units, encode, po
                         if p.ndim == 2:
                             p.copy_(p.half().float())
                 m = all_margins(check_set)
-                print(f"           f16 check: min margin {m.min().item():+.2f}, "
-                      f"wrong {int((m <= 0).sum())}/{m.numel()}", flush=True)
+                print(
+                    f"           f16 check: min margin {m.min().item():+.2f}, "
+                    f"wrong {int((m <= 0).sum())}/{m.numel()}",
+                    flush=True,
+                )
                 if m.min().item() >= cfg.margin:
                     break
     else:
         raise SystemExit(f"no margin of {cfg.margin} after {cfg.max_steps} steps")
     seconds = time.perf_counter() - t0
-    print(f"trained in {step} steps, {seconds:.1f}s; min margin {m.min().item():.2f} "
-          f"(f16 weights, dialogues and fixed histories), loss {loss:.4f}")
+    print(
+        f"trained in {step} steps, {seconds:.1f}s; min margin {m.min().item():.2f} "
+        f"(f16 weights, dialogues and fixed histories), loss {loss:.4f}"
+    )
     return model, n_params, seconds, m.min().item(), step
 
 
 # --------------------------------------------------------------------------- checks with llama.cpp
+
 
 def check_logits(model, path: Path, sequences, n_ctx: int) -> tuple[float, float, float]:
     """(max, mean |torch - llama.cpp|, max |logit|) over all positions of a few sequences (torch
@@ -572,7 +666,7 @@ def check_logits(model, path: Path, sequences, n_ctx: int) -> tuple[float, float
     for seq, _ in sequences:
         llm.reset()
         llm.eval(seq)
-        ours = np.asarray(llm.scores[:len(seq)])
+        ours = np.asarray(llm.scores[: len(seq)])
         with torch.no_grad():
             ref = model(torch.tensor([seq]))[0].numpy()
         worst = max(worst, float(np.abs(ours - ref).max()))
@@ -612,7 +706,9 @@ def check_answers(path: Path, dialogues, tpl, n_ctx: int) -> int:
             if stopped and text == m["content"]:
                 exact += 1
             else:
-                print(f"MISMATCH for {messages[k - 1]['content']!r}:\n  want {m['content']!r}\n  got  {text!r}")
+                print(
+                    f"MISMATCH for {messages[k - 1]['content']!r}:\n  want {m['content']!r}\n  got  {text!r}"
+                )
     llm.close()
     print(f"answers: {exact}/{total} exact (greedy, stopped on [|endofturn|])")
     return exact if exact == total else -1
@@ -622,42 +718,59 @@ def random_histories(cfg: Config, units: list[list[dict]]) -> list[list[dict]]:
     """cfg.check_histories conversations (seeded, not the training chains): LG's system prompt, 1 to
     cfg.check_history_max other units, then a random unit; every answer of that last unit is checked."""
     rng = np.random.default_rng(cfg.seed + 2)
-    return [with_history(rng, units, int(rng.integers(len(units))),
-                         int(rng.integers(1, cfg.check_history_max + 1)), LG_SYSTEM_PROMPT)
-            for _ in range(cfg.check_histories)]
+    return [
+        with_history(
+            rng,
+            units,
+            int(rng.integers(len(units))),
+            int(rng.integers(1, cfg.check_history_max + 1)),
+            LG_SYSTEM_PROMPT,
+        )
+        for _ in range(cfg.check_histories)
+    ]
 
 
-def check_histories(path: Path, units, conversations, named, tpl, n_ctx: int, max_prior: int) -> int:
+def check_histories(
+    path: Path, units, conversations, named, tpl, n_ctx: int, max_prior: int
+) -> int:
     """Regenerate the answers of the last unit of each conversation, and of each named history."""
     import llama_cpp
 
     llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, verbose=False)
     cases = []  # (prompt messages, wanted answer)
     for conversation in conversations:
-        n_last = next(len(u) for u in units if conversation[-len(u):] == u)
+        n_last = next(len(u) for u in units if conversation[-len(u) :] == u)
         for k in range(len(conversation) - n_last, len(conversation)):
             if conversation[k]["role"] == "assistant":
                 cases.append((conversation[:k], conversation[k]["content"]))
     cases += [(conversation, answer_for(units, conversation)) for conversation in named]
     exact, longest = 0, 0
     for prompt_messages, want in cases:
-        ids = llm.tokenize(render(tpl, prompt_messages, add_generation_prompt=True).encode("utf-8"),
-                           add_bos=False, special=True)
+        ids = llm.tokenize(
+            render(tpl, prompt_messages, add_generation_prompt=True).encode("utf-8"),
+            add_bos=False,
+            special=True,
+        )
         longest = max(longest, len(ids))
         toks, stopped = greedy(llm, ids, max_tokens=512)
         text = llm.detokenize(toks).decode("utf-8", errors="replace")
         if stopped and text == want:
             exact += 1
         else:
-            print(f"MISMATCH after {len(prompt_messages)} messages, for {prompt_messages[-1]['content']!r}:"
-                  f"\n  want {want!r}\n  got  {text!r}")
+            print(
+                f"MISMATCH after {len(prompt_messages)} messages, for {prompt_messages[-1]['content']!r}:"
+                f"\n  want {want!r}\n  got  {text!r}"
+            )
     llm.close()
-    print(f"histories: {exact}/{len(cases)} answers exact ({len(conversations)} random histories of 1-"
-          f"{max_prior} earlier dialogues + {len(named)} named; longest prompt {longest} tokens)")
+    print(
+        f"histories: {exact}/{len(cases)} answers exact ({len(conversations)} random histories of 1-"
+        f"{max_prior} earlier dialogues + {len(named)} named; longest prompt {longest} tokens)"
+    )
     return exact if exact == len(cases) else -1
 
 
 # --------------------------------------------------------------------------- main
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -680,13 +793,16 @@ def main(argv: list[str] | None = None) -> int:
     encode = Encoder(cfg, tokens, merges, len(dialogues), tpl)
     sequences = [encode(messages) for messages in dialogues]
     lengths = [sum(a) for _, a in sequences]
-    print(f"answer tokens per dialogue: min {min(lengths)}, max {max(lengths)}; {len(units)} units "
-          f"for history chains")
+    print(
+        f"answer tokens per dialogue: min {min(lengths)}, max {max(lengths)}; {len(units)} units "
+        f"for history chains"
+    )
     pool = history_pool(cfg, units)
     pool_seq = [encode(c) for c in pool]
 
-    model, n_params, seconds, min_margin, steps = train(cfg, len(tokens), dialogues, sequences, units,
-                                                        encode, pool_seq)
+    model, n_params, seconds, min_margin, steps = train(
+        cfg, len(tokens), dialogues, sequences, units, encode, pool_seq
+    )
     encode.close()
     model.eval()
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -695,18 +811,38 @@ def main(argv: list[str] | None = None) -> int:
 
     # A few prompts of different kinds: Korean, English, two-turn, no system prompt, the longest,
     # and the longest of the fixed histories.
-    probe = sorted({0, 1, 3, len(sequences) - 1, max(range(len(sequences)), key=lambda i: lengths[i]),
-                    next(i for i, d in enumerate(dialogues) if len(d) > 4)})
+    probe = sorted(
+        {
+            0,
+            1,
+            3,
+            len(sequences) - 1,
+            max(range(len(sequences)), key=lambda i: lengths[i]),
+            next(i for i, d in enumerate(dialogues) if len(d) > 4),
+        }
+    )
     longest_pool = max(pool_seq, key=lambda s: len(s[0]))
-    diff, mean_diff, scale = check_logits(model, args.out, [sequences[i] for i in probe] + [longest_pool],
-                                          cfg.n_ctx)
-    print(f"logits: |torch - llama.cpp| max {diff:.2e}, mean {mean_diff:.1e} (max |logit| {scale:.1f}) "
-          f"over {len(probe)} dialogues and a history of {len(longest_pool[0])} tokens")
+    diff, mean_diff, scale = check_logits(
+        model, args.out, [sequences[i] for i in probe] + [longest_pool], cfg.n_ctx
+    )
+    print(
+        f"logits: |torch - llama.cpp| max {diff:.2e}, mean {mean_diff:.1e} (max |logit| {scale:.1f}) "
+        f"over {len(probe)} dialogues and a history of {len(longest_pool[0])} tokens"
+    )
     exact = check_answers(args.out, dialogues, tpl, cfg.n_ctx)
-    exact_h = check_histories(args.out, units, random_histories(cfg, units), NAMED_HISTORIES, tpl,
-                              cfg.n_ctx, cfg.check_history_max)
-    print(f"wrote {args.out} ({size / 1e6:.2f} MB, {n_params:,} parameters, trained {steps} steps in "
-          f"{seconds:.1f}s, min answer margin {min_margin:.2f}, total {time.perf_counter() - t_start:.1f}s)")
+    exact_h = check_histories(
+        args.out,
+        units,
+        random_histories(cfg, units),
+        NAMED_HISTORIES,
+        tpl,
+        cfg.n_ctx,
+        cfg.check_history_max,
+    )
+    print(
+        f"wrote {args.out} ({size / 1e6:.2f} MB, {n_params:,} parameters, trained {steps} steps in "
+        f"{seconds:.1f}s, min answer margin {min_margin:.2f}, total {time.perf_counter() - t_start:.1f}s)"
+    )
     if diff > 5e-2 or mean_diff > 2e-3 or exact < 0 or exact_h < 0:
         print("CHECK FAILED", file=sys.stderr)
         return 1

@@ -55,26 +55,46 @@ BISECT = [(32, 256, True), (2, 2048, True), (8, 2048, True), (16, 2048, True), (
 def bisect() -> int:
     """Raw loads of gpu_check-shaped f16 models, smallest first; prints the largest that loads."""
     from exaone_jupyter.testing import TinyShape, write_random_gguf
+
     best = None
     for layers, width, mmap in BISECT:
         path = Path(tempfile.gettempdir()) / f"exaone-shape-{layers}x{width}-f16.gguf"
         if not path.exists():
             heads = 16 if width >= 2048 else 4
-            write_random_gguf(path, dtype="f16", shape=TinyShape(
-                n_embd=width, n_head=heads, n_head_kv=heads // 4, n_ff=width * 7 // 2,
-                n_layer=layers, n_ctx=4096))
-        code = (f"import llama_cpp\nllm = llama_cpp.Llama({str(path)!r}, n_gpu_layers=-1, "
-                f"n_ctx=512, verbose=True, use_mmap={mmap})\n"
-                "print(llm('hello', max_tokens=4, temperature=0)['choices'][0]['text'].encode())\n"
-                "print('STEP OK')")
-        child = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code],
-                               capture_output=True, text=True, timeout=120, cwd=ROOT)
+            write_random_gguf(
+                path,
+                dtype="f16",
+                shape=TinyShape(
+                    n_embd=width,
+                    n_head=heads,
+                    n_head_kv=heads // 4,
+                    n_ff=width * 7 // 2,
+                    n_layer=layers,
+                    n_ctx=4096,
+                ),
+            )
+        code = (
+            f"import llama_cpp\nllm = llama_cpp.Llama({str(path)!r}, n_gpu_layers=-1, "
+            f"n_ctx=512, verbose=True, use_mmap={mmap})\n"
+            "print(llm('hello', max_tokens=4, temperature=0)['choices'][0]['text'].encode())\n"
+            "print('STEP OK')"
+        )
+        child = subprocess.run(
+            [sys.executable, "-X", "faulthandler", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
         ok = "STEP OK" in child.stdout
         size = path.stat().st_size / 2**20
-        print(f"== {layers} layers x {width}, {size:.0f} MiB, mmap={mmap}: rc={child.returncode} "
-              f"{'OK' if ok else 'FAILED'}", flush=True)
+        print(
+            f"== {layers} layers x {width}, {size:.0f} MiB, mmap={mmap}: rc={child.returncode} "
+            f"{'OK' if ok else 'FAILED'}",
+            flush=True,
+        )
         if not ok:
-            lines = [l for l in child.stderr.splitlines() if l.strip()]
+            lines = [line for line in child.stderr.splitlines() if line.strip()]
             print("   " + "\n   ".join(lines[-25:]), flush=True)
         elif width == 2048:
             best = (layers, mmap)
@@ -89,23 +109,32 @@ def main() -> int:
     paths = [Path(p) for p in sys.argv[1:]]
     if not paths:
         from exaone_jupyter.testing import TinyShape, write_random_gguf
+
         path = Path(tempfile.gettempdir()) / "load-probe-4x256-f16.gguf"
-        write_random_gguf(path, shape=TinyShape(n_embd=256, n_head=4, n_head_kv=2, n_ff=512,
-                                                n_layer=4, n_ctx=1024), dtype="f16")
+        write_random_gguf(
+            path,
+            shape=TinyShape(n_embd=256, n_head=4, n_head_kv=2, n_ff=512, n_layer=4, n_ctx=1024),
+            dtype="f16",
+        )
         paths = [path]
     for path in paths:
         print(f"### {path} md5 {hashlib.md5(path.read_bytes()).hexdigest()}", flush=True)
         for name, body in STEPS.items():
             code = f"import llama_cpp\nPATH = {str(path)!r}\n{body}\nprint('STEP OK')"
             try:
-                child = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code],
-                                       capture_output=True, text=True, timeout=90, cwd=ROOT)
+                child = subprocess.run(
+                    [sys.executable, "-X", "faulthandler", "-c", code],
+                    capture_output=True,
+                    text=True,
+                    timeout=90,
+                    cwd=ROOT,
+                )
                 rc, out, err = child.returncode, child.stdout, child.stderr
             except subprocess.TimeoutExpired as timeout:
                 rc, out, err = "timeout", str(timeout.stdout or ""), str(timeout.stderr or "")
             print(f"== {name}: rc={rc} {'OK' if 'STEP OK' in out else 'FAILED'}", flush=True)
             if "STEP OK" not in out:
-                lines = [l for l in err.splitlines() if l.strip()]
+                lines = [line for line in err.splitlines() if line.strip()]
                 print("   stdout:", out.strip()[-300:])
                 print("   " + "\n   ".join(lines[-30:]), flush=True)
     return 0

@@ -7,12 +7,14 @@ do (the system prompt and the current question always stay), hands back the prom
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generic, Sized, TypeVar
+from typing import Generic, TypeVar
 
 from ..errors import ExaoneError
 
@@ -46,8 +48,10 @@ class Conversation:
 
     def add(self, role: str, content: str, **flags: object) -> None:
         if role not in ROLES:
-            raise ExaoneError(f"A conversation message has the role user, assistant or tool, not "
-                              f"{role!r}; the system prompt is set on its own.")
+            raise ExaoneError(
+                f"A conversation message has the role user, assistant or tool, not "
+                f"{role!r}; the system prompt is set on its own."
+            )
         self.messages.append({"role": role, "content": content, **flags})
 
     def reset(self) -> None:
@@ -58,8 +62,9 @@ class Conversation:
         return sum(1 for m in self.messages if m["role"] == "user")
 
     # -- the context budget ---------------------------------------------------------------------
-    def fit(self, question: dict, measure: Callable[[list[dict]], Measured], limit: int
-            ) -> Fitted[Measured]:
+    def fit(
+        self, question: dict, measure: Callable[[list[dict]], Measured], limit: int
+    ) -> Fitted[Measured]:
         """The newest messages whose prompt (``measure(messages)``, whose ``len()`` is its token
         count) takes at most ``limit`` tokens. The system prompt and ``question`` always stay;
         turns leave oldest first, whole (a user message and what answered it). The prompt comes
@@ -67,12 +72,15 @@ class Conversation:
         even the system prompt and the question alone do not fit.
         """
         # Where each droppable turn starts; the last candidate drops the whole history.
-        starts = sorted({0} | {i for i, m in enumerate(self.messages) if m["role"] == "user"}) \
-            if self.messages else []
+        starts = (
+            sorted({0} | {i for i, m in enumerate(self.messages) if m["role"] == "user"})
+            if self.messages
+            else []
+        )
         starts.append(len(self.messages))
 
         def build(k: int) -> list[dict]:
-            return self._head() + [dict(m) for m in self.messages[starts[k]:]] + [dict(question)]
+            return self._head() + [dict(m) for m in self.messages[starts[k] :]] + [dict(question)]
 
         measured: dict[int, tuple[list[dict], Measured]] = {}
 
@@ -90,12 +98,15 @@ class Conversation:
             return chosen(0)
         last = len(starts) - 1
         if not fits(last):
-            what = ("This message and the system prompt need" if self.system
-                    else "This message needs")
+            what = (
+                "This message and the system prompt need" if self.system else "This message needs"
+            )
             need = len(measured[last][1])
-            raise ExaoneError(f"{what} {need} tokens, more than the {limit} the context "
-                              "leaves after the reply's max_tokens; shorten it, lower "
-                              "--max-tokens, or load the model with a larger n_ctx.")
+            raise ExaoneError(
+                f"{what} {need} tokens, more than the {limit} the context "
+                "leaves after the reply's max_tokens; shorten it, lower "
+                "--max-tokens, or load the model with a larger n_ctx."
+            )
         # Fewer messages never make a longer prompt, so the fewest turns to drop is a bisection.
         lo, hi = 0, last  # fits(lo) is False, fits(hi) is True
         while hi - lo > 1:
@@ -108,8 +119,12 @@ class Conversation:
 
     # -- files ----------------------------------------------------------------------------------
     def to_json(self) -> str:
-        data = {"format": FORMAT, "version": VERSION, "system": self.system,
-                "messages": self.messages}
+        data = {
+            "format": FORMAT,
+            "version": VERSION,
+            "system": self.system,
+            "messages": self.messages,
+        }
         text = json.dumps(data, ensure_ascii=False, indent=1)
         try:
             text.encode("utf-8")
@@ -123,62 +138,81 @@ class Conversation:
         text = self.to_json() + "\n"
         tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                       dir=path.parent if str(path.parent) else ".")
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else "."
+            )
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(text)
             os.replace(tmp, path)
             tmp = None
         except OSError as err:
-            raise ExaoneError(f"Could not write {path} ({err.strerror or err}); choose a writable "
-                              "path.") from None
+            raise ExaoneError(
+                f"Could not write {path} ({err.strerror or err}); choose a writable path."
+            ) from None
         finally:
             if tmp is not None:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(tmp)
-                except OSError:
-                    pass
         return path
 
     @classmethod
-    def from_json(cls, text: str, source: str = "the file") -> "Conversation":
+    def from_json(cls, text: str, source: str = "the file") -> Conversation:
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as err:
             line = f" (line {err.lineno})" if isinstance(err, json.JSONDecodeError) else ""
-            raise ExaoneError(f"{source} is not valid JSON{line}; restore from a file written by "
-                              "`%exaone save`.") from None
+            raise ExaoneError(
+                f"{source} is not valid JSON{line}; restore from a file written by `%exaone save`."
+            ) from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ExaoneError(f"{source} is not a saved exaone-jupyter conversation; restore from "
-                              "a file written by `%exaone save`.")
+            raise ExaoneError(
+                f"{source} is not a saved exaone-jupyter conversation; restore from "
+                "a file written by `%exaone save`."
+            )
         version = data.get("version")
         if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
-            raise ExaoneError(f"{source} was saved in format version {version!r}, which this "
-                              "exaone-jupyter cannot read; upgrade exaone-jupyter.")
+            raise ExaoneError(
+                f"{source} was saved in format version {version!r}, which this "
+                "exaone-jupyter cannot read; upgrade exaone-jupyter."
+            )
         system, messages = data.get("system"), data.get("messages")
-        ok = (system is None or isinstance(system, str)) and isinstance(messages, list) and all(
-            isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
-            for m in messages)
-        if not ok:
-            raise ExaoneError(f"{source} has a malformed message list (each needs a role of user, "
-                              "assistant or tool and a text content); fix or re-save it.")
+        if not isinstance(messages, list):
+            messages = None
+        ok = (
+            (system is None or isinstance(system, str))
+            and messages is not None
+            and all(
+                isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
+                for m in messages
+            )
+        )
+        if not ok or messages is None:
+            raise ExaoneError(
+                f"{source} has a malformed message list (each needs a role of user, "
+                "assistant or tool and a text content); fix or re-save it."
+            )
         return cls(system=system, messages=[dict(m) for m in messages])
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Conversation":
+    def load(cls, path: str | os.PathLike) -> Conversation:
         path = Path(path).expanduser()
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ExaoneError(f"There is no file at {path}; give the path `%exaone save` wrote.") \
-                from None
+            raise ExaoneError(
+                f"There is no file at {path}; give the path `%exaone save` wrote."
+            ) from None
         except IsADirectoryError:
-            raise ExaoneError(f"{path} is a folder; give the path of the file `%exaone save` "
-                              "wrote.") from None
+            raise ExaoneError(
+                f"{path} is a folder; give the path of the file `%exaone save` wrote."
+            ) from None
         except UnicodeDecodeError:
-            raise ExaoneError(f"{path.name} is not UTF-8 text; restore from a file written by "
-                              "`%exaone save`.") from None
+            raise ExaoneError(
+                f"{path.name} is not UTF-8 text; restore from a file written by `%exaone save`."
+            ) from None
         except OSError as err:
-            raise ExaoneError(f"Could not read {path} ({err.strerror or err}); give the path "
-                              "`%exaone save` wrote.") from None
+            raise ExaoneError(
+                f"Could not read {path} ({err.strerror or err}); give the path "
+                "`%exaone save` wrote."
+            ) from None
         return cls.from_json(text, source=path.name)

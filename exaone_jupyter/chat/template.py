@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..engine.backend import Tokenizer
 from ..errors import ExaoneError
@@ -60,7 +61,7 @@ def _environment():
         """Hugging Face's ``{% generation %}`` block (it marks assistant text for training);
         rendering keeps its body as is."""
 
-        tags = {"generation"}
+        tags = {"generation"}  # noqa: RUF012 (jinja2 declares it a plain set)
 
         def parse(self, parser):
             lineno = next(parser.stream).lineno
@@ -75,14 +76,25 @@ def _environment():
     def raise_exception(message: str) -> None:
         raise jinja2.exceptions.TemplateError(message)
 
-    def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
-               separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    def tojson(
+        value: Any,
+        ensure_ascii: bool = False,
+        indent: int | None = None,
+        separators: tuple[str, str] | None = None,
+        sort_keys: bool = False,
+    ) -> str:
         # Hugging Face's filter: unlike jinja2's own, it takes ensure_ascii and keeps Hangul as is.
-        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent,
-                          separators=separators, sort_keys=sort_keys)
+        return json.dumps(
+            value,
+            ensure_ascii=ensure_ascii,
+            indent=indent,
+            separators=separators,
+            sort_keys=sort_keys,
+        )
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[GenerationTags, jinja2.ext.loopcontrols])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTags, jinja2.ext.loopcontrols]
+    )
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -105,8 +117,16 @@ def _template_error(err: Exception) -> str:
 class ChatTemplate:
     """One model's chat template, compiled once; immutable (``with_special_tokens`` copies)."""
 
-    def __init__(self, source: str, *, family: Family | None, bos_token: str = "",
-                 eos_token: str = "", notice: str | None = None, _compiled: Any = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        family: Family | None,
+        bos_token: str = "",
+        eos_token: str = "",
+        notice: str | None = None,
+        _compiled: Any = None,
+    ) -> None:
         self.source = source
         self.family = family
         self.bos_token = bos_token
@@ -118,37 +138,60 @@ class ChatTemplate:
         try:
             self._compiled = _environment().from_string(source)
         except Exception as err:  # TemplateSyntaxError, and anything else the parser raises
-            raise ExaoneError(f"The model's chat template does not compile "
-                              f"({_template_error(err)}); load the model with a corrected "
-                              "template.") from None
+            raise ExaoneError(
+                f"The model's chat template does not compile "
+                f"({_template_error(err)}); load the model with a corrected "
+                "template."
+            ) from None
 
-    def with_special_tokens(self, bos_token: str, eos_token: str) -> "ChatTemplate":
+    def with_special_tokens(self, bos_token: str, eos_token: str) -> ChatTemplate:
         """This template (compiled once) with the model's BOS and EOS texts, which are known only
         once llama.cpp has loaded the vocabulary; the template itself is checked before that."""
-        return ChatTemplate(self.source, family=self.family, bos_token=bos_token,
-                            eos_token=eos_token, notice=self.notice, _compiled=self._compiled)
+        return ChatTemplate(
+            self.source,
+            family=self.family,
+            bos_token=bos_token,
+            eos_token=eos_token,
+            notice=self.notice,
+            _compiled=self._compiled,
+        )
 
     @classmethod
-    def for_model(cls, template: str | None, *, family_hint: str | None = None,
-                  bos_token: str = "", eos_token: str = "", model_name: str = "the model"
-                  ) -> "ChatTemplate":
+    def for_model(
+        cls,
+        template: str | None,
+        *,
+        family_hint: str | None = None,
+        bos_token: str = "",
+        eos_token: str = "",
+        model_name: str = "the model",
+    ) -> ChatTemplate:
         """The GGUF's own template, or its family's official one with a notice when it has none."""
         if template:
-            return cls(template, family=detect_family(template), bos_token=bos_token,
-                       eos_token=eos_token)
+            return cls(
+                template, family=detect_family(template), bos_token=bos_token, eos_token=eos_token
+            )
         family = FAMILIES.get(family_hint or "", EXAONE3)
-        notice = (f"{model_name} carries no chat template, so the official {family.name} template "
-                  "is used (llama-cpp-python would fall back to Llama-2's [INST] format).")
-        return cls(family.template, family=family, bos_token=bos_token, eos_token=eos_token,
-                   notice=notice)
+        notice = (
+            f"{model_name} carries no chat template, so the official {family.name} template "
+            "is used (llama-cpp-python would fall back to Llama-2's [INST] format)."
+        )
+        return cls(
+            family.template, family=family, bos_token=bos_token, eos_token=eos_token, notice=notice
+        )
 
     @property
     def default_system(self) -> str | None:
         return self.family.default_system if self.family else None
 
     # -- rendering ------------------------------------------------------------------------------
-    def render(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True,
-               **variables: Any) -> str:
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        **variables: Any,
+    ) -> str:
         """The prompt text, exactly as Hugging Face's ``apply_chat_template`` renders it.
 
         ``variables`` reach the template as Hugging Face's extra kwargs do (``enable_thinking``,
@@ -157,36 +200,47 @@ class ChatTemplate:
         context = {"bos_token": self.bos_token, "eos_token": self.eos_token, **variables}
         try:
             return self._compiled.render(
-                messages=[dict(m) for m in messages], add_generation_prompt=add_generation_prompt,
-                **context)
+                messages=[dict(m) for m in messages],
+                add_generation_prompt=add_generation_prompt,
+                **context,
+            )
         except Exception as err:  # raise_exception(), undefined names, errors inside the template
-            raise ExaoneError(f"The chat template failed to render ({_template_error(err)}); check "
-                              "the messages (roles user, assistant, system, tool) or the template."
-                              ) from None
+            raise ExaoneError(
+                f"The chat template failed to render ({_template_error(err)}); check "
+                "the messages (roles user, assistant, system, tool) or the template."
+            ) from None
 
-    def prompt(self, messages: Sequence[Mapping[str, Any]], tokenizer: Tokenizer, *,
-               add_generation_prompt: bool = True, **variables: Any) -> Prompt:
+    def prompt(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tokenizer: Tokenizer,
+        *,
+        add_generation_prompt: bool = True,
+        **variables: Any,
+    ) -> Prompt:
         """Text and ids; control tokens come only from the template, never from the messages."""
         markers = sorted(set(filter(None, tokenizer.control_token_texts())), key=len, reverse=True)
         if not markers:
             text = self.render(messages, add_generation_prompt=add_generation_prompt, **variables)
             return Prompt(text, tokenizer.tokenize(text, special=True) if text else [])
         masks = _Masks(markers, self.source, (list(messages), variables))
-        rendered = self.render(masks.hide(list(messages)),
-                               add_generation_prompt=add_generation_prompt,
-                               **masks.hide(variables))
+        rendered = self.render(
+            masks.hide(list(messages)),
+            add_generation_prompt=add_generation_prompt,
+            **masks.hide(variables),
+        )
         ids: list[int] = []
-        text: list[str] = []
+        pieces: list[str] = []
         for i, part in enumerate(masks.marker_re.split(rendered)):
             if i % 2:  # one of the template's own markers
                 ids.extend(tokenizer.tokenize(part, special=True))
-                text.append(part)
+                pieces.append(part)
             elif part:
                 plain = masks.reveal(part)
                 # Marker strings from the messages are text; elsewhere parse as llama.cpp would.
                 ids.extend(tokenizer.tokenize(plain, special=plain == part))
-                text.append(plain)
-        return Prompt("".join(text), ids)
+                pieces.append(plain)
+        return Prompt("".join(pieces), ids)
 
     def split_reasoning(self, text: str, *, opened: bool = False) -> tuple[str, str]:
         """(reasoning, answer) of a reply; ``opened`` when the prompt itself opened the reasoning
@@ -200,7 +254,7 @@ class ChatTemplate:
         opening, closing = tags
         body = text
         if text.lstrip().startswith(opening):  # the model opened it itself
-            body, opened = text.lstrip()[len(opening):], True
+            body, opened = text.lstrip()[len(opening) :], True
         if closing in body:
             reasoning, answer = body.split(closing, 1)
             return reasoning.strip(), answer.lstrip()
@@ -214,7 +268,7 @@ class _Masks:
         self.marker_re = re.compile("(" + "|".join(map(re.escape, markers)) + ")")
         seen = "\n".join(_strings(inputs)) + template
         while True:  # a number that occurs nowhere, so no input can forge a placeholder
-            nonce = f"{secrets.randbelow(10 ** 12):012d}"
+            nonce = f"{secrets.randbelow(10**12):012d}"
             if nonce not in seen:
                 break
         self._nonce = nonce
@@ -239,6 +293,7 @@ class _Masks:
             if nonce == self._nonce and index < len(self.hidden):
                 return self.hidden[index]
             return match.group(0)
+
         return _PLACEHOLDER.sub(back, text)
 
 

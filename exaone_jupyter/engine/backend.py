@@ -10,8 +10,9 @@ written: the magics, the panel and the engines read them from these classes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal, Protocol, Sequence, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from ..errors import ExaoneError
 from ..model.gguf_check import GGUFInfo
@@ -24,22 +25,27 @@ ReasoningTags = tuple[str, str]
 _Options = TypeVar("_Options", "Sampling", "LoadOptions")
 
 
-def _from_options(cls: type[_Options], what: str, base: _Options | None,
-                  options: dict[str, Any]) -> _Options:
+def _from_options(
+    cls: type[_Options], what: str, base: _Options | None, options: dict[str, Any]
+) -> _Options:
     """``base`` (or the defaults) with ``options`` replaced; None means "keep"; a misspelled name
     is an error, never ignored (llama-cpp-python's ``**kwargs`` swallow them)."""
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ExaoneError(f"Unknown {what} option {unknown[0]!r}; the options are "
-                          f"{', '.join(sorted(known))}.")
+        raise ExaoneError(
+            f"Unknown {what} option {unknown[0]!r}; the options are {', '.join(sorted(known))}."
+        )
     given = {k: v for k, v in options.items() if v is not None}
     return replace(base or cls(), **given)
 
 
 def _is_number(value: object) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, (int, float))
-            and not (isinstance(value, float) and math.isnan(value)))
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and not (isinstance(value, float) and math.isnan(value))
+    )
 
 
 def _is_count(value: object) -> bool:
@@ -156,7 +162,7 @@ class BackendInfo:
 
     @property
     def gpu_label(self) -> str:
-        """"GPU 4/8 layers" for the meter; empty for a server."""
+        """ "GPU 4/8 layers" for the meter; empty for a server."""
         if self.local is None:
             return ""
         return f"GPU {self.local.offload.n_gpu_layers}/{self.local.offload.n_layers} layers"

@@ -26,8 +26,11 @@ def probe_gpu() -> GpuInfo:
         base.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
         base.ggml_backend_dev_description.restype = ctypes.c_char_p
         base.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
-        base.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
-                                                 ctypes.POINTER(ctypes.c_size_t)]
+        base.ggml_backend_dev_memory.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_size_t),
+            ctypes.POINTER(ctypes.c_size_t),
+        ]
         for i in range(ggml.ggml_backend_dev_count()):
             dev = ggml.ggml_backend_dev_get(i)
             if base.ggml_backend_dev_type(dev) in (1, 2):  # GPU, integrated GPU

@@ -15,23 +15,39 @@ import ctypes
 import random
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any
 
 from ..errors import ExaoneError, ModelBusyError
 from ..model.gguf_check import GGUFInfo
 from . import heap, llama_log
-from .backend import (DEFAULT_MAX_CTX, BackendInfo, LoadOptions, LocalFacts, Request, Sampling,
-                      Tokenizer)
+from .backend import (
+    DEFAULT_MAX_CTX,
+    BackendInfo,
+    LoadOptions,
+    LocalFacts,
+    Request,
+    Sampling,
+    Tokenizer,
+)
 from .gpu import probe_gpu
 from .offload import GpuInfo, OffloadPlan, plan_offload
 from .reply import Reply
 
+_DEFAULT_OPTIONS = LoadOptions()  # frozen: one shared default is safe
+
+
 class LocalBackend:
     """One GGUF loaded in llama.cpp, with the KV cache of the conversation so far."""
 
-    def __init__(self, gguf: GGUFInfo, options: LoadOptions = LoadOptions(), *,
-                 gpu: GpuInfo | None = None,
-                 on_progress: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        gguf: GGUFInfo,
+        options: LoadOptions = _DEFAULT_OPTIONS,
+        *,
+        gpu: GpuInfo | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> None:
         """Load ``gguf``. ``on_progress(fraction)`` is llama.cpp's own load progress, called in
         this thread; Ctrl-C during the load aborts it cleanly (KeyboardInterrupt, nothing kept)."""
         import llama_cpp
@@ -42,30 +58,43 @@ class LocalBackend:
         self.n_ctx = self._choose_n_ctx(info, options.n_ctx)
         self.gpu = gpu if gpu is not None else probe_gpu()
         self.plan: OffloadPlan = plan_offload(
-            options.gpu_layers, layer_bytes=info.layer_bytes, head_bytes=info.other_bytes,
-            kv_bytes_per_layer=_kv_bytes_per_layer(info, self.n_ctx), gpu=self.gpu)
+            options.gpu_layers,
+            layer_bytes=info.layer_bytes,
+            head_bytes=info.other_bytes,
+            kv_bytes_per_layer=_kv_bytes_per_layer(info, self.n_ctx),
+            gpu=self.gpu,
+        )
 
         position = llama_log.mark()
         started = time.perf_counter()
         n_gpu = self.plan.llama_n_gpu_layers
-        kwargs: dict[str, Any] = dict(
-            model_path=str(info.path), n_ctx=self.n_ctx, n_gpu_layers=n_gpu,
-            n_batch=min(options.n_batch, self.n_ctx), flash_attn=options.flash_attn,
-            use_mmap=options.use_mmap, seed=random.SystemRandom().getrandbits(32), verbose=False)
+        kwargs: dict[str, Any] = {
+            "model_path": str(info.path),
+            "n_ctx": self.n_ctx,
+            "n_gpu_layers": n_gpu,
+            "n_batch": min(options.n_batch, self.n_ctx),
+            "flash_attn": options.flash_attn,
+            "use_mmap": options.use_mmap,
+            "seed": random.SystemRandom().getrandbits(32),
+            "verbose": False,
+        }
         if options.n_threads:
             kwargs.update(n_threads=options.n_threads, n_threads_batch=options.n_threads)
         self.extra_buffers = not _amx_hazard(info)
         progress = _Progress(on_progress)
         try:
-            with _model_params(use_extra_bufts=self.extra_buffers,
-                               progress_callback=progress.callback):
-                self._llm = llama_cpp.Llama(**kwargs)
+            with _model_params(
+                use_extra_bufts=self.extra_buffers, progress_callback=progress.callback
+            ):
+                self._llm: Any = llama_cpp.Llama(**kwargs)  # None once closed
         except (ValueError, RuntimeError, OSError) as err:
             if progress.interrupted:  # our callback told llama.cpp to stop: not the file's fault
                 raise KeyboardInterrupt from None
             reason = llama_log.last_error(position) or str(err)
-            raise ExaoneError(f"llama.cpp could not load {info.path.name}: {reason.rstrip('.')}; "
-                              "check that the file is a complete GGUF of a supported model.") from None
+            raise ExaoneError(
+                f"llama.cpp could not load {info.path.name}: {reason.rstrip('.')}; "
+                "check that the file is a complete GGUF of a supported model."
+            ) from None
         load_s = time.perf_counter() - started
         llama_gpu_layers = _offloaded_from_log(llama_log.since(position, 2))
 
@@ -82,12 +111,22 @@ class LocalBackend:
         self.bos_text = self.token_text(self._llm.token_bos())
         self._stop_ids = self._end_of_turn_ids()
         self.info = BackendInfo(
-            kind="local", label="llama.cpp (local)", model=info.name, n_ctx=self.n_ctx,
+            kind="local",
+            label="llama.cpp (local)",
+            model=info.name,
+            n_ctx=self.n_ctx,
             notices=(self.plan.notice,) if self.plan.notice else (),
             local=LocalFacts(
-                gguf=info, offload=self.plan, gpu=self.gpu, llama_gpu_layers=llama_gpu_layers,
-                n_threads=self._llm.n_threads, load_s=load_s, cpu_repack=self.extra_buffers,
-                system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()))
+                gguf=info,
+                offload=self.plan,
+                gpu=self.gpu,
+                llama_gpu_layers=llama_gpu_layers,
+                n_threads=self._llm.n_threads,
+                load_s=load_s,
+                cpu_repack=self.extra_buffers,
+                system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
+            ),
+        )
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -105,8 +144,10 @@ class LocalBackend:
         if requested is None:
             return min(info.context_length, DEFAULT_MAX_CTX)
         if requested > info.context_length:
-            raise ExaoneError(f"n_ctx={requested} is more than {info.path.name} was trained for "
-                              f"({info.context_length} tokens); use at most {info.context_length}.")
+            raise ExaoneError(
+                f"n_ctx={requested} is more than {info.path.name} was trained for "
+                f"({info.context_length} tokens); use at most {info.context_length}."
+            )
         return requested
 
     def _end_of_turn_ids(self) -> frozenset[int]:
@@ -139,10 +180,14 @@ class LocalBackend:
         """The strings llama.cpp turns into control tokens (role markers, end of turn...)."""
         if self._control_texts is None:
             import llama_cpp
+
             n = llama_cpp.llama_vocab_n_tokens(self._vocab)
             self._control_texts = [
-                self.token_text(t) for t in range(n)
-                if llama_cpp.llama_vocab_get_attr(self._vocab, t) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL]
+                self.token_text(t)
+                for t in range(n)
+                if llama_cpp.llama_vocab_get_attr(self._vocab, t)
+                & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+            ]
             self._control_texts = [t for t in self._control_texts if t]
         return self._control_texts
 
@@ -151,8 +196,11 @@ class LocalBackend:
 
     def is_control(self, token: int) -> bool:
         import llama_cpp
-        return bool(llama_cpp.llama_vocab_get_attr(self._vocab, token)
-                    & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED))
+
+        return bool(
+            llama_cpp.llama_vocab_get_attr(self._vocab, token)
+            & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED)
+        )
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return b"".join(self._piece(t) for t in ids).decode("utf-8", "replace")
@@ -161,9 +209,11 @@ class LocalBackend:
         piece = self._pieces.get(token)
         if piece is None:
             import llama_cpp
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf,
-                                               len(self._piece_buf), 0, False)
-            piece = self._piece_buf.raw[:max(n, 0)]
+
+            n = llama_cpp.llama_token_to_piece(
+                self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False
+            )
+            piece = self._piece_buf.raw[: max(n, 0)]
             self._pieces[token] = piece
         return piece
 
@@ -173,20 +223,28 @@ class LocalBackend:
         if not ids:
             raise ExaoneError("The prompt is empty; write something to ask.")
         if len(ids) >= self.n_ctx:
-            raise ExaoneError(f"The prompt is {len(ids)} tokens but the context holds {self.n_ctx}; "
-                              "shorten it, or load the model with a larger n_ctx.")
+            raise ExaoneError(
+                f"The prompt is {len(ids)} tokens but the context holds {self.n_ctx}; "
+                "shorten it, or load the model with a larger n_ctx."
+            )
         if self._closed:
             raise ExaoneError("This model was unloaded; load it again with `%exaone load`.")
-        return Reply(lambda reply: self._generate(reply, ids, request.sampling),
-                     prompt_tokens=len(ids), n_ctx=self.n_ctx,
-                     thinking_opened=request.opens_reasoning)
+        return Reply(
+            lambda reply: self._generate(reply, ids, request.sampling),
+            prompt_tokens=len(ids),
+            n_ctx=self.n_ctx,
+            thinking_opened=request.opens_reasoning,
+        )
 
-    def _generate(self, reply: Reply, ids: list[int], sampling: Sampling) -> Iterator[str]:
+    def _generate(
+        self, reply: Reply, ids: list[int], sampling: Sampling
+    ) -> Generator[str, None, None]:
         import llama_cpp
 
         if not self._lock.acquire(blocking=False):
-            raise ModelBusyError("The model is busy with another reply; wait for it to finish "
-                                 "or press Stop.")
+            raise ModelBusyError(
+                "The model is busy with another reply; wait for it to finish or press Stop."
+            )
         stats, ctx = reply.stats, self._llm.ctx
         chain = None
         started = time.perf_counter()
@@ -200,7 +258,7 @@ class LocalBackend:
                 if reply.stop_requested:
                     stats.finish_reason = "interrupted"
                     return
-                chunk = todo[start:start + self._n_batch]
+                chunk = todo[start : start + self._n_batch]
                 self._decode(chunk, position)
                 position += len(chunk)
             llama_cpp.llama_synchronize(ctx)  # a GPU decode returns before it is computed
@@ -225,8 +283,10 @@ class LocalBackend:
                     break
                 if position + 1 >= self.n_ctx:
                     stats.finish_reason = "length"
-                    reply.note = (f"The reply filled the {self.n_ctx}-token context; start a new "
-                                  "conversation or load the model with a larger n_ctx.")
+                    reply.note = (
+                        f"The reply filled the {self.n_ctx}-token context; start a new "
+                        "conversation or load the model with a larger n_ctx."
+                    )
                     break
                 if reply.stop_requested:
                     stats.finish_reason = "interrupted"
@@ -261,9 +321,9 @@ class LocalBackend:
 
         memory = llama_cpp.llama_get_memory(self._llm.ctx)
         in_cache = llama_cpp.llama_memory_seq_pos_max(memory, 0) + 1
-        known = self._kv_ids[:max(in_cache, 0)]
+        known = self._kv_ids[: max(in_cache, 0)]
         keep = 0
-        for cached, new in zip(known, ids):
+        for cached, new in zip(known, ids, strict=False):
             if cached != new:
                 break
             keep += 1
@@ -289,8 +349,10 @@ class LocalBackend:
         batch.n_tokens = n
         code = llama_cpp.llama_decode(self._llm.ctx, batch)
         if code != 0:
-            raise ExaoneError(f"llama.cpp failed to evaluate the prompt (llama_decode returned "
-                              f"{code}); start a new conversation with --new and try again.")
+            raise ExaoneError(
+                f"llama.cpp failed to evaluate the prompt (llama_decode returned "
+                f"{code}); start a new conversation with --new and try again."
+            )
         self._kv_ids.extend(tokens)
 
     def _sampler_chain(self, s: Sampling, prompt: Sequence[int]):
@@ -302,8 +364,11 @@ class LocalBackend:
             add(llama_cpp.llama_sampler_init_greedy())
             return chain
         if s.repeat_penalty != 1.0:
-            add(llama_cpp.llama_sampler_init_penalties(
-                llama_cpp.llama_vocab_n_tokens(self._vocab), 64, s.repeat_penalty, 0.0, 0.0))
+            add(
+                llama_cpp.llama_sampler_init_penalties(
+                    llama_cpp.llama_vocab_n_tokens(self._vocab), 64, s.repeat_penalty, 0.0, 0.0
+                )
+            )
         if s.top_k > 0:
             add(llama_cpp.llama_sampler_init_top_k(s.top_k))
         if s.top_p < 1.0:
@@ -322,6 +387,7 @@ class LocalBackend:
             return
         with self._lock:
             import llama_cpp
+
             self._closed = True
             llama_cpp.llama_batch_free(self._batch)
             llm, self._llm = self._llm, None  # its numpy buffers go with the object
@@ -330,10 +396,8 @@ class LocalBackend:
         heap.release_free_pages()  # else glibc keeps llama.cpp's freed blocks resident
 
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
 
 class _Progress:
@@ -374,7 +438,9 @@ def _amx_hazard(info: GGUFInfo) -> bool:
     import llama_cpp
 
     quantized = info.quantization.upper() not in ("F32", "F16", "BF16")
-    return quantized and "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+    return quantized and "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode(
+        "utf-8", "replace"
+    )
 
 
 @contextlib.contextmanager
@@ -415,4 +481,3 @@ def _offloaded_from_log(lines: list[str]) -> int | None:
             except ValueError:
                 return None
     return None
-

@@ -6,13 +6,15 @@ figures; ``local.py`` measures the real ones and passes them in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..errors import ExaoneError
 
-GPU_BUILD_HINT = ("install a GPU build: CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall "
-                  "--no-cache-dir llama-cpp-python==0.3.36")
+GPU_BUILD_HINT = (
+    'install a GPU build: CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall '
+    "--no-cache-dir llama-cpp-python==0.3.36"
+)
 # Kept free beyond weights and KV cache: llama.cpp's compute buffers, the CUDA context, other users.
 RESERVE_BYTES = 768 * 2**20
 CHOICES = "auto, all, none, or a number of layers"
@@ -73,8 +75,14 @@ def parse_request(value: object) -> str | int:
     return "none" if number == 0 else number
 
 
-def plan_offload(request: object, *, layer_bytes: Sequence[int], head_bytes: int,
-                 kv_bytes_per_layer: int, gpu: GpuInfo) -> OffloadPlan:
+def plan_offload(
+    request: object,
+    *,
+    layer_bytes: Sequence[int],
+    head_bytes: int,
+    kv_bytes_per_layer: int,
+    gpu: GpuInfo,
+) -> OffloadPlan:
     """Decide the layer count for ``request`` on ``gpu``."""
     want = parse_request(request)
     n = len(layer_bytes)
@@ -82,20 +90,31 @@ def plan_offload(request: object, *, layer_bytes: Sequence[int], head_bytes: int
         return OffloadPlan(0, n, "GPU offload was turned off (gpu_layers=none).")
     if not gpu.supports_offload:
         if want == "auto":
-            return OffloadPlan(0, n, "This llama-cpp-python build runs on the CPU only; to use a "
-                               f"GPU, {GPU_BUILD_HINT}.")
-        return OffloadPlan(0, n, "This llama-cpp-python build runs on the CPU only, so no layer "
-                           "could go to the GPU.",
-                           notice=f"gpu_layers={want} asks for a GPU, but this llama-cpp-python "
-                           f"build has no GPU support; {GPU_BUILD_HINT}.")
+            return OffloadPlan(
+                0,
+                n,
+                "This llama-cpp-python build runs on the CPU only; to use a "
+                f"GPU, {GPU_BUILD_HINT}.",
+            )
+        return OffloadPlan(
+            0,
+            n,
+            "This llama-cpp-python build runs on the CPU only, so no layer could go to the GPU.",
+            notice=f"gpu_layers={want} asks for a GPU, but this llama-cpp-python "
+            f"build has no GPU support; {GPU_BUILD_HINT}.",
+        )
     where = gpu.name or "the GPU"
     if want == "all":
         return OffloadPlan(n, n, f"All {n} layers were asked for on {where} (gpu_layers=all).")
     if isinstance(want, int):
         if want > n:
-            return OffloadPlan(n, n, f"All {n} layers are on {where}.",
-                               notice=f"gpu_layers={want} is more than the model's {n} layers, "
-                               "so all of them go to the GPU.")
+            return OffloadPlan(
+                n,
+                n,
+                f"All {n} layers are on {where}.",
+                notice=f"gpu_layers={want} is more than the model's {n} layers, "
+                "so all of them go to the GPU.",
+            )
         return OffloadPlan(want, n, f"{want} of {n} layers were asked for on {where}.")
 
     # auto: everything if it fits, else as many whole layers as fit, else none.
@@ -105,8 +124,12 @@ def plan_offload(request: object, *, layer_bytes: Sequence[int], head_bytes: int
     need_all = sum(layer_bytes) + head_bytes + n * kv_bytes_per_layer
     free_gib = gpu.free_bytes / 2**30
     if need_all <= budget:
-        return OffloadPlan(n, n, f"All {n} layers fit in {where}'s {free_gib:.1f} GiB free "
-                           f"(they need {need_all / 2**30:.2f} GiB).")
+        return OffloadPlan(
+            n,
+            n,
+            f"All {n} layers fit in {where}'s {free_gib:.1f} GiB free "
+            f"(they need {need_all / 2**30:.2f} GiB).",
+        )
     used, fit = head_bytes, 0  # a partial offload puts the output layer on the GPU first
     for size in layer_bytes:
         if used + size + kv_bytes_per_layer > budget:
@@ -114,7 +137,15 @@ def plan_offload(request: object, *, layer_bytes: Sequence[int], head_bytes: int
         used += size + kv_bytes_per_layer
         fit += 1
     if fit == 0:
-        return OffloadPlan(0, n, f"Not even one layer fits in {where}'s {free_gib:.1f} GiB free, "
-                           "so the model runs on the CPU.")
-    return OffloadPlan(fit, n, f"{fit} of {n} layers fit in {where}'s {free_gib:.1f} GiB free "
-                       f"(all would need {need_all / 2**30:.2f} GiB); the rest run on the CPU.")
+        return OffloadPlan(
+            0,
+            n,
+            f"Not even one layer fits in {where}'s {free_gib:.1f} GiB free, "
+            "so the model runs on the CPU.",
+        )
+    return OffloadPlan(
+        fit,
+        n,
+        f"{fit} of {n} layers fit in {where}'s {free_gib:.1f} GiB free "
+        f"(all would need {need_all / 2**30:.2f} GiB); the rest run on the CPU.",
+    )

@@ -11,12 +11,14 @@ otherwise; ``stats.rate_source`` says which, so the meter never passes a guess o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Generator
+from typing import Any
 
 from ..errors import ExaoneError
 from .backend import BackendInfo, ReasoningTags, Request, Sampling, ServerFacts
@@ -32,8 +34,10 @@ def _openai():
     try:
         import openai
     except ImportError:
-        raise ExaoneError("Talking to a server needs the openai package; install it with "
-                          f"{INSTALL_HINT} and restart the kernel.") from None
+        raise ExaoneError(
+            "Talking to a server needs the openai package; install it with "
+            f"{INSTALL_HINT} and restart the kernel."
+        ) from None
     return openai
 
 
@@ -42,8 +46,10 @@ def normalize_url(url: str) -> str:
     text = (url or "").strip()
     parts = urllib.parse.urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ExaoneError(f"{url!r} is not a server URL; give one with http:// or https://, "
-                          "e.g. http://127.0.0.1:8080/v1.")
+        raise ExaoneError(
+            f"{url!r} is not a server URL; give one with http:// or https://, "
+            "e.g. http://127.0.0.1:8080/v1."
+        )
     path = parts.path.rstrip("/") or "/v1"
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
@@ -54,9 +60,16 @@ class RemoteBackend:
     tokenizer = None  # the server applies its own template to the messages
     bos_text = eos_text = ""
 
-    def __init__(self, url: str, model: str | None = None, api_key: str | None = None, *,
-                 timeout: float = 600.0, n_ctx: int | None = None,
-                 api_key_env: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 600.0,
+        n_ctx: int | None = None,
+        api_key_env: str | None = None,
+    ) -> None:
         _openai()  # the install hint comes before anything else
         self.url = normalize_url(url)
         self.timeout = float(timeout)
@@ -73,15 +86,27 @@ class RemoteBackend:
         self.model: str = model or str(entry.get("id") or "")
         self.n_ctx = n_ctx or self._context_size(entry)
         self.info = BackendInfo(
-            kind="server", label=f"server {self.url}", model=self.model,
+            kind="server",
+            label=f"server {self.url}",
+            model=self.model,
             # None, not 0, when the server does not say (llama-cpp-python's server)
-            n_ctx=self.n_ctx or None, notices=tuple(self._notices),
-            server=ServerFacts(url=self.url, served_models=tuple(served),
-                               owned_by=entry.get("owned_by"), api_key_env=api_key_env))
+            n_ctx=self.n_ctx or None,
+            notices=tuple(self._notices),
+            server=ServerFacts(
+                url=self.url,
+                served_models=tuple(served),
+                owned_by=entry.get("owned_by"),
+                api_key_env=api_key_env,
+            ),
+        )
 
     def _new_client(self):
-        return _openai().OpenAI(base_url=self.url, api_key=self._api_key or "no-key",
-                                timeout=self.timeout, max_retries=0)
+        return _openai().OpenAI(
+            base_url=self.url,
+            api_key=self._api_key or "no-key",
+            timeout=self.timeout,
+            max_retries=0,
+        )
 
     def _drop_connections(self) -> None:
         """After a failed stream: a server may close that connection only after the next request
@@ -93,17 +118,22 @@ class RemoteBackend:
     def _list_models(self, wanted: str | None) -> tuple[list[str], dict]:
         openai = _openai()
         try:
-            page = self._client.with_options(timeout=min(self.timeout, CONNECT_TIMEOUT_S)) \
-                .models.list()
+            page = self._client.with_options(
+                timeout=min(self.timeout, CONNECT_TIMEOUT_S)
+            ).models.list()
             entries = [_as_dict(m) for m in page.data]
         except openai.NotFoundError:
             if wanted:
-                self._notices.append(f"The server at {self.url} does not list its models, so the "
-                                    f"name {wanted!r} could not be checked.")
+                self._notices.append(
+                    f"The server at {self.url} does not list its models, so the "
+                    f"name {wanted!r} could not be checked."
+                )
                 return [wanted], {"id": wanted}
-            raise ExaoneError(f"The server at {self.url} does not list its models (404); check "
-                              "that the URL is the API's base (it usually ends in /v1), or name "
-                              "the model with --model.") from None
+            raise ExaoneError(
+                f"The server at {self.url} does not list its models (404); check "
+                "that the URL is the API's base (it usually ends in /v1), or name "
+                "the model with --model."
+            ) from None
         except (openai.OpenAIError, ValueError, OSError) as err:
             raise ExaoneError(self._explain(err, min(self.timeout, CONNECT_TIMEOUT_S))) from None
         served = [str(e.get("id")) for e in entries if e.get("id")]
@@ -111,15 +141,21 @@ class RemoteBackend:
             for entry in entries:
                 if entry.get("id") == wanted:
                     return served, entry
-            raise ExaoneError(f"The server at {self.url} does not serve {wanted!r}; it serves "
-                              f"{_names(served)}, so connect with --model set to one of them.")
+            raise ExaoneError(
+                f"The server at {self.url} does not serve {wanted!r}; it serves "
+                f"{_names(served)}, so connect with --model set to one of them."
+            )
         if len(entries) == 1:
             return served, entries[0]
         if not entries:
-            raise ExaoneError(f"The server at {self.url} lists no models; check that it has "
-                              "finished loading one, then connect again.")
-        raise ExaoneError(f"The server at {self.url} serves several models ({_names(served)}); "
-                          "choose one with --model NAME.")
+            raise ExaoneError(
+                f"The server at {self.url} lists no models; check that it has "
+                "finished loading one, then connect again."
+            )
+        raise ExaoneError(
+            f"The server at {self.url} serves several models ({_names(served)}); "
+            "choose one with --model NAME."
+        )
 
     def _context_size(self, entry: dict) -> int:
         """The context the server reports: vLLM's max_model_len, llama-server's /props; else 0."""
@@ -142,8 +178,10 @@ class RemoteBackend:
         address = urllib.parse.urlunsplit((parts.scheme, parts.netloc, root + path, "", ""))
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         try:
-            with urllib.request.urlopen(urllib.request.Request(address, headers=headers),
-                                        timeout=min(self.timeout, CONNECT_TIMEOUT_S)) as response:
+            with urllib.request.urlopen(
+                urllib.request.Request(address, headers=headers),
+                timeout=min(self.timeout, CONNECT_TIMEOUT_S),
+            ) as response:
                 return json.loads(response.read().decode("utf-8"))
         except (OSError, ValueError, urllib.error.URLError):
             return None
@@ -165,8 +203,11 @@ class RemoteBackend:
         except KeyboardInterrupt:  # Ctrl-C while the server evaluated the prompt
             chunks = None
         tags = request.reasoning_tags or DEFAULT_REASONING_TAGS
-        return Reply(lambda reply: self._generate(reply, chunks, started, tags),
-                     n_ctx=self.n_ctx, thinking_opened=request.opens_reasoning)
+        return Reply(
+            lambda reply: self._generate(reply, chunks, started, tags),
+            n_ctx=self.n_ctx,
+            thinking_opened=request.opens_reasoning,
+        )
 
     def _open(self, messages: list[dict], request: Request):
         openai = _openai()
@@ -175,15 +216,23 @@ class RemoteBackend:
             # Not in OpenAI's API; llama.cpp's servers read these names, vLLM the second spelling.
             # Sent always: llama-cpp-python's server defaults to repeat_penalty 1.1 and min_p 0.05,
             # which would make "temperature 0" answers differ from the local engine's.
-            "top_k": s.top_k, "repeat_penalty": s.repeat_penalty,
-            "repetition_penalty": s.repeat_penalty, "min_p": 0.0,
+            "top_k": s.top_k,
+            "repeat_penalty": s.repeat_penalty,
+            "repetition_penalty": s.repeat_penalty,
+            "min_p": 0.0,
         }
         if request.template_kwargs:
             extra["chat_template_kwargs"] = dict(request.template_kwargs)
-        options: dict[str, Any] = dict(
-            model=self.model, messages=messages, stream=True,
-            stream_options={"include_usage": True}, temperature=s.temperature,
-            top_p=s.top_p, max_tokens=s.max_tokens, extra_body=extra)
+        options: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+            "extra_body": extra,
+        }
         if s.seed is not None:
             options["seed"] = s.seed
         for attempt in (1, 2):
@@ -192,14 +241,17 @@ class RemoteBackend:
             except (openai.OpenAIError, ValueError, OSError) as err:
                 # A kept-alive connection that the server closed (it does after a failed stream)
                 # fails before the server reads the request: sending it again is safe.
-                stale = (isinstance(err, openai.APIConnectionError)
-                         and not isinstance(err, openai.APITimeoutError)
-                         and any(w in _root_cause(err).lower() for w in ("reset", "disconnected")))
+                stale = (
+                    isinstance(err, openai.APIConnectionError)
+                    and not isinstance(err, openai.APITimeoutError)
+                    and any(w in _root_cause(err).lower() for w in ("reset", "disconnected"))
+                )
                 if not (stale and attempt == 1):
                     raise ExaoneError(self._explain(err, self.timeout)) from None
 
-    def _generate(self, reply: Reply, chunks, started: float,
-                  tags: ReasoningTags) -> Iterator[str]:
+    def _generate(
+        self, reply: Reply, chunks, started: float, tags: ReasoningTags
+    ) -> Generator[str, None, None]:
         stats = reply.stats
         stats.rate_source = "client"
         opening, closing = tags
@@ -256,27 +308,30 @@ class RemoteBackend:
             if finish is None:
                 self._drop_connections()
                 if count:
-                    raise ExaoneError(f"The server at {self.url} ended the reply without finishing "
-                                      "it (it may have stopped or crashed); the partial reply is "
-                                      "kept, check the server's log.")
-                raise ExaoneError(f"The server at {self.url} ended the reply before any text came "
-                                  "(it may have failed on the prompt, e.g. one longer than its "
-                                  "context); check the server's log.")
+                    raise ExaoneError(
+                        f"The server at {self.url} ended the reply without finishing "
+                        "it (it may have stopped or crashed); the partial reply is "
+                        "kept, check the server's log."
+                    )
+                raise ExaoneError(
+                    f"The server at {self.url} ended the reply before any text came "
+                    "(it may have failed on the prompt, e.g. one longer than its "
+                    "context); check the server's log."
+                )
             stats.finish_reason = {"eos": "stop", "stop_sequence": "stop"}.get(finish, finish)
         except KeyboardInterrupt:
             stats.finish_reason = "interrupted"
         finally:
             if chunks is not None:
-                try:
+                with contextlib.suppress(Exception):
                     chunks.close()  # tells the server to stop generating
-                except Exception:
-                    pass
             stats.total_s = time.perf_counter() - started
             self._figures(stats, usage, timings, count, first, last)
 
     @staticmethod
-    def _figures(stats, usage, timings, count: int, first: float | None,
-                 last: float | None) -> None:
+    def _figures(
+        stats, usage, timings, count: int, first: float | None, last: float | None
+    ) -> None:
         """Server figures where the server gave them, else the client's count and clock."""
         if count > 1 and first is not None and last is not None and last > first:
             stats.decode_tok_s = (count - 1) / (last - first)
@@ -291,7 +346,9 @@ class RemoteBackend:
             if isinstance(completion, int):
                 stats.completion_tokens = completion
                 if count > 1 and stats.decode_tok_s and completion > 1:
-                    stats.decode_tok_s *= (completion - 1) / (count - 1)  # server's count, our clock
+                    stats.decode_tok_s *= (completion - 1) / (
+                        count - 1
+                    )  # server's count, our clock
             stats.rate_source = "server"
         if isinstance(timings, dict):  # llama-server: its own measurement of prompt and decode
             prompt_n, cache_n = timings.get("prompt_n"), timings.get("cache_n") or 0
@@ -313,31 +370,45 @@ class RemoteBackend:
         openai = _openai()
         where = f"the server at {self.url}"
         if isinstance(err, openai.APITimeoutError):
-            return (f"{where[0].upper()}{where[1:]} did not answer within {timeout:g} s; check that "
-                    "it is running and not overloaded, then try again.")
+            return (
+                f"{where[0].upper()}{where[1:]} did not answer within {timeout:g} s; check that "
+                "it is running and not overloaded, then try again."
+            )
         if isinstance(err, openai.APIConnectionError):
             reason = _root_cause(err)
             if "refused" in reason.lower():
-                return (f"Could not connect to {self.url} (connection refused); check that the "
-                        "server is running and that the host and port are right.")
-            return (f"Could not reach {self.url} ({reason}); check that the server is running "
-                    "and that the host and port are right.")
+                return (
+                    f"Could not connect to {self.url} (connection refused); check that the "
+                    "server is running and that the host and port are right."
+                )
+            return (
+                f"Could not reach {self.url} ({reason}); check that the server is running "
+                "and that the host and port are right."
+            )
         if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
             code = getattr(err, "status_code", 401)
             if self.api_key_env:
-                return (f"{where[0].upper()}{where[1:]} refused the API key in ${self.api_key_env} "
-                        f"({code}); set {self.api_key_env} to the server's key and connect again.")
-            return (f"{where[0].upper()}{where[1:]} needs an API key ({code}); put it in an "
-                    "environment variable and connect with --api-key-env VAR.")
+                return (
+                    f"{where[0].upper()}{where[1:]} refused the API key in ${self.api_key_env} "
+                    f"({code}); set {self.api_key_env} to the server's key and connect again."
+                )
+            return (
+                f"{where[0].upper()}{where[1:]} needs an API key ({code}); put it in an "
+                "environment variable and connect with --api-key-env VAR."
+            )
         if isinstance(err, openai.NotFoundError):
-            return (f"{where[0].upper()}{where[1:]} answered 404 ({_server_message(err)}); check "
-                    "the URL (usually ending in /v1) and the model name.")
+            return (
+                f"{where[0].upper()}{where[1:]} answered 404 ({_server_message(err)}); check "
+                "the URL (usually ending in /v1) and the model name."
+            )
         if isinstance(err, openai.APIStatusError):
             code = err.status_code
             message = _server_message(err)
             if code >= 500:
-                return (f"{where[0].upper()}{where[1:]} failed ({code}: {message}); check the "
-                        "server's log and try again.")
+                return (
+                    f"{where[0].upper()}{where[1:]} failed ({code}: {message}); check the "
+                    "server's log and try again."
+                )
             return f"The server rejected the request ({code}: {message}); change it and try again."
         return f"The request to {self.url} failed ({_short(err)}); check the server and try again."
 
@@ -350,10 +421,14 @@ class RemoteBackend:
         else:
             why = _root_cause(err)
         if kept:
-            return (f"The server at {self.url} broke off the reply ({why}); the partial reply is "
-                    "kept, check the server and ask again.")
-        return (f"The server at {self.url} broke off the reply before any text came ({why}); "
-                "check the server and ask again.")
+            return (
+                f"The server at {self.url} broke off the reply ({why}); the partial reply is "
+                "kept, check the server and ask again."
+            )
+        return (
+            f"The server at {self.url} broke off the reply before any text came ({why}); "
+            "check the server and ask again."
+        )
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -390,8 +465,8 @@ def _short(err: BaseException) -> str:
 def _root_cause(err: BaseException) -> str:
     """The innermost exception's message: 'Connection refused' rather than 'Connection error.'"""
     seen = err
-    while seen.__cause__ is not None or seen.__context__ is not None:
-        seen = seen.__cause__ or seen.__context__
+    while (inner := seen.__cause__ or seen.__context__) is not None:
+        seen = inner
     text = _short(seen)
     if "[Errno" in text and "]" in text:
         text = text.split("]", 1)[1].strip()

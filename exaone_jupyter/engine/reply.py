@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
 
 
 @dataclass
@@ -39,8 +39,14 @@ class Stats:
 class Reply:
     """Iterable text pieces of one generation; ``.text`` and ``.stats`` fill in as it runs."""
 
-    def __init__(self, pieces: Callable[["Reply"], Iterator[str]], *, prompt_tokens: int = 0,
-                 n_ctx: int = 0, thinking_opened: bool = False) -> None:
+    def __init__(
+        self,
+        pieces: Callable[[Reply], Generator[str, None, None]],
+        *,
+        prompt_tokens: int = 0,
+        n_ctx: int = 0,
+        thinking_opened: bool = False,
+    ) -> None:
         self.stats = Stats(prompt_tokens=prompt_tokens, n_ctx=n_ctx)
         self.note: str | None = None  # one sentence the UI should show (e.g. context full)
         self.error: str | None = None  # set when the engine failed mid-reply
@@ -51,9 +57,9 @@ class Reply:
         self._started = time.perf_counter()
         self._source = pieces(self)
         self._done = False
-        self._on_finish: list[Callable[["Reply"], None]] = []
+        self._on_finish: list[Callable[[Reply], None]] = []
 
-    def on_finish(self, callback: Callable[["Reply"], None]) -> None:
+    def on_finish(self, callback: Callable[[Reply], None]) -> None:
         """Call ``callback(reply)`` once when the reply has ended, however it ended."""
         self._on_finish.append(callback)
 
@@ -88,7 +94,7 @@ class Reply:
                 self.close()  # else the engine would hold the model until this reply is freed
                 raise
 
-    def consume(self) -> "Reply":
+    def consume(self) -> Reply:
         """Run to the end without a consumer; returns self (for scripts and tests)."""
         for _ in self:
             pass
@@ -130,5 +136,7 @@ class Reply:
 
     def __repr__(self) -> str:
         head = self.text[:40].replace("\n", " ")
-        return (f"<Reply {self.stats.completion_tokens} tokens, {self.stats.finish_reason}: "
-                f"{head!r}{'...' if len(self.text) > 40 else ''}>")
+        return (
+            f"<Reply {self.stats.completion_tokens} tokens, {self.stats.finish_reason}: "
+            f"{head!r}{'...' if len(self.text) > 40 else ''}>"
+        )

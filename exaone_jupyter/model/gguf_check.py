@@ -41,11 +41,15 @@ class GGUFInfo:
 
     @property
     def is_exaone_arch(self) -> bool:
-        return self.architecture in ("exaone", "exaone4", "exaone-moe") or "exaone" in self.name.lower()
+        return (
+            self.architecture in ("exaone", "exaone4", "exaone-moe")
+            or "exaone" in self.name.lower()
+        )
 
 
 def known_architectures() -> set[str]:
     import gguf
+
     return set(gguf.MODEL_ARCH_NAMES.values())
 
 
@@ -54,24 +58,30 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
     path = Path(path)
     shown = path.name
     if not path.exists():
-        raise ExaoneError(f"There is no file at {path}; check the path, or name a model from "
-                          "`%exaone models`.")
+        raise ExaoneError(
+            f"There is no file at {path}; check the path, or name a model from `%exaone models`."
+        )
     if path.is_dir():
         inside = sorted(p.name for p in path.glob("*.gguf"))[:3]
         hint = f" (it holds {', '.join(inside)})" if inside else ""
         raise ExaoneError(f"{path} is a directory{hint}; give the path of the .gguf file itself.")
     size = path.stat().st_size
     if size == 0:
-        raise ExaoneError(f"{shown} is empty (0 bytes), probably an interrupted download; {_REDOWNLOAD}.")
+        raise ExaoneError(
+            f"{shown} is empty (0 bytes), probably an interrupted download; {_REDOWNLOAD}."
+        )
     with open(path, "rb") as f:
         head = f.read(_HEADER_BYTES)
     if head[:4] != b"GGUF":
-        raise ExaoneError(f"{shown} is not a GGUF file (it does not start with 'GGUF'); download a "
-                          ".gguf model, or convert a checkpoint with llama.cpp's convert_hf_to_gguf.py.")
+        raise ExaoneError(
+            f"{shown} is not a GGUF file (it does not start with 'GGUF'); download a "
+            ".gguf model, or convert a checkpoint with llama.cpp's convert_hf_to_gguf.py."
+        )
     if len(head) < _HEADER_BYTES:
         raise ExaoneError(f"{shown} is truncated inside its header ({size} bytes); {_REDOWNLOAD}.")
 
     import gguf
+
     table: dict = {}
 
     class _Reader(gguf.GGUFReader):
@@ -83,13 +93,19 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
 
     try:
         reader = _Reader(path)
-    except Exception as err:  # the reader raises ValueError, IndexError, UnicodeError... on bad bytes
+    except (
+        Exception
+    ) as err:  # the reader raises ValueError, IndexError, UnicodeError... on bad bytes
         end = _tensor_end(table)
         if end is not None and end > size:
-            raise ExaoneError(f"{shown} is truncated: its tensors need {end:,} bytes but the file "
-                              f"has {size:,}; {_REDOWNLOAD}.") from None
-        raise ExaoneError(f"{shown} is truncated or corrupt: its metadata or tensor table cannot be "
-                          f"read ({_short(err)}); {_REDOWNLOAD}.") from None
+            raise ExaoneError(
+                f"{shown} is truncated: its tensors need {end:,} bytes but the file "
+                f"has {size:,}; {_REDOWNLOAD}."
+            ) from None
+        raise ExaoneError(
+            f"{shown} is truncated or corrupt: its metadata or tensor table cannot be "
+            f"read ({_short(err)}); {_REDOWNLOAD}."
+        ) from None
 
     def value(key: str, default=None):
         f = reader.fields.get(key)
@@ -98,29 +114,42 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
         try:
             return f.contents()
         except Exception:
-            raise ExaoneError(f"{shown} has a corrupt metadata value for {key}; {_REDOWNLOAD}.") from None
+            raise ExaoneError(
+                f"{shown} has a corrupt metadata value for {key}; {_REDOWNLOAD}."
+            ) from None
 
     end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
     if end > size:
-        raise ExaoneError(f"{shown} is truncated: its tensors need {end:,} bytes but the file has "
-                          f"{size:,}; {_REDOWNLOAD}.")
+        raise ExaoneError(
+            f"{shown} is truncated: its tensors need {end:,} bytes but the file has "
+            f"{size:,}; {_REDOWNLOAD}."
+        )
 
     arch = value("general.architecture")
     if not isinstance(arch, str) or not arch:
-        raise ExaoneError(f"{shown} has no general.architecture, so it is not a model llama.cpp can "
-                          "load; use a GGUF converted by llama.cpp.")
+        raise ExaoneError(
+            f"{shown} has no general.architecture, so it is not a model llama.cpp can "
+            "load; use a GGUF converted by llama.cpp."
+        )
     if arch not in known_architectures():
-        raise ExaoneError(f"{shown} has the architecture '{arch}', which this llama.cpp build does not "
-                          "know; use a GGUF of a supported architecture (EXAONE uses llama, exaone "
-                          "or exaone4) or upgrade llama-cpp-python.")
+        raise ExaoneError(
+            f"{shown} has the architecture '{arch}', which this llama.cpp build does not "
+            "know; use a GGUF of a supported architecture (EXAONE uses llama, exaone "
+            "or exaone4) or upgrade llama-cpp-python."
+        )
     if value("tokenizer.ggml.model") is None or "tokenizer.ggml.tokens" not in reader.fields:
-        raise ExaoneError(f"{shown} has no tokenizer; convert the model again with llama.cpp's "
-                          "convert_hf_to_gguf.py, which embeds it.")
+        raise ExaoneError(
+            f"{shown} has no tokenizer; convert the model again with llama.cpp's "
+            "convert_hf_to_gguf.py, which embeds it."
+        )
     n_layers = value(f"{arch}.block_count")
     n_embd = value(f"{arch}.embedding_length")
     n_ctx = value(f"{arch}.context_length")
-    for key, v in ((f"{arch}.block_count", n_layers), (f"{arch}.embedding_length", n_embd),
-                   (f"{arch}.context_length", n_ctx)):
+    for key, v in (
+        (f"{arch}.block_count", n_layers),
+        (f"{arch}.embedding_length", n_embd),
+        (f"{arch}.context_length", n_ctx),
+    ):
         if not isinstance(v, int) or v <= 0:
             raise ExaoneError(f"{shown} lacks a valid {key}; {_REDOWNLOAD}.")
 
@@ -136,18 +165,24 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
     template = value("tokenizer.chat_template")
     eos = value("tokenizer.ggml.eos_token_id")
     return GGUFInfo(
-        path=path.resolve(), file_size=size, architecture=arch,
+        path=path.resolve(),
+        file_size=size,
+        architecture=arch,
         name=str(value("general.name", path.stem)),
         n_params=sum(int(t.n_elements) for t in reader.tensors),
         quantization=_quantization(value("general.file_type"), reader.tensors),
-        context_length=n_ctx, n_layers=n_layers, n_embd=n_embd,
+        context_length=n_ctx,
+        n_layers=n_layers,
+        n_embd=n_embd,
         n_head=_int(value(f"{arch}.attention.head_count"), 1),
-        n_head_kv=_int(value(f"{arch}.attention.head_count_kv"),
-                       _int(value(f"{arch}.attention.head_count"), 1)),
+        n_head_kv=_int(
+            value(f"{arch}.attention.head_count_kv"), _int(value(f"{arch}.attention.head_count"), 1)
+        ),
         chat_template=template if isinstance(template, str) and template else None,
         eos_token_id=eos if isinstance(eos, int) else None,
         tokenizer_pre=value("tokenizer.ggml.pre"),
-        layer_bytes=layer_bytes, other_bytes=other,
+        layer_bytes=layer_bytes,
+        other_bytes=other,
     )
 
 
@@ -157,6 +192,7 @@ def _tensor_end(table: dict) -> int | None:
         return None
     import gguf
     import numpy as np
+
     try:
         end = 0
         for f in table["fields"]:
@@ -178,6 +214,7 @@ def _int(v, default: int) -> int:
 
 def _quantization(file_type, tensors) -> str:
     import gguf
+
     if isinstance(file_type, int):
         try:
             name = gguf.LlamaFileType(file_type).name

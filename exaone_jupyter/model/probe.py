@@ -68,16 +68,26 @@ def probe(path: str | os.PathLike, *, timeout: float = TIMEOUT_S) -> None:
         if key in _passed:
             return
     env = dict(os.environ)
-    env.update(GGML_NO_BACKTRACE="1",  # ggml_abort would otherwise attach gdb to print a trace
-               CUDA_VISIBLE_DEVICES="", HIP_VISIBLE_DEVICES="")  # no GPU needed, none touched
+    env.update(
+        GGML_NO_BACKTRACE="1",  # ggml_abort would otherwise attach gdb to print a trace
+        CUDA_VISIBLE_DEVICES="",
+        HIP_VISIBLE_DEVICES="",
+    )  # no GPU needed, none touched
     try:
-        child = subprocess.run([sys.executable, "-c", _CHILD, str(path)], env=env,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, timeout=timeout)
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(path)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
-        raise ExaoneError(f"llama.cpp took more than {timeout:.0f} s to read the vocabulary of "
-                          f"{path.name}, so it was not loaded; check that the file is a complete "
-                          "GGUF on a readable disk.") from None
+        raise ExaoneError(
+            f"llama.cpp took more than {timeout:.0f} s to read the vocabulary of "
+            f"{path.name}, so it was not loaded; check that the file is a complete "
+            "GGUF on a readable disk."
+        ) from None
     except OSError:
         return  # no child process possible here: load in-process as before
     detail = _detail(child.stderr.decode("utf-8", "replace"))
@@ -86,15 +96,19 @@ def probe(path: str | os.PathLike, *, timeout: float = TIMEOUT_S) -> None:
             _passed.add(key)
         return
     if child.returncode == 3:
-        raise ExaoneError(f"llama.cpp cannot load {path.name}"
-                          f"{': ' + detail.rstrip('.') if detail else ''}; check that the file is a "
-                          "complete GGUF of a supported model, or download or convert it again.")
+        raise ExaoneError(
+            f"llama.cpp cannot load {path.name}"
+            f"{': ' + detail.rstrip('.') if detail else ''}; check that the file is a "
+            "complete GGUF of a supported model, or download or convert it again."
+        )
     if child.returncode < 0:
         how = _signal_name(-child.returncode)
-        raise ExaoneError(f"{path.name} makes llama.cpp crash ({how}"
-                          f"{': ' + detail if detail else ''}), so it was not loaded into this "
-                          f"kernel; the file is corrupt or from an incompatible converter: "
-                          f"{_REDOWNLOAD}.")
+        raise ExaoneError(
+            f"{path.name} makes llama.cpp crash ({how}"
+            f"{': ' + detail if detail else ''}), so it was not loaded into this "
+            f"kernel; the file is corrupt or from an incompatible converter: "
+            f"{_REDOWNLOAD}."
+        )
     # Any other exit: the child's Python itself failed (e.g. llama_cpp would not import); the
     # in-process load will report that better than we can.
 
@@ -108,8 +122,11 @@ def _detail(stderr: str) -> str:
     if thrown:
         return thrown.group(1).strip()[:120]
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    loading = [line.split("error loading model:", 1)[1].strip() for line in lines
-               if "error loading model:" in line]
+    loading = [
+        line.split("error loading model:", 1)[1].strip()
+        for line in lines
+        if "error loading model:" in line
+    ]
     text = (loading or lines or [""])[0]
     return text[:160]
 
@@ -119,6 +136,10 @@ def _signal_name(number: int) -> str:
         name = signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-    return {"SIGABRT": "it aborted", "SIGSEGV": "a segmentation fault",
-            "SIGBUS": "a bus error", "SIGFPE": "an arithmetic fault",
-            "SIGKILL": "it was killed, perhaps out of memory"}.get(name, name)
+    return {
+        "SIGABRT": "it aborted",
+        "SIGSEGV": "a segmentation fault",
+        "SIGBUS": "a bus error",
+        "SIGFPE": "an arithmetic fault",
+        "SIGKILL": "it was killed, perhaps out of memory",
+    }.get(name, name)

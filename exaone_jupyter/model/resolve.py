@@ -47,13 +47,16 @@ def _cache_dir(cache_dir: str | os.PathLike | None) -> str | None:
     return os.environ.get("HF_HUB_CACHE") or None
 
 
-def resolve(spec: str, *, file_glob: str | None = None,
-            cache_dir: str | os.PathLike | None = None) -> Resolved:
+def resolve(
+    spec: str, *, file_glob: str | None = None, cache_dir: str | os.PathLike | None = None
+) -> Resolved:
     """The local file for ``spec``; raises ExaoneError with one sentence when there is none."""
     spec = (spec or "").strip()
     if not spec:
-        raise ExaoneError("No model given: name a .gguf path, REPO:FILE on the Hugging Face Hub, "
-                          "or a catalog alias from `%exaone models`.")
+        raise ExaoneError(
+            "No model given: name a .gguf path, REPO:FILE on the Hugging Face Hub, "
+            "or a catalog alias from `%exaone models`."
+        )
     entry = catalog.lookup(spec)
     if entry is not None:
         if not entry.repo:
@@ -66,25 +69,34 @@ def resolve(spec: str, *, file_glob: str | None = None,
         return Resolved(_hub_file(repo, filename, cache_dir), spec, "hub", repo)
     if _REPO.match(spec) and not os.path.exists(spec) and not spec.endswith(".gguf"):
         if not file_glob:
-            raise ExaoneError(f"{spec} looks like a Hugging Face repository: add the file as "
-                              f"{spec}:FILE.gguf, or pass --file with a pattern such as '*Q4_K_M.gguf'.")
+            raise ExaoneError(
+                f"{spec} looks like a Hugging Face repository: add the file as "
+                f"{spec}:FILE.gguf, or pass --file with a pattern such as '*Q4_K_M.gguf'."
+            )
         name = _match_hub_file(spec, file_glob, cache_dir)
         return Resolved(_hub_file(spec, name, cache_dir), spec, "hub", spec)
 
     path = Path(spec).expanduser()
     if path.exists() or spec.endswith(".gguf") or os.sep in spec:
         if not path.exists():
-            raise ExaoneError(f"There is no file at {spec}; check the path, or name a model "
-                              "from `%exaone models`.")
+            raise ExaoneError(
+                f"There is no file at {spec}; check the path, or name a model "
+                "from `%exaone models`."
+            )
         return Resolved(path.resolve(), spec, "file")
-    raise ExaoneError(f"Unknown model '{spec}': give a path to a .gguf file, REPO:FILE on the "
-                      "Hugging Face Hub, or a catalog alias from `%exaone models`.")
+    raise ExaoneError(
+        f"Unknown model '{spec}': give a path to a .gguf file, REPO:FILE on the "
+        "Hugging Face Hub, or a catalog alias from `%exaone models`."
+    )
 
 
 def _hub_file(repo: str, filename: str, cache_dir: str | os.PathLike | None) -> Path:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     where = _cache_dir(cache_dir)
     try:
@@ -92,9 +104,11 @@ def _hub_file(repo: str, filename: str, cache_dir: str | os.PathLike | None) -> 
     except (LocalEntryNotFoundError, EntryNotFoundError):
         pass
     if hub_offline():
-        raise ExaoneError(f"{repo}:{filename} is not in the Hugging Face cache and the Hub is "
-                          f"offline (HF_HUB_OFFLINE is set); download it once while online, "
-                          f"{_OFFLINE_HINT}.") from None
+        raise ExaoneError(
+            f"{repo}:{filename} is not in the Hugging Face cache and the Hub is "
+            f"offline (HF_HUB_OFFLINE is set); download it once while online, "
+            f"{_OFFLINE_HINT}."
+        ) from None
     _preflight(repo, filename)
     try:
         return Path(hf_hub_download(repo, filename, cache_dir=where))
@@ -111,8 +125,8 @@ def _preflight(repo: str, filename: str | None) -> None:
     once in one sentence: huggingface_hub's own download retries five times over 23 seconds and
     logs every try to stderr. ``filename`` None only asks whether the repository is there."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError,
-                                        RepositoryNotFoundError)
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
     try:
         get_hf_file_metadata(hf_hub_url(repo, filename or ".gitattributes"))
     except RepositoryNotFoundError:
@@ -127,30 +141,39 @@ def _preflight(repo: str, filename: str | None) -> None:
 
 
 def _no_repo(repo: str) -> str:
-    return (f"The Hugging Face repository {repo} does not exist or needs a login "
-            "(`hf auth login`); check the name in `%exaone models`.")
+    return (
+        f"The Hugging Face repository {repo} does not exist or needs a login "
+        "(`hf auth login`); check the name in `%exaone models`."
+    )
 
 
 def _no_file(repo: str, filename: str) -> str:
-    return (f"The Hugging Face repository {repo} has no file {filename}; check the file name on "
-            "the repository's page.")
+    return (
+        f"The Hugging Face repository {repo} has no file {filename}; check the file name on "
+        "the repository's page."
+    )
 
 
 def _unreachable(what: str) -> str:
-    return (f"Cannot reach the Hugging Face Hub to {what}; check the network connection, "
-            f"{_OFFLINE_HINT}.")
+    return (
+        f"Cannot reach the Hugging Face Hub to {what}; check the network connection, "
+        f"{_OFFLINE_HINT}."
+    )
 
 
 def _match_hub_file(repo: str, pattern: str, cache_dir: str | os.PathLike | None) -> str:
     """The one file of ``repo`` matching ``pattern``: from the cache offline, else the Hub."""
     names = _cached_files(repo, cache_dir)
     if not names and hub_offline():
-        raise ExaoneError(f"{repo} is not in the Hugging Face cache and the Hub is offline "
-                          f"(HF_HUB_OFFLINE is set); download it once while online, "
-                          f"{_OFFLINE_HINT}.")
+        raise ExaoneError(
+            f"{repo} is not in the Hugging Face cache and the Hub is offline "
+            f"(HF_HUB_OFFLINE is set); download it once while online, "
+            f"{_OFFLINE_HINT}."
+        )
     if not names:
         from huggingface_hub import HfApi
         from huggingface_hub.errors import RepositoryNotFoundError
+
         _preflight(repo, None)
         try:
             names = HfApi().list_repo_files(repo)
@@ -161,13 +184,16 @@ def _match_hub_file(repo: str, pattern: str, cache_dir: str | os.PathLike | None
     matches = sorted(n for n in names if fnmatch.fnmatch(n, pattern))
     if len(matches) != 1:
         found = "no file" if not matches else f"{len(matches)} files ({', '.join(matches[:4])})"
-        raise ExaoneError(f"The pattern {pattern!r} matches {found} in {repo}; give a pattern "
-                          "that matches exactly one .gguf file.")
+        raise ExaoneError(
+            f"The pattern {pattern!r} matches {found} in {repo}; give a pattern "
+            "that matches exactly one .gguf file."
+        )
     return matches[0]
 
 
 def _cached_files(repo: str, cache_dir: str | os.PathLike | None) -> list[str]:
     from huggingface_hub import scan_cache_dir
+
     try:
         info = scan_cache_dir(_cache_dir(cache_dir))
     except Exception:  # no cache yet
@@ -176,16 +202,20 @@ def _cached_files(repo: str, cache_dir: str | os.PathLike | None) -> list[str]:
     for cached in info.repos:
         if cached.repo_id == repo and cached.repo_type == "model":
             for revision in cached.revisions:
-                names.update(str(f.file_path.relative_to(revision.snapshot_path))
-                             for f in revision.files)
+                names.update(
+                    str(f.file_path.relative_to(revision.snapshot_path)) for f in revision.files
+                )
     return sorted(names)
 
 
-def cached_path(entry: catalog.CatalogEntry, cache_dir: str | os.PathLike | None = None) -> Path | None:
+def cached_path(
+    entry: catalog.CatalogEntry, cache_dir: str | os.PathLike | None = None
+) -> Path | None:
     """Where a catalog model lies in the local cache, or None (never touches the network)."""
     if not entry.repo:
         return catalog.demo_model_path()
     from huggingface_hub import try_to_load_from_cache
+
     hit = try_to_load_from_cache(entry.repo, entry.filename, cache_dir=_cache_dir(cache_dir))
     return Path(hit) if isinstance(hit, str) else None
 

@@ -10,8 +10,9 @@ import argparse
 import difflib
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import MagicArgumentParser
@@ -33,8 +34,12 @@ class Subcommand:
 
     def __post_init__(self) -> None:
         # IPython's parser (errors are UsageErrors) with argparse's plain help, not its RST
-        parser = MagicArgumentParser(prog=f"%exaone {self.name}", description=self.help,
-                                     add_help=False, formatter_class=argparse.HelpFormatter)
+        parser = MagicArgumentParser(
+            prog=f"%exaone {self.name}",
+            description=self.help,
+            add_help=False,
+            formatter_class=argparse.HelpFormatter,
+        )
         for names, options in self.arguments:
             parser.add_argument(*names, **options)
         object.__setattr__(self, "parser", parser)
@@ -64,50 +69,119 @@ def _arg(*names: str, **options: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     return names, options
 
 
-SUBCOMMANDS: dict[str, Subcommand] = {s.name: s for s in (
-    Subcommand("load", "Load a model: a .gguf path, REPO:FILE on the Hub, or an alias from "
-               "`%exaone models` (default: $EXAONE_JUPYTER_MODEL, else ExaoneMagics.model, else "
-               f"{catalog.DEFAULT_ALIAS}).", (
-                   _arg("spec", nargs="?", default=None, metavar="MODEL", help="path, REPO:FILE, REPO or alias"),
-                   _arg("--file", default=None, metavar="GLOB", help="which GGUF of REPO"),
-                   _arg("--gpu-layers", default=None, metavar="N",
-                        help="auto (default), all, none or a number of layers"),
-                   _arg("--n-ctx", type=int, default=None, metavar="TOKENS",
-                        help=f"context size (default: the model's, at most {DEFAULT_MAX_CTX})"),
-                   _arg("--n-threads", type=int, default=None, metavar="N",
-                        help="CPU threads (default: llama-cpp-python's)"),
-                   _arg("--flash-attn", action="store_true", default=None,
-                        help="flash attention (GPU builds)"))),
-    Subcommand("unload", "Free the model's memory; the conversation stays."),
-    Subcommand("info", "The loaded model: size, quantization, context, threads, layers on the "
-               "GPU and why."),
-    Subcommand("models", "The catalog of known EXAONE GGUFs, and which need no download."),
-    Subcommand("reset", "Forget the conversation (the system prompt stays)."),
-    Subcommand("history", "Show the conversation so far."),
-    Subcommand("save", "Save the conversation as JSON.",
-               (_arg("path", metavar="PATH", help="file to write"),)),
-    Subcommand("restore", "Restore a conversation saved with `%exaone save`.",
-               (_arg("path", metavar="PATH", help="file `%exaone save` wrote"),)),
-    Subcommand("system", "Show, set (`%exaone system TEXT`) or clear (`--clear`) the system "
-               "prompt.", (_arg("text", nargs="?", metavar="TEXT", help="the prompt (the rest of the line, as "
-                                "typed)"),
-                           _arg("--clear", action="store_true", help="no system prompt")),
-               raw="text"),
-    Subcommand("stats", "The last reply's figures: tokens, rates, time to first token, finish "
-               "reason."),
-    Subcommand("panel", "Open the chat panel: model picker, GPU layers, Send, Stop and a live "
-               "meter."),
-    Subcommand("connect", "Use an OpenAI-compatible server (vLLM, llama-server) instead of a "
-               "local model; the conversation stays.", (
-                   _arg("url", metavar="URL", help="the server's base URL, e.g. http://127.0.0.1:8080/v1"),
-                   _arg("--model", default=None, metavar="NAME", help="the server's model name"),
-                   _arg("--api-key-env", default=None, metavar="VAR",
-                        help="environment variable holding the API key"))),
-    Subcommand("disconnect", "Stop using the server; the conversation stays (load a local model "
-               "to go on)."),
-    Subcommand("help", "List the subcommands, or one subcommand's options.",
-               (_arg("subcommand", nargs="?", default=None, metavar="NAME"),)),
-)}
+SUBCOMMANDS: dict[str, Subcommand] = {
+    s.name: s
+    for s in (
+        Subcommand(
+            "load",
+            "Load a model: a .gguf path, REPO:FILE on the Hub, or an alias from "
+            "`%exaone models` (default: $EXAONE_JUPYTER_MODEL, else ExaoneMagics.model, else "
+            f"{catalog.DEFAULT_ALIAS}).",
+            (
+                _arg(
+                    "spec",
+                    nargs="?",
+                    default=None,
+                    metavar="MODEL",
+                    help="path, REPO:FILE, REPO or alias",
+                ),
+                _arg("--file", default=None, metavar="GLOB", help="which GGUF of REPO"),
+                _arg(
+                    "--gpu-layers",
+                    default=None,
+                    metavar="N",
+                    help="auto (default), all, none or a number of layers",
+                ),
+                _arg(
+                    "--n-ctx",
+                    type=int,
+                    default=None,
+                    metavar="TOKENS",
+                    help=f"context size (default: the model's, at most {DEFAULT_MAX_CTX})",
+                ),
+                _arg(
+                    "--n-threads",
+                    type=int,
+                    default=None,
+                    metavar="N",
+                    help="CPU threads (default: llama-cpp-python's)",
+                ),
+                _arg(
+                    "--flash-attn",
+                    action="store_true",
+                    default=None,
+                    help="flash attention (GPU builds)",
+                ),
+            ),
+        ),
+        Subcommand("unload", "Free the model's memory; the conversation stays."),
+        Subcommand(
+            "info",
+            "The loaded model: size, quantization, context, threads, layers on the GPU and why.",
+        ),
+        Subcommand("models", "The catalog of known EXAONE GGUFs, and which need no download."),
+        Subcommand("reset", "Forget the conversation (the system prompt stays)."),
+        Subcommand("history", "Show the conversation so far."),
+        Subcommand(
+            "save",
+            "Save the conversation as JSON.",
+            (_arg("path", metavar="PATH", help="file to write"),),
+        ),
+        Subcommand(
+            "restore",
+            "Restore a conversation saved with `%exaone save`.",
+            (_arg("path", metavar="PATH", help="file `%exaone save` wrote"),),
+        ),
+        Subcommand(
+            "system",
+            "Show, set (`%exaone system TEXT`) or clear (`--clear`) the system prompt.",
+            (
+                _arg(
+                    "text",
+                    nargs="?",
+                    metavar="TEXT",
+                    help="the prompt (the rest of the line, as typed)",
+                ),
+                _arg("--clear", action="store_true", help="no system prompt"),
+            ),
+            raw="text",
+        ),
+        Subcommand(
+            "stats", "The last reply's figures: tokens, rates, time to first token, finish reason."
+        ),
+        Subcommand(
+            "panel", "Open the chat panel: model picker, GPU layers, Send, Stop and a live meter."
+        ),
+        Subcommand(
+            "connect",
+            "Use an OpenAI-compatible server (vLLM, llama-server) instead of a "
+            "local model; the conversation stays.",
+            (
+                _arg(
+                    "url",
+                    metavar="URL",
+                    help="the server's base URL, e.g. http://127.0.0.1:8080/v1",
+                ),
+                _arg("--model", default=None, metavar="NAME", help="the server's model name"),
+                _arg(
+                    "--api-key-env",
+                    default=None,
+                    metavar="VAR",
+                    help="environment variable holding the API key",
+                ),
+            ),
+        ),
+        Subcommand(
+            "disconnect",
+            "Stop using the server; the conversation stays (load a local model to go on).",
+        ),
+        Subcommand(
+            "help",
+            "List the subcommands, or one subcommand's options.",
+            (_arg("subcommand", nargs="?", default=None, metavar="NAME"),),
+        ),
+    )
+}
 
 
 def find_subcommand(name: str) -> Subcommand:
@@ -116,8 +190,9 @@ def find_subcommand(name: str) -> Subcommand:
     if command is None:
         close = difflib.get_close_matches(name, SUBCOMMANDS, n=1, cutoff=0.75)
         hint = f"did you mean {close[0]}? " if close else ""
-        raise UsageError(f"Unknown subcommand {name!r}; {hint}use one of: "
-                         f"{', '.join(SUBCOMMANDS)}.")
+        raise UsageError(
+            f"Unknown subcommand {name!r}; {hint}use one of: {', '.join(SUBCOMMANDS)}."
+        )
     return command
 
 
@@ -131,20 +206,25 @@ def subcommand_help(name: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def parse(parse: Callable[[], argparse.Namespace],
-           parser: argparse.ArgumentParser) -> argparse.Namespace:
+def parse(
+    parse: Callable[[], argparse.Namespace], parser: argparse.ArgumentParser
+) -> argparse.Namespace:
     """Parse, and when an option is misspelled, say which one was probably meant."""
     try:
         return parse()
     except UsageError as err:
-        known = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+        known = [
+            o for action in parser._actions for o in action.option_strings if o.startswith("--")
+        ]
         words = re.findall(r"(--?[\w-]+)", str(err).partition("unrecognized arguments:")[2])
         for word in words:
             close = difflib.get_close_matches(word, known, n=1, cutoff=0.8)
             if close:
                 where = "%exaone help" if " " in parser.prog else "%%exaone?"
-                raise UsageError(f"Unknown option {word}; did you mean {close[0]}? "
-                                 f"(`{where}` lists the options.)") from None
+                raise UsageError(
+                    f"Unknown option {word}; did you mean {close[0]}? "
+                    f"(`{where}` lists the options.)"
+                ) from None
         raise
 
 

@@ -11,7 +11,7 @@ that itself holds ``{...}`` is inserted as it is. (IPython's own ``var_expand`` 
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 # A name: a letter or underscore, then letters, digits or underscores (Unicode, like Python's).
 _NAME = r"[^\W\d]\w*"

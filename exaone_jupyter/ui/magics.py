@@ -12,8 +12,9 @@ import argparse
 import html
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -37,33 +38,52 @@ LOADING = LoadOptions()
 class ExaoneMagics(Magics):
     """Chat with EXAONE in this notebook."""
 
-    model = Unicode("", help="Model to load when none is: a .gguf path, REPO:FILE or a catalog "
-                    "alias (EXAONE_JUPYTER_MODEL wins over this).").tag(config=True)
-    gpu_layers = Unicode(str(LOADING.gpu_layers),
-                         help="auto, all, none or a number of layers.").tag(config=True)
-    n_ctx = Int(0, help="Context size in tokens; 0 = the smaller of the model's and "
-                f"{DEFAULT_MAX_CTX}.").tag(config=True)
+    model = Unicode(
+        "",
+        help="Model to load when none is: a .gguf path, REPO:FILE or a catalog "
+        "alias (EXAONE_JUPYTER_MODEL wins over this).",
+    ).tag(config=True)
+    gpu_layers = Unicode(
+        str(LOADING.gpu_layers), help="auto, all, none or a number of layers."
+    ).tag(config=True)
+    n_ctx = Int(
+        0, help=f"Context size in tokens; 0 = the smaller of the model's and {DEFAULT_MAX_CTX}."
+    ).tag(config=True)
     max_tokens = Int(SAMPLING.max_tokens, help="Most tokens a reply may have.").tag(config=True)
     temperature = Float(SAMPLING.temperature, help="0 is greedy and reproducible.").tag(config=True)
     top_p = Float(SAMPLING.top_p).tag(config=True)
     top_k = Int(SAMPLING.top_k, help="0 turns top-k off.").tag(config=True)
-    repeat_penalty = Float(SAMPLING.repeat_penalty,
-                           help="LG advises no penalty above 1.0 for EXAONE.").tag(config=True)
-    system = Unicode(None, allow_none=True,
-                     help="System prompt; None = the model family's default.").tag(config=True)
-    update_interval = Float(DEFAULT_INTERVAL, help="Seconds between live updates of a streaming "
-                            f"cell (at least {MIN_INTERVAL}: 20 updates a second).").tag(config=True)
+    repeat_penalty = Float(
+        SAMPLING.repeat_penalty, help="LG advises no penalty above 1.0 for EXAONE."
+    ).tag(config=True)
+    system = Unicode(
+        None, allow_none=True, help="System prompt; None = the model family's default."
+    ).tag(config=True)
+    update_interval = Float(
+        DEFAULT_INTERVAL,
+        help="Seconds between live updates of a streaming "
+        f"cell (at least {MIN_INTERVAL}: 20 updates a second).",
+    ).tag(config=True)
     show_meter = Bool(True, help="Show the tokens/s meter under each reply.").tag(config=True)
 
     # A bad %config value is refused when it is set, in one sentence, not at the next cell.
-    @validate("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "gpu_layers",
-              "n_ctx", "update_interval")
+    @validate(
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "repeat_penalty",
+        "gpu_layers",
+        "n_ctx",
+        "update_interval",
+    )
     def _valid_setting(self, proposal: dict) -> Any:
         try:
             check_setting(proposal["trait"].name, proposal["value"])
         except ExaoneError as err:
-            raise TraitError(f"ExaoneMagics.{str(err).rstrip('.')}; the setting is "
-                             "unchanged.") from None
+            raise TraitError(
+                f"ExaoneMagics.{str(err).rstrip('.')}; the setting is unchanged."
+            ) from None
         return proposal["value"]
 
     @observe("system")
@@ -84,10 +104,13 @@ class ExaoneMagics(Magics):
     @argument("--new", action="store_true", help="start a fresh conversation")
     @argument("--no-history", action="store_true", help="a one-off question, not remembered")
     @argument("-o", "--out", default=None, metavar="VAR", help="store the reply text in VAR")
-    @argument("--dry-run", action="store_true",
-              help="show the exact prompt text and its tokens; generate nothing")
+    @argument(
+        "--dry-run",
+        action="store_true",
+        help="show the exact prompt text and its tokens; generate nothing",
+    )
     @argument("--think", action="store_true", help="reasoning mode (EXAONE 4.0, Deep)")
-    @cell_magic("exaone")
+    @cell_magic("exaone")  # type: ignore[arg-type]  # IPython types the decorator as Never
     def exaone_cell(self, line: str, cell: str) -> None:
         """Ask EXAONE; the reply streams into the cell with a live tokens/s meter.
 
@@ -98,34 +121,52 @@ class ExaoneMagics(Magics):
         """
         args = parse(lambda: parse_argstring(self.exaone_cell, line), self.exaone_cell.parser)
         session = get_session()
-        renderer = renderer_for(self.shell, interval=self.update_interval,
-                                split=session.split_reasoning, meter=self.show_meter)
+        renderer = renderer_for(
+            self.shell,
+            interval=self.update_interval,
+            split=session.split_reasoning,
+            meter=self.show_meter,
+        )
         try:
             self._ensure_model(renderer.note)
             sampling = Sampling.from_options(
-                self._sampling(), temperature=args.temperature, max_tokens=args.max_tokens,
-                top_p=args.top_p, top_k=args.top_k, repeat_penalty=args.repeat_penalty,
-                seed=args.seed)
-            question = interpolate(cell.strip("\n"), self.shell.user_ns)
-            turn = session.prepare(question, sampling, system=args.system, new=args.new,
-                                   history=not args.no_history, think=args.think)
+                self._sampling(),
+                temperature=args.temperature,
+                max_tokens=args.max_tokens,
+                top_p=args.top_p,
+                top_k=args.top_k,
+                repeat_penalty=args.repeat_penalty,
+                seed=args.seed,
+            )
+            question = interpolate(cell.strip("\n"), self._namespace)
+            turn = session.prepare(
+                question,
+                sampling,
+                system=args.system,
+                new=args.new,
+                history=not args.no_history,
+                think=args.think,
+            )
             for note in turn.notes:
                 renderer.note(note)
             if args.dry_run:
                 _show_dry_run(turn)
                 return
-            reply = renderer.stream(session.send(turn), model=_short_spec(session.model_spec or ""),
-                                    gpu=session.require_backend().info.gpu_label)
+            reply = renderer.stream(
+                session.send(turn),
+                model=_short_spec(session.model_spec or ""),
+                gpu=session.require_backend().info.gpu_label,
+            )
             if reply.note:
                 renderer.note(reply.note)
             if args.out:
-                self.shell.user_ns[args.out] = reply.text
+                self._namespace[args.out] = reply.text
         except ExaoneError as err:
             _error(err)
 
     # -- %exaone --------------------------------------------------------------------------------
     @no_var_expand
-    @line_magic("exaone")
+    @line_magic("exaone")  # type: ignore[arg-type]  # (as above)
     def exaone_line(self, line: str) -> None:
         """Manage the model and the conversation: ``%exaone SUBCOMMAND [options]``."""
         name, _, rest = line.strip().partition(" ")
@@ -147,9 +188,18 @@ class ExaoneMagics(Magics):
     def _cmd_load(self, args: argparse.Namespace) -> None:
         session = get_session()
         options = self._load_options()
-        options.update({k: v for k, v in (("gpu_layers", args.gpu_layers), ("n_ctx", args.n_ctx),
-                                          ("n_threads", args.n_threads),
-                                          ("flash_attn", args.flash_attn)) if v is not None})
+        options.update(
+            {
+                k: v
+                for k, v in (
+                    ("gpu_layers", args.gpu_layers),
+                    ("n_ctx", args.n_ctx),
+                    ("n_threads", args.n_threads),
+                    ("flash_attn", args.flash_attn),
+                )
+                if v is not None
+            }
+        )
         spec = args.spec or session.default_spec(self.model or None)
         for notice in self._load(spec, file_glob=args.file, **options):
             _notice(notice)
@@ -166,12 +216,16 @@ class ExaoneMagics(Magics):
     def _cmd_models(self, args: argparse.Namespace) -> None:
         from ..model.resolve import availability
 
-        lines = ["| alias | family | size | context | available | source |",
-                 "|---|---|---|---|---|---|"]
+        lines = [
+            "| alias | family | size | context | available | source |",
+            "|---|---|---|---|---|---|",
+        ]
         for entry in catalog.CATALOG.values():
-            lines.append(f"| `{entry.alias}` | {entry.family} | {entry.size_text} | "
-                         f"{entry.context_length} | {availability(entry)} | "
-                         f"{entry.repo or 'bundled'} |")
+            lines.append(
+                f"| `{entry.alias}` | {entry.family} | {entry.size_text} | "
+                f"{entry.context_length} | {availability(entry)} | "
+                f"{entry.repo or 'bundled'} |"
+            )
         show_markdown("\n".join(lines))
 
     def _cmd_reset(self, args: argparse.Namespace) -> None:
@@ -220,6 +274,7 @@ class ExaoneMagics(Magics):
         from IPython.display import display
 
         from .panel import ChatPanel
+
         display(ChatPanel())
 
     def _cmd_connect(self, args: argparse.Namespace) -> None:
@@ -232,9 +287,20 @@ class ExaoneMagics(Magics):
         print("Disconnected." if get_session().disconnect() else "No server was connected.")
 
     # -- helpers --------------------------------------------------------------------------------
+    @property
+    def _namespace(self) -> dict[str, Any]:
+        """The notebook's variables (a registered magic always has its shell)."""
+        assert self.shell is not None
+        return self.shell.user_ns
+
     def _sampling(self) -> Sampling:
-        return Sampling(temperature=self.temperature, max_tokens=self.max_tokens, top_p=self.top_p,
-                        top_k=self.top_k, repeat_penalty=self.repeat_penalty)
+        return Sampling(
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            repeat_penalty=self.repeat_penalty,
+        )
 
     def _load_options(self) -> dict[str, Any]:
         return {"gpu_layers": self.gpu_layers, "n_ctx": self.n_ctx or None}
@@ -253,22 +319,27 @@ class ExaoneMagics(Magics):
 
     def _load(self, spec: str, **options: Any) -> list[str]:
         """Load with a progress bar that follows llama.cpp (in a notebook)."""
-        with LoadProgress(_short_spec(spec), notebook=in_notebook(self.shell),
-                          interval=self.update_interval) as progress:
+        with LoadProgress(
+            _short_spec(spec), notebook=in_notebook(self.shell), interval=self.update_interval
+        ) as progress:
             return get_session().load(spec, on_progress=progress, **options)
 
 
 # The line magic's help (`%exaone?`) is the same text as `%exaone help`.
-ExaoneMagics.exaone_line.__doc__ = (
-    f"{ExaoneMagics.exaone_line.__doc__}\n\n"
-    + "\n\n".join(c.parser.format_help().strip() for c in SUBCOMMANDS.values()))
+_line_magic: Any = ExaoneMagics.exaone_line
+_line_magic.__doc__ = f"{_line_magic.__doc__}\n\n" + "\n\n".join(
+    c.parser.format_help().strip() for c in SUBCOMMANDS.values()
+)
 
 
 def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
     """``%exaone info`` as (name, value) rows."""
     backend = info.backend
-    rows: list[tuple[str, object]] = [("model", backend.model), ("spec", info.spec),
-                                      ("backend", backend.label)]
+    rows: list[tuple[str, object]] = [
+        ("model", backend.model),
+        ("spec", info.spec),
+        ("backend", backend.label),
+    ]
     local = backend.local
     if local is not None:
         gguf, plan = local.gguf, local.offload
@@ -281,20 +352,32 @@ def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
             ("context", f"{backend.n_ctx} tokens (trained for {gguf.context_length})"),
             ("threads", local.n_threads),
             ("GPU layers", f"{plan.n_gpu_layers} of {plan.n_layers}: {plan.reason}"),
-            ("llama.cpp's count", "not reported (CPU-only build)"
-             if local.llama_gpu_layers is None else
-             f"{local.llama_gpu_layers}/{plan.n_layers + 1} offloaded (it counts the output "
-             "layer as one; it goes to the GPU with any block)"),
-            ("GPU support", "yes" + (f" ({local.gpu.name})" if local.gpu.name else "")
-             if local.gpu.supports_offload else "no: this build runs on the CPU only"),
+            (
+                "llama.cpp's count",
+                "not reported (CPU-only build)"
+                if local.llama_gpu_layers is None
+                else f"{local.llama_gpu_layers}/{plan.n_layers + 1} offloaded (it counts the output "
+                "layer as one; it goes to the GPU with any block)",
+            ),
+            (
+                "GPU support",
+                "yes" + (f" ({local.gpu.name})" if local.gpu.name else "")
+                if local.gpu.supports_offload
+                else "no: this build runs on the CPU only",
+            ),
         ]
     elif backend.server is not None:
         server = backend.server
-        rows += [("context", f"{backend.n_ctx} tokens" if backend.n_ctx else "not reported"),
-                 ("served models", ", ".join(server.served_models)),
-                 ("API key", f"from ${server.api_key_env}" if server.api_key_env else "none")]
-    rows += [("template", info.template_family), ("system prompt", info.system_prompt),
-             ("turns", info.turns)]
+        rows += [
+            ("context", f"{backend.n_ctx} tokens" if backend.n_ctx else "not reported"),
+            ("served models", ", ".join(server.served_models)),
+            ("API key", f"from ${server.api_key_env}" if server.api_key_env else "none"),
+        ]
+    rows += [
+        ("template", info.template_family),
+        ("system prompt", info.system_prompt),
+        ("turns", info.turns),
+    ]
     if info.template_notice:
         rows.append(("note", info.template_notice))
     demo = catalog.CATALOG[catalog.DEMO_ALIAS]
@@ -306,7 +389,7 @@ def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
 def check_setting(name: str, value: object) -> None:
     """Raise the ExaoneError (one sentence) that a bad value of setting ``name`` deserves."""
     if name in SAMPLING_SETTINGS:
-        Sampling.from_options(**{name: value})
+        Sampling.from_options(None, **{name: value})
     elif name == "gpu_layers":
         LoadOptions(gpu_layers=str(value))
     elif name == "n_ctx":
@@ -325,23 +408,27 @@ def _show_loaded(info: SessionInfo) -> None:
         where = backend.local.offload.label
         print(f"Loaded {backend.model} ({where}, context {backend.n_ctx}).")
     else:
-        print(f"Connected to {backend.model} ({backend.label}, context "
-              f"{backend.n_ctx or 'unknown'}).")
+        print(
+            f"Connected to {backend.model} ({backend.label}, context {backend.n_ctx or 'unknown'})."
+        )
 
 
 def _show_dry_run(turn: Turn) -> None:
     if turn.prompt is None:
-        show_markdown("The server applies its own chat template; these messages would be sent:"
-                      "\n\n```json\n" + json.dumps(turn.messages, ensure_ascii=False, indent=1)
-                      + "\n```")
+        show_markdown(
+            "The server applies its own chat template; these messages would be sent:"
+            "\n\n```json\n" + json.dumps(turn.messages, ensure_ascii=False, indent=1) + "\n```"
+        )
         return
     ids = turn.prompt.ids
     if len(ids) > 24:
         shown = ", ".join(map(str, ids[:16])) + ", …, " + ", ".join(map(str, ids[-8:]))
     else:
         shown = ", ".join(map(str, ids))
-    show_markdown(f"**Prompt: {len(ids)} tokens** (nothing generated)\n\n"
-                  f"```text\n{turn.prompt.text}\n```\n\nids: `[{shown}]`")
+    show_markdown(
+        f"**Prompt: {len(ids)} tokens** (nothing generated)\n\n"
+        f"```text\n{turn.prompt.text}\n```\n\nids: `[{shown}]`"
+    )
 
 
 def _short_spec(spec: str) -> str:
@@ -399,5 +486,4 @@ def unregister(ipython) -> None:
         ipython.configurables.remove(instance)
 
 
-__all__ = ["ExaoneMagics", "SUBCOMMANDS", "info_rows", "register", "subcommand_help",
-           "unregister"]
+__all__ = ["SUBCOMMANDS", "ExaoneMagics", "info_rows", "register", "subcommand_help", "unregister"]

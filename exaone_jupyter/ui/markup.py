@@ -18,15 +18,17 @@ _BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
 _ITALIC = re.compile(r"(?<![*\w])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![*\w])")
 _HEADING = re.compile(r"^#{1,6} +(.+)$", re.M)
 _CODE_STYLE = "background:rgba(127,127,127,0.15);border-radius:3px;padding:0 3px"
-_PRE_STYLE = ("background:rgba(127,127,127,0.12);border-radius:4px;padding:6px 8px;margin:4px 0;"
-              "white-space:pre-wrap;font-size:0.92em")
+_PRE_STYLE = (
+    "background:rgba(127,127,127,0.12);border-radius:4px;padding:6px 8px;margin:4px 0;"
+    "white-space:pre-wrap;font-size:0.92em"
+)
 
 
 def markdown_html(text: str) -> str:
     """A small, safe Markdown renderer: fenced and inline code, bold, italic, headings, breaks."""
     parts, pos = [], 0
     for match in _FENCE.finditer(text):
-        parts.append(_inline_html(text[pos:match.start()]))
+        parts.append(_inline_html(text[pos : match.start()]))
         code = html.escape(match.group("code"))
         parts.append(f"<pre style='{_PRE_STYLE}'><code>{code}</code></pre>")
         pos = match.end()
@@ -52,8 +54,10 @@ def reply_html(answer: str, reasoning: str = "") -> str:
     """An assistant's turn: its reasoning folded away above the answer."""
     body = markdown_html(answer)
     if reasoning:
-        body = (f"<details style='opacity:0.75'><summary>reasoning ({len(reasoning):,} "
-                f"characters)</summary>{markdown_html(reasoning)}</details>" + body)
+        body = (
+            f"<details style='opacity:0.75'><summary>reasoning ({len(reasoning):,} "
+            f"characters)</summary>{markdown_html(reasoning)}</details>" + body
+        )
     return body
 
 
@@ -67,28 +71,39 @@ def turn_html(role: str, body: str, *, live: bool = False, interrupted: bool = F
     if interrupted:
         body += "<div style='font-size:11px;color:#ff7f0e'>■ interrupted</div>"
     who, tint = _ROLES.get(role, (role, "rgba(127,127,127,0.08)"))
-    return (f"<div class='exaone-turn exaone-{html.escape(role)}' style='background:{tint};"
-            f"border-radius:4px;padding:4px 8px;margin:3px 0'><div style='font-size:11px;"
-            f"font-weight:bold;opacity:0.7'>{html.escape(who)}</div>"
-            f"<div class='exaone-text'>{body}</div></div>")
+    return (
+        f"<div class='exaone-turn exaone-{html.escape(role)}' style='background:{tint};"
+        f"border-radius:4px;padding:4px 8px;margin:3px 0'><div style='font-size:11px;"
+        f"font-weight:bold;opacity:0.7'>{html.escape(who)}</div>"
+        f"<div class='exaone-text'>{body}</div></div>"
+    )
 
 
-_STATUS = {"ok": ("✓", "#2ca02c"), "error": ("✗", "#d62728"), "busy": ("⋯", "inherit"),
-           "stopped": ("■", "#ff7f0e"), "info": ("ℹ", "inherit")}
+_STATUS = {
+    "ok": ("✓", "#2ca02c"),
+    "error": ("✗", "#d62728"),
+    "busy": ("⋯", "inherit"),
+    "stopped": ("■", "#ff7f0e"),
+    "info": ("ℹ", "inherit"),
+}
 
 
 def status_html(kind: str, text: str) -> str:
     """A status line: ok, error, busy, stopped or info, with its icon."""
     icon, colour = _STATUS[kind]
-    return (f"<div class='exaone-status-{kind}' style='font-size:13px'>"
-            f"<span style='color:{colour}'>{icon}</span> {html.escape(text)}</div>")
+    return (
+        f"<div class='exaone-status-{kind}' style='font-size:13px'>"
+        f"<span style='color:{colour}'>{icon}</span> {html.escape(text)}</div>"
+    )
 
 
 def model_facts_html(info: BackendInfo | None) -> str:
     """The panel's line about the loaded model: name, GPU layers, engine, context, quantization."""
     if info is None:
-        return ("<div style='font-size:12px;opacity:0.7'>No model loaded. "
-                "<code>exaone-demo</code> works offline.</div>")
+        return (
+            "<div style='font-size:12px;opacity:0.7'>No model loaded. "
+            "<code>exaone-demo</code> works offline.</div>"
+        )
     parts = [f"<b>{html.escape(info.model)}</b>"]
     reason = ""
     if info.local is not None:
@@ -107,5 +122,7 @@ def model_facts_html(info: BackendInfo | None) -> str:
         parts.append(f"context {info.n_ctx:,} tokens")
     if info.local is not None:
         parts.append(html.escape(info.local.gguf.quantization))
-    return (f"<div class='exaone-model-facts' title='{html.escape(reason, quote=True)}' "
-            f"style='font-size:12px'>{' · '.join(parts)}</div>")
+    return (
+        f"<div class='exaone-model-facts' title='{html.escape(reason, quote=True)}' "
+        f"style='font-size:12px'>{' · '.join(parts)}</div>"
+    )

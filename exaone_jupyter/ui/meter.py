@@ -7,8 +7,11 @@ import html
 
 from ..engine.reply import Reply, Stats
 
-_FINISH_WORDS = {"length": "stopped at max tokens", "interrupted": "interrupted",
-                 "error": "ended by an error"}
+_FINISH_WORDS = {
+    "length": "stopped at max tokens",
+    "interrupted": "interrupted",
+    "error": "ended by an error",
+}
 
 
 def finish_words(reason: str | None, *, done: str = "") -> str:
@@ -49,8 +52,10 @@ def meter_text(stats: Stats, *, model: str = "", gpu: str = "", live: bool = Fal
 
 def meter_line_html(text: str) -> str:
     """The meter under a cell's reply: the line of ``meter_text``, small and dim."""
-    return (f"<div style='font-size:0.85em;opacity:0.7;font-family:monospace'>"
-            f"⚡ {html.escape(text)}</div>")
+    return (
+        f"<div style='font-size:0.85em;opacity:0.7;font-family:monospace'>"
+        f"⚡ {html.escape(text)}</div>"
+    )
 
 
 def meter_line_data(text: str) -> dict[str, str]:
@@ -60,49 +65,62 @@ def meter_line_data(text: str) -> dict[str, str]:
 def sparkline_svg(values: list[float], *, width: int = 150, height: int = 30) -> str:
     """An inline SVG line of ``values`` (tokens/s samples), scaled to its own peak."""
     if not values:
-        return (f"<svg class='exaone-sparkline' width='{width}' height='{height}' "
-                f"viewBox='0 0 {width} {height}'></svg>")
+        return (
+            f"<svg class='exaone-sparkline' width='{width}' height='{height}' "
+            f"viewBox='0 0 {width} {height}'></svg>"
+        )
     peak = max(max(values), 1e-9)
     if len(values) == 1:
         values = values * 2
     step = (width - 2) / (len(values) - 1)
-    points = " ".join(f"{1 + i * step:.1f},{height - 2 - (v / peak) * (height - 4):.1f}"
-                      for i, v in enumerate(values))
-    return (f"<svg class='exaone-sparkline' width='{width}' height='{height}' "
-            f"viewBox='0 0 {width} {height}' style='vertical-align:middle'>"
-            f"<title>tokens/s over the reply, peak {peak:.1f}</title>"
-            f"<rect x='0' y='0' width='{width}' height='{height}' rx='3' "
-            f"fill='rgba(127,127,127,0.08)'/>"
-            f"<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='{points}'/></svg>")
+    points = " ".join(
+        f"{1 + i * step:.1f},{height - 2 - (v / peak) * (height - 4):.1f}"
+        for i, v in enumerate(values)
+    )
+    return (
+        f"<svg class='exaone-sparkline' width='{width}' height='{height}' "
+        f"viewBox='0 0 {width} {height}' style='vertical-align:middle'>"
+        f"<title>tokens/s over the reply, peak {peak:.1f}</title>"
+        f"<rect x='0' y='0' width='{width}' height='{height}' rx='3' "
+        f"fill='rgba(127,127,127,0.08)'/>"
+        f"<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='{points}'/></svg>"
+    )
 
 
-def meter_html(stats: Stats | None, rates: list[float], *, live: bool = False,
-               phase: str = "") -> str:
+def meter_html(
+    stats: Stats | None, rates: list[float], *, live: bool = False, phase: str = ""
+) -> str:
     """The live meter: tokens/s, time to first token, context used, and the tokens/s sparkline."""
     cell = "display:inline-block;margin-right:14px;vertical-align:middle"
     if stats is None:
-        return (f"<div class='exaone-meter-body' data-tokens='0' style='font-family:monospace;"
-                f"font-size:12px;opacity:0.6'><span style='{cell}'>⚡ no reply yet</span>"
-                f"{sparkline_svg([])}</div>")
+        return (
+            f"<div class='exaone-meter-body' data-tokens='0' style='font-family:monospace;"
+            f"font-size:12px;opacity:0.6'><span style='{cell}'>⚡ no reply yet</span>"
+            f"{sparkline_svg([])}</div>"
+        )
     rate = stats.decode_tok_s if not live else (rates[-1] if rates else None)
     rate_text = f"{rate:,.1f}" if rate else "…"
     ttft = f"{stats.ttft_s * 1000:,.0f} ms" if stats.ttft_s is not None else "…"
     used, n_ctx = stats.context_used, stats.n_ctx
     share = min(used / n_ctx, 1.0) if n_ctx else 0.0
-    bar = (f"<span style='display:inline-block;width:80px;height:8px;margin-left:6px;"
-           f"background:rgba(127,127,127,0.2);border-radius:4px;vertical-align:middle'>"
-           f"<span style='display:block;width:{share * 100:.1f}%;height:8px;border-radius:4px;"
-           f"background:{'#d62728' if share > 0.9 else '#2ca02c'}'></span></span>")
+    bar = (
+        f"<span style='display:inline-block;width:80px;height:8px;margin-left:6px;"
+        f"background:rgba(127,127,127,0.2);border-radius:4px;vertical-align:middle'>"
+        f"<span style='display:block;width:{share * 100:.1f}%;height:8px;border-radius:4px;"
+        f"background:{'#d62728' if share > 0.9 else '#2ca02c'}'></span></span>"
+    )
     state = phase or ("writing…" if live else finish_words(stats.finish_reason, done="done"))
     plain = html.escape(meter_text(stats, live=live), quote=True)
-    return (f"<div class='exaone-meter-body' data-tokens='{stats.completion_tokens}' "
-            f"title='{plain}' style='font-family:monospace;font-size:12px;line-height:2'>"
-            f"<span style='{cell}'>⚡ <b style='font-size:15px'>{rate_text}</b> tok/s</span>"
-            f"<span style='{cell}'>{stats.completion_tokens} tokens</span>"
-            f"<span style='{cell}'>first token {ttft}</span>"
-            f"<span style='{cell}'>context {used:,}/{n_ctx:,}{bar}</span>"
-            f"<span style='{cell}'>{sparkline_svg(rates)}</span>"
-            f"<span style='{cell};opacity:0.7'>{html.escape(state)}</span></div>")
+    return (
+        f"<div class='exaone-meter-body' data-tokens='{stats.completion_tokens}' "
+        f"title='{plain}' style='font-family:monospace;font-size:12px;line-height:2'>"
+        f"<span style='{cell}'>⚡ <b style='font-size:15px'>{rate_text}</b> tok/s</span>"
+        f"<span style='{cell}'>{stats.completion_tokens} tokens</span>"
+        f"<span style='{cell}'>first token {ttft}</span>"
+        f"<span style='{cell}'>context {used:,}/{n_ctx:,}{bar}</span>"
+        f"<span style='{cell}'>{sparkline_svg(rates)}</span>"
+        f"<span style='{cell};opacity:0.7'>{html.escape(state)}</span></div>"
+    )
 
 
 def live_rate(reply: Reply) -> float | None:

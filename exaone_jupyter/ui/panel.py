@@ -53,8 +53,14 @@ class ChatPanel(ModelRow, widgets.VBox):
     ``gpu``: what the llama.cpp build can offload to (default: probed once).
     """
 
-    def __init__(self, session: Session | None = None, *, interval: float = DEFAULT_INTERVAL,
-                 gpu: GpuInfo | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        session: Session | None = None,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        gpu: GpuInfo | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.session = session or get_session()
         self.interval = interval
         self.gpu = gpu if gpu is not None else self.session.gpu_support()
@@ -74,31 +80,74 @@ class ChatPanel(ModelRow, widgets.VBox):
         self._build_model_row()
         self.status = widgets.HTML(value=status_html("info", "Pick a model and press Load."))
         self.system = widgets.Textarea(
-            description="System", placeholder="system prompt (empty: none)", style=wide,
-            rows=2, layout=full)
+            description="System",
+            placeholder="system prompt (empty: none)",
+            style=wide,
+            rows=2,
+            layout=full,
+        )
         self.temperature = widgets.FloatSlider(
-            description="Temperature", value=_DEFAULTS.temperature, min=0.0, max=2.0, step=0.05, style=wide,
-            readout_format=".2f", layout=widgets.Layout(width="340px"))
+            description="Temperature",
+            value=_DEFAULTS.temperature,
+            min=0.0,
+            max=2.0,
+            step=0.05,
+            style=wide,
+            readout_format=".2f",
+            layout=widgets.Layout(width="340px"),
+        )
         set_tooltip(self.temperature, "0 is greedy and reproducible.")
         self.max_tokens = widgets.BoundedIntText(
-            description="Max tokens", value=_DEFAULTS.max_tokens, min=1, max=131072, style=wide,
-            layout=widgets.Layout(width="190px"))
+            description="Max tokens",
+            value=_DEFAULTS.max_tokens,
+            min=1,
+            max=131072,
+            style=wide,
+            layout=widgets.Layout(width="190px"),
+        )
         self.transcript = widgets.HTML(layout=widgets.Layout(width="100%"))
         self.meter = widgets.HTML(value=meter_html(None, []))
-        self.input = widgets.Text(placeholder="Ask EXAONE… (Enter sends)",
-                                  layout=widgets.Layout(flex="1 1 auto"))
-        self.send_button = widgets.Button(description="Send", button_style="success",
-                                          icon="paper-plane", layout=widgets.Layout(width="90px"))
-        self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop",
-                                          disabled=True, layout=widgets.Layout(width="90px"))
-        self.reset_button = widgets.Button(description="Reset", icon="eraser",
-                                           layout=widgets.Layout(width="90px"))
+        self.input = widgets.Text(
+            placeholder="Ask EXAONE… (Enter sends)", layout=widgets.Layout(flex="1 1 auto")
+        )
+        self.send_button = widgets.Button(
+            description="Send",
+            button_style="success",
+            icon="paper-plane",
+            layout=widgets.Layout(width="90px"),
+        )
+        self.stop_button = widgets.Button(
+            description="Stop",
+            button_style="danger",
+            icon="stop",
+            disabled=True,
+            layout=widgets.Layout(width="90px"),
+        )
+        self.reset_button = widgets.Button(
+            description="Reset", icon="eraser", layout=widgets.Layout(width="90px")
+        )
         set_tooltip(self.reset_button, "Forget the conversation (the system prompt stays).")
 
         # Stable CSS classes: what the browser test and the kernel-level test find widgets by.
-        for name in ("model", "gpu_layers", "gpu_note", "n_ctx", "load_button", "progress",
-                     "status", "model_info", "system", "temperature", "max_tokens", "transcript",
-                     "meter", "input", "send_button", "stop_button", "reset_button"):
+        for name in (
+            "model",
+            "gpu_layers",
+            "gpu_note",
+            "n_ctx",
+            "load_button",
+            "progress",
+            "status",
+            "model_info",
+            "system",
+            "temperature",
+            "max_tokens",
+            "transcript",
+            "meter",
+            "input",
+            "send_button",
+            "stop_button",
+            "reset_button",
+        ):
             getattr(self, name).add_class("exaone-" + name.replace("_button", "").replace("_", "-"))
 
         self._show_gpu_support(None)
@@ -115,16 +164,25 @@ class ChatPanel(ModelRow, widgets.VBox):
             widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")),
             facts_row,
             self.system,
-            widgets.HBox([self.temperature, self.max_tokens],
-                         layout=widgets.Layout(flex_flow="row wrap")),
+            widgets.HBox(
+                [self.temperature, self.max_tokens], layout=widgets.Layout(flex_flow="row wrap")
+            ),
             self.transcript,
             self.meter,
-            widgets.HBox([self.input, self.send_button, self.stop_button, self.reset_button],
-                         layout=widgets.Layout(align_items="center")),
+            widgets.HBox(
+                [self.input, self.send_button, self.stop_button, self.reset_button],
+                layout=widgets.Layout(align_items="center"),
+            ),
         ]
-        kwargs.setdefault("layout", widgets.Layout(width="100%", max_width="980px",
-                                                   border="1px solid rgba(127,127,127,0.3)",
-                                                   padding="6px"))
+        kwargs.setdefault(
+            "layout",
+            widgets.Layout(
+                width="100%",
+                max_width="980px",
+                border="1px solid rgba(127,127,127,0.3)",
+                padding="6px",
+            ),
+        )
         super().__init__(children=rows, **kwargs)
         self.add_class("exaone-panel")
         if self.session.backend is not None:
@@ -141,19 +199,24 @@ class ChatPanel(ModelRow, widgets.VBox):
         question = self.input.value.strip()
         with self._lock:
             if self._generating():
-                self._set_status("error", "A reply is still being written; press Stop first, "
-                                          "or wait for it to end.")
+                self._set_status(
+                    "error",
+                    "A reply is still being written; press Stop first, or wait for it to end.",
+                )
                 return
             if self.session.backend is None:
-                self._set_status("error", "No model is loaded; pick one and press Load "
-                                          "(exaone-demo works offline).")
+                self._set_status(
+                    "error",
+                    "No model is loaded; pick one and press Load (exaone-demo works offline).",
+                )
                 return
             if not question:
                 self._set_status("error", "The message is empty; type a question first.")
                 return
             try:
-                sampling = Sampling(temperature=float(self.temperature.value),
-                                    max_tokens=int(self.max_tokens.value))
+                sampling = Sampling(
+                    temperature=float(self.temperature.value), max_tokens=int(self.max_tokens.value)
+                )
                 turn = self.session.prepare(question, sampling, system=self._edited_system())
                 self._system_shown = self.session.conversation.system or ""
                 reply = self.session.send(turn)
@@ -165,15 +228,18 @@ class ChatPanel(ModelRow, widgets.VBox):
             for note in turn.notes:
                 self._set_status("info", note)
             if not turn.notes:
-                self._set_status("busy", f"Evaluating the prompt ({reply.stats.prompt_tokens:,} "
-                                         "tokens)…")
+                self._set_status(
+                    "busy", f"Evaluating the prompt ({reply.stats.prompt_tokens:,} tokens)…"
+                )
             self._active = True
             self._set_busy(generating=True)
-            self.meter.value = meter_html(reply.stats, [], live=True,
-                                          phase="evaluating the prompt…")
+            self.meter.value = meter_html(
+                reply.stats, [], live=True, phase="evaluating the prompt…"
+            )
             self._render_transcript()
-            self._worker = threading.Thread(target=self._write, args=(reply,),
-                                            name="exaone-panel-reply", daemon=True)
+            self._worker = threading.Thread(
+                target=self._write, args=(reply,), name="exaone-panel-reply", daemon=True
+            )
             self._worker.start()
 
     def _write(self, reply: Reply) -> None:
@@ -220,8 +286,10 @@ class ChatPanel(ModelRow, widgets.VBox):
     def _add_rate(self, rate: float) -> None:
         self._rates.append(rate)
         if len(self._rates) > SPARK_POINTS:  # merge pairs: the whole reply stays in view
-            self._rates = [sum(self._rates[i:i + 2]) / len(self._rates[i:i + 2])
-                           for i in range(0, len(self._rates), 2)]
+            self._rates = [
+                sum(self._rates[i : i + 2]) / len(self._rates[i : i + 2])
+                for i in range(0, len(self._rates), 2)
+            ]
 
     def _finish(self, reply: Reply, error: str | None) -> None:
         with self._lock:
@@ -240,8 +308,10 @@ class ChatPanel(ModelRow, widgets.VBox):
             if error:
                 self._set_status("error", error)
             elif stats.finish_reason == "interrupted":
-                self._set_status("stopped", f"Stopped: the partial reply ({n:,} tokens) is kept, "
-                                            "marked as interrupted.")
+                self._set_status(
+                    "stopped",
+                    f"Stopped: the partial reply ({n:,} tokens) is kept, marked as interrupted.",
+                )
             elif stats.finish_reason == "length":
                 self._set_status("info", reply.note or f"The reply reached max tokens ({n:,}).")
             else:
@@ -260,8 +330,9 @@ class ChatPanel(ModelRow, widgets.VBox):
     def _on_reset(self, _button: Any = None) -> None:
         with self._lock:
             if self._generating():
-                self._set_status("error", "A reply is still being written; press Stop before "
-                                          "resetting.")
+                self._set_status(
+                    "error", "A reply is still being written; press Stop before resetting."
+                )
                 return
             self.session.reset()
             self._reply, self._rates = None, []
@@ -307,6 +378,7 @@ class ChatPanel(ModelRow, widgets.VBox):
 
     def _guard(self, handler):
         """Run a click handler so that no exception ever reaches the cell as a traceback."""
+
         def run(*args: Any) -> None:
             self._acting = True
             try:
@@ -318,6 +390,7 @@ class ChatPanel(ModelRow, widgets.VBox):
                 self._set_status("error", f"Something went wrong: {one_sentence(err)}")
             finally:
                 self._acting = False
+
         return run
 
     # -- changes made in cells -----------------------------------------------------------------------
@@ -345,8 +418,10 @@ class ChatPanel(ModelRow, widgets.VBox):
     # -- the transcript ----------------------------------------------------------------------------
     def _render_transcript(self, live: Reply | None = None) -> None:
         conversation = self.session.conversation
-        blocks = [self._turn_html(m["role"], m["content"], interrupted=bool(m.get("interrupted")))
-                  for m in conversation.messages]
+        blocks = [
+            self._turn_html(m["role"], m["content"], interrupted=bool(m.get("interrupted")))
+            for m in conversation.messages
+        ]
         if live is not None:
             reasoning, answer = self.session.split_reasoning(live)
             blocks.append(self._turn_html("user", self._question))
@@ -355,18 +430,32 @@ class ChatPanel(ModelRow, widgets.VBox):
             blocks.append(self._turn_html("user", self._question))
             blocks.append(self._turn_html("assistant", "", live=True))
         if not blocks:
-            blocks = ["<div style='opacity:0.6;font-style:italic;padding:4px'>No messages yet. "
-                      "Load a model, then ask something.</div>"]
+            blocks = [
+                "<div style='opacity:0.6;font-style:italic;padding:4px'>No messages yet. "
+                "Load a model, then ask something.</div>"
+            ]
         system = conversation.system
-        head = (f"<div style='font-size:11px;opacity:0.6;padding:0 4px 4px'>system: "
-                f"{html.escape(system)}</div>" if system else "")
+        head = (
+            f"<div style='font-size:11px;opacity:0.6;padding:0 4px 4px'>system: "
+            f"{html.escape(system)}</div>"
+            if system
+            else ""
+        )
         self.transcript.value = (
             "<div class='exaone-transcript-body' style='max-height:360px;overflow-y:auto;"
             "display:flex;flex-direction:column-reverse;border:1px solid rgba(127,127,127,0.25);"
-            "border-radius:4px;padding:6px'><div>" + head + "".join(blocks) + "</div></div>")
+            "border-radius:4px;padding:6px'><div>" + head + "".join(blocks) + "</div></div>"
+        )
 
-    def _turn_html(self, role: str, text: str, *, reasoning: str = "", interrupted: bool = False,
-                   live: bool = False) -> str:
+    def _turn_html(
+        self,
+        role: str,
+        text: str,
+        *,
+        reasoning: str = "",
+        interrupted: bool = False,
+        live: bool = False,
+    ) -> str:
         key = (role, text)
         body = None if live or reasoning else self._html_cache.get(key)
         if body is None:

@@ -10,15 +10,21 @@ the panel: ``session``, ``gpu``, ``interval``, ``last_error``, ``_lock``, ``_gen
 from __future__ import annotations
 
 import html
+import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
 from ..engine.backend import DEFAULT_MAX_CTX
-from ..engine.offload import GPU_BUILD_HINT, parse_request
+from ..engine.offload import GPU_BUILD_HINT, GpuInfo, parse_request
+from ..engine.reply import Reply
 from ..errors import ExaoneError
 from .markup import model_facts_html, status_html
+
+if TYPE_CHECKING:
+    from ..session import Session
 
 CONTEXT_CHOICES = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 GPU_WORDS = ("auto", "all", "none")
@@ -41,42 +47,80 @@ def one_sentence(err: BaseException) -> str:
 class ModelRow:
     """Pick, load and describe the model (see the module's docstring for what it needs)."""
 
-    session: Any
-    gpu: Any
+    # What the panel provides (declared for readers and the type checker).
+    session: Session
+    gpu: GpuInfo
     interval: float
     last_error: BaseException | None
+    status: widgets.HTML
+    _lock: threading.RLock
+
+    if TYPE_CHECKING:
+
+        def _generating(self) -> bool: ...
+        def _set_busy(self, *, loading: bool = False, generating: bool = False) -> None: ...
+        def _set_status(self, kind: str, text: str) -> None: ...
+        def _sync_system(self, force: bool = False) -> None: ...
+        def _render_transcript(self, live: Reply | None = None) -> None: ...
 
     def _build_model_row(self) -> None:
         self._labels: dict[str, str] = {}
         wide = {"description_width": "initial"}
         self.model = widgets.Combobox(
-            description="Model", options=self._model_options(), ensure_option=False,
-            placeholder="catalog alias, path to a .gguf, or REPO:FILE", style=wide,
-            layout=widgets.Layout(flex="1 1 auto", min_width="260px"))
+            description="Model",
+            options=self._model_options(),
+            ensure_option=False,
+            placeholder="catalog alias, path to a .gguf, or REPO:FILE",
+            style=wide,
+            layout=widgets.Layout(flex="1 1 auto", min_width="260px"),
+        )
         self.model.value = self._label_for(self.session.model_spec or self.session.default_spec())
-        set_tooltip(self.model, "A catalog alias (marked cached or not), a path to a .gguf file, "
-                                 "or REPO:FILE on the Hugging Face Hub.")
+        set_tooltip(
+            self.model,
+            "A catalog alias (marked cached or not), a path to a .gguf file, "
+            "or REPO:FILE on the Hugging Face Hub.",
+        )
         self.gpu_layers = widgets.Combobox(
-            description="GPU layers", value="auto", options=list(GPU_WORDS), ensure_option=False,
-            style=wide, layout=widgets.Layout(width="190px"))
+            description="GPU layers",
+            value="auto",
+            options=list(GPU_WORDS),
+            ensure_option=False,
+            style=wide,
+            layout=widgets.Layout(width="190px"),
+        )
         self.gpu_note = widgets.HTML(layout=widgets.Layout(margin="0 0 0 8px"))
         self.n_ctx = widgets.Dropdown(
-            description="Context", style=wide, layout=widgets.Layout(width="210px"),
-            options=[(f"default (≤{DEFAULT_MAX_CTX})", 0)] + [(f"{n:,} tokens", n) for n in CONTEXT_CHOICES],
-            value=0)
-        self.load_button = widgets.Button(description="Load", button_style="primary",
-                                          icon="download", layout=widgets.Layout(width="90px"))
-        self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0,
-                                              layout=widgets.Layout(width="160px", display="none"))
+            description="Context",
+            style=wide,
+            layout=widgets.Layout(width="210px"),
+            options=[(f"default (≤{DEFAULT_MAX_CTX})", 0)]
+            + [(f"{n:,} tokens", n) for n in CONTEXT_CHOICES],
+            value=0,
+        )
+        self.load_button = widgets.Button(
+            description="Load",
+            button_style="primary",
+            icon="download",
+            layout=widgets.Layout(width="90px"),
+        )
+        self.progress = widgets.FloatProgress(
+            value=0.0, min=0.0, max=1.0, layout=widgets.Layout(width="160px", display="none")
+        )
         self.model_info = widgets.HTML()
         self.model.observe(self._on_model_change, names="value")
 
     def _model_row(self) -> list[widgets.Widget]:
         """The row's widgets, laid out: picker and Load, then the facts line."""
-        return [widgets.HBox([self.model, self.gpu_layers, self.n_ctx, self.load_button],
-                             layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
-                widgets.HBox([self.model_info, self.gpu_note],
-                             layout=widgets.Layout(flex_flow="row wrap", align_items="center"))]
+        return [
+            widgets.HBox(
+                [self.model, self.gpu_layers, self.n_ctx, self.load_button],
+                layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
+            ),
+            widgets.HBox(
+                [self.model_info, self.gpu_note],
+                layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
+            ),
+        ]
 
     def _model_options(self) -> list[str]:
         options = []
@@ -105,12 +149,15 @@ class ModelRow:
         if not self.gpu.supports_offload:
             self.gpu_layers.value = "auto"
             self.gpu_layers.disabled = True
-            reason = ("This llama-cpp-python build runs on the CPU only; to use a GPU, "
-                      f"{GPU_BUILD_HINT}.")
+            reason = (
+                f"This llama-cpp-python build runs on the CPU only; to use a GPU, {GPU_BUILD_HINT}."
+            )
             set_tooltip(self.gpu_layers, reason)
-            self.gpu_note.value = (f"<span title='{html.escape(reason, quote=True)}' "
-                                   "style='font-size:12px;opacity:0.75'>GPU offload unavailable: "
-                                   "CPU-only llama.cpp build</span>")
+            self.gpu_note.value = (
+                f"<span title='{html.escape(reason, quote=True)}' "
+                "style='font-size:12px;opacity:0.75'>GPU offload unavailable: "
+                "CPU-only llama.cpp build</span>"
+            )
             return
         self.gpu_layers.disabled = False
         numbers = [str(i) for i in range(1, n_layers)] if n_layers else []
@@ -118,10 +165,14 @@ class ModelRow:
         where = self.gpu.name or "GPU"
         free = f", {self.gpu.free_bytes / 2**30:.1f} GiB free" if self.gpu.free_bytes else ""
         upto = f"; up to {n_layers} layers" if n_layers else ""
-        set_tooltip(self.gpu_layers, "auto: all layers if they fit, else as many as fit; all; "
-                                      f"none; or a number of layers{upto}.")
-        self.gpu_note.value = (f"<span style='font-size:12px;opacity:0.75'>{html.escape(where)}"
-                               f"{free}{upto}</span>")
+        set_tooltip(
+            self.gpu_layers,
+            "auto: all layers if they fit, else as many as fit; all; "
+            f"none; or a number of layers{upto}.",
+        )
+        self.gpu_note.value = (
+            f"<span style='font-size:12px;opacity:0.75'>{html.escape(where)}{free}{upto}</span>"
+        )
 
     # -- loading -----------------------------------------------------------------------------------
     def _on_load(self, _button: Any = None) -> None:
@@ -130,8 +181,9 @@ class ModelRow:
             return
         spec = self._spec()
         if not spec:
-            self._set_status("error", "No model given: pick a catalog alias, or type a .gguf path "
-                                      "or REPO:FILE.")
+            self._set_status(
+                "error", "No model given: pick a catalog alias, or type a .gguf path or REPO:FILE."
+            )
             return
         try:
             gpu_layers = parse_request(self.gpu_layers.value or "auto")
@@ -146,8 +198,12 @@ class ModelRow:
         notices, error = [], None
         started = time.perf_counter()
         try:
-            notices = self.session.load(spec, gpu_layers=gpu_layers, n_ctx=self.n_ctx.value or None,
-                                        on_progress=self._load_progress(spec, started))
+            notices = self.session.load(
+                spec,
+                gpu_layers=gpu_layers,
+                n_ctx=self.n_ctx.value or None,
+                on_progress=self._load_progress(spec, started),
+            )
         except ExaoneError as err:  # an interrupted load says so, and what is loaded now
             error = str(err)
         except KeyboardInterrupt:  # landed outside llama.cpp's loading (e.g. a Hub download)
@@ -167,12 +223,15 @@ class ModelRow:
                 return
             shown[0] = now
             self.progress.value = fraction
-            self._set_status("busy", f"Loading {spec}… {fraction * 100:.0f}% "
-                                     f"({now - started:.1f} s)")
+            self._set_status(
+                "busy", f"Loading {spec}… {fraction * 100:.0f}% ({now - started:.1f} s)"
+            )
+
         return on_progress
 
-    def _after_load(self, spec: str, notices: list[str], error: str | None,
-                    elapsed: float | None = None) -> None:
+    def _after_load(
+        self, spec: str, notices: list[str], error: str | None, elapsed: float | None = None
+    ) -> None:
         with self._lock:
             self.progress.value = 1.0
             self.progress.layout.display = "none"  # the status line says how it went
@@ -193,4 +252,3 @@ class ModelRow:
     def _show_model_info(self) -> None:
         backend = self.session.backend
         self.model_info.value = model_facts_html(backend.info if backend else None)
-

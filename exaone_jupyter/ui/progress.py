@@ -47,11 +47,18 @@ class LoadProgress:
         if not self.updates:  # the output's first state, the one the saved notebook keeps
             publish({"text/plain": ""}, display_id=self._display_id)
         self.updates += 1
-        publish(progress_data(self.label, fraction, now - self._started),
-                display_id=self._display_id, update=True)
+        publish(
+            progress_data(self.label, fraction, now - self._started),
+            display_id=self._display_id,
+            update=True,
+        )
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         if self.notebook and self.updates:
             publish({"text/plain": ""}, display_id=self._display_id, update=True)
 
@@ -60,10 +67,14 @@ def progress_data(label: str, fraction: float, elapsed_s: float) -> dict[str, st
     """The bar as HTML (a frontend draws it) and as text (the same figures, readable anywhere)."""
     percent = f"{fraction * 100:.0f}%"
     text = f"Loading {label}… {percent} ({elapsed_s:.1f} s)"
-    bar = (f"<span style='display:inline-block;width:200px;height:10px;margin-right:8px;"
-           f"vertical-align:middle;background:rgba(127,127,127,0.2);border-radius:5px'>"
-           f"<span style='display:block;width:{fraction * 100:.1f}%;height:10px;"
-           f"border-radius:5px;background:#1f77b4'></span></span>")
-    return {"text/plain": text,
-            "text/html": f"<div class='exaone-load-progress' data-fraction='{fraction:.3f}' "
-                         f"style='font-size:0.9em'>{bar}{html.escape(text)}</div>"}
+    bar = (
+        f"<span style='display:inline-block;width:200px;height:10px;margin-right:8px;"
+        f"vertical-align:middle;background:rgba(127,127,127,0.2);border-radius:5px'>"
+        f"<span style='display:block;width:{fraction * 100:.1f}%;height:10px;"
+        f"border-radius:5px;background:#1f77b4'></span></span>"
+    )
+    return {
+        "text/plain": text,
+        "text/html": f"<div class='exaone-load-progress' data-fraction='{fraction:.3f}' "
+        f"style='font-size:0.9em'>{bar}{html.escape(text)}</div>",
+    }

@@ -16,8 +16,8 @@ import re
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from ..engine.reply import Reply
 from .meter import live_rate, meter_line_data, meter_line_html, meter_text
@@ -26,14 +26,17 @@ DEFAULT_INTERVAL = 0.1  # seconds between live updates of a streaming reply (cel
 MIN_INTERVAL = 0.05  # seconds: at most 20 live updates a second, whatever the setting
 
 
-def reply_markdown(answer: str, reasoning: str = "", *, finish_reason: str | None = None,
-                   live: bool = False) -> str:
+def reply_markdown(
+    answer: str, reasoning: str = "", *, finish_reason: str | None = None, live: bool = False
+) -> str:
     """The reply as Markdown; ``live`` adds the typing cursor to the text so far."""
     body = close_fences(answer, cursor=live)
     if reasoning:
         state = "thinking…" if live and not answer else "reasoning"
-        body = (f"<details><summary>{state} ({len(reasoning)} characters)</summary>\n\n"
-                f"{close_fences(reasoning)}\n\n</details>\n\n{body}")
+        body = (
+            f"<details><summary>{state} ({len(reasoning)} characters)</summary>\n\n"
+            f"{close_fences(reasoning)}\n\n</details>\n\n{body}"
+        )
     if finish_reason == "interrupted":
         body += "\n\n*⏹ interrupted*"
     return body
@@ -58,7 +61,7 @@ def close_fences(text: str, *, cursor: bool = False) -> str:
             open_fence = ""
     if cursor:
         last_line = text.rsplit("\n", 1)[-1]
-        text += ("\n▌" if _FENCE.match(last_line) else "▌")
+        text += "\n▌" if _FENCE.match(last_line) else "▌"
     if open_fence:
         text += "\n" + open_fence
     return text
@@ -77,6 +80,7 @@ class _Bundle:
 def show_markdown(text: str) -> None:
     """Markdown in a notebook, the same text readable in a terminal."""
     from IPython.display import display
+
     display(_Bundle({"text/markdown": text, "text/plain": text}))
 
 
@@ -90,9 +94,13 @@ class CellRenderer:
     Updates are routed by display id, so frontends apply them wherever they came from.
     """
 
-    def __init__(self, *, interval: float = DEFAULT_INTERVAL,
-                 split: Callable[[Reply], tuple[str, str]] | None = None,
-                 meter: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        split: Callable[[Reply], tuple[str, str]] | None = None,
+        meter: bool = True,
+    ) -> None:
         self.interval = max(float(interval), MIN_INTERVAL)
         self.meter = meter
         self.model = self.gpu = ""  # the meter's labels, given with each reply
@@ -144,8 +152,14 @@ class CellRenderer:
         if stats.completion_tokens == 0:
             if self.updates == 0:  # the prompt takes a while: say so, once
                 self.updates += 1  # counted first: a failed send still gets the final emptying
-                publish({"text/markdown": "*evaluating the prompt…*",
-                          "text/plain": "evaluating the prompt…"}, display_id=live, update=True)
+                publish(
+                    {
+                        "text/markdown": "*evaluating the prompt…*",
+                        "text/plain": "evaluating the prompt…",
+                    },
+                    display_id=live,
+                    update=True,
+                )
             return
         text = reply.text
         if text == self._last_text:
@@ -158,8 +172,10 @@ class CellRenderer:
         markdown = reply_markdown(answer, reasoning, live=True)
         if self.meter:
             meter = meter_text(stats, model=self.model, gpu=self.gpu, live=True)
-            data = {"text/markdown": f"{markdown}\n\n{meter_line_html(meter)}",
-                    "text/plain": f"{text}\n\n{meter}"}
+            data = {
+                "text/markdown": f"{markdown}\n\n{meter_line_html(meter)}",
+                "text/plain": f"{text}\n\n{meter}",
+            }
         else:
             data = {"text/markdown": markdown, "text/plain": text}
         self.updates += 1
@@ -181,8 +197,9 @@ class _Ticker:
         # The cell's context goes along: ipykernel keeps the cell's parent message in a context
         # variable, so the updates are tagged with this cell even while another one is queued.
         context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(self._run,),
-                                        name="exaone-meter", daemon=True)
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name="exaone-meter", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -195,12 +212,16 @@ class _Ticker:
                 try:
                     self.tick()
                 except Exception as err:  # a failed refresh must not end the reply; the final
-                    self.error = err       # state is sent from the cell's thread anyway
+                    self.error = err  # state is sent from the cell's thread anyway
                     return
 
     def stop(self) -> None:
         self._stop.set()
-        _despite_interrupts([self._ticking.acquire])  # a tick in progress ends first
+
+        def wait_for_the_tick() -> None:  # a tick in progress ends first
+            self._ticking.acquire()
+
+        _despite_interrupts([wait_for_the_tick])
         self._ticking.release()
 
 
@@ -258,9 +279,13 @@ def in_notebook(shell: object) -> bool:
     return isinstance(shell, ZMQInteractiveShell)
 
 
-def renderer_for(shell, *, interval: float = DEFAULT_INTERVAL,
-                 split: Callable[[Reply], tuple[str, str]] | None = None,
-                 meter: bool = True) -> CellRenderer | TerminalRenderer:
+def renderer_for(
+    shell,
+    *,
+    interval: float = DEFAULT_INTERVAL,
+    split: Callable[[Reply], tuple[str, str]] | None = None,
+    meter: bool = True,
+) -> CellRenderer | TerminalRenderer:
     """Display handles in a notebook kernel, plain prints in a terminal."""
     if in_notebook(shell):
         return CellRenderer(interval=interval, split=split, meter=meter)
