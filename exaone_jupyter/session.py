@@ -11,10 +11,12 @@ import re
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from .chat.conversation import Conversation
+from .chat.exchange import Exchange
 from .chat.families import Family
 from .chat.template import ChatTemplate, Prompt
 from .engine.backend import Backend, BackendInfo, LoadOptions, Request, Sampling
@@ -38,6 +40,9 @@ class Turn:
     think: bool
     remember: bool
     notes: list[str] = field(default_factory=list)
+    cell: str | None = None  # the notebook cell it came from, and that cell's execution count
+    run: int | None = None
+    system: str | None = None  # the system prompt it was asked under
 
     @property
     def template_kwargs(self) -> dict[str, Any]:
@@ -310,6 +315,51 @@ class Session:
         self.conversation.reset()
         self._changed("conversation")
 
+    def resume(self, notebook: str | os.PathLike) -> tuple[Conversation, list[str]]:
+        """Rebuild the conversation from the exchanges saved in ``notebook``, in its order of
+        cells (the system prompt is the last exchange's). A notebook that cannot be read, or has
+        no exchanges, raises before anything changes. Returns notices to show."""
+        from .chat.exchange import read_notebook
+
+        exchanges = read_notebook(notebook)
+        name = Path(notebook).name
+        if not exchanges:
+            raise ExaoneError(
+                f"{name} holds no %%exaone replies to resume from (run and save some first); "
+                "the conversation is unchanged."
+            )
+        conversation = Conversation(exchanges[-1].system)
+        for exchange in exchanges:
+            conversation.put(exchange.messages, cell=exchange.cell)
+        self.conversation = conversation
+        self._system_set_by_user = True
+        self._changed("conversation")
+        notices = []
+        dropped = self._turns_beyond_context()
+        if dropped:
+            notices.append(
+                f"The {dropped} oldest turn{'s' if dropped > 1 else ''} no longer fit the "
+                "context; the next prompt leaves them out (the history keeps them)."
+            )
+        return conversation, notices
+
+    def _turns_beyond_context(self) -> int:
+        """How many of the oldest turns the next prompt (with a short question) leaves out."""
+        backend, template = self.backend, self.template
+        if backend is None or template is None or backend.tokenizer is None:
+            return 0
+        tokenizer = backend.tokenizer
+        limit = backend.n_ctx - min(Sampling().max_tokens, backend.n_ctx // 2)
+        try:
+            fitted = self.conversation.fit(
+                {"role": "user", "content": "?"},
+                lambda messages: template.prompt(messages, tokenizer),
+                limit,
+            )
+        except ExaoneError:
+            return self.conversation.turns
+        return fitted.dropped
+
     def restore(self, path: str) -> Conversation:
         self.conversation = Conversation.load(path)  # a bad file raises before anything changes
         self._system_set_by_user = True
@@ -326,8 +376,17 @@ class Session:
         new: bool = False,
         history: bool = True,
         think: bool = False,
+        cell: str | None = None,
+        run: int | None = None,
+        adapt_max_tokens: bool = False,
     ) -> Turn:
-        """Build the prompt for ``question``; nothing is generated or remembered yet."""
+        """Build the prompt for ``question``; nothing is generated or remembered yet.
+
+        ``cell``: the notebook cell asking; a cell that asked before replaces its exchange, and
+        sees only the history before it. ``adapt_max_tokens``: when ``sampling.max_tokens`` is a
+        default that leaves the prompt less than half the context, the reply gets what is left
+        instead of a refusal (with a note); an explicit max_tokens is kept or refused.
+        """
         backend = self.require_backend()
         if not question.strip():
             raise ExaoneError("The message is empty; write a question in the cell.")
@@ -340,31 +399,51 @@ class Session:
         if think and not (family and family.reasoning_tags):
             notes.append("This model has no reasoning mode, so --think changes nothing.")
         variables = {"enable_thinking": True} if think else {}
-        source = self.conversation if history else Conversation(self.conversation.system)
+        system_now = self.conversation.system
+        source = self.conversation.before(cell) if history else Conversation(system_now)
         current = {"role": "user", "content": question}
+        where: dict[str, Any] = {"cell": cell, "run": run, "system": system_now}
 
         tokenizer, template = backend.tokenizer, self.template
         if tokenizer is None or template is None:  # a server renders its own prompt
             messages = source.to_messages(current)
-            return Turn(question, messages, None, sampling, think, history, notes)
+            return Turn(question, messages, None, sampling, think, history, notes, **where)
 
-        limit = backend.n_ctx - sampling.max_tokens
-        if limit < 1:
-            raise ExaoneError(
-                f"max_tokens={sampling.max_tokens} leaves no room for the prompt in the "
-                f"{backend.n_ctx}-token context; lower --max-tokens."
-            )
-        fitted = source.fit(
-            current, lambda msgs: template.prompt(msgs, tokenizer, **variables), limit
-        )
+        def measure(messages: list[dict]) -> Prompt:
+            return template.prompt(messages, tokenizer, **variables)
+
+        n_ctx, wanted = backend.n_ctx, sampling.max_tokens
+        if adapt_max_tokens and wanted > n_ctx // 2:
+            # The default reply length would crowd out the prompt: keep half the context for
+            # the history when it can, then let the reply have whatever the prompt leaves.
+            try:
+                fitted = source.fit(current, measure, n_ctx - n_ctx // 2)
+            except ExaoneError:
+                fitted = source.fit(current, measure, n_ctx - 1)
+            room = n_ctx - len(fitted.prompt)
+            if room < wanted:
+                sampling = replace(sampling, max_tokens=room)
+                notes.append(
+                    f"The reply may use {room} tokens, what the {n_ctx}-token context leaves after "
+                    f"the prompt (max_tokens is {wanted}); set -n to choose."
+                )
+        else:
+            if n_ctx - wanted < 1:
+                raise ExaoneError(
+                    f"max_tokens={wanted} leaves no room for the prompt in the "
+                    f"{n_ctx}-token context; lower --max-tokens."
+                )
+            fitted = source.fit(current, measure, n_ctx - wanted)
         if fitted.dropped:
             n = fitted.dropped
             notes.append(
                 f"The {n} oldest turn{'s' if n > 1 else ''} no longer fit the "
-                f"{backend.n_ctx}-token context and {'were' if n > 1 else 'was'} "
+                f"{n_ctx}-token context and {'were' if n > 1 else 'was'} "
                 "left out of this prompt (the history keeps them)."
             )
-        return Turn(question, fitted.messages, fitted.prompt, sampling, think, history, notes)
+        return Turn(
+            question, fitted.messages, fitted.prompt, sampling, think, history, notes, **where
+        )
 
     def send(self, turn: Turn) -> Reply:
         """Start generating; the turn joins the history when the reply ends (partial included)."""
@@ -400,12 +479,26 @@ class Session:
     def _remember(self, turn: Turn, reply: Reply) -> None:
         if reply.stats.finish_reason == "error" and not reply.text:
             return  # nothing was said: the conversation stays as it was
-        self.conversation.add("user", turn.question)
+        self.conversation.put(self.exchange(turn, reply).messages, cell=turn.cell, run=turn.run)
+        self._changed("conversation")
+
+    def exchange(self, turn: Turn, reply: Reply) -> Exchange:
+        """The record of one question and its reply, as a notebook output keeps it."""
         flags = (
             {"interrupted": True} if reply.stats.finish_reason in ("interrupted", "error") else {}
         )
-        self.conversation.add("assistant", self._as_history(reply), **flags)
-        self._changed("conversation")
+        messages: list[dict] = [
+            {"role": "user", "content": turn.question},
+            {"role": "assistant", "content": self._as_history(reply), **flags},
+        ]
+        return Exchange(
+            cell=turn.cell,
+            system=turn.system,
+            messages=messages,
+            model=self.model_spec,
+            sampling=asdict(turn.sampling),
+            stats=reply.stats.as_dict(),
+        )
 
     def _as_history(self, reply: Reply) -> str:
         """The reply as the template expects it in the history. Reasoning that the prompt opened

@@ -189,10 +189,23 @@ def reply_outputs(cell: Cell) -> tuple[dict, dict]:
     """``(answer, meter)``: the ``data`` of the two outputs a ``%%exaone`` cell ends with.
 
     The renderer's layout: [notes], the live output (display id; empty at first and at the end),
-    then the answer (``text/markdown`` + ``text/plain``) and the meter (``text/plain`` +
-    ``text/html``), each displayed once with its final content.
+    then the answer (``text/markdown`` + ``text/plain``, and the exchange record, which is left
+    out here: ``exchange_of`` reads it) and the meter (``text/plain`` + ``text/html``), each
+    displayed once with its final content.
     """
     finals = [m.content["data"] for m in cell.of_type("display_data")
               if not m.content.get("transient", {}).get("display_id")]
     assert len(finals) >= 2, f"no reply in this cell: {cell.messages}"
-    return finals[-2], finals[-1]
+    answer = {k: v for k, v in finals[-2].items() if k != EXCHANGE_MIME}
+    return answer, finals[-1]
+
+
+EXCHANGE_MIME = "application/vnd.exaone-jupyter.exchange+json"
+
+
+def exchange_of(cell: Cell) -> dict | None:
+    """The exchange record a ``%%exaone`` cell's answer carries (None for a one-off question)."""
+    for m in cell.of_type("display_data"):
+        if EXCHANGE_MIME in m.content["data"]:
+            return m.content["data"][EXCHANGE_MIME]
+    return None

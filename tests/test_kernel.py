@@ -23,7 +23,7 @@ from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
 from exaone_jupyter.ui.meter import meter_line_html, meter_text  # noqa: E402
 from exaone_jupyter.ui.render import (close_fences,  # noqa: E402
                                       reply_markdown)
-from kernel_helpers import Cell, Kernel, reply_outputs  # noqa: E402
+from kernel_helpers import EXCHANGE_MIME, Cell, Kernel, exchange_of, reply_outputs  # noqa: E402
 
 LONG_QUESTION = "How do I run EXAONE in Jupyter? Give me the steps."
 LONG_ANSWER = next(d["messages"][-1]["content"] for d in json.loads(
@@ -113,7 +113,8 @@ def test_final_outputs_hold_the_whole_reply_and_first_displays_equal_them(kernel
              for m in cell.outputs]
     final = cell.final_outputs()
     assert [o["data"] for o in final] == [o["data"] for o in first]
-    assert [o["data"] for o in final] == [{"text/plain": ""}, answer, meter]
+    record = {EXCHANGE_MIME: exchange_of(cell)}
+    assert [o["data"] for o in final] == [{"text/plain": ""}, {**answer, **record}, meter]
 
 
 def test_nbclient_saves_the_full_reply_and_nbval_passes(tmp_path, monkeypatch):
@@ -139,7 +140,9 @@ def test_nbclient_saves_the_full_reply_and_nbval_passes(tmp_path, monkeypatch):
     outputs = saved.cells[3].outputs
     assert [o.output_type for o in outputs] == ["display_data"] * 3
     assert outputs[0].data == {"text/plain": ""}
+    record = outputs[1].data.pop(EXCHANGE_MIME)  # saved as JSON: what `%exaone resume` reads
     assert outputs[1].data == {"text/markdown": LONG_ANSWER, "text/plain": LONG_ANSWER}
+    assert record["messages"][-1] == {"role": "assistant", "content": LONG_ANSWER}
     assert "tok/s" in outputs[2].data["text/plain"]
     assert saved.cells[4].outputs[1].data["text/plain"] == "한국의 수도는 서울입니다 (Seoul)."
 

@@ -17,6 +17,7 @@ pytest.importorskip("jupyter_client")
 pytest.importorskip("ipykernel")
 
 import exaone_jupyter  # noqa: E402
+from exaone_jupyter.chat.exchange import MIME  # noqa: E402
 from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT  # noqa: E402
 from kernel_helpers import Cell, Kernel, reply_outputs  # noqa: E402
 
@@ -191,7 +192,10 @@ def test_configured_system_prompt_and_meter(kernel):
         cell = kernel.run(f"%%exaone -t 0 --new\n{q}")
         assert cell.ok and not cell.stderr
         finals = [m.content["data"] for m in cell.of_type("display_data")]
+        exchange = finals[-1].pop(MIME)  # the record the saved notebook keeps
         assert finals == [{"text/plain": ""}, {"text/markdown": korean, "text/plain": korean}]
+        assert exchange["system"] == "Answer in Korean only."
+        assert exchange["messages"][-1] == {"role": "assistant", "content": korean}
         assert not any("tok/s" in json.dumps(m.content) for m in cell.updates)
     finally:
         kernel.run("%config ExaoneMagics.show_meter = True\n%config ExaoneMagics.system = None\n"

@@ -3,6 +3,11 @@
 The history is never cut. When it no longer fits the context, ``fit`` picks the newest turns that
 do (the system prompt and the current question always stay), hands back the prompt it measured
 (rendered and tokenized once) and says how many turns it left out.
+
+An exchange that came from a notebook cell remembers the cell (``cell``: the frontend's cell id,
+``run``: its execution count). Running the cell again replaces that exchange where it stands:
+the conversation keeps the order in which cells first ran, and the re-run question sees only
+what came before its exchange, as it did the first time.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from ..errors import ExaoneError
 FORMAT = "exaone-jupyter/conversation"
 VERSION = 1
 ROLES = ("user", "assistant", "tool")
+CELL_KEYS = ("cell", "run")  # where an exchange came from: bookkeeping, never sent to a model
 
 Measured = TypeVar("Measured", bound=Sized)  # a rendered prompt; its len() is its token count
 
@@ -41,7 +47,7 @@ class Conversation:
 
     def to_messages(self, *extra: dict) -> list[dict]:
         """What the template sees: the system prompt (if any), the history, then ``extra``."""
-        return self._head() + [dict(m) for m in self.messages] + [dict(m) for m in extra]
+        return self._head() + _for_model(self.messages) + [dict(m) for m in extra]
 
     def _head(self) -> list[dict]:
         return [{"role": "system", "content": self.system}] if self.system else []
@@ -56,6 +62,35 @@ class Conversation:
 
     def reset(self) -> None:
         self.messages.clear()
+
+    # -- exchanges from cells -------------------------------------------------------------------
+    def exchange_of(self, cell: str) -> slice | None:
+        """Where the exchange that ``cell`` made sits in ``messages``, or None."""
+        where = [i for i, m in enumerate(self.messages) if m.get("cell") == cell]
+        return slice(where[0], where[-1] + 1) if where else None
+
+    def before(self, cell: str | None) -> Conversation:
+        """The history a question from ``cell`` sees: what precedes the cell's earlier exchange
+        (everything, when the cell has none)."""
+        span = self.exchange_of(cell) if cell else None
+        kept = self.messages if span is None else self.messages[: span.start]
+        return Conversation(self.system, [dict(m) for m in kept])
+
+    def put(self, exchange: list[dict], *, cell: str | None = None, run: int | None = None) -> None:
+        """Add an exchange (a question and its reply). One from a cell that made one before
+        replaces it in place; without a cell it is appended."""
+        for message in exchange:
+            if message.get("role") not in ROLES:
+                raise ExaoneError(
+                    "A conversation message has the role user, assistant or tool, not "
+                    f"{message.get('role')!r}; the system prompt is set on its own."
+                )
+        tagged = [{**m, "cell": cell, "run": run} if cell else dict(m) for m in exchange]
+        span = self.exchange_of(cell) if cell else None
+        if span is None:
+            self.messages.extend(tagged)
+        else:
+            self.messages[span] = tagged
 
     @property
     def turns(self) -> int:
@@ -80,7 +115,7 @@ class Conversation:
         starts.append(len(self.messages))
 
         def build(k: int) -> list[dict]:
-            return self._head() + [dict(m) for m in self.messages[starts[k] :]] + [dict(question)]
+            return self._head() + _for_model(self.messages[starts[k] :]) + [dict(question)]
 
         measured: dict[int, tuple[list[dict], Measured]] = {}
 
@@ -216,3 +251,8 @@ class Conversation:
                 "`%exaone save` wrote."
             ) from None
         return cls.from_json(text, source=path.name)
+
+
+def _for_model(messages: list[dict]) -> list[dict]:
+    """Copies of ``messages`` without the cell bookkeeping."""
+    return [{k: v for k, v in m.items() if k not in CELL_KEYS} for m in messages]

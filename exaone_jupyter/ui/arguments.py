@@ -128,6 +128,20 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             (_arg("path", metavar="PATH", help="file to write"),),
         ),
         Subcommand(
+            "resume",
+            "Rebuild the conversation from the replies saved in a notebook (after a kernel "
+            "restart: the saved notebook is the record).",
+            (
+                _arg(
+                    "notebook",
+                    nargs="?",
+                    default=None,
+                    metavar="NOTEBOOK",
+                    help="an .ipynb file (default: the notebook this kernel serves)",
+                ),
+            ),
+        ),
+        Subcommand(
             "restore",
             "Restore a conversation saved with `%exaone save`.",
             (_arg("path", metavar="PATH", help="file `%exaone save` wrote"),),

@@ -9,8 +9,10 @@ same parser reads the line, and writes ``%exaone help`` and ``%exaone?``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +22,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 
+from ..chat.exchange import MIME
 from ..engine.backend import DEFAULT_MAX_CTX, LoadOptions, Sampling
+from ..engine.reply import Reply
 from ..errors import ExaoneError
 from ..model import catalog
 from ..session import SessionInfo, Turn, get_session
@@ -139,6 +143,7 @@ class ExaoneMagics(Magics):
                 seed=args.seed,
             )
             question = interpolate(cell.strip("\n"), self._namespace)
+            cell_id, self._cell_id = self._cell_id, None  # a second call in this cell appends
             turn = session.prepare(
                 question,
                 sampling,
@@ -146,16 +151,25 @@ class ExaoneMagics(Magics):
                 new=args.new,
                 history=not args.no_history,
                 think=args.think,
+                cell=cell_id,
+                run=self._execution_count(),
+                adapt_max_tokens=args.max_tokens is None,
             )
             for note in turn.notes:
                 renderer.note(note)
             if args.dry_run:
                 _show_dry_run(turn)
                 return
+
+            def record(reply: Reply) -> dict[str, Any]:
+                """The exchange, kept in the saved notebook (not for a one-off question)."""
+                return {MIME: session.exchange(turn, reply).to_json()} if turn.remember else {}
+
             reply = renderer.stream(
                 session.send(turn),
                 model=_short_spec(session.model_spec or ""),
                 gpu=session.require_backend().info.gpu_label,
+                record=record,
             )
             if reply.note:
                 renderer.note(reply.note)
@@ -240,8 +254,35 @@ class ExaoneMagics(Magics):
         parts = [f"**system**: {conversation.system}"] if conversation.system else []
         for m in conversation.messages:
             mark = " *(interrupted)*" if m.get("interrupted") else ""
-            parts.append(f"**{m['role']}**{mark}: {m['content']}")
+            where = ""
+            if m.get("cell") and m["role"] == "user":  # which cell asked: its In [n] when known
+                where = f" *(cell In [{m['run']}])*" if m.get("run") else " *(a notebook cell)*"
+            parts.append(f"**{m['role']}**{where}{mark}: {m['content']}")
         show_markdown("\n\n".join(parts))
+
+    def _cmd_resume(self, args: argparse.Namespace) -> None:
+        path = args.notebook or self._notebook_path()
+        conversation, notices = get_session().resume(path)
+        for notice in notices:
+            _notice(notice)
+        print(f"Resumed {conversation.turns} turns from {Path(path).name}.")
+
+    def _notebook_path(self) -> str:
+        """The notebook this kernel serves, as the frontend told it (JupyterLab and Notebook 7
+        through jupyter_server's JPY_SESSION_NAME, VS Code through __vsc_ipynb_file__)."""
+        for candidate in (
+            os.environ.get("JPY_SESSION_NAME"),
+            self._namespace.get("__vsc_ipynb_file__"),
+        ):
+            if isinstance(candidate, str) and candidate.endswith(".ipynb"):
+                path = Path(candidate).expanduser()
+                if not path.is_file() and Path(path.name).is_file():
+                    path = Path(path.name)  # a path relative to the server's root, not ours
+                return str(path)
+        raise ExaoneError(
+            "This kernel does not know which notebook it serves (no JPY_SESSION_NAME); name it: "
+            "%exaone resume NOTEBOOK.ipynb."
+        )
 
     def _cmd_save(self, args: argparse.Namespace) -> None:
         session = get_session()
@@ -287,6 +328,16 @@ class ExaoneMagics(Magics):
         print("Disconnected." if get_session().disconnect() else "No server was connected.")
 
     # -- helpers --------------------------------------------------------------------------------
+    _cell_id: str | None = None
+
+    def _note_cell(self, info: Any) -> None:
+        """IPython's pre_run_cell event: the frontend's id of the cell about to run (JupyterLab,
+        Notebook 7 and VS Code send it; ipykernel 6+ hands it on; None elsewhere)."""
+        self._cell_id = getattr(info, "cell_id", None) or None
+
+    def _execution_count(self) -> int | None:
+        return self.shell.execution_count if self.shell is not None else None
+
     @property
     def _namespace(self) -> dict[str, Any]:
         """The notebook's variables (a registered magic always has its shell)."""
@@ -473,7 +524,9 @@ def register(ipython) -> None:
             check_setting(name, settings[name])
         except ExaoneError:
             del settings[name]
-    ipython.register_magics(ExaoneMagics)
+    magics = ExaoneMagics(shell=ipython)
+    ipython.register_magics(magics)
+    ipython.events.register("pre_run_cell", magics._note_cell)
 
 
 def unregister(ipython) -> None:
@@ -482,6 +535,9 @@ def unregister(ipython) -> None:
     for kind in ("line", "cell"):
         manager.magics[kind].pop("exaone", None)
     instance = manager.registry.pop("ExaoneMagics", None)
+    if instance is not None:
+        with contextlib.suppress(ValueError):  # not registered (an older load)
+            ipython.events.unregister("pre_run_cell", instance._note_cell)
     if instance is not None and instance in ipython.configurables:
         ipython.configurables.remove(instance)
 

@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from ..engine.reply import Reply
 from .meter import live_rate, meter_line_data, meter_line_html, meter_text
@@ -111,8 +112,16 @@ class CellRenderer:
     def note(self, text: str) -> None:
         publish({"text/plain": f"ℹ {text}", "text/markdown": f"*ℹ {text}*"})
 
-    def stream(self, reply: Reply, *, model: str = "", gpu: str = "") -> Reply:
-        """Show ``reply`` as it comes; ``model`` and ``gpu`` label its meter."""
+    def stream(
+        self,
+        reply: Reply,
+        *,
+        model: str = "",
+        gpu: str = "",
+        record: Callable[[Reply], dict[str, Any]] | None = None,
+    ) -> Reply:
+        """Show ``reply`` as it comes; ``model`` and ``gpu`` label its meter. ``record(reply)``
+        gives more mimetypes for the final output (the exchange the notebook keeps)."""
         self.model, self.gpu = model, gpu
         self.updates, self._last_text = 0, None
         live = uuid.uuid4().hex
@@ -137,7 +146,10 @@ class CellRenderer:
             reasoning, answer = self.split(reply)
             markdown = reply_markdown(answer, reasoning, finish_reason=reply.stats.finish_reason)
             meter = meter_text(reply.stats, model=self.model, gpu=self.gpu)
-            steps.append(lambda: publish({"text/markdown": markdown, "text/plain": reply.text}))
+            final: dict[str, Any] = {"text/markdown": markdown, "text/plain": reply.text}
+            if record is not None:
+                final.update(record(reply))
+            steps.append(lambda: publish(final))
             if self.meter:
                 steps.append(lambda: publish(meter_line_data(meter)))
         _despite_interrupts(steps)
@@ -236,7 +248,7 @@ def _despite_interrupts(steps: list[Callable[[], None]]) -> None:
                 continue
 
 
-def publish(data: dict[str, str], *, display_id: str | None = None, update: bool = False) -> None:
+def publish(data: dict[str, Any], *, display_id: str | None = None, update: bool = False) -> None:
     """One display message straight to the frontends (IPython's display() adds a formatter pass)."""
     from IPython.display import publish_display_data
 
@@ -256,7 +268,15 @@ class TerminalRenderer:
     def note(self, text: str) -> None:
         print(f"ℹ {text}")
 
-    def stream(self, reply: Reply, *, model: str = "", gpu: str = "") -> Reply:
+    def stream(
+        self,
+        reply: Reply,
+        *,
+        model: str = "",
+        gpu: str = "",
+        record: Callable[[Reply], dict[str, Any]] | None = None,
+    ) -> Reply:
+        """Print ``reply`` as it comes (a terminal keeps no record: ``record`` is unused)."""
         try:
             for piece in reply:
                 print(piece, end="", flush=True)
