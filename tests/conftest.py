@@ -63,7 +63,8 @@ def _record(report) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
-    if _on_ci() and SKIPPED and exitstatus == pytest.ExitCode.OK:
+    if _on_ci() and SKIPPED and exitstatus in (pytest.ExitCode.OK,
+                                               pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
