@@ -2,8 +2,9 @@
 Debian's Chromium driven by Playwright for Python.
 
 Playwright's own browser download cannot run here, so it launches ``/usr/bin/chromium``
-(``tools/ensure_chromium.sh`` installs it; ``make test`` runs that). Without Chromium or
-Playwright the fixtures skip with the reason. Screenshots go to ``artifacts/`` (git-ignored).
+(``tools/ensure_chromium.sh`` installs it; ``make test`` runs that). Without Chromium the
+``chromium_browser`` fixture (``shared_fixtures``) fails with the reason: a browser test never
+skips. Screenshots go to ``artifacts/`` (git-ignored).
 
 The server is started as a user would, with ``python -m jupyterlab`` from this venv (so the
 notebook's ``python3`` kernel is this venv's), in an isolated runtime, config and workspace
@@ -22,9 +23,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -167,32 +165,3 @@ def screenshot(locator, name: str) -> Path:
     path = ARTIFACTS / name
     locator.screenshot(path=str(path))
     return path
-
-
-# -- fixtures (import them into a test module) -----------------------------------------------------
-@pytest.fixture(scope="module")
-def chromium_browser() -> Iterator:
-    """A headless Debian Chromium under Playwright; skips with the reason when there is none."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    why = ensure_chromium()
-    if why:
-        pytest.skip(why)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture(scope="module")
-def jupyterlab(tmp_path_factory) -> Iterator[JupyterLab]:
-    """A token-less JupyterLab serving a fresh folder (``lab.root``) on a free loopback port."""
-    pytest.importorskip("jupyterlab")
-    root = tmp_path_factory.mktemp("lab-root")
-    lab = JupyterLab(root, tmp_path_factory.mktemp("lab-home"))
-    try:
-        yield lab
-    finally:
-        lab.stop()

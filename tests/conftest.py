@@ -1,54 +1,83 @@
-"""Fixtures shared by the test files: small generated GGUF models and the real engine on them.
+"""The test suite's configuration: its fixtures (all in ``shared_fixtures``) and three rules.
 
-Tests run the real llama.cpp engine on models they make (``exaone_jupyter.testing``), never a
-fake backend. The session-wide model loads in milliseconds; tests that need a differently built
-model write their own with ``write_random_gguf`` into ``tmp_path``.
+* The ``soak`` marker (the 200-mutation fuzz and the 200-turn soaks) is *deselected* in a plain
+  ``pytest`` run; ``make soak`` (``pytest -m soak tests/reliability``) runs it.
+* With ``CI=true`` in the environment, a skipped test fails the run: on CI every test must run
+  (the browser tests need Chromium, ``make test`` installs it; the remote tests need the test
+  extras). The summary lists what was skipped and why.
+* The reliability figures (fuzz counts, soak memory) are printed at the end of the run.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import os
 
 import pytest
 
-from exaone_jupyter.testing import write_random_gguf
+from kernel_helpers import SUMMARY
+from shared_fixtures import *  # noqa: F401,F403  (every shared fixture, available everywhere)
 
 
-@pytest.fixture(scope="session")
-def tiny_gguf(tmp_path_factory):
-    """Path of a ~100K-parameter random-weight GGUF in EXAONE's format (f32, 512-token context)."""
-    return write_random_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
+def pytest_configure(config):
+    config.addinivalue_line("markers", "soak: long runs (200-mutation fuzz, 200-turn soak); "
+                                       "`make soak` runs them with -m soak")
 
 
-@pytest.fixture(scope="session")
-def tiny_backend(tiny_gguf):
-    """The local engine with ``tiny_gguf`` loaded, shared by the session; closed at the end.
-
-    Its KV cache carries over between tests: a test that counts evaluated prompt tokens should
-    give its prompt unique text, or run it once before measuring.
-    """
-    pytest.importorskip("llama_cpp")
-    from exaone_jupyter.engine.local import LocalBackend
-    from exaone_jupyter.model.gguf_check import read_gguf
-
-    backend = LocalBackend(read_gguf(tiny_gguf))
-    yield backend
-    backend.close()
+def pytest_collection_modifyitems(config, items):
+    if "soak" in (config.option.markexpr or ""):
+        return
+    soak = [item for item in items if item.get_closest_marker("soak")]
+    if soak:
+        config.hook.pytest_deselected(items=soak)
+        items[:] = [item for item in items if not item.get_closest_marker("soak")]
 
 
-def exaone_prompt_ids(backend, user: str, *, system: str = "") -> list[int]:
-    """Token ids of a one-turn EXAONE 3 prompt: markers as special tokens, text as plain text."""
-    def marker(text: str) -> list[int]:
-        return backend.tokenize(text, special=True)
-
-    def plain(text: str) -> list[int]:
-        return backend.tokenize(text, special=False) if text else []
-
-    return (marker("[|system|]") + plain(system) + marker("[|endofturn|]\n[|user|]") + plain(user)
-            + marker("\n[|assistant|]"))
+# -- CI=true: a skip fails the run -----------------------------------------------------------------
+SKIPPED: list[tuple[str, str]] = []  # (node id, reason) of each skip in this run
 
 
-@pytest.fixture(scope="session")
-def prompt_ids() -> Callable[..., list[int]]:
-    """``prompt_ids(backend, user, system="")``: the token ids of a one-turn EXAONE 3 prompt."""
-    return exaone_prompt_ids
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def _reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # (path, line, "Skipped: why")
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def pytest_collectreport(report):
+    if report.skipped:
+        _record(report)
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _record(report)
+
+
+def _record(report) -> None:
+    SKIPPED.append((report.nodeid, _reason(report)))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    if _on_ci() and SKIPPED and exitstatus in (pytest.ExitCode.OK,
+                                               pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if SUMMARY:
+        terminalreporter.section("reliability figures")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)
+    skipped = SKIPPED
+    if _on_ci() and skipped:
+        terminalreporter.section("skipped tests fail the run (CI=true)", red=True)
+        for nodeid, reason in skipped:
+            terminalreporter.write_line(f"SKIPPED {nodeid or '(collection)'}: {reason}", red=True)
+        terminalreporter.write_line(
+            f"{len(skipped)} skipped with CI=true: every test must run on CI; install what the "
+            "reasons name (make test installs Chromium and the test extras).", red=True)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from _chat_fixtures import demo_backend, one_sentence, random_backend  # noqa: F401  (fixtures)
+from checks import one_sentence
 from exaone_jupyter.chat.conversation import FORMAT, Conversation
 from exaone_jupyter.chat.families import EXAONE3, EXAONE4, LG_SYSTEM_PROMPT
 from exaone_jupyter.chat.template import ChatTemplate
@@ -49,7 +49,7 @@ def test_append_reset_and_messages():
 def test_a_system_message_is_not_a_turn():
     with pytest.raises(ExaoneError) as err:
         Conversation().add("system", "x")
-    assert one_sentence(str(err.value))
+    one_sentence(err, "user, assistant or tool", "'system'", "system prompt is set on its own")
 
 
 # -- files --------------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def test_a_bad_file_is_one_sentence(tmp_path, content, words):
     path.write_text(content, encoding="utf-8")
     with pytest.raises(ExaoneError) as err:
         Conversation.load(path)
-    assert words in str(err.value) and one_sentence(str(err.value)), str(err.value)
+    one_sentence(err, words)
 
 
 def test_unreadable_paths_are_one_sentence(tmp_path):
@@ -102,10 +102,10 @@ def test_unreadable_paths_are_one_sentence(tmp_path):
                         (tmp_path / "latin1.json", "is not UTF-8")):
         with pytest.raises(ExaoneError) as err:
             Conversation.load(path)
-        assert words in str(err.value) and one_sentence(str(err.value))
+        one_sentence(err, words)
     with pytest.raises(ExaoneError) as err:
         sample().save(tmp_path / "no" / "such" / "folder.json")
-    assert "Could not write" in str(err.value) and one_sentence(str(err.value))
+    one_sentence(err, "Could not write")
 
 
 def test_a_failed_save_leaves_the_old_file(tmp_path, monkeypatch):
@@ -118,7 +118,7 @@ def test_a_failed_save_leaves_the_old_file(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", broken)
     with pytest.raises(ExaoneError) as err:
         Conversation(system="new").save(path)
-    assert "No space left on device" in str(err.value) and one_sentence(str(err.value))
+    one_sentence(err, "No space left on device")
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["chat.json"]
 
 
@@ -198,9 +198,8 @@ def test_a_question_that_cannot_fit_is_one_sentence(random_backend):
         need = len(count(Conversation(system).to_messages(question)))
         with pytest.raises(ExaoneError) as err:
             c.fit(question, count, need - 1)
-        text = str(err.value)
-        assert text.startswith(f"{opening}{need} tokens, more than the {need - 1}")
-        assert one_sentence(text)
+        text = one_sentence(err, f"{need} tokens", f"more than the {need - 1}", "shorten it")
+        assert text.startswith(opening)
         messages, dropped = fit(c, question, count, need)  # exactly enough: everything else goes
         assert dropped == 6 and messages == Conversation(system).to_messages(question)
     with pytest.raises(ExaoneError):

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import random
 
+import llama_cpp
 import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-llama_cpp = pytest.importorskip("llama_cpp")
-from jinja2.sandbox import ImmutableSandboxedEnvironment  # noqa: E402
-
-from exaone_jupyter.chat.families import EXAONE3_TEMPLATE, LG_SYSTEM_PROMPT  # noqa: E402
-
-from _chat_fixtures import DATA, DIALOGUES  # noqa: E402
-from _chat_fixtures import find_dialogue as _find  # noqa: E402
+from exaone_jupyter.chat.families import EXAONE3_TEMPLATE, LG_SYSTEM_PROMPT
+from shared_fixtures import DATA, DIALOGUES
+from shared_fixtures import find_dialogue as _find
 
 MODEL = DATA / "exaone-demo.gguf"
 

@@ -12,14 +12,11 @@ import threading
 
 import pytest
 
-pytest.importorskip("llama_cpp")
-
-from exaone_jupyter.engine.backend import Request, Sampling  # noqa: E402
-from exaone_jupyter.engine.backend import LoadOptions  # noqa: E402
-from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
-from exaone_jupyter.errors import ExaoneError, ModelBusyError  # noqa: E402
-from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
-from exaone_jupyter.testing import EOS_ID, write_random_gguf  # noqa: E402
+from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling
+from exaone_jupyter.engine.local import LocalBackend
+from exaone_jupyter.errors import ExaoneError, ModelBusyError
+from exaone_jupyter.model.gguf_check import read_gguf
+from exaone_jupyter.testing import EOS_ID, write_random_gguf
 
 GREEDY = Sampling(temperature=0, max_tokens=64)
 

@@ -8,28 +8,36 @@ stop on their own); exact answers from the shipped ``exaone-demo`` model.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("llama_cpp")
-pytest.importorskip("jupyter_client")
-pytest.importorskip("ipykernel")
-
-import exaone_jupyter  # noqa: E402
-from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
-from exaone_jupyter.ui.meter import meter_line_html, meter_text  # noqa: E402
-from exaone_jupyter.ui.render import (close_fences,  # noqa: E402
-                                      reply_markdown)
-from kernel_helpers import EXCHANGE_MIME, Cell, Kernel, exchange_of, reply_outputs  # noqa: E402
+import exaone_jupyter
+from exaone_jupyter.testing import TinyShape, write_random_gguf
+from exaone_jupyter.ui.meter import meter_line_html, meter_text
+from exaone_jupyter.ui.render import close_fences, reply_markdown
+from kernel_helpers import (
+    EXCHANGE_MIME,
+    Cell,
+    Kernel,
+    exchange_of,
+    is_reply_text,
+    live_updates,
+    reply_outputs,
+    start_kernel,
+)
 
 LONG_QUESTION = "How do I run EXAONE in Jupyter? Give me the steps."
 LONG_ANSWER = next(d["messages"][-1]["content"] for d in json.loads(
     (Path(exaone_jupyter.__file__).parent / "data" / "demo_dialogues.json").read_text("utf-8"))
     if d["messages"][-2]["content"] == LONG_QUESTION)
 INTERVAL = 0.05
+# 3,500 tokens of the random model: about 1.5 s and 25 live updates on 2 cores, so even a machine
+# several times faster sends the live updates the throttle tests require
+LONG_STORY = "%%exaone -t 0 -n 3500 --new\nTell me a long story."
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +52,8 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory):
-    with Kernel(cwd=str(tmp_path_factory.mktemp("cwd"))) as k:
-        assert k.run("%load_ext exaone_jupyter\nimport exaone_jupyter").ok
+    """The extension loaded with live updates every INTERVAL seconds, no model yet."""
+    with start_kernel(tmp_path_factory.mktemp("cwd"), load_demo=False) as k:
         assert k.run(f"%config ExaoneMagics.update_interval = {INTERVAL}").ok
         yield k
 
@@ -55,46 +63,51 @@ def load(kernel: Kernel, spec: str, *options: str) -> None:
     assert cell.ok and cell.stdout.startswith("Loaded"), cell.stderr
 
 
-def live_updates(cell: Cell) -> list[dict]:
-    """The updates that showed reply text (not the prompt notice, not the final emptying)."""
-    return [m.content["data"] for m in cell.updates if "tok/s" in m.content["data"]["text/plain"]]
+def check_live_updates(cell: Cell, interval: float) -> list[dict]:
+    """The throttle's contract, read from the kernel's own timestamps: live updates came (a reply
+    this long must show progress), each holds the reply so far (growing, a prefix of the final
+    answer) and the live meter, and none came closer to the previous one than ``interval``."""
+    assert cell.ok and not cell.stderr, cell
+    shown = live_updates(cell)
+    assert len(shown) >= 3, f"only {len(shown)} live updates with reply text: {cell.updates}"
+    answer, _ = reply_outputs(cell)
+    texts, counts = [], []
+    for data in shown:
+        text, _, meter = data["text/plain"].rpartition("\n\n")
+        assert text and answer["text/plain"].startswith(text), (text[:80], answer["text/plain"][:80])
+        assert meter.startswith("… tok/s · ") or " tok/s · " in meter, meter
+        assert "▌" in data["text/markdown"] and "⚡" in data["text/markdown"]
+        assert data["text/markdown"].endswith(meter_line_html(meter))  # styled as the final one
+        texts.append(text)
+        counts.append(int(re.search(r"(\d[\d,]*) tokens?", meter).group(1).replace(",", "")))
+    # the reply grows from one update to the next, and so does the meter's token count
+    assert all(len(b) > len(a) and b.startswith(a) for a, b in zip(texts, texts[1:])), texts
+    assert all(b > a for a, b in zip(counts, counts[1:])), counts
+    # no more than one update per interval (the last update empties the output at the end)
+    stamps = [m.time for m in cell.updates][:-1]
+    assert all(b - a >= interval * 0.9 for a, b in zip(stamps, stamps[1:])), stamps
+    outputs = [m for m in cell.messages if m.type != "stream"]
+    elapsed = outputs[-1].time - outputs[0].time  # the kernel's clock, first to last output
+    assert len(cell.updates) <= elapsed / interval + 2, (len(cell.updates), elapsed)
+    return shown
 
 
 def test_a_long_reply_streams_with_throttled_updates(kernel, models):
     load(kernel, models["random"])
-    cell = kernel.run("%%exaone -t 0 -n 2000 --new\nTell me a long story.", timeout=120)
-    assert cell.ok and not cell.stderr
+    cell = kernel.run(LONG_STORY, timeout=120)
     stats = kernel.eval("exaone_jupyter.last_reply().stats.as_dict()")
-    assert stats["completion_tokens"] == 2000 and stats["finish_reason"] == "length"
-
-    outputs = [m for m in cell.messages if m.type != "stream"]
-    elapsed = outputs[-1].time - outputs[0].time  # the kernel's clock, first to last output
-    updates = len(cell.updates)
-    assert updates <= elapsed / INTERVAL + 2, (updates, elapsed)
-    if elapsed > 3 * INTERVAL:
-        shown = live_updates(cell)
-        assert shown, "the reply took long enough for at least one live update"
-        # each live update holds the text so far (a prefix of the reply) and the meter
-        answer, _ = reply_outputs(cell)
-        for data in shown:
-            text, _, meter = data["text/plain"].rpartition("\n\n")
-            assert answer["text/plain"].startswith(text) and "tok/s" in meter
-            assert "▌" in data["text/markdown"] and "⚡" in data["text/markdown"]
-            assert data["text/markdown"].endswith(meter_line_html(meter))  # styled as the final one
-    # live updates never come closer together than the interval (the kernel's own stamps)
-    stamps = [m.time for m in cell.updates][:-1]  # the last one empties the output at the end
-    assert all(b - a >= INTERVAL * 0.9 for a, b in zip(stamps, stamps[1:])), stamps
+    assert stats["completion_tokens"] == 3500 and stats["finish_reason"] == "length"
+    check_live_updates(cell, INTERVAL)
 
 
 def test_the_interval_has_a_floor_of_20_updates_a_second(kernel, models):
     load(kernel, models["random"])
     try:
         assert kernel.run("%config ExaoneMagics.update_interval = 0.001").ok
-        cell = kernel.run("%%exaone -t 0 -n 2000 --new\nTell me a long story.", timeout=120)
+        cell = kernel.run(LONG_STORY, timeout=120)
     finally:
         kernel.run(f"%config ExaoneMagics.update_interval = {INTERVAL}")
-    outputs = [m for m in cell.messages if m.type != "stream"]
-    assert len(cell.updates) <= (outputs[-1].time - outputs[0].time) / 0.05 + 2
+    check_live_updates(cell, 0.05)  # 1 ms asked, 50 ms kept
 
 
 def test_final_outputs_hold_the_whole_reply_and_first_displays_equal_them(kernel):
@@ -118,7 +131,7 @@ def test_final_outputs_hold_the_whole_reply_and_first_displays_equal_them(kernel
 
 
 def test_nbclient_saves_the_full_reply_and_nbval_passes(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
+    import nbformat
     from nbclient import NotebookClient
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -161,18 +174,8 @@ def test_nbclient_saves_the_full_reply_and_nbval_passes(tmp_path, monkeypatch):
 
 def test_interrupt_keeps_the_partial_reply_and_the_kernel_goes_on(kernel, models):
     load(kernel, models["endless"], "--n-ctx 131072")
-    interrupted_at = []
-
-    def interrupt_once_streaming(message) -> bool:
-        if message.type == "update_display_data" and "tok/s" in json.dumps(message.content):
-            kernel.interrupt()
-            interrupted_at.append(message.time)
-            return True
-        return False
-
-    cell = kernel.run("%%exaone -t 0 -n 100000 --new\nTell me a story that never ends.",
-                      during=interrupt_once_streaming, timeout=120)
-    assert interrupted_at, "the reply never streamed"
+    cell, first = kernel.run_and_interrupt(
+        "%%exaone -t 0 -n 100000 --new\nTell me a story that never ends.", is_reply_text)
     # the cell ends normally: no traceback, no KeyboardInterrupt, the reply shown as interrupted
     assert cell.ok and not cell.errors and not cell.stderr, (cell.reply, cell.stderr)
     answer, meter = reply_outputs(cell)
@@ -182,6 +185,8 @@ def test_interrupt_keeps_the_partial_reply_and_the_kernel_goes_on(kernel, models
     assert stats["finish_reason"] == "interrupted"
     assert 0 < stats["completion_tokens"] < 100000
     assert kernel.eval("exaone_jupyter.last_reply().text") == answer["text/plain"]
+    # what had streamed when the interrupt was sent is kept
+    assert answer["text/plain"].startswith(first.content["data"]["text/plain"].rpartition("\n\n")[0])
     # no live update came after the final state
     answer_at = cell.messages.index(cell.of_type("display_data")[-2])
     assert cell.messages.index(cell.updates[-1]) < answer_at

@@ -8,23 +8,16 @@ each test starts its conversation with ``--new`` (or says why not).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-pytest.importorskip("llama_cpp")
-pytest.importorskip("jupyter_client")
-pytest.importorskip("ipykernel")
-
-import exaone_jupyter  # noqa: E402
-from exaone_jupyter.chat.exchange import MIME  # noqa: E402
-from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT  # noqa: E402
-from kernel_helpers import Cell, Kernel, reply_outputs  # noqa: E402
-
-DIALOGUES = [d["messages"] for d in json.loads(
-    (Path(exaone_jupyter.__file__).parent / "data" / "demo_dialogues.json").read_text("utf-8"))]
-README_QUESTION = "한국의 수도는 어디인가요? Answer in one sentence."
-README_ANSWER = "한국의 수도는 서울입니다 (Seoul)."
+from checks import one_sentence
+from exaone_jupyter.chat.exchange import MIME
+from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT
+from kernel_helpers import DEMO_ANSWER as README_ANSWER
+from kernel_helpers import DEMO_QUESTION as README_QUESTION
+from kernel_helpers import Kernel, reply_outputs, start_kernel
+from shared_fixtures import DIALOGUES
 
 
 def trained(last_user: str, *, system: str | None = LG_SYSTEM_PROMPT,
@@ -42,10 +35,9 @@ def trained(last_user: str, *, system: str | None = LG_SYSTEM_PROMPT,
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory):
-    with Kernel(cwd=str(tmp_path_factory.mktemp("cwd"))) as k:
-        assert k.run("%load_ext exaone_jupyter\nimport exaone_jupyter").ok
-        cell = k.run("%exaone load exaone-demo")
-        assert cell.ok and cell.stdout.startswith("Loaded exaone-demo"), cell.stderr
+    """The extension and the demo model loaded, no conversation yet."""
+    with start_kernel(tmp_path_factory.mktemp("cwd")) as k:
+        assert k.eval("exaone_jupyter.get_session().model_spec") == "exaone-demo"
         yield k
 
 
@@ -219,36 +211,22 @@ def test_help(kernel):
     assert "usage: %exaone load" in page and "--api-key-env VAR" in page
 
 
-def _usage_error(cell: Cell) -> str:
-    assert cell.reply["status"] == "error" and not cell.errors  # no traceback message at all
-    assert "Traceback" not in cell.stderr and cell.stderr.startswith("UsageError: ")
-    return cell.stderr
-
-
-def test_usage_errors(kernel):
-    text = _usage_error(kernel.run("%exaone bogus"))
-    assert "Unknown subcommand 'bogus'" in text and "load" in text
-    assert "unrecognized arguments: --bogus" in _usage_error(kernel.run("%%exaone --bogus\nHi"))
-    assert "--temperature" in _usage_error(kernel.run("%%exaone -t hot\nHi"))
-    assert "save PATH" in _usage_error(kernel.run("%exaone save"))
-    assert "did you mean --temperature?" in _usage_error(kernel.run("%%exaone --temprature 0\nHi"))
-    assert "did you mean --gpu-layers?" in _usage_error(kernel.run("%exaone load x --gpu-layrs 3"))
+# (Option parsing and usage errors: tests/test_arguments.py, in-process.)
 
 
 def test_a_user_error_is_one_sentence_and_the_model_still_answers(kernel):
     ask(kernel, README_QUESTION)
     cell = kernel.run("%exaone load /no/such.gguf")
-    assert cell.ok and not cell.errors and not cell.displays
-    lines = cell.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("✗ ") and "/no/such.gguf" in lines[0]
-    assert "Traceback" not in cell.stderr
+    assert cell.ok and not cell.displays
+    one_sentence(cell, "/no/such.gguf")
     assert kernel.eval("exaone_jupyter.get_session().model_spec") == "exaone-demo"
     [(q, a)] = trained("Hello!")
     assert ask(kernel, q, "-t 0") != ""  # the conversation goes on
     assert kernel.eval("exaone_jupyter.get_session().conversation.turns") == 2
     assert ask(kernel, q) == a
     cell = kernel.run("%%exaone -t 0 --new\n   \n")
-    assert cell.ok and cell.stderr.startswith("✗ The message is empty")
+    assert cell.ok
+    one_sentence(cell, "empty")
 
 
 def test_unload_ext_removes_both_magics(kernel):
@@ -263,26 +241,15 @@ def test_unload_ext_removes_both_magics(kernel):
 
 
 # -- terminal IPython ---------------------------------------------------------------------------
-def test_terminal_ipython_prints_the_reply_once(capsys):
+def test_terminal_ipython_prints_the_reply_once(ipython_shell):
     """Outside a notebook kernel the reply is printed as it comes (display updates would
     re-print the whole text each time), then the meter."""
-    from IPython.testing.globalipapp import get_ipython as global_ipython
-
-    from exaone_jupyter.session import get_session
-
-    shell = global_ipython()  # one shared test shell per process, whichever test comes first
-    shell.run_line_magic("load_ext", "exaone_jupyter")
-    try:
-        shell.run_line_magic("exaone", "load exaone-demo")
-        capsys.readouterr()
-        shell.run_cell_magic("exaone", "-t 0 --new", README_QUESTION)
-        out = capsys.readouterr().out
-        answer, _, meter = out.rpartition("\n\n")
-        assert answer == README_ANSWER and "tok/s" in meter and "exaone-demo" in meter
-    finally:
-        get_session().unload()
-        get_session().reset()
-        shell.run_line_magic("unload_ext", "exaone_jupyter")
+    cell = ipython_shell.run("%exaone load exaone-demo")
+    assert not cell.stderr and cell.error is None, cell
+    cell = ipython_shell.run(f"%%exaone -t 0 --new\n{README_QUESTION}")
+    assert not cell.stderr and cell.error is None, cell
+    answer, _, meter = cell.stdout.rpartition("\n\n")
+    assert answer == README_ANSWER and "tok/s" in meter and "exaone-demo" in meter
 
 
 def test_the_load_progress_bar_follows_the_load_and_leaves_no_trace(kernel):

@@ -9,17 +9,12 @@ change, and presses Stop. Screenshots land in ``artifacts/`` (git-ignored).
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
-pytest.importorskip("llama_cpp")
-pytest.importorskip("playwright")
-
-from browser_helpers import (VISIBLE_NOTEBOOK, chromium_browser, jupyterlab,  # noqa: E402,F401
-                             open_notebook, run_all_cells, screenshot, wait_cells_done,
-                             write_notebook)
-from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
+from browser_helpers import (VISIBLE_NOTEBOOK, open_notebook, run_all_cells, screenshot,
+                             wait_cells_done, write_notebook)
+from exaone_jupyter.testing import TinyShape, write_random_gguf
 
 QUESTION = "한국의 수도는 어디인가요? Answer in one sentence."
 ANSWER = "한국의 수도는 서울입니다 (Seoul)."
@@ -32,6 +27,30 @@ pytestmark = pytest.mark.timeout(420)
 def _tokens(meter) -> int:
     match = re.search(r"(\d[\d,]*) tokens", meter.inner_text())
     return int(match.group(1).replace(",", "")) if match else 0
+
+
+METER = f"{VISIBLE_NOTEBOOK} .exaone-panel .exaone-meter"
+TOKENS_AT_LEAST = """([sel, n]) => { const m = document.querySelector(sel);
+    const t = m && m.innerText.match(/(\\d[\\d,]*) tokens/);
+    return !!t && parseInt(t[1].replace(/,/g, '')) >= n; }"""
+
+
+def _wait_tokens(page, at_least: int) -> None:
+    """Until the panel's meter shows at least ``at_least`` tokens (as the page renders it)."""
+    page.wait_for_function(TOKENS_AT_LEAST, arg=[METER, at_least], timeout=TIMEOUT_MS,
+                           polling="raf")
+
+
+def _run_cell_below(page, source: str) -> None:
+    """Add a cell at the end of the notebook and run it, as a user would."""
+    page.evaluate("""(source) => {
+        const app = window.jupyterapp, nb = app.shell.currentWidget.content;
+        nb.activeCellIndex = nb.widgets.length - 1;
+        return app.commands.execute('notebook:insert-cell-below').then(() => {
+            nb.activeCell.model.sharedModel.setSource(source);
+            return app.commands.execute('notebook:run-cell');
+        });
+    }""", source)
 
 
 def _load(panel, spec: str) -> None:
@@ -86,14 +105,7 @@ def test_panel_in_jupyterlab(jupyterlab, chromium_browser):
         screenshot(panel, "panel_answer.png")
 
         # 2. a %%exaone cell run below the panel: its turn appears in the panel's transcript
-        page.evaluate("""(source) => {
-            const app = window.jupyterapp, nb = app.shell.currentWidget.content;
-            nb.activeCellIndex = nb.widgets.length - 1;
-            return app.commands.execute('notebook:insert-cell-below').then(() => {
-                nb.activeCell.model.sharedModel.setSource(source);
-                return app.commands.execute('notebook:run-cell');
-            });
-        }""", f"%%exaone -t 0\n{CELL_QUESTION}")
+        _run_cell_below(page, f"%%exaone -t 0\n{CELL_QUESTION}")
         transcript.filter(has_text=CELL_ANSWER).wait_for(timeout=TIMEOUT_MS)
         assert CELL_QUESTION in transcript.inner_text()
         assert "changed in a cell" not in status.inner_text()  # the panel's own load still shows
@@ -114,12 +126,10 @@ def test_panel_in_jupyterlab(jupyterlab, chromium_browser):
         ask.fill("Tell me a very long story.")
         panel.locator("button.exaone-send").click()
 
-        deadline = time.monotonic() + 60
-        while _tokens(meter) < 60 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _wait_tokens(page, 60)  # the reply has started
         first, first_tokens = meter.inner_text(), _tokens(meter)
         assert first_tokens >= 60, f"the reply did not start: {status.inner_text()}"
-        page.wait_for_timeout(600)
+        _wait_tokens(page, first_tokens + 1)  # the meter is live: it moves while we watch
         second, second_tokens = meter.inner_text(), _tokens(meter)
         assert second != first and second_tokens > first_tokens  # the meter is live
         assert "tok/s" in second
@@ -133,8 +143,13 @@ def test_panel_in_jupyterlab(jupyterlab, chromium_browser):
         assert second_tokens <= final < 6000
         assert "interrupted" in transcript.inner_text()
         assert "interrupted" in meter.inner_text()
-        page.wait_for_timeout(500)
-        assert _tokens(meter) == final  # nothing more arrives after Stop
+        # nothing more arrives after Stop: a cell run now is answered after any message the
+        # kernel sent before it (iopub is ordered), so once its output shows, so would they
+        _run_cell_below(page, "print('after stop')")
+        page.locator(f"{VISIBLE_NOTEBOOK} .jp-OutputArea-output").filter(
+            has_text="after stop").wait_for(timeout=TIMEOUT_MS)
+        wait_cells_done(page)
+        assert _tokens(meter) == final
         assert not panel.locator("button.exaone-send").is_disabled()
         screenshot(panel, "panel_stopped.png")
     finally:

@@ -12,7 +12,8 @@ import collections
 import time
 
 import pytest
-from kernel_harness import SUMMARY, Snapshot, healthy, one_sentence
+from checks import one_sentence
+from kernel_helpers import SUMMARY, Snapshot, healthy
 from mutations import mutate, regions
 
 from exaone_jupyter.model.catalog import demo_model_path

@@ -8,8 +8,9 @@ unreachable (a closed port as its address) the sentence says to check the networ
 from __future__ import annotations
 
 import pytest
-from kernel_harness import (DEMO_ANSWER, DEMO_QUESTION, Snapshot, answer_of, healthy,
-                            one_sentence, start_kernel)
+from checks import one_sentence
+from kernel_helpers import (DEMO_ANSWER, DEMO_QUESTION, Snapshot, answer_of, healthy,
+                            start_kernel)
 
 
 @pytest.mark.parametrize("spec", [

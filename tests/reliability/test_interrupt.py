@@ -1,14 +1,18 @@
 """Ctrl-C (the kernel's interrupt) while a reply is made: during prompt processing and during decoding.
 
-A random GGUF large enough to be slow gives the interrupt time to land. After it: the kernel
-lives, the partial reply is kept in the history marked interrupted, the cell shows it, and the
-model still answers exactly as before (the KV cache was not left half-written).
+Each interrupt is triggered by what the test sees on iopub, never after a fixed delay: the live
+output's "evaluating the prompt…" notice (sent while no token has come) for prompt processing,
+the first live update with reply text for decoding. A random GGUF large enough to be slow makes
+the prompt take a while. After the interrupt: the kernel lives, the partial reply is kept in the
+history marked interrupted, the cell shows it, and the model still answers exactly as before
+(the KV cache was not left half-written).
 """
 
 from __future__ import annotations
 
 import pytest
-from kernel_harness import Snapshot, answer_of, healthy, message_count
+from kernel_helpers import (Snapshot, answer_of, healthy, is_evaluating_prompt, is_reply_text,
+                            live_updates, message_count)
 
 from exaone_jupyter.testing import TinyShape, write_random_gguf
 
@@ -50,19 +54,22 @@ def _check_interrupted(kernel, cell, n_before, reference):
 
 def test_interrupt_during_prompt_processing(kernel, slow_model):
     n = message_count(kernel)
-    # ~3,400 tokens: 0.8 s of prompt processing on an idle 2-core machine (seconds on a busy one),
-    # in 512-token batches, so an interrupt 0.3 s in lands while the prompt is evaluated.
+    # ~3,400 tokens: about a second of prompt processing in 512-token batches on 2 cores, far
+    # longer than the 0.1 s after which the live output says the prompt is being evaluated.
     prompt = "hello world " * 300
-    cell = kernel.run(f"%%exaone -t 0 -n 8\n{prompt}", timeout=180, interrupt_after=0.3)
+    cell, seen = kernel.run_and_interrupt(f"%%exaone -t 0 -n 8\n{prompt}", is_evaluating_prompt)
+    assert not live_updates(cell), "a token came before the interrupt"
     text, tokens = _check_interrupted(kernel, cell, n, slow_model)
     assert text == "" and tokens == 0  # nothing was generated yet
 
 
 def test_interrupt_during_decoding(kernel, slow_model):
     kernel.run("%exaone reset")  # the long prompt above would crowd out the 3500-token reply
-    cell = kernel.run("%%exaone -t 0 -n 3500\nwrite forever", timeout=180, interrupt_after=2.0)
+    cell, first = kernel.run_and_interrupt("%%exaone -t 0 -n 3500\nwrite forever", is_reply_text)
+    streamed = first.content["data"]["text/plain"].rpartition("\n\n")[0]
     text, tokens = _check_interrupted(kernel, cell, 0, slow_model)
     assert 0 < tokens < 3500 and text, (tokens, text)
+    assert text.startswith(streamed)  # the reply kept all that had streamed before the interrupt
 
 
 def test_demo_answers_after_interrupts(kernel, slow_model):

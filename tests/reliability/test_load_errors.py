@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kernel_harness import answer_of, healthy, notes_of, one_sentence
+from checks import one_sentence
+from kernel_helpers import answer_of, healthy, notes_of
 
 from exaone_jupyter.model.catalog import demo_model_path
 from exaone_jupyter.testing import write_random_gguf

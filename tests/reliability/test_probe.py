@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from checks import one_sentence
 
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.model import probe as probe_module
@@ -22,10 +23,8 @@ def test_probe_takes_the_abort(tmp_path):
     path = duplicate_token_gguf(tmp_path / "twice.gguf")
     with pytest.raises(ExaoneError) as err:
         probe_module.probe(path)
-    message = str(err.value)
-    assert message.startswith("twice.gguf makes llama.cpp crash (it aborted: assertion ")
-    assert "id_to_token.size() == token_to_id.size()" in message
-    assert "\n" not in message and message.endswith("download or convert it again.")
+    one_sentence(err, "twice.gguf makes llama.cpp crash", "it aborted: assertion",
+                 "id_to_token.size() == token_to_id.size()", "download or convert it again")
 
 
 def test_probe_passes_once_per_file(tmp_path, monkeypatch):

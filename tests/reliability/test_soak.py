@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from kernel_harness import SUMMARY, answer_of, healthy, notes_of
+from kernel_helpers import SUMMARY, answer_of, healthy, notes_of
 
 import exaone_jupyter
 from exaone_jupyter.testing import write_random_gguf
