@@ -205,11 +205,21 @@ class Kernel:
         return self.km.is_alive()
 
     def run(self, code: str, timeout: float = 120, *,
-            during: Callable[[Message], bool] | None = None) -> Cell:
+            during: Callable[[Message], bool] | None = None, cell_id: str | None = None) -> Cell:
         """Execute ``code``; ``during(message)`` sees each message as it arrives (return True to
-        stop calling it), e.g. to interrupt the kernel once the reply is streaming."""
+        stop calling it), e.g. to interrupt the kernel once the reply is streaming. ``cell_id``
+        goes in the request's metadata as ``cellId``, as JupyterLab, Notebook 7 and VS Code send
+        it (nbclient and jupyter_client's ``execute`` send none)."""
         cell = Cell(code)
-        msg_id = self.kc.execute(code, store_history=self.store_history)
+        if cell_id is None:
+            msg_id = self.kc.execute(code, store_history=self.store_history)
+        else:
+            content = {"code": code, "silent": False, "store_history": self.store_history,
+                       "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}
+            request = self.kc.session.msg("execute_request", content,
+                                          metadata={"cellId": cell_id})
+            self.kc.shell_channel.send(request)
+            msg_id = request["header"]["msg_id"]
         deadline = time.monotonic() + timeout
         idle = False
         while not idle:

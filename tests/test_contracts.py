@@ -139,34 +139,10 @@ def test_ctrl_c_during_a_load_gives_back_the_model_loaded_before(bigger_gguf):
         session.unload()
 
 
-# -- the magics in an in-process shell -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def shell():
-    from IPython.testing import globalipapp
-
-    globalipapp.start_ipython()  # the process's one test shell, shared with other test files
-    ip = globalipapp.get_ipython()
-    ip.run_line_magic("load_ext", "exaone_jupyter")
-    yield ip
-    ip.run_line_magic("unload_ext", "exaone_jupyter")
-
-
-@pytest.mark.parametrize("setting, bad, fragment", [
-    ("temperature", "-1", "temperature must be 0 or more"),
-    ("top_p", "0", "top_p must be above 0 and at most 1"),
-    ("max_tokens", "0", "max_tokens must be a whole number of 1 or more"),
-    ("gpu_layers", "'lots'", "gpu_layers must be auto, all, none, or a number of layers"),
-    ("n_ctx", "-5", "n_ctx must be a whole number of 1 or more"),
-    ("update_interval", "0", "update_interval must be a number of seconds above 0"),
-])
-def test_a_bad_setting_is_refused_when_set(shell, caplog, setting, bad, fragment):
-    magics = shell.magics_manager.registry["ExaoneMagics"]
-    before = getattr(magics, setting)
-    shell.run_line_magic("config", f"ExaoneMagics.{setting} = {bad}")  # IPython logs the error
-    said = [r.getMessage() for r in caplog.records]
-    assert len(said) == 1 and fragment in said[0] and "the setting is unchanged" in said[0], said
-    assert said[0].endswith(".") and "\n" not in said[0]
-    assert getattr(magics, setting) == before
+# -- the magics in an in-process shell (tests/test_arguments.py has the refused %config values) -----
+@pytest.fixture()
+def shell(ipython_shell):
+    return ipython_shell.ip
 
 
 def test_help_is_written_from_the_parsers(shell, capsys):
