@@ -7,6 +7,7 @@ default system prompt to use and how the model marks its reasoning.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib import resources
 
@@ -64,3 +65,18 @@ def detect_family(template: str | None) -> Family | None:
     if "[|tool|]" in template or "enable_thinking" in template:
         return EXAONE4
     return EXAONE3
+
+
+def family_of_architecture(architecture: str) -> str | None:
+    """The family a GGUF's architecture names, where it names one (``exaone4``)."""
+    return {"exaone4": "exaone4"}.get(architecture)
+
+
+def family_of_model_name(name: str) -> Family | None:
+    """The family a served model's name suggests ("LGAI-EXAONE/EXAONE-4.0-32B" -> EXAONE4)."""
+    lowered = name.lower()
+    if "exaone" not in lowered:
+        return None
+    if "deep" in lowered:
+        return EXAONE_DEEP
+    return EXAONE4 if re.search(r"exaone[-_ ]?4", lowered) else EXAONE3
