@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import html
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -27,11 +25,12 @@ from ..engine.backend import DEFAULT_MAX_CTX, LoadOptions, Sampling
 from ..engine.reply import Reply
 from ..errors import ExaoneError
 from ..model import catalog
-from ..session import SessionInfo, Turn, get_session
+from ..session import get_session
 from .arguments import SUBCOMMANDS, find_subcommand, parse, subcommand_help
 from .interpolate import interpolate
 from .progress import LoadProgress
 from .render import DEFAULT_INTERVAL, MIN_INTERVAL, in_notebook, renderer_for, show_markdown
+from .reports import history_markdown, info_rows, short_spec, show_dry_run, show_loaded, show_table
 
 SAMPLING = Sampling()  # the defaults, written once (engine/backend.py)
 LOADING = LoadOptions()
@@ -158,7 +157,7 @@ class ExaoneMagics(Magics):
             for note in turn.notes:
                 renderer.note(note)
             if args.dry_run:
-                _show_dry_run(turn)
+                show_dry_run(turn)
                 return
 
             def record(reply: Reply) -> dict[str, Any]:
@@ -167,7 +166,7 @@ class ExaoneMagics(Magics):
 
             reply = renderer.stream(
                 session.send(turn),
-                model=_short_spec(session.model_spec or ""),
+                model=short_spec(session.model_spec or ""),
                 gpu=session.require_backend().info.gpu_label,
                 record=record,
             )
@@ -219,13 +218,13 @@ class ExaoneMagics(Magics):
             _notice(notice)
         if self.system is not None:  # the configured system prompt wins over the model's default
             session.set_system(self.system)
-        _show_loaded(session.info())
+        show_loaded(session.info())
 
     def _cmd_unload(self, args: argparse.Namespace) -> None:
         print("Model unloaded." if get_session().unload() else "No model was loaded.")
 
     def _cmd_info(self, args: argparse.Namespace) -> None:
-        _table(info_rows(get_session().info()))
+        show_table(info_rows(get_session().info()))
 
     def _cmd_models(self, args: argparse.Namespace) -> None:
         from ..model.resolve import availability
@@ -251,14 +250,7 @@ class ExaoneMagics(Magics):
         if not conversation.messages and not conversation.system:
             print("The conversation is empty.")
             return
-        parts = [f"**system**: {conversation.system}"] if conversation.system else []
-        for m in conversation.messages:
-            mark = " *(interrupted)*" if m.get("interrupted") else ""
-            where = ""
-            if m.get("cell") and m["role"] == "user":  # which cell asked: its In [n] when known
-                where = f" *(cell In [{m['run']}])*" if m.get("run") else " *(a notebook cell)*"
-            parts.append(f"**{m['role']}**{where}{mark}: {m['content']}")
-        show_markdown("\n\n".join(parts))
+        show_markdown(history_markdown(conversation))
 
     def _cmd_resume(self, args: argparse.Namespace) -> None:
         path = args.notebook or self._notebook_path()
@@ -309,7 +301,7 @@ class ExaoneMagics(Magics):
         if reply is None:
             print("No reply yet.")
             return
-        _table(list(reply.stats.as_dict().items()))
+        show_table(list(reply.stats.as_dict().items()))
 
     def _cmd_panel(self, args: argparse.Namespace) -> None:
         from IPython.display import display
@@ -322,7 +314,7 @@ class ExaoneMagics(Magics):
         session = get_session()
         for notice in session.connect(args.url, model=args.model, api_key_env=args.api_key_env):
             _notice(notice)
-        _show_loaded(session.info())
+        show_loaded(session.info())
 
     def _cmd_disconnect(self, args: argparse.Namespace) -> None:
         print("Disconnected." if get_session().disconnect() else "No server was connected.")
@@ -371,7 +363,7 @@ class ExaoneMagics(Magics):
     def _load(self, spec: str, **options: Any) -> list[str]:
         """Load with a progress bar that follows llama.cpp (in a notebook)."""
         with LoadProgress(
-            _short_spec(spec), notebook=in_notebook(self.shell), interval=self.update_interval
+            short_spec(spec), notebook=in_notebook(self.shell), interval=self.update_interval
         ) as progress:
             return get_session().load(spec, on_progress=progress, **options)
 
@@ -381,60 +373,6 @@ _line_magic: Any = ExaoneMagics.exaone_line
 _line_magic.__doc__ = f"{_line_magic.__doc__}\n\n" + "\n\n".join(
     c.parser.format_help().strip() for c in SUBCOMMANDS.values()
 )
-
-
-def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
-    """``%exaone info`` as (name, value) rows."""
-    backend = info.backend
-    rows: list[tuple[str, object]] = [
-        ("model", backend.model),
-        ("spec", info.spec),
-        ("backend", backend.label),
-    ]
-    local = backend.local
-    if local is not None:
-        gguf, plan = local.gguf, local.offload
-        rows += [
-            ("file", _short_path(gguf.path)),
-            ("architecture", gguf.architecture),
-            ("parameters", f"{gguf.n_params / 1e6:,.1f} M"),
-            ("quantization", gguf.quantization),
-            ("file size", f"{gguf.file_size / 2**20:,.1f} MiB"),
-            ("context", f"{backend.n_ctx} tokens (trained for {gguf.context_length})"),
-            ("threads", local.n_threads),
-            ("GPU layers", f"{plan.n_gpu_layers} of {plan.n_layers}: {plan.reason}"),
-            (
-                "llama.cpp's count",
-                "not reported (CPU-only build)"
-                if local.llama_gpu_layers is None
-                else f"{local.llama_gpu_layers}/{plan.n_layers + 1} offloaded (it counts the output "
-                "layer as one; it goes to the GPU with any block)",
-            ),
-            (
-                "GPU support",
-                "yes" + (f" ({local.gpu.name})" if local.gpu.name else "")
-                if local.gpu.supports_offload
-                else "no: this build runs on the CPU only",
-            ),
-        ]
-    elif backend.server is not None:
-        server = backend.server
-        rows += [
-            ("context", f"{backend.n_ctx} tokens" if backend.n_ctx else "not reported"),
-            ("served models", ", ".join(server.served_models)),
-            ("API key", f"from ${server.api_key_env}" if server.api_key_env else "none"),
-        ]
-    rows += [
-        ("template", info.template_family),
-        ("system prompt", info.system_prompt),
-        ("turns", info.turns),
-    ]
-    if info.template_notice:
-        rows.append(("note", info.template_notice))
-    demo = catalog.CATALOG[catalog.DEMO_ALIAS]
-    if catalog.lookup(info.spec or "") is demo:
-        rows.append(("what it is", demo.description))
-    return rows
 
 
 def check_setting(name: str, value: object) -> None:
@@ -453,66 +391,12 @@ def check_setting(name: str, value: object) -> None:
 SAMPLING_SETTINGS = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty")
 
 
-def _show_loaded(info: SessionInfo) -> None:
-    backend = info.backend
-    if backend.local is not None:
-        where = backend.local.offload.label
-        print(f"Loaded {backend.model} ({where}, context {backend.n_ctx}).")
-    else:
-        print(
-            f"Connected to {backend.model} ({backend.label}, context {backend.n_ctx or 'unknown'})."
-        )
-
-
-def _show_dry_run(turn: Turn) -> None:
-    if turn.prompt is None:
-        show_markdown(
-            "The server applies its own chat template; these messages would be sent:"
-            "\n\n```json\n" + json.dumps(turn.messages, ensure_ascii=False, indent=1) + "\n```"
-        )
-        return
-    ids = turn.prompt.ids
-    if len(ids) > 24:
-        shown = ", ".join(map(str, ids[:16])) + ", …, " + ", ".join(map(str, ids[-8:]))
-    else:
-        shown = ", ".join(map(str, ids))
-    show_markdown(
-        f"**Prompt: {len(ids)} tokens** (nothing generated)\n\n"
-        f"```text\n{turn.prompt.text}\n```\n\nids: `[{shown}]`"
-    )
-
-
-def _short_spec(spec: str) -> str:
-    """What the meter calls the model: the alias or REPO:FILE as typed, a path by its file name."""
-    if spec.lower().endswith(".gguf") and ("/" in spec or "\\" in spec) and ":" not in spec[2:]:
-        return spec.replace("\\", "/").rsplit("/", 1)[-1]
-    return spec
-
-
-def _short_path(path: Path) -> str:
-    """The bundled model by name, others with the home folder as ~ (saved notebooks travel)."""
-    if path == catalog.demo_model_path():
-        return f"{path.name} (bundled with exaone-jupyter)"
-    try:
-        return "~/" + str(path.relative_to(Path.home()))
-    except ValueError:
-        return str(path)
-
-
 def _error(err: Exception) -> None:
     print(f"✗ {err}", file=sys.stderr)
 
 
 def _notice(text: str) -> None:
     print(f"ℹ {text}")
-
-
-def _table(rows: list[tuple[str, object]]) -> None:
-    lines = ["| | |", "|---|---|"]
-    for key, value in rows:
-        text = "" if value is None else str(value)
-        lines.append(f"| {key} | {html.escape(text).replace('|', '&#124;')} |")
-    show_markdown("\n".join(lines))
 
 
 def register(ipython) -> None:

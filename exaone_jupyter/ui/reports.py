@@ -1,0 +1,136 @@
+"""What ``%exaone`` shows about the model and the conversation: the info table, the history,
+the dry-run prompt and the "Loaded ..." line. Built from typed facts (``SessionInfo``), never
+from dicts read by key presence."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from ..chat.conversation import Conversation
+from ..chat.turn import Turn
+from ..model import catalog
+from ..session import SessionInfo
+from .render import show_markdown
+
+
+def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
+    """``%exaone info`` as (name, value) rows."""
+    backend = info.backend
+    rows: list[tuple[str, object]] = [
+        ("model", backend.model),
+        ("spec", info.spec),
+        ("backend", backend.label),
+    ]
+    local = backend.local
+    if local is not None:
+        gguf, plan = local.gguf, local.offload
+        rows += [
+            ("file", short_path(gguf.path)),
+            ("architecture", gguf.architecture),
+            ("parameters", f"{gguf.n_params / 1e6:,.1f} M"),
+            ("quantization", gguf.quantization),
+            ("file size", f"{gguf.file_size / 2**20:,.1f} MiB"),
+            ("context", f"{backend.n_ctx} tokens (trained for {gguf.context_length})"),
+            ("threads", local.n_threads),
+            ("GPU layers", f"{plan.n_gpu_layers} of {plan.n_layers}: {plan.reason}"),
+            (
+                "llama.cpp's count",
+                "not reported (CPU-only build)"
+                if local.llama_gpu_layers is None
+                else f"{local.llama_gpu_layers}/{plan.n_layers + 1} offloaded (it counts the output "
+                "layer as one; it goes to the GPU with any block)",
+            ),
+            (
+                "GPU support",
+                "yes" + (f" ({local.gpu.name})" if local.gpu.name else "")
+                if local.gpu.supports_offload
+                else "no: this build runs on the CPU only",
+            ),
+        ]
+    elif backend.server is not None:
+        server = backend.server
+        rows += [
+            ("context", f"{backend.n_ctx} tokens" if backend.n_ctx else "not reported"),
+            ("served models", ", ".join(server.served_models)),
+            ("API key", f"from ${server.api_key_env}" if server.api_key_env else "none"),
+        ]
+    rows += [
+        ("template", info.template_family),
+        ("system prompt", info.system_prompt),
+        ("turns", info.turns),
+    ]
+    if info.template_notice:
+        rows.append(("note", info.template_notice))
+    demo = catalog.CATALOG[catalog.DEMO_ALIAS]
+    if catalog.lookup(info.spec or "") is demo:
+        rows.append(("what it is", demo.description))
+    return rows
+
+
+def history_markdown(conversation: Conversation) -> str:
+    """The conversation as Markdown: each message with its role, the cell that asked it (its
+    ``In [n]``) and whether it was interrupted."""
+    parts = [f"**system**: {conversation.system}"] if conversation.system else []
+    for m in conversation.messages:
+        mark = " *(interrupted)*" if m.get("interrupted") else ""
+        where = ""
+        if m.get("cell") and m["role"] == "user":
+            where = f" *(cell In [{m['run']}])*" if m.get("run") else " *(a notebook cell)*"
+        parts.append(f"**{m['role']}**{where}{mark}: {m['content']}")
+    return "\n\n".join(parts)
+
+
+def show_loaded(info: SessionInfo) -> None:
+    backend = info.backend
+    if backend.local is not None:
+        where = backend.local.offload.label
+        print(f"Loaded {backend.model} ({where}, context {backend.n_ctx}).")
+    else:
+        print(
+            f"Connected to {backend.model} ({backend.label}, context {backend.n_ctx or 'unknown'})."
+        )
+
+
+def show_dry_run(turn: Turn) -> None:
+    if turn.prompt is None:
+        show_markdown(
+            "The server applies its own chat template; these messages would be sent:"
+            "\n\n```json\n" + json.dumps(turn.messages, ensure_ascii=False, indent=1) + "\n```"
+        )
+        return
+    ids = turn.prompt.ids
+    if len(ids) > 24:
+        shown = ", ".join(map(str, ids[:16])) + ", …, " + ", ".join(map(str, ids[-8:]))
+    else:
+        shown = ", ".join(map(str, ids))
+    show_markdown(
+        f"**Prompt: {len(ids)} tokens** (nothing generated)\n\n"
+        f"```text\n{turn.prompt.text}\n```\n\nids: `[{shown}]`"
+    )
+
+
+def short_spec(spec: str) -> str:
+    """What the meter calls the model: the alias or REPO:FILE as typed, a path by its file name."""
+    if spec.lower().endswith(".gguf") and ("/" in spec or "\\" in spec) and ":" not in spec[2:]:
+        return spec.replace("\\", "/").rsplit("/", 1)[-1]
+    return spec
+
+
+def short_path(path: Path) -> str:
+    """The bundled model by name, others with the home folder as ~ (saved notebooks travel)."""
+    if path == catalog.demo_model_path():
+        return f"{path.name} (bundled with exaone-jupyter)"
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
+def show_table(rows: list[tuple[str, object]]) -> None:
+    lines = ["| | |", "|---|---|"]
+    for key, value in rows:
+        text = "" if value is None else str(value)
+        lines.append(f"| {key} | {html.escape(text).replace('|', '&#124;')} |")
+    show_markdown("\n".join(lines))
