@@ -127,7 +127,8 @@ class Session:
 
     def resume(self, notebook: str | os.PathLike) -> tuple[Conversation, list[str]]:
         """Rebuild the conversation from the exchanges saved in ``notebook``, in its order of
-        cells (the system prompt is the last exchange's). A notebook that cannot be read, or has
+        cells, from the last one that started afresh (``--new``); the system prompt is the last
+        exchange's. A notebook that cannot be read, or has
         no exchanges, raises before anything changes. Returns notices to show."""
         from .chat.exchange import read_notebook
 
@@ -138,6 +139,8 @@ class Session:
                 f"{name} holds no %%exaone replies to resume from (run and save some first); "
                 "the conversation is unchanged."
             )
+        starts = [i for i, exchange in enumerate(exchanges) if exchange.new]
+        exchanges = exchanges[starts[-1] :] if starts else exchanges  # since the last --new
         conversation = Conversation(exchanges[-1].system)
         for exchange in exchanges:
             conversation.put(exchange.messages, cell=exchange.cell)
@@ -211,7 +214,7 @@ class Session:
         source = (
             self.conversation.before(cell) if history else Conversation(self.conversation.system)
         )
-        return build_turn(
+        turn = build_turn(
             source,
             question,
             sampling,
@@ -225,6 +228,8 @@ class Session:
             adapt_max_tokens=adapt_max_tokens,
             notes=notes,
         )
+        turn.new = new
+        return turn
 
     def send(self, turn: Turn) -> Reply:
         """Start generating; the turn joins the history when the reply ends (partial included)."""
@@ -279,6 +284,7 @@ class Session:
             model=self.model_spec,
             sampling=asdict(turn.sampling),
             stats=reply.stats.as_dict(),
+            new=turn.new,
         )
 
     def _as_history(self, reply: Reply) -> str:

@@ -114,8 +114,10 @@ def test_restart_then_resume_answers_with_the_earlier_context(tmp_path):
     (tmp_path / "one").mkdir()
     first = start_kernel(tmp_path / "one")
     try:
-        france = ask(first, FRANCE, "cell-a")
-        save_notebook(notebook, [("cell-a", f"%%exaone -t 0\n{FRANCE}", france)])
+        colours = ask(first, COLOURS, "cell-0")  # before a --new: not part of the conversation
+        france = ask(first, FRANCE, "cell-a", "-t 0 --new")
+        save_notebook(notebook, [("cell-0", f"%%exaone -t 0\n{COLOURS}", colours),
+                                 ("cell-a", f"%%exaone -t 0 --new\n{FRANCE}", france)])
     finally:
         first.shutdown()
 
@@ -124,7 +126,7 @@ def test_restart_then_resume_answers_with_the_earlier_context(tmp_path):
     try:
         resumed = second.run("%exaone resume")  # the notebook this kernel serves
         assert resumed.ok and "Resumed 1 turns from chat.ipynb." in resumed.stdout, resumed
-        assert history(second)[:2] == [("user", FRANCE, "cell-a"), ("assistant", PARIS, "cell-a")]
+        assert history(second) == [("user", FRANCE, "cell-a"), ("assistant", PARIS, "cell-a")]
         assert answer_of(ask(second, JAPAN, "cell-b")) == TOKYO  # with the earlier context
         total, _ = prompt_tokens(second)
         assert total > 20

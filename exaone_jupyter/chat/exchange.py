@@ -37,6 +37,7 @@ class Exchange:
     model: str | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    new: bool = False  # the cell started a fresh conversation (``--new``)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class Exchange:
             "model": self.model,
             "sampling": self.sampling,
             "stats": {k: v for k, v in self.stats.items() if k in _STATS},
+            "new": self.new,
         }
 
     @classmethod
@@ -93,6 +95,7 @@ class Exchange:
             model=model if isinstance(model, str) else None,
             sampling=sampling if isinstance(sampling, dict) else {},
             stats=stats if isinstance(stats, dict) else {},
+            new=data.get("new") is True,
         )
 
 

@@ -30,6 +30,7 @@ class Turn:
     cell: str | None = None  # the notebook cell it came from, and that cell's execution count
     run: int | None = None
     system: str | None = None  # the system prompt it was asked under
+    new: bool = False  # it started a fresh conversation
 
     @property
     def template_kwargs(self) -> dict[str, Any]:
