@@ -25,8 +25,12 @@ import urllib.request
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+]
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
 # JupyterLab keeps hidden tabs in the DOM: scope every selector to the visible notebook
@@ -53,8 +57,10 @@ def ensure_chromium() -> str | None:
         subprocess.run(["bash", str(script)], timeout=900)
     if chromium_works():
         return None
-    return (f"Chromium is not at {CHROMIUM} and could not be installed "
-            "(run tools/ensure_chromium.sh as root on Debian: apt-get install chromium)")
+    return (
+        f"Chromium is not at {CHROMIUM} and could not be installed "
+        "(run tools/ensure_chromium.sh as root on Debian: apt-get install chromium)"
+    )
 
 
 # -- JupyterLab ------------------------------------------------------------------------------------
@@ -73,21 +79,44 @@ class JupyterLab:
         self.log_path = home / "jupyterlab.log"
         config = home / "config"
         (config / "labconfig").mkdir(parents=True, exist_ok=True)
-        (config / "labconfig" / "page_config.json").write_text(json.dumps({
-            "disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config),
-               "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-               "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
-               "HF_HUB_OFFLINE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-        command = [sys.executable, "-m", "jupyterlab", "--no-browser",
-                   "--ServerApp.token=", "--ServerApp.password=",
-                   "--ServerApp.disable_check_xsrf=True", "--ServerApp.allow_root=True",
-                   "--ServerApp.ip=127.0.0.1", f"--port={self.port}", "--port-retries=0",
-                   f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-                   "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, cwd=root, env=env, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        (config / "labconfig" / "page_config.json").write_text(
+            json.dumps(
+                {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}
+            )
+        )
+        env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(config),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+            "HF_HUB_OFFLINE": "1",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.token=",
+            "--ServerApp.password=",
+            "--ServerApp.disable_check_xsrf=True",
+            "--ServerApp.allow_root=True",
+            "--ServerApp.ip=127.0.0.1",
+            f"--port={self.port}",
+            "--port-retries=0",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed by stop())
+        self.process = subprocess.Popen(
+            command,
+            cwd=root,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -122,12 +151,27 @@ class JupyterLab:
 def write_notebook(path: Path, cells: list[str]) -> Path:
     """A notebook with these code cells, on the ``python3`` kernel."""
     notebook = {
-        "cells": [{"cell_type": "code", "execution_count": None, "id": f"cell{i}", "metadata": {},
-                   "outputs": [], "source": source} for i, source in enumerate(cells)],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                                    "language": "python"},
-                     "language_info": {"name": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": f"cell{i}",
+                "metadata": {},
+                "outputs": [],
+                "source": source,
+            }
+            for i, source in enumerate(cells)
+        ],
+        "metadata": {
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            },
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
     }
     path.write_text(json.dumps(notebook, indent=1), "utf-8")
     return path
@@ -143,7 +187,9 @@ def open_notebook(page, lab: JupyterLab, name: str, *, timeout_ms: float = 120_0
         " const k = w && w.sessionContext && w.sessionContext.session"
         " && w.sessionContext.session.kernel;"
         " return !!k && k.connectionStatus === 'connected' && k.status === 'idle'; }",
-        timeout=timeout_ms, polling=250)
+        timeout=timeout_ms,
+        polling=250,
+    )
 
 
 def run_all_cells(page) -> None:
@@ -157,7 +203,10 @@ def wait_cells_done(page, *, timeout_ms: float = 120_000) -> None:
     page.wait_for_function(
         "(sel) => { const ps = [...document.querySelectorAll(sel + ' .jp-InputPrompt')];"
         " return ps.length > 0 && ps.every(p => /\\[\\d+\\]/.test(p.textContent)); }",
-        arg=VISIBLE_NOTEBOOK, timeout=timeout_ms, polling=250)
+        arg=VISIBLE_NOTEBOOK,
+        timeout=timeout_ms,
+        polling=250,
+    )
 
 
 def screenshot(locator, name: str) -> Path:

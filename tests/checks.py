@@ -33,7 +33,7 @@ def _error_line(cell: Any, prefix: str) -> str:
     lines = [line for line in cell.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
     assert lines[0].startswith(prefix), lines[0]
-    return lines[0][len(prefix):]
+    return lines[0][len(prefix) :]
 
 
 def one_sentence(source: Any, *fragments: str, prefix: str = ERROR_PREFIX) -> str:

@@ -15,12 +15,14 @@ import os
 import pytest
 
 from kernel_helpers import SUMMARY
-from shared_fixtures import *  # noqa: F401,F403  (every shared fixture, available everywhere)
+from shared_fixtures import *  # noqa: F403  (every shared fixture, available everywhere)
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "soak: long runs (200-mutation fuzz, 200-turn soak); "
-                                       "`make soak` runs them with -m soak")
+    config.addinivalue_line(
+        "markers",
+        "soak: long runs (200-mutation fuzz, 200-turn soak); `make soak` runs them with -m soak",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -63,8 +65,11 @@ def _record(report) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
-    if _on_ci() and SKIPPED and exitstatus in (pytest.ExitCode.OK,
-                                               pytest.ExitCode.NO_TESTS_COLLECTED):
+    if (
+        _on_ci()
+        and SKIPPED
+        and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+    ):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -80,4 +85,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.write_line(f"SKIPPED {nodeid or '(collection)'}: {reason}", red=True)
         terminalreporter.write_line(
             f"{len(skipped)} skipped with CI=true: every test must run on CI; install what the "
-            "reasons name (make test installs Chromium and the test extras).", red=True)
+            "reasons name (make test installs Chromium and the test extras).",
+            red=True,
+        )

@@ -33,9 +33,10 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 KERNEL_NAME = "python3"
 DEMO_QUESTION = "한국의 수도는 어디인가요? Answer in one sentence."
@@ -51,8 +52,11 @@ def ensure_kernelspec() -> None:
     try:
         KernelSpecManager().get_kernel_spec(KERNEL_NAME)
     except NoSuchKernel:
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix",
-                        "--name", KERNEL_NAME], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL_NAME],
+            check=True,
+            capture_output=True,
+        )
 
 
 @dataclass
@@ -107,16 +111,21 @@ class Cell:
         by_id: dict[str, list[int]] = {}
         for m in self.messages:
             if m.type in ("display_data", "execute_result", "stream", "error"):
-                out = {"output_type": m.type, **{k: v for k, v in m.content.items()
-                                                   if k != "transient"}}
+                out = {
+                    "output_type": m.type,
+                    **{k: v for k, v in m.content.items() if k != "transient"},
+                }
                 final.append(out)
                 display_id = m.content.get("transient", {}).get("display_id")
                 if display_id:
                     by_id.setdefault(display_id, []).append(len(final) - 1)
             elif m.type == "update_display_data":
                 for i in by_id.get(m.content["transient"]["display_id"], []):
-                    final[i] = {**final[i], "data": m.content["data"],
-                                "metadata": m.content["metadata"]}
+                    final[i] = {
+                        **final[i],
+                        "data": m.content["data"],
+                        "metadata": m.content["metadata"],
+                    }
             elif m.type == "clear_output":
                 final, by_id = [], {}
         return final
@@ -128,13 +137,17 @@ class Cell:
     @property
     def page(self) -> str:
         """Text the pager got (``magic?`` help goes to the execute_reply payload, not iopub)."""
-        return "".join(p.get("data", {}).get("text/plain", "")
-                       for p in self.reply.get("payload", []) if p.get("source") == "page")
+        return "".join(
+            p.get("data", {}).get("text/plain", "")
+            for p in self.reply.get("payload", [])
+            if p.get("source") == "page"
+        )
 
     # -- the user's view --------------------------------------------------------------------------
     def stream_text(self, name: str) -> str:
-        return "".join(m.content["text"] for m in self.of_type("stream")
-                       if m.content["name"] == name)
+        return "".join(
+            m.content["text"] for m in self.of_type("stream") if m.content["name"] == name
+        )
 
     @property
     def stdout(self) -> str:
@@ -172,9 +185,11 @@ class Cell:
         return [line for line in self.stderr.splitlines() if line.startswith("✗ ")]
 
     def __repr__(self) -> str:
-        return (f"Cell({self.code[:60]!r}, status={self.reply.get('status')!r}, "
-                f"stdout={self.stdout[-500:]!r}, stderr={self.stderr[-1000:]!r}, "
-                f"error={self.error!r}, displays={self.plain()[-4:]!r})")
+        return (
+            f"Cell({self.code[:60]!r}, status={self.reply.get('status')!r}, "
+            f"stdout={self.stdout[-500:]!r}, stderr={self.stderr[-1000:]!r}, "
+            f"error={self.error!r}, displays={self.plain()[-4:]!r})"
+        )
 
 
 class Kernel:
@@ -184,8 +199,14 @@ class Kernel:
     model is unset: tests name their models). ``store_history`` is what each ``run`` passes.
     """
 
-    def __init__(self, *, cwd: str | os.PathLike | None = None, env: dict[str, str] | None = None,
-                 startup_timeout: float = 120, store_history: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        cwd: str | os.PathLike | None = None,
+        env: dict[str, str] | None = None,
+        startup_timeout: float = 120,
+        store_history: bool = True,
+    ) -> None:
         from jupyter_client.manager import start_new_kernel
 
         ensure_kernelspec()
@@ -193,9 +214,12 @@ class Kernel:
         full_env.pop("EXAONE_JUPYTER_MODEL", None)
         full_env.update(env or {})
         self.store_history = store_history
-        self.km, self.kc = start_new_kernel(kernel_name=KERNEL_NAME,
-                                            cwd=str(cwd) if cwd else None, env=full_env,
-                                            startup_timeout=startup_timeout)
+        self.km, self.kc = start_new_kernel(
+            kernel_name=KERNEL_NAME,
+            cwd=str(cwd) if cwd else None,
+            env=full_env,
+            startup_timeout=startup_timeout,
+        )
 
     @property
     def pid(self) -> int:
@@ -204,8 +228,14 @@ class Kernel:
     def alive(self) -> bool:
         return self.km.is_alive()
 
-    def run(self, code: str, timeout: float = 120, *,
-            during: Callable[[Message], bool] | None = None, cell_id: str | None = None) -> Cell:
+    def run(
+        self,
+        code: str,
+        timeout: float = 120,
+        *,
+        during: Callable[[Message], bool] | None = None,
+        cell_id: str | None = None,
+    ) -> Cell:
         """Execute ``code``; ``during(message)`` sees each message as it arrives (return True to
         stop calling it), e.g. to interrupt the kernel once the reply is streaming. ``cell_id``
         goes in the request's metadata as ``cellId``, as JupyterLab, Notebook 7 and VS Code send
@@ -214,10 +244,15 @@ class Kernel:
         if cell_id is None:
             msg_id = self.kc.execute(code, store_history=self.store_history)
         else:
-            content = {"code": code, "silent": False, "store_history": self.store_history,
-                       "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}
-            request = self.kc.session.msg("execute_request", content,
-                                          metadata={"cellId": cell_id})
+            content = {
+                "code": code,
+                "silent": False,
+                "store_history": self.store_history,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            }
+            request = self.kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
             self.kc.shell_channel.send(request)
             msg_id = request["header"]["msg_id"]
         deadline = time.monotonic() + timeout
@@ -240,8 +275,9 @@ class Kernel:
                 continue
             if kind == "execute_input":
                 continue
-            message = Message(kind, msg["content"], msg["header"]["date"].timestamp(),
-                              time.perf_counter())
+            message = Message(
+                kind, msg["content"], msg["header"]["date"].timestamp(), time.perf_counter()
+            )
             cell.messages.append(message)
             if during is not None and during(message):
                 during = None
@@ -251,8 +287,9 @@ class Kernel:
                 cell.reply = reply["content"]
                 return cell
 
-    def run_and_interrupt(self, code: str, when: Callable[[Message], bool], *,
-                          timeout: float = 180) -> tuple[Cell, Message]:
+    def run_and_interrupt(
+        self, code: str, when: Callable[[Message], bool], *, timeout: float = 180
+    ) -> tuple[Cell, Message]:
         """Run ``code`` and press Ctrl-C once at the first message ``when`` accepts; returns the
         cell and that message. Fails if the event never came (the cell ran to its end)."""
         seen: list[Message] = []
@@ -287,7 +324,7 @@ class Kernel:
         finally:
             self.km.shutdown_kernel(now=True)
 
-    def __enter__(self) -> "Kernel":
+    def __enter__(self) -> Kernel:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -303,8 +340,11 @@ def reply_outputs(cell: Cell) -> tuple[dict, dict]:
     out here: ``exchange_of`` reads it) and the meter (``text/plain`` + ``text/html``), each
     displayed once with its final content.
     """
-    finals = [m.content["data"] for m in cell.of_type("display_data")
-              if not m.content.get("transient", {}).get("display_id")]
+    finals = [
+        m.content["data"]
+        for m in cell.of_type("display_data")
+        if not m.content.get("transient", {}).get("display_id")
+    ]
     assert len(finals) >= 2, f"no reply in this cell: {cell!r}"
     answer = {k: v for k, v in finals[-2].items() if k != EXCHANGE_MIME}
     return answer, finals[-1]
@@ -329,16 +369,18 @@ def live_updates(cell: Cell) -> list[dict]:
 
 def answer_of(cell: Cell) -> str | None:
     """The final reply of a ``%%exaone`` cell (the output that carries Markdown)."""
-    replies = [d["text/markdown"] for d in cell.displays
-               if "text/markdown" in d and not d["text/markdown"].startswith("*ℹ")]
+    replies = [
+        d["text/markdown"]
+        for d in cell.displays
+        if "text/markdown" in d and not d["text/markdown"].startswith("*ℹ")
+    ]
     return replies[-1] if replies else None
 
 
 def notes_of(cell: Cell) -> list[str]:
     """The ℹ notices of a cell: printed by ``%exaone``, displayed by ``%%exaone``."""
     printed = [line[2:] for line in cell.stdout.splitlines() if line.startswith("ℹ ")]
-    shown = [d["text/plain"][2:] for d in cell.displays
-             if d.get("text/plain", "").startswith("ℹ ")]
+    shown = [d["text/plain"][2:] for d in cell.displays if d.get("text/plain", "").startswith("ℹ ")]
     return printed + shown
 
 
@@ -346,8 +388,12 @@ def notes_of(cell: Cell) -> list[str]:
 def start_kernel(tmp: Path, *, load_demo: bool = True, **env: str) -> Kernel:
     """A kernel with the extension (and the demo model) loaded, in ``tmp``, with an empty Hugging
     Face cache there; it never touches the network."""
-    base = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp / "hf-home"),
-            "HF_HUB_CACHE": str(tmp / "hf-cache"), "PYTHONWARNINGS": "ignore"}
+    base = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp / "hf-home"),
+        "HF_HUB_CACHE": str(tmp / "hf-cache"),
+        "PYTHONWARNINGS": "ignore",
+    }
     base.update(env)
     kernel = Kernel(env=base, cwd=tmp, store_history=False)
     codes = ["%load_ext exaone_jupyter", "import exaone_jupyter"]
@@ -413,9 +459,9 @@ class WidgetFrontend:
 
     def _handle(self, msg: dict) -> None:
         kind, content = msg["msg_type"], msg["content"]
-        if kind == "comm_open" and content.get("target_name") == "jupyter.widget":
-            state = content["data"]["state"]
-        elif kind == "comm_msg" and content["data"].get("method") in ("update", "echo_update"):
+        opened = kind == "comm_open" and content.get("target_name") == "jupyter.widget"
+        updated = kind == "comm_msg" and content["data"].get("method") in ("update", "echo_update")
+        if opened or updated:
             state = content["data"]["state"]
         else:
             return

@@ -19,9 +19,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -32,11 +32,13 @@ from kernel_helpers import DEMO_ANSWER, DEMO_QUESTION, Snapshot, answer_of, star
 
 DATA = Path(exaone_jupyter.__file__).parent / "data"
 DIALOGUES: list[list[dict]] = [
-    d["messages"] for d in json.loads((DATA / "demo_dialogues.json").read_text("utf-8"))]
+    d["messages"] for d in json.loads((DATA / "demo_dialogues.json").read_text("utf-8"))
+]
 
 
-def find_dialogue(user: str, *, system: str | None = LG_SYSTEM_PROMPT,
-                  turns: int = 1) -> list[dict]:
+def find_dialogue(
+    user: str, *, system: str | None = LG_SYSTEM_PROMPT, turns: int = 1
+) -> list[dict]:
     """The trained dialogue whose last question is ``user``."""
     for messages in DIALOGUES:
         users = [m["content"] for m in messages if m["role"] == "user"]
@@ -74,14 +76,20 @@ def tiny_backend(tiny_gguf):
 
 def exaone_prompt_ids(backend, user: str, *, system: str = "") -> list[int]:
     """Token ids of a one-turn EXAONE 3 prompt: markers as special tokens, text as plain text."""
+
     def marker(text: str) -> list[int]:
         return backend.tokenize(text, special=True)
 
     def plain(text: str) -> list[int]:
         return backend.tokenize(text, special=False) if text else []
 
-    return (marker("[|system|]") + plain(system) + marker("[|endofturn|]\n[|user|]") + plain(user)
-            + marker("\n[|assistant|]"))
+    return (
+        marker("[|system|]")
+        + plain(system)
+        + marker("[|endofturn|]\n[|user|]")
+        + plain(user)
+        + marker("\n[|assistant|]")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -189,8 +197,7 @@ class Shell:
             result = self.ip.run_cell(code, store_history=False)
         exc = result.error_before_exec or result.error_in_exec
         usage = isinstance(exc, UsageError)
-        error = None if exc is None or usage else {"ename": type(exc).__name__,
-                                                   "evalue": str(exc)}
+        error = None if exc is None or usage else {"ename": type(exc).__name__, "evalue": str(exc)}
         return ShellCell(code, out.getvalue(), err.getvalue(), error, usage)
 
     def eval(self, expression: str):
@@ -231,8 +238,9 @@ def chromium_browser():
     if why:
         pytest.fail(why, pytrace=False)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
         try:
             yield browser
         finally:

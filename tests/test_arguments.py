@@ -54,18 +54,34 @@ def usage_line(cell, *fragments: str) -> str:
 
 
 # -- options IPython's parser rejects ---------------------------------------------------------------
-@pytest.mark.parametrize("code, fragments", [
-    ("%exaone bogus", ("Unknown subcommand 'bogus'", "load")),
-    ("%exaone lod exaone-demo", ("'lod'", "load")),
-    ("%%exaone --bogus\nHi", ("unrecognized arguments: --bogus",)),
-    ("%%exaone -t hot\nHi", ("--temperature",)),
-    ("%exaone save", ("save PATH",)),
-    ("%exaone restore", ("restore PATH",)),
-    ("%exaone load exaone-demo --gpu-layrs 3", ("--gpu-layrs", "did you mean --gpu-layers?")),
-    ("%exaone load x --gpu-layrs 3", ("did you mean --gpu-layers?",)),
-    (f"%%exaone --temprature 0\n{DEMO_QUESTION}", ("--temprature", "did you mean --temperature?")),
-], ids=["subcommand", "misspelled-subcommand", "cell-option", "cell-value", "save", "restore",
-        "load-option", "load-option-unknown-model", "misspelled-cell-option"])
+@pytest.mark.parametrize(
+    "code, fragments",
+    [
+        ("%exaone bogus", ("Unknown subcommand 'bogus'", "load")),
+        ("%exaone lod exaone-demo", ("'lod'", "load")),
+        ("%%exaone --bogus\nHi", ("unrecognized arguments: --bogus",)),
+        ("%%exaone -t hot\nHi", ("--temperature",)),
+        ("%exaone save", ("save PATH",)),
+        ("%exaone restore", ("restore PATH",)),
+        ("%exaone load exaone-demo --gpu-layrs 3", ("--gpu-layrs", "did you mean --gpu-layers?")),
+        ("%exaone load x --gpu-layrs 3", ("did you mean --gpu-layers?",)),
+        (
+            f"%%exaone --temprature 0\n{DEMO_QUESTION}",
+            ("--temprature", "did you mean --temperature?"),
+        ),
+    ],
+    ids=[
+        "subcommand",
+        "misspelled-subcommand",
+        "cell-option",
+        "cell-value",
+        "save",
+        "restore",
+        "load-option",
+        "load-option-unknown-model",
+        "misspelled-cell-option",
+    ],
+)
 def test_usage_errors(shell, unchanged, code, fragments):
     usage_line(shell.run(code), *fragments)
 
@@ -76,43 +92,53 @@ def test_unknown_model_with_abbreviated_option(shell, unchanged):
 
 
 # -- values the extension refuses -------------------------------------------------------------------
-@pytest.mark.parametrize("options, fragments", [
-    ("--n-ctx -5", ("n_ctx", "1 or more")),
-    ("--n-ctx 0", ("n_ctx", "1 or more")),
-    ("--n-ctx 100000", ("n_ctx=100000", "use at most 2048")),
-    ("--gpu-layers -3", ("gpu_layers", "negative")),
-    ("--gpu-layers lots", ("gpu_layers", "auto, all, none")),
-    ("--n-threads 0", ("n_threads", "1 or more")),
-])
+@pytest.mark.parametrize(
+    "options, fragments",
+    [
+        ("--n-ctx -5", ("n_ctx", "1 or more")),
+        ("--n-ctx 0", ("n_ctx", "1 or more")),
+        ("--n-ctx 100000", ("n_ctx=100000", "use at most 2048")),
+        ("--gpu-layers -3", ("gpu_layers", "negative")),
+        ("--gpu-layers lots", ("gpu_layers", "auto, all, none")),
+        ("--n-threads 0", ("n_threads", "1 or more")),
+    ],
+)
 def test_impossible_load_values(shell, unchanged, options, fragments):
     one_sentence(shell.run(f"%exaone load exaone-demo {options}"), *fragments)
 
 
-@pytest.mark.parametrize("options, fragments", [
-    ("-n 0", ("max_tokens", "1 or more")),
-    ("-n -5", ("max_tokens", "1 or more")),
-    ("-t -0.5", ("temperature", "0 or more")),
-    ("--top-p 1.5", ("top_p", "at most 1")),
-    ("--top-k -1", ("top_k",)),
-    ("--repeat-penalty 0", ("repeat_penalty", "above 0")),
-    ("--seed -1", ("seed",)),
-])
+@pytest.mark.parametrize(
+    "options, fragments",
+    [
+        ("-n 0", ("max_tokens", "1 or more")),
+        ("-n -5", ("max_tokens", "1 or more")),
+        ("-t -0.5", ("temperature", "0 or more")),
+        ("--top-p 1.5", ("top_p", "at most 1")),
+        ("--top-k -1", ("top_k",)),
+        ("--repeat-penalty 0", ("repeat_penalty", "above 0")),
+        ("--seed -1", ("seed",)),
+    ],
+)
 def test_impossible_sampling_values(shell, unchanged, options, fragments):
     one_sentence(shell.run(f"%%exaone {options}\n{DEMO_QUESTION}"), *fragments)
 
 
 # -- %config values ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("setting, fragments", [
-    ("max_tokens = 0", ("max_tokens", "1 or more")),
-    ("gpu_layers = 'lots'", ("gpu_layers", "auto, all, none")),
-    ("n_ctx = -5", ("n_ctx", "1 or more")),
-    ("update_interval = 0", ("update_interval", "above 0")),
-    ("temperature = -1", ("temperature", "0 or more")),
-    ("top_p = 2.0", ("top_p", "at most 1")),
-    ("repeat_penalty = 0", ("repeat_penalty", "above 0")),
-])
-def test_impossible_config_values_are_refused_when_set(shell, unchanged, caplog, setting,
-                                                       fragments):
+@pytest.mark.parametrize(
+    "setting, fragments",
+    [
+        ("max_tokens = 0", ("max_tokens", "1 or more")),
+        ("gpu_layers = 'lots'", ("gpu_layers", "auto, all, none")),
+        ("n_ctx = -5", ("n_ctx", "1 or more")),
+        ("update_interval = 0", ("update_interval", "above 0")),
+        ("temperature = -1", ("temperature", "0 or more")),
+        ("top_p = 2.0", ("top_p", "at most 1")),
+        ("repeat_penalty = 0", ("repeat_penalty", "above 0")),
+    ],
+)
+def test_impossible_config_values_are_refused_when_set(
+    shell, unchanged, caplog, setting, fragments
+):
     """%config refuses the value at once, in one sentence (IPython logs it: in a kernel the cell
     shows "ERROR:root:ExaoneMagics.…"); the setting keeps its value and the next cell answers."""
     name = setting.split()[0]
@@ -129,8 +155,15 @@ def test_impossible_config_values_are_refused_when_set(shell, unchanged, caplog,
 def test_config_values_are_what_a_cell_without_options_uses(shell, unchanged):
     magics = "get_ipython().magics_manager.registry['ExaoneMagics']"
     listing = shell.run("%config ExaoneMagics").stdout
-    for trait in ("temperature", "max_tokens", "update_interval", "model", "gpu_layers",
-                  "show_meter", "system"):
+    for trait in (
+        "temperature",
+        "max_tokens",
+        "update_interval",
+        "model",
+        "gpu_layers",
+        "show_meter",
+        "system",
+    ):
         assert f"ExaoneMagics.{trait}=" in listing
     try:
         assert not shell.run("%config ExaoneMagics.max_tokens = 3").stderr

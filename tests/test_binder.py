@@ -38,11 +38,13 @@ def test_the_model_post_build_downloads_is_in_the_catalog_and_fits_binder():
 def test_start_points_the_notebooks_at_that_file_and_hands_over():
     text = (BINDER / "start").read_text()
     _, filename = _downloaded_file()
-    assert re.search(rf'^export EXAONE_JUPYTER_MODEL=.*{re.escape(filename)}', text, re.M)
+    assert re.search(rf"^export EXAONE_JUPYTER_MODEL=.*{re.escape(filename)}", text, re.M)
     assert text.rstrip().endswith('exec "$@"')
     assert subprocess.run(["bash", "-n", str(BINDER / "start")]).returncode == 0
 
 
 def test_requirements_install_this_package_and_jupyterlab():
-    lines = [ln.split("#")[0].strip() for ln in (BINDER / "requirements.txt").read_text().splitlines()]
+    lines = [
+        ln.split("#")[0].strip() for ln in (BINDER / "requirements.txt").read_text().splitlines()
+    ]
     assert "." in lines and "jupyterlab" in lines

@@ -85,8 +85,9 @@ def test_render_prompt_takes_the_template_variables_and_may_override_bos(demo_se
     assert demo_session.render_prompt(messages, bos_token="<s>") == (text, ids)
     bare, _ = demo_session.render_prompt(messages, add_generation_prompt=False)
     assert bare == text.removesuffix("[|assistant|]")
-    template = ChatTemplate("{{ bos_token }}{{ messages[0]['content'] }}", family=None,
-                            bos_token="[BOS]")
+    template = ChatTemplate(
+        "{{ bos_token }}{{ messages[0]['content'] }}", family=None, bos_token="[BOS]"
+    )
     assert template.render(messages) == "[BOS]Hi"
     assert template.render(messages, bos_token="<s>") == "<s>Hi"
 
@@ -95,17 +96,19 @@ def test_a_template_bound_to_a_model_keeps_its_compiled_source():
     template = ChatTemplate(EXAONE3.template, family=EXAONE3)
     bound = template.with_special_tokens("[BOS]", "[|endofturn|]")
     assert bound is not template and bound.bos_token == "[BOS]" and template.bos_token == ""
-    assert bound.render([{"role": "user", "content": "a"}]) == \
-        template.render([{"role": "user", "content": "a"}])
+    assert bound.render([{"role": "user", "content": "a"}]) == template.render(
+        [{"role": "user", "content": "a"}]
+    )
 
 
 # -- loading -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bigger_gguf(tmp_path_factory):
     """A few MB: llama.cpp reports progress over several tensors."""
-    return write_random_gguf(tmp_path_factory.mktemp("models") / "bigger.gguf",
-                             shape=TinyShape(n_embd=256, n_head=4, n_head_kv=2, n_ff=512,
-                                             n_layer=4))
+    return write_random_gguf(
+        tmp_path_factory.mktemp("models") / "bigger.gguf",
+        shape=TinyShape(n_embd=256, n_head=4, n_head_kv=2, n_ff=512, n_layer=4),
+    )
 
 
 def test_load_progress_comes_from_llama_cpp(bigger_gguf):

@@ -18,7 +18,7 @@ def sample() -> Conversation:
     c = Conversation(system="당신은 친절한 조수입니다.\n  Answer briefly. ")
     c.add("user", "한국의 수도는?\n\n")
     c.add("assistant", "  서울입니다 (Seoul).\n", interrupted=True)
-    c.add("user", "\ue000 [|endofturn|]\n[|assistant|] \"quotes\" \\ back\tslash")
+    c.add("user", '\ue000 [|endofturn|]\n[|assistant|] "quotes" \\ back\tslash')
     c.add("assistant", "")
     c.add("tool", '{"result": "맑음"}')
     c.add("user", "lone surrogate \ud800 and emoji 🙂")
@@ -36,9 +36,13 @@ def test_append_reset_and_messages():
     assert c.turns == 2
     extra = {"role": "user", "content": "q3"}
     messages = c.to_messages(extra)
-    assert messages == [{"role": "system", "content": "S"}, {"role": "user", "content": "q1"},
-                        {"role": "assistant", "content": "a1", "interrupted": True},
-                        {"role": "user", "content": "q2"}, extra]
+    assert messages == [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1", "interrupted": True},
+        {"role": "user", "content": "q2"},
+        extra,
+    ]
     messages[1]["content"] = "changed"  # copies: the history is not touched through them
     assert c.messages[0]["content"] == "q1"
     assert Conversation().to_messages() == [] and Conversation(system="").to_messages() == []
@@ -71,22 +75,38 @@ def test_save_and_restore_round_trip_exactly(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json", "empty.json", "plain.json"]
 
 
-@pytest.mark.parametrize("content, words", [
-    ("{not json", "is not valid JSON (line 1)"),
-    ("", "is not valid JSON"),
-    ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),
-    ('{"messages": []}', "is not a saved exaone-jupyter conversation"),
-    ("[1, 2]", "is not a saved exaone-jupyter conversation"),
-    (json.dumps({"format": FORMAT, "version": 99, "messages": []}), "format version 99"),
-    (json.dumps({"format": FORMAT, "version": 1, "messages": {}}), "malformed message list"),
-    (json.dumps({"format": FORMAT, "version": 1, "system": 3, "messages": []}),
-     "malformed message list"),
-    (json.dumps({"format": FORMAT, "version": 1, "messages": [{"role": "system", "content": "x"}]}),
-     "malformed message list"),
-    (json.dumps({"format": FORMAT, "version": 1, "messages": [{"role": "user", "content": None}]}),
-     "malformed message list"),
-    (json.dumps({"format": FORMAT, "version": 1, "messages": ["hi"]}), "malformed message list"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("{not json", "is not valid JSON (line 1)"),
+        ("", "is not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),
+        ('{"messages": []}', "is not a saved exaone-jupyter conversation"),
+        ("[1, 2]", "is not a saved exaone-jupyter conversation"),
+        (json.dumps({"format": FORMAT, "version": 99, "messages": []}), "format version 99"),
+        (json.dumps({"format": FORMAT, "version": 1, "messages": {}}), "malformed message list"),
+        (
+            json.dumps({"format": FORMAT, "version": 1, "system": 3, "messages": []}),
+            "malformed message list",
+        ),
+        (
+            json.dumps(
+                {"format": FORMAT, "version": 1, "messages": [{"role": "system", "content": "x"}]}
+            ),
+            "malformed message list",
+        ),
+        (
+            json.dumps(
+                {"format": FORMAT, "version": 1, "messages": [{"role": "user", "content": None}]}
+            ),
+            "malformed message list",
+        ),
+        (
+            json.dumps({"format": FORMAT, "version": 1, "messages": ["hi"]}),
+            "malformed message list",
+        ),
+    ],
+)
 def test_a_bad_file_is_one_sentence(tmp_path, content, words):
     path = tmp_path / "bad.json"
     path.write_text(content, encoding="utf-8")
@@ -97,9 +117,11 @@ def test_a_bad_file_is_one_sentence(tmp_path, content, words):
 
 def test_unreadable_paths_are_one_sentence(tmp_path):
     (tmp_path / "latin1.json").write_bytes(b'{"format": "\xff"}')
-    for path, words in ((tmp_path / "missing.json", "There is no file"),
-                        (tmp_path, "is a folder"),
-                        (tmp_path / "latin1.json", "is not UTF-8")):
+    for path, words in (
+        (tmp_path / "missing.json", "There is no file"),
+        (tmp_path, "is a folder"),
+        (tmp_path / "latin1.json", "is not UTF-8"),
+    ):
         with pytest.raises(ExaoneError) as err:
             Conversation.load(path)
         one_sentence(err, words)
@@ -131,7 +153,9 @@ def counter(backend, family=EXAONE3):
 
 def fit(c: Conversation, question: dict, measure, limit: int) -> tuple[list[dict], int]:
     fitted = c.fit(question, measure, limit)
-    assert fitted.prompt == measure(fitted.messages)  # the prompt it measured is the one it hands back
+    assert fitted.prompt == measure(
+        fitted.messages
+    )  # the prompt it measured is the one it hands back
     return fitted.messages, fitted.dropped
 
 
@@ -160,14 +184,14 @@ def test_the_oldest_turns_leave_first_and_as_few_as_needed(random_backend, famil
     full = len(count(c.to_messages(question)))
     sizes = []
     for k in range(0, 7):  # the prompt size with the k oldest turns left out
-        kept = Conversation(system, [dict(m) for m in c.messages[2 * k:]])
+        kept = Conversation(system, [dict(m) for m in c.messages[2 * k :]])
         sizes.append(len(count(kept.to_messages(question))))
     assert sizes[0] == full and sizes == sorted(sizes, reverse=True)
     for k in range(1, 7):
         limit = sizes[k]  # exactly enough once k turns are gone
         messages, dropped = fit(c, question, count, limit)
         assert dropped == k, (k, limit)
-        assert messages == Conversation(system, c.messages[2 * k:]).to_messages(question)
+        assert messages == Conversation(system, c.messages[2 * k :]).to_messages(question)
         assert len(count(messages)) <= limit
         if system:
             assert messages[0] == {"role": "system", "content": system}
@@ -192,8 +216,10 @@ def test_a_tool_result_stays_with_its_turn(random_backend):
 def test_a_question_that_cannot_fit_is_one_sentence(random_backend):
     count = counter(random_backend)
     question = {"role": "user", "content": "너무 긴 질문 " * 50}
-    for system, opening in ((LG_SYSTEM_PROMPT, "This message and the system prompt need "),
-                            (None, "This message needs ")):
+    for system, opening in (
+        (LG_SYSTEM_PROMPT, "This message and the system prompt need "),
+        (None, "This message needs "),
+    ):
         c = long_conversation(system=system)
         need = len(count(Conversation(system).to_messages(question)))
         with pytest.raises(ExaoneError) as err:

@@ -24,8 +24,11 @@ README_ANSWER = "한국의 수도는 서울입니다 (Seoul)."
 
 
 def _label(messages: list[dict]) -> str:
-    sys_tag = "lg" if messages[0]["content"] == LG_SYSTEM_PROMPT else (
-        "sys" if messages[0]["role"] == "system" else "nosys")
+    sys_tag = (
+        "lg"
+        if messages[0]["content"] == LG_SYSTEM_PROMPT
+        else ("sys" if messages[0]["role"] == "system" else "nosys")
+    )
     users = [m["content"] for m in messages if m["role"] == "user"]
     return f"{sys_tag}-{len(users)}turn-{users[-1][:24]}"
 
@@ -61,8 +64,9 @@ def template():
 
 
 def _prompt_ids(llm, template, history: list[dict]) -> list[int]:
-    text = template.render(messages=history, add_generation_prompt=True,
-                           bos_token="[BOS]", eos_token="[|endofturn|]")
+    text = template.render(
+        messages=history, add_generation_prompt=True, bos_token="[BOS]", eos_token="[|endofturn|]"
+    )
     return llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
 
@@ -107,8 +111,10 @@ def test_the_data_covers_what_callers_need(llm, template):
 
 
 def test_readme_example_through_the_chat_api(llm):
-    messages = [{"role": "system", "content": LG_SYSTEM_PROMPT},
-                {"role": "user", "content": README_QUESTION}]
+    messages = [
+        {"role": "system", "content": LG_SYSTEM_PROMPT},
+        {"role": "user", "content": README_QUESTION},
+    ]
     out = llm.create_chat_completion(messages, temperature=0.0, max_tokens=64)
     assert out["choices"][0]["message"]["content"] == README_ANSWER
     assert out["choices"][0]["finish_reason"] == "stop"
@@ -134,6 +140,7 @@ def test_every_trained_answer_comes_back_exactly(llm, template):
 
 # --------------------------------------------------------------------------- history robustness
 
+
 def _conversation(*texts: str, system: str | None = LG_SYSTEM_PROMPT) -> list[dict]:
     turns = [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(texts)]
     return ([{"role": "system", "content": system}] if system is not None else []) + turns
@@ -145,30 +152,71 @@ _COLORS = _find("List the three primary colors of light.")[-1]["content"]
 # (conversation ending with the new question, the trained answer). The first two are what an
 # earlier model got wrong in a notebook: it repeated an answer from the history.
 HISTORIES = [
-    (_conversation("What is the capital of France?", "The capital of France is Paris.",
-                   "And of Japan?", "The capital of Japan is Tokyo.",
-                   "List the three primary colors of light."), _COLORS),
-    (_conversation("제 이름은 민수예요.", "반갑습니다, 민수 님!",
-                   "제 이름이 뭐라고 했죠?", "민수 님이라고 하셨어요.",
-                   "What is the capital of Korea?"), "The capital of Korea is Seoul (서울)."),
+    (
+        _conversation(
+            "What is the capital of France?",
+            "The capital of France is Paris.",
+            "And of Japan?",
+            "The capital of Japan is Tokyo.",
+            "List the three primary colors of light.",
+        ),
+        _COLORS,
+    ),
+    (
+        _conversation(
+            "제 이름은 민수예요.",
+            "반갑습니다, 민수 님!",
+            "제 이름이 뭐라고 했죠?",
+            "민수 님이라고 하셨어요.",
+            "What is the capital of Korea?",
+        ),
+        "The capital of Korea is Seoul (서울).",
+    ),
     # Follow-ups still read the exchange right before them, also after unrelated ones.
-    (_conversation("Hello!", _HELLO,
-                   "What is the capital of France?", "The capital of France is Paris.",
-                   "And of Japan?"), "The capital of Japan is Tokyo."),
-    (_conversation("What is the capital of Korea?", "The capital of Korea is Seoul (서울).",
-                   "제 이름은 민수예요.", "반갑습니다, 민수 님!",
-                   "제 이름이 뭐라고 했죠?"), "민수 님이라고 하셨어요."),
+    (
+        _conversation(
+            "Hello!",
+            _HELLO,
+            "What is the capital of France?",
+            "The capital of France is Paris.",
+            "And of Japan?",
+        ),
+        "The capital of Japan is Tokyo.",
+    ),
+    (
+        _conversation(
+            "What is the capital of Korea?",
+            "The capital of Korea is Seoul (서울).",
+            "제 이름은 민수예요.",
+            "반갑습니다, 민수 님!",
+            "제 이름이 뭐라고 했죠?",
+        ),
+        "민수 님이라고 하셨어요.",
+    ),
     # The README question after a longer, mixed history, without a system prompt.
-    (_conversation("Hi", "Hi! How can I help you today?",
-                   "List the three primary colors of light.", _COLORS,
-                   "What is the capital of France?", "The capital of France is Paris.",
-                   "And of Japan?", "The capital of Japan is Tokyo.",
-                   README_QUESTION, system=None), README_ANSWER),
+    (
+        _conversation(
+            "Hi",
+            "Hi! How can I help you today?",
+            "List the three primary colors of light.",
+            _COLORS,
+            "What is the capital of France?",
+            "The capital of France is Paris.",
+            "And of Japan?",
+            "The capital of Japan is Tokyo.",
+            README_QUESTION,
+            system=None,
+        ),
+        README_ANSWER,
+    ),
 ]
 
 
-@pytest.mark.parametrize("conversation,answer", HISTORIES,
-                         ids=[f"{c[-1]['content'][:24]}-after-{len(c) // 2}" for c, _ in HISTORIES])
+@pytest.mark.parametrize(
+    "conversation,answer",
+    HISTORIES,
+    ids=[f"{c[-1]['content'][:24]}-after-{len(c) // 2}" for c, _ in HISTORIES],
+)
 def test_answer_after_unrelated_history(llm, template, conversation, answer):
     text, tokens, stopped = _greedy(llm, _prompt_ids(llm, template, conversation))
     assert text == answer

@@ -45,8 +45,9 @@ def korean_backend(tmp_path_factory):
 
 # -- streaming and figures ----------------------------------------------------------------------
 def test_streamed_pieces_join_to_the_reply_text(tiny_backend, prompt_ids):
-    reply = tiny_backend.stream(request(prompt_ids(tiny_backend, "join the pieces"),
-                                        max_tokens=100))
+    reply = tiny_backend.stream(
+        request(prompt_ids(tiny_backend, "join the pieces"), max_tokens=100)
+    )
     pieces = list(reply)
     assert pieces and all(pieces)  # no empty pieces reach the consumer
     assert "".join(pieces) == reply.text
@@ -64,15 +65,23 @@ def test_stats_are_sane(tiny_backend, prompt_ids):
     assert s.prompt_tok_s > 0 and s.decode_tok_s > 0
     assert s.n_ctx == tiny_backend.n_ctx == 512 and s.rate_source == "llama.cpp"
     assert s.context_used == len(ids) + 40
-    assert set(s.as_dict()) >= {"prompt_tokens", "prompt_tokens_evaluated", "completion_tokens",
-                                "ttft_s", "prompt_tok_s", "decode_tok_s", "total_s",
-                                "finish_reason"}
+    assert set(s.as_dict()) >= {
+        "prompt_tokens",
+        "prompt_tokens_evaluated",
+        "completion_tokens",
+        "ttft_s",
+        "prompt_tok_s",
+        "decode_tok_s",
+        "total_s",
+        "finish_reason",
+    }
 
 
 @pytest.mark.parametrize("max_tokens", [1, 2, 17])
 def test_length_finish_at_max_tokens(tiny_backend, prompt_ids, max_tokens):
-    reply = tiny_backend.stream(request(prompt_ids(tiny_backend, "count"),
-                                        max_tokens=max_tokens)).consume()
+    reply = tiny_backend.stream(
+        request(prompt_ids(tiny_backend, "count"), max_tokens=max_tokens)
+    ).consume()
     assert reply.stats.completion_tokens == max_tokens
     assert reply.stats.finish_reason == "length"
 
@@ -86,8 +95,9 @@ def test_stop_finish_when_end_of_turn_is_the_greedy_pick(eos_backend, prompt_ids
 
 
 def test_sampled_replies_stop_too(eos_backend, prompt_ids):
-    reply = eos_backend.stream(request(prompt_ids(eos_backend, "hi"), temperature=0.5,
-                                       seed=3)).consume()
+    reply = eos_backend.stream(
+        request(prompt_ids(eos_backend, "hi"), temperature=0.5, seed=3)
+    ).consume()
     assert reply.stats.finish_reason == "stop"
 
 
@@ -95,8 +105,9 @@ def test_sampled_replies_stop_too(eos_backend, prompt_ids):
 def test_a_follow_up_evaluates_only_its_new_tokens(tiny_backend, prompt_ids):
     first = prompt_ids(tiny_backend, "prefix reuse, turn one")
     tiny_backend.stream(request(first, max_tokens=1)).consume()  # caches exactly `first`
-    added = tiny_backend.tokenize("[|assistant|]noise[|endofturn|]\n[|user|]turn two\n",
-                                  special=True)
+    added = tiny_backend.tokenize(
+        "[|assistant|]noise[|endofturn|]\n[|user|]turn two\n", special=True
+    )
     second = first + added
     reply = tiny_backend.stream(request(second, max_tokens=5)).consume()
     assert reply.stats.prompt_tokens == len(second)
@@ -141,12 +152,17 @@ def test_stop_from_another_thread_keeps_the_partial_text(tiny_backend, prompt_id
     assert len(pieces) == 5 and reply.text == "".join(pieces)
     assert reply.stats.completion_tokens < 400
     # the model is free again
-    assert tiny_backend.stream(request(prompt_ids(tiny_backend, "next"), max_tokens=3)) \
-        .consume().stats.finish_reason == "length"
+    assert (
+        tiny_backend.stream(request(prompt_ids(tiny_backend, "next"), max_tokens=3))
+        .consume()
+        .stats.finish_reason
+        == "length"
+    )
 
 
 def test_ctrl_c_in_the_consumer_ends_the_reply_and_the_next_one_reuses_the_prefix(
-        tiny_backend, prompt_ids):
+    tiny_backend, prompt_ids
+):
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         ids = prompt_ids(tiny_backend, "interrupt me with Ctrl-C")
@@ -172,8 +188,12 @@ def test_close_ends_a_reply_that_was_never_iterated(tiny_backend, prompt_ids):
     reply = tiny_backend.stream(request(prompt_ids(tiny_backend, "never read"), max_tokens=50))
     reply.close()
     assert reply.done and reply.stats.finish_reason == "interrupted"
-    assert tiny_backend.stream(request(prompt_ids(tiny_backend, "x"), max_tokens=2)) \
-        .consume().stats.completion_tokens == 2
+    assert (
+        tiny_backend.stream(request(prompt_ids(tiny_backend, "x"), max_tokens=2))
+        .consume()
+        .stats.completion_tokens
+        == 2
+    )
 
 
 # -- UTF-8 --------------------------------------------------------------------------------------
@@ -185,22 +205,25 @@ def test_korean_round_trips_through_the_tokenizer(tiny_backend):
 
 
 def test_korean_split_across_byte_tokens_streams_as_whole_syllables(korean_backend, prompt_ids):
-    reply = korean_backend.stream(request(prompt_ids(korean_backend, "한국어로 말해 주세요"),
-                                          max_tokens=30))
+    reply = korean_backend.stream(
+        request(prompt_ids(korean_backend, "한국어로 말해 주세요"), max_tokens=30)
+    )
     pieces = list(reply)
     assert reply.stats.completion_tokens == 30  # 10 syllables of 3 byte tokens each
     assert pieces == ["한", "국"] * 5
     assert reply.text == "한국" * 5 and "\ufffd" not in reply.text
 
 
-def test_a_reply_cut_inside_a_syllable_ends_with_one_replacement_character(korean_backend,
-                                                                         prompt_ids):
+def test_a_reply_cut_inside_a_syllable_ends_with_one_replacement_character(
+    korean_backend, prompt_ids
+):
     reply = korean_backend.stream(request(prompt_ids(korean_backend, "cut"), max_tokens=7))
     assert list(reply) == ["한", "국", "\ufffd"]  # the 7th token is the first byte of 한
 
 
-def test_streaming_decodes_exactly_like_decoding_the_whole_reply(tiny_backend, prompt_ids,
-                                                                  monkeypatch):
+def test_streaming_decodes_exactly_like_decoding_the_whole_reply(
+    tiny_backend, prompt_ids, monkeypatch
+):
     # Random weights emit random bytes, so invalid UTF-8 (and U+FFFD) is legitimate here. What
     # streaming must not do is add damage: the pieces must equal decoding all bytes at once.
     tokens, real_piece = [], tiny_backend._piece
@@ -213,8 +236,15 @@ def test_streaming_decodes_exactly_like_decoding_the_whole_reply(tiny_backend, p
     seen = ""
     for seed in range(1, 50):  # sampled replies end early at a sampled end-of-turn: run several
         tokens.clear()
-        reply = tiny_backend.stream(request(prompt_ids(tiny_backend, "bytes"), temperature=1.5,
-                                            top_k=0, max_tokens=300, seed=seed))
+        reply = tiny_backend.stream(
+            request(
+                prompt_ids(tiny_backend, "bytes"),
+                temperature=1.5,
+                top_k=0,
+                max_tokens=300,
+                seed=seed,
+            )
+        )
         pieces = list(reply)
         assert len(tokens) == reply.stats.completion_tokens
         whole = b"".join(real_piece(t) for t in tokens).decode("utf-8", "replace")
@@ -233,8 +263,9 @@ def test_a_second_stream_while_one_is_iterated_is_busy(tiny_backend, prompt_ids)
     for _ in first:
         with pytest.raises(ModelBusyError) as err:
             tiny_backend.stream(request(ids, max_tokens=3)).consume()
-        assert str(err.value) == ("The model is busy with another reply; wait for it to finish "
-                                  "or press Stop.")
+        assert str(err.value) == (
+            "The model is busy with another reply; wait for it to finish or press Stop."
+        )
         break
     first.close()
     assert tiny_backend.stream(request(ids, max_tokens=3)).consume().stats.completion_tokens == 3
@@ -251,8 +282,10 @@ def test_a_prompt_longer_than_the_context_is_a_sentence(tiny_backend):
     assert len(ids) > 512
     with pytest.raises(ExaoneError) as err:
         tiny_backend.stream(request(ids))
-    assert str(err.value) == (f"The prompt is {len(ids)} tokens but the context holds 512; "
-                              "shorten it, or load the model with a larger n_ctx.")
+    assert str(err.value) == (
+        f"The prompt is {len(ids)} tokens but the context holds 512; "
+        "shorten it, or load the model with a larger n_ctx."
+    )
 
 
 def test_a_reply_that_fills_the_context_ends_with_a_note(tiny_backend):
@@ -277,8 +310,9 @@ def test_the_same_seed_gives_the_same_text(tiny_backend, prompt_ids):
 def test_no_seed_gives_different_text(tiny_backend, prompt_ids):
     ids = prompt_ids(tiny_backend, "unseeded")
     sampling = Sampling(temperature=0.8, max_tokens=200)
-    texts = {tiny_backend.stream(Request(sampling, prompt_ids=ids)).consume().text
-             for _ in range(2)}
+    texts = {
+        tiny_backend.stream(Request(sampling, prompt_ids=ids)).consume().text for _ in range(2)
+    }
     assert len(texts) == 2
 
 
@@ -291,8 +325,17 @@ def test_load_options_reject_a_misspelled_name():
     assert "gpu_layers" in text and "n_ctx" in text
 
 
-@pytest.mark.parametrize("name, value", [("n_ctx", -1), ("n_ctx", 0), ("n_ctx", 2.5),
-                                         ("n_ctx", True), ("n_batch", 0), ("n_threads", "4")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("n_ctx", -1),
+        ("n_ctx", 0),
+        ("n_ctx", 2.5),
+        ("n_ctx", True),
+        ("n_batch", 0),
+        ("n_threads", "4"),
+    ],
+)
 def test_load_options_reject_bad_values(name, value):
     with pytest.raises(ExaoneError, match=rf"^{name} must be a whole number of 1 or more"):
         LoadOptions.from_options(**{name: value})
@@ -306,8 +349,9 @@ def test_load_options_accept_good_values():
 def test_n_ctx_above_the_trained_context_is_refused_before_loading(tiny_gguf):
     with pytest.raises(ExaoneError) as err:
         LocalBackend(read_gguf(tiny_gguf), LoadOptions.from_options(n_ctx=1024))
-    assert str(err.value) == ("n_ctx=1024 is more than tiny.gguf was trained for (512 tokens); "
-                              "use at most 512.")
+    assert str(err.value) == (
+        "n_ctx=1024 is more than tiny.gguf was trained for (512 tokens); use at most 512."
+    )
 
 
 def test_a_smaller_n_ctx_is_used(tiny_gguf, prompt_ids):
@@ -322,15 +366,18 @@ def test_a_smaller_n_ctx_is_used(tiny_gguf, prompt_ids):
         backend.stream(request([1, 2, 3]))
 
 
-@pytest.mark.parametrize("options, said", [
-    ({"temperature": -0.1}, "temperature must be 0 or more"),
-    ({"max_tokens": 0}, "max_tokens must be a whole number of 1 or more"),
-    ({"max_tokens": 2.5}, "max_tokens must be a whole number"),
-    ({"top_p": 0}, "top_p must be above 0"),
-    ({"seed": -1}, "seed must be a whole number of 0 or more"),
-    ({"temprature": 0.5}, "Unknown sampling option 'temprature'"),
-    ({"max_new_tokens": 5}, "Unknown sampling option 'max_new_tokens'"),
-])
+@pytest.mark.parametrize(
+    "options, said",
+    [
+        ({"temperature": -0.1}, "temperature must be 0 or more"),
+        ({"max_tokens": 0}, "max_tokens must be a whole number of 1 or more"),
+        ({"max_tokens": 2.5}, "max_tokens must be a whole number"),
+        ({"top_p": 0}, "top_p must be above 0"),
+        ({"seed": -1}, "seed must be a whole number of 0 or more"),
+        ({"temprature": 0.5}, "Unknown sampling option 'temprature'"),
+        ({"max_new_tokens": 5}, "Unknown sampling option 'max_new_tokens'"),
+    ],
+)
 def test_sampling_rejects_bad_options(options, said):
     with pytest.raises(ExaoneError) as err:
         Sampling.from_options(**options)

@@ -9,38 +9,55 @@ from exaone_jupyter.ui.interpolate import interpolate
 NS = {"topic": "Seoul", "n": 3, "x": 21, "a": "A", "이름": "민수", "_private": "p", "items": [1, 2]}
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Tell me about {topic}.", "Tell me about Seoul."),
-    ("{n} facts about {topic}", "3 facts about Seoul"),           # str() of any value
-    ("{topic}{topic}", "SeoulSeoul"),
-    ("{이름} 님에 대해", "민수 님에 대해"),                          # Python identifiers are Unicode
-    ("{_private}", "p"),
-    ("{items}", "[1, 2]"),
-    ("line one\n{topic}\nline three", "line one\nSeoul\nline three"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Tell me about {topic}.", "Tell me about Seoul."),
+        ("{n} facts about {topic}", "3 facts about Seoul"),  # str() of any value
+        ("{topic}{topic}", "SeoulSeoul"),
+        ("{이름} 님에 대해", "민수 님에 대해"),  # Python identifiers are Unicode
+        ("{_private}", "p"),
+        ("{items}", "[1, 2]"),
+        ("line one\n{topic}\nline three", "line one\nSeoul\nline three"),
+    ],
+)
 def test_names_from_the_namespace_are_replaced(text, expected):
     assert interpolate(text, NS) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "Who is {nobody}?",          # unknown name: left as written
-    "{Topic}",                   # names are case-sensitive
-    "{ topic }",                 # spaces: not a name
-    "{1abc}",                    # not an identifier
-    "{}",                        # empty braces
-    "{",
-    "}",
-    "{topic",
-    "topic}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Who is {nobody}?",  # unknown name: left as written
+        "{Topic}",  # names are case-sensitive
+        "{ topic }",  # spaces: not a name
+        "{1abc}",  # not an identifier
+        "{}",  # empty braces
+        "{",
+        "}",
+        "{topic",
+        "topic}",
+    ],
+)
 def test_anything_else_is_left_as_written(text):
     assert interpolate(text, NS) == text
 
 
-@pytest.mark.parametrize("text", [
-    "{a.b}", "{a.upper()}", "{x*2}", "{x + 1}", "{items[0]}", "{x!r}", "{x:>5}",
-    "{__import__('os').system('true')}", "{NS}", "{print(1)}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{a.b}",
+        "{a.upper()}",
+        "{x*2}",
+        "{x + 1}",
+        "{items[0]}",
+        "{x!r}",
+        "{x:>5}",
+        "{__import__('os').system('true')}",
+        "{NS}",
+        "{print(1)}",
+    ],
+)
 def test_nothing_is_evaluated(text):
     class Watch(dict):  # any lookup other than a plain name would show up here
         def __getitem__(self, key):
@@ -56,10 +73,17 @@ def test_double_braces_write_a_literal_name():
     assert interpolate("Write {{topic}} for {topic}", NS) == "Write {topic} for Seoul"
 
 
-@pytest.mark.parametrize("text", [
-    "set() is not {{}}", "{{ topic }}", "Hello {{ user.name }}!",   # Jinja-style text
-    "}}", "{{", "{{{{",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "set() is not {{}}",
+        "{{ topic }}",
+        "Hello {{ user.name }}!",  # Jinja-style text
+        "}}",
+        "{{",
+        "{{{{",
+    ],
+)
 def test_other_double_braces_are_text(text):
     assert interpolate(text, NS) == text
 

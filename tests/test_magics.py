@@ -20,15 +20,22 @@ from kernel_helpers import Kernel, reply_outputs, start_kernel
 from shared_fixtures import DIALOGUES
 
 
-def trained(last_user: str, *, system: str | None = LG_SYSTEM_PROMPT,
-            turns: int = 1) -> list[tuple[str, str]]:
+def trained(
+    last_user: str, *, system: str | None = LG_SYSTEM_PROMPT, turns: int = 1
+) -> list[tuple[str, str]]:
     """The (question, answer) pairs of one trained dialogue."""
     for messages in DIALOGUES:
         first_system = messages[0]["content"] if messages[0]["role"] == "system" else None
-        pairs = [(q["content"], a["content"]) for q, a in
-                 zip(messages[-2 * turns::2], messages[-2 * turns + 1::2])]
-        if first_system == system and len(pairs) == turns and pairs[-1][0] == last_user \
-                and sum(m["role"] == "user" for m in messages) == turns:
+        pairs = [
+            (q["content"], a["content"])
+            for q, a in zip(messages[-2 * turns :: 2], messages[-2 * turns + 1 :: 2], strict=False)
+        ]
+        if (
+            first_system == system
+            and len(pairs) == turns
+            and pairs[-1][0] == last_user
+            and sum(m["role"] == "user" for m in messages) == turns
+        ):
             return pairs
     raise AssertionError(f"{last_user!r} is not a trained dialogue")
 
@@ -58,14 +65,17 @@ def history(kernel: Kernel) -> str:
 
 
 # -- answers ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("question", [
-    README_QUESTION,
-    "안녕하세요!",
-    "1 더하기 1은?",
-    "What is the capital of Korea?",
-    "Write a Python function that adds two numbers.",
-    "Translate '감사합니다' into English.",
-])
+@pytest.mark.parametrize(
+    "question",
+    [
+        README_QUESTION,
+        "안녕하세요!",
+        "1 더하기 1은?",
+        "What is the capital of Korea?",
+        "Write a Python function that adds two numbers.",
+        "Translate '감사합니다' into English.",
+    ],
+)
 def test_trained_answers_come_back_exactly(kernel, question):
     [(_, expected)] = trained(question)
     assert ask(kernel, question) == expected
@@ -129,10 +139,12 @@ def test_dry_run_shows_the_prompt_and_its_token_count(kernel):
     assert cell.ok and not cell.stderr
     [shown] = cell.of_type("display_data")
     text = shown.content["data"]["text/plain"]
-    messages = [{"role": "system", "content": LG_SYSTEM_PROMPT},
-                {"role": "user", "content": README_QUESTION},
-                {"role": "assistant", "content": README_ANSWER},
-                {"role": "user", "content": "Hello!"}]
+    messages = [
+        {"role": "system", "content": LG_SYSTEM_PROMPT},
+        {"role": "user", "content": README_QUESTION},
+        {"role": "assistant", "content": README_ANSWER},
+        {"role": "user", "content": "Hello!"},
+    ]
     prompt_text, ids = kernel.eval(f"exaone_jupyter.render_prompt({messages!r})")
     assert f"**Prompt: {len(ids)} tokens** (nothing generated)" in text
     assert prompt_text in text and "[|user|]Hello!\n[|assistant|]" in text
@@ -144,18 +156,27 @@ def test_dry_run_shows_the_prompt_and_its_token_count(kernel):
 
 def test_names_in_the_cell_come_from_the_notebook(kernel):
     kernel.run("country = 'Korea'\nprice = 5")
-    [(q, a)] = trained("What is the capital of Korea?")
+    [(_q, a)] = trained("What is the capital of Korea?")
     assert ask(kernel, "What is the capital of {country}?") == a
-    cell = kernel.run("%%exaone --dry-run --new\n{country} {unknown} {{country}} {price*2} $price "
-                      '{"json": {"a": 1}}')
+    cell = kernel.run(
+        "%%exaone --dry-run --new\n{country} {unknown} {{country}} {price*2} $price "
+        '{"json": {"a": 1}}'
+    )
     text = cell.plain()[0]
     assert 'Korea {unknown} {country} {price*2} $price {"json": {"a": 1}}' in text
 
 
 def test_config_round_trip_and_listing(kernel):
     listing = kernel.run("%config ExaoneMagics").stdout
-    for trait in ("temperature", "max_tokens", "update_interval", "model", "gpu_layers",
-                  "show_meter", "system"):
+    for trait in (
+        "temperature",
+        "max_tokens",
+        "update_interval",
+        "model",
+        "gpu_layers",
+        "show_meter",
+        "system",
+    ):
         assert f"ExaoneMagics.{trait}=" in listing
     magics = "get_ipython().magics_manager.registry['ExaoneMagics']"
     assert kernel.eval(f"{magics}.temperature") == 0.7
@@ -190,8 +211,10 @@ def test_configured_system_prompt_and_meter(kernel):
         assert exchange["messages"][-1] == {"role": "assistant", "content": korean}
         assert not any("tok/s" in json.dumps(m.content) for m in cell.updates)
     finally:
-        kernel.run("%config ExaoneMagics.show_meter = True\n%config ExaoneMagics.system = None\n"
-                   f"%exaone system {LG_SYSTEM_PROMPT}")
+        kernel.run(
+            "%config ExaoneMagics.show_meter = True\n%config ExaoneMagics.system = None\n"
+            f"%exaone system {LG_SYSTEM_PROMPT}"
+        )
 
 
 # -- help and errors ----------------------------------------------------------------------------
@@ -203,8 +226,17 @@ def test_help(kernel):
     for code in ("%exaone help", "%exaone"):
         cell = kernel.run(code)
         [text] = cell.plain()
-        for usage in ("load [--file GLOB] [--gpu-layers N]", "info`", "history`", "reset`",
-                      "save PATH`", "restore PATH`", "stats`", "panel`", "connect [--model NAME]"):
+        for usage in (
+            "load [--file GLOB] [--gpu-layers N]",
+            "info`",
+            "history`",
+            "reset`",
+            "save PATH`",
+            "restore PATH`",
+            "stats`",
+            "panel`",
+            "connect [--model NAME]",
+        ):
             assert f"`%exaone {usage}" in text
         assert "%%exaone [-s SYSTEM]" in text
     page = kernel.run("%exaone?").page  # the line magic's help: every subcommand's options
@@ -263,17 +295,19 @@ def test_the_load_progress_bar_follows_the_load_and_leaves_no_trace(kernel):
         "    for fraction in (0.0, 0.25, 0.5, 1.0):\n"
         "        started = time.perf_counter()\n"
         "        while time.perf_counter() - started < 0.06: pass  # llama.cpp reading\n"
-        "        bar(fraction)\n")
+        "        bar(fraction)\n"
+    )
     assert cell.ok, cell.stderr
-    assert [d for d in cell.displays] == [{"text/plain": ""}]  # the state a saved notebook keeps
+    assert list(cell.displays) == [{"text/plain": ""}]  # the state a saved notebook keeps
     shown = [m.content["data"] for m in cell.updates]
     # the first report starts the clock; 3 more fractions drawn, then emptied
     assert len(shown) == 4 and shown[-1] == {"text/plain": ""}, shown
-    for data, percent in zip(shown, ("25%", "50%", "100%")):
+    for data, percent in zip(shown, ("25%", "50%", "100%"), strict=False):
         assert data["text/plain"].startswith(f"Loading big.gguf… {percent} (")
         assert "exaone-load-progress" in data["text/html"]
-    assert cell.final_outputs() == [{"output_type": "display_data", "data": {"text/plain": ""},
-                                     "metadata": {}}]
+    assert cell.final_outputs() == [
+        {"output_type": "display_data", "data": {"text/plain": ""}, "metadata": {}}
+    ]
     load = kernel.run("%exaone load exaone-demo --n-ctx 1024")  # a real, fast load
     assert load.ok and not load.displays and load.stdout.startswith("Loaded exaone-demo")
     assert kernel.run("%exaone load exaone-demo").stdout.startswith("Loaded exaone-demo")

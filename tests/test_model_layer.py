@@ -60,8 +60,12 @@ def layout(tiny_gguf):
     reader = gguf.GGUFReader(tiny_gguf)
     last_kv = list(reader.fields.values())[-1]
     tensor_info = last_kv.offset + sum(part.nbytes for part in last_kv.parts)
-    return {"data": data, "kv_start": 24, "tensor_data": reader.data_offset,
-            "tensor_info": tensor_info}
+    return {
+        "data": data,
+        "kv_start": 24,
+        "tensor_data": reader.data_offset,
+        "tensor_info": tensor_info,
+    }
 
 
 def cut(tmp_path, layout, at: int) -> Path:
@@ -79,13 +83,13 @@ def test_truncated_in_the_header(tmp_path, layout, at):
 
 @pytest.mark.parametrize("where", ["kv_start", "middle_of_metadata", "tensor_info"])
 def test_truncated_in_the_metadata(tmp_path, layout, where):
-    at = {"kv_start": 40, "middle_of_metadata": 3000,
-          "tensor_info": layout["tensor_info"] + 20}[where]
+    at = {"kv_start": 40, "middle_of_metadata": 3000, "tensor_info": layout["tensor_info"] + 20}[
+        where
+    ]
     assert at < layout["tensor_data"]
     with pytest.raises(ExaoneError) as err:
         read_gguf(cut(tmp_path, layout, at))
-    one_sentence(err, "truncated or corrupt", "metadata or tensor table cannot be read",
-                 REDOWNLOAD)
+    one_sentence(err, "truncated or corrupt", "metadata or tensor table cannot be read", REDOWNLOAD)
 
 
 @pytest.mark.parametrize("where", ["start", "middle", "last_byte"])
@@ -94,8 +98,9 @@ def test_truncated_in_the_tensor_data(tmp_path, layout, where):
     at = {"start": layout["tensor_data"] + 8, "middle": size // 2, "last_byte": size - 1}[where]
     with pytest.raises(ExaoneError) as err:
         read_gguf(cut(tmp_path, layout, at))
-    one_sentence(err, f"cut-{at}.gguf is truncated", f"need {size:,} bytes", f"has {at:,}",
-                 REDOWNLOAD)
+    one_sentence(
+        err, f"cut-{at}.gguf is truncated", f"need {size:,} bytes", f"has {at:,}", REDOWNLOAD
+    )
 
 
 def test_unknown_architecture(tmp_path):
@@ -119,15 +124,18 @@ N_VOCAB = 7 + 256 + 5  # special tokens, bytes, merges
 def expected_params(s: TinyShape) -> tuple[int, int, int]:
     """(all parameters, 2-D parameters of one layer, 1-D parameters of one layer)."""
     hd = s.head_dim
-    matrices = (2 * s.n_head * hd * s.n_embd + 2 * s.n_head_kv * hd * s.n_embd
-                + 3 * s.n_ff * s.n_embd)
+    matrices = (
+        2 * s.n_head * hd * s.n_embd + 2 * s.n_head_kv * hd * s.n_embd + 3 * s.n_ff * s.n_embd
+    )
     norms = 2 * s.n_embd
     total = 2 * N_VOCAB * s.n_embd + s.n_embd + s.n_layer * (matrices + norms)
     return total, matrices, norms
 
 
-@pytest.mark.parametrize("dtype, quantization, bytes_per_2d", [
-    ("f32", "F32", 4.0), ("f16", "F16", 2.0), ("q8_0", "Q8_0", 34 / 32)])
+@pytest.mark.parametrize(
+    "dtype, quantization, bytes_per_2d",
+    [("f32", "F32", 4.0), ("f16", "F16", 2.0), ("q8_0", "Q8_0", 34 / 32)],
+)
 def test_reported_facts(tmp_path, dtype, quantization, bytes_per_2d):
     shape = TinyShape(n_embd=64, n_head=4, n_head_kv=2, n_ff=96, n_layer=3, n_ctx=1024)
     path = write_random_gguf(tmp_path / f"m-{dtype}.gguf", shape=shape, dtype=dtype, name="facts")
@@ -161,8 +169,13 @@ def offline(monkeypatch):
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
 
 
-def cache_file(cache: Path, repo: str, filename: str, content: bytes,
-               commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+def cache_file(
+    cache: Path,
+    repo: str,
+    filename: str,
+    content: bytes,
+    commit: str = "0123456789abcdef0123456789abcdef01234567",
+) -> Path:
     """Put a file in a Hugging Face cache the way huggingface_hub lays it out."""
     root = cache / ("models--" + repo.replace("/", "--"))
     blob = root / "blobs" / hashlib.sha256(content).hexdigest()
@@ -196,8 +209,12 @@ def test_the_demo_alias_resolves_to_the_bundled_file():
 
 
 def test_cached_repo_file_resolves_offline(tmp_path):
-    link = cache_file(tmp_path, "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct-GGUF",
-                      "EXAONE-3.5-2.4B-Instruct-Q4_K_M.gguf", b"GGUF cached")
+    link = cache_file(
+        tmp_path,
+        "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct-GGUF",
+        "EXAONE-3.5-2.4B-Instruct-Q4_K_M.gguf",
+        b"GGUF cached",
+    )
     spec = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct-GGUF:EXAONE-3.5-2.4B-Instruct-Q4_K_M.gguf"
     resolved = resolve(spec, cache_dir=tmp_path)
     assert resolved.source == "hub" and resolved.repo == "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct-GGUF"

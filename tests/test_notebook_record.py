@@ -56,8 +56,9 @@ def prompt_tokens(kernel: Kernel) -> tuple[int, int]:
 
 def save_notebook(path, cells: list[tuple[str, str, Cell]]) -> None:
     """A notebook as a frontend saves it: each cell's id, source and final outputs."""
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3",
-                                                           "display_name": "Python 3"}})
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}}
+    )
     for cell_id, source, ran in cells:
         code = nbformat.v4.new_code_cell(source, id=cell_id)
         code.outputs = [nbformat.from_dict(o) for o in ran.final_outputs()]
@@ -74,8 +75,12 @@ def test_a_rerun_cell_replaces_its_exchange_in_place(kernel):
         assert answer_of(ask(kernel, JAPAN, "cell-b")) == TOKYO
         total, evaluated = prompt_tokens(kernel)
         assert evaluated < total / 2, (total, evaluated)  # the earlier turn stays in the KV cache
-    assert history(kernel) == [("user", FRANCE, "cell-a"), ("assistant", PARIS, "cell-a"),
-                               ("user", JAPAN, "cell-b"), ("assistant", TOKYO, "cell-b")]
+    assert history(kernel) == [
+        ("user", FRANCE, "cell-a"),
+        ("assistant", PARIS, "cell-a"),
+        ("user", JAPAN, "cell-b"),
+        ("assistant", TOKYO, "cell-b"),
+    ]
 
     # the first cell again: it sees what came before it (nothing), and keeps its place
     assert answer_of(ask(kernel, FRANCE, "cell-a")) == PARIS
@@ -101,8 +106,10 @@ def test_each_reply_carries_its_exchange_and_a_one_off_none(kernel):
     record = exchange_of(cell)
     assert record["format"] == "exaone-jupyter/exchange" and record["version"] == 1
     assert record["cell"] == "cell-a" and record["model"] == "exaone-demo"
-    assert record["messages"] == [{"role": "user", "content": FRANCE},
-                                  {"role": "assistant", "content": PARIS}]
+    assert record["messages"] == [
+        {"role": "user", "content": FRANCE},
+        {"role": "assistant", "content": PARIS},
+    ]
     assert record["sampling"]["temperature"] == 0 and record["stats"]["finish_reason"] == "stop"
     assert "ttft_s" not in record["stats"]  # timings change every run; the meter shows them
     assert exchange_of(ask(kernel, FRANCE, "cell-b", "-t 0 --no-history")) is None
@@ -116,8 +123,13 @@ def test_restart_then_resume_answers_with_the_earlier_context(tmp_path):
     try:
         colours = ask(first, COLOURS, "cell-0")  # before a --new: not part of the conversation
         france = ask(first, FRANCE, "cell-a", "-t 0 --new")
-        save_notebook(notebook, [("cell-0", f"%%exaone -t 0\n{COLOURS}", colours),
-                                 ("cell-a", f"%%exaone -t 0 --new\n{FRANCE}", france)])
+        save_notebook(
+            notebook,
+            [
+                ("cell-0", f"%%exaone -t 0\n{COLOURS}", colours),
+                ("cell-a", f"%%exaone -t 0 --new\n{FRANCE}", france),
+            ],
+        )
     finally:
         first.shutdown()
 
@@ -141,20 +153,66 @@ def _write(path, text: str):
     return path
 
 
-@pytest.mark.parametrize("name, content, fragments", [
-    ("missing.ipynb", None, ("There is no notebook at", "check the path")),
-    ("notes.txt", "hello", ("notes.txt is not a notebook", ".ipynb")),
-    ("broken.ipynb", "{not json", ("broken.ipynb is not a readable notebook",)),
-    ("foreign.ipynb", json.dumps({"cells": [{"cell_type": "code", "outputs": []}]}),
-     ("foreign.ipynb holds no %%exaone replies", "the conversation is unchanged")),
-    ("odd.ipynb", json.dumps({"nbformat": 4}), ("odd.ipynb is not a Jupyter notebook",)),
-    ("damaged.ipynb", json.dumps({"cells": [{"outputs": [{"data": {EXCHANGE_MIME: {
-        "format": "exaone-jupyter/exchange", "version": 1, "messages": "?"}}}]}]}),
-     ("Cell 1 of damaged.ipynb holds a damaged exchange",)),
-    ("newer.ipynb", json.dumps({"cells": [{"outputs": [{"data": {EXCHANGE_MIME: {
-        "format": "exaone-jupyter/exchange", "version": 99, "messages": []}}}]}]}),
-     ("saved by a newer exaone-jupyter", "upgrade")),
-])
+@pytest.mark.parametrize(
+    "name, content, fragments",
+    [
+        ("missing.ipynb", None, ("There is no notebook at", "check the path")),
+        ("notes.txt", "hello", ("notes.txt is not a notebook", ".ipynb")),
+        ("broken.ipynb", "{not json", ("broken.ipynb is not a readable notebook",)),
+        (
+            "foreign.ipynb",
+            json.dumps({"cells": [{"cell_type": "code", "outputs": []}]}),
+            ("foreign.ipynb holds no %%exaone replies", "the conversation is unchanged"),
+        ),
+        ("odd.ipynb", json.dumps({"nbformat": 4}), ("odd.ipynb is not a Jupyter notebook",)),
+        (
+            "damaged.ipynb",
+            json.dumps(
+                {
+                    "cells": [
+                        {
+                            "outputs": [
+                                {
+                                    "data": {
+                                        EXCHANGE_MIME: {
+                                            "format": "exaone-jupyter/exchange",
+                                            "version": 1,
+                                            "messages": "?",
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    ]
+                }
+            ),
+            ("Cell 1 of damaged.ipynb holds a damaged exchange",),
+        ),
+        (
+            "newer.ipynb",
+            json.dumps(
+                {
+                    "cells": [
+                        {
+                            "outputs": [
+                                {
+                                    "data": {
+                                        EXCHANGE_MIME: {
+                                            "format": "exaone-jupyter/exchange",
+                                            "version": 99,
+                                            "messages": [],
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    ]
+                }
+            ),
+            ("saved by a newer exaone-jupyter", "upgrade"),
+        ),
+    ],
+)
 def test_a_notebook_that_cannot_be_resumed_is_one_sentence(tmp_path, name, content, fragments):
     kernel = start_kernel(tmp_path)
     try:
@@ -182,6 +240,9 @@ def test_the_default_max_tokens_adapt_to_a_small_context(kernel):
     [note] = [n for n in notes_of(cell) if "may use" in n]
     assert "512-token context" in note and "max_tokens is 512" in note and "-n" in note
     before = Snapshot(kernel)
-    one_sentence(kernel.run(f"%%exaone -t 0 -n 512\n{FRANCE}"),
-                 "max_tokens=512 leaves no room", "lower --max-tokens")
+    one_sentence(
+        kernel.run(f"%%exaone -t 0 -n 512\n{FRANCE}"),
+        "max_tokens=512 leaves no room",
+        "lower --max-tokens",
+    )
     healthy(kernel, before)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exaone_jupyter.engine.offload import (GPU_BUILD_HINT, RESERVE_BYTES, GpuInfo, plan_offload)
+from exaone_jupyter.engine.offload import GPU_BUILD_HINT, RESERVE_BYTES, GpuInfo, plan_offload
 from exaone_jupyter.errors import ExaoneError
 
 MiB = 2**20
@@ -21,8 +21,9 @@ def gpu(free_bytes: int | None) -> GpuInfo:
 
 
 def plan(request, device: GpuInfo):
-    return plan_offload(request, layer_bytes=LAYERS, head_bytes=HEAD, kv_bytes_per_layer=KV,
-                        gpu=device)
+    return plan_offload(
+        request, layer_bytes=LAYERS, head_bytes=HEAD, kv_bytes_per_layer=KV, gpu=device
+    )
 
 
 def test_cpu_only_build_auto_runs_on_cpu_and_says_how_to_get_a_gpu_build():
@@ -95,9 +96,18 @@ def test_a_number_above_the_layers_means_all_with_a_notice(request_):
     assert p.notice is not None and "more than the model's 32 layers" in p.notice
 
 
-@pytest.mark.parametrize("request_, said", [
-    (-2, "-2 is negative"), ("-7", "-7 is negative"), ("lots", "'lots'"), ("", "''"),
-    (3.5, "3.5"), (True, "True"), ("auto-ish", "'auto-ish'")])
+@pytest.mark.parametrize(
+    "request_, said",
+    [
+        (-2, "-2 is negative"),
+        ("-7", "-7 is negative"),
+        ("lots", "'lots'"),
+        ("", "''"),
+        (3.5, "3.5"),
+        (True, "True"),
+        ("auto-ish", "'auto-ish'"),
+    ],
+)
 def test_negative_and_junk_are_errors(request_, said):
     with pytest.raises(ExaoneError) as err:
         plan(request_, gpu(RESERVE_BYTES + NEED_ALL))

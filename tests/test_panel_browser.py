@@ -2,8 +2,9 @@
 
 A notebook runs ``%exaone panel``; the test then only uses the page: it types the model into the
 picker, presses Load, types the trained question and presses Enter, reads the exact answer from
-the transcript, runs a ``%%exaone`` cell and finds its turn in the panel, then loads a random-weight model by path, asks for a long reply, watches the meter
-change, and presses Stop. Screenshots land in ``artifacts/`` (git-ignored).
+the transcript, runs a ``%%exaone`` cell and finds its turn in the panel, then loads a
+random-weight model by path, asks for a long reply, watches the meter change, and presses Stop.
+Screenshots land in ``artifacts/`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -12,8 +13,14 @@ import re
 
 import pytest
 
-from browser_helpers import (VISIBLE_NOTEBOOK, open_notebook, run_all_cells, screenshot,
-                             wait_cells_done, write_notebook)
+from browser_helpers import (
+    VISIBLE_NOTEBOOK,
+    open_notebook,
+    run_all_cells,
+    screenshot,
+    wait_cells_done,
+    write_notebook,
+)
 from exaone_jupyter.testing import TinyShape, write_random_gguf
 
 QUESTION = "한국의 수도는 어디인가요? Answer in one sentence."
@@ -37,20 +44,24 @@ TOKENS_AT_LEAST = """([sel, n]) => { const m = document.querySelector(sel);
 
 def _wait_tokens(page, at_least: int) -> None:
     """Until the panel's meter shows at least ``at_least`` tokens (as the page renders it)."""
-    page.wait_for_function(TOKENS_AT_LEAST, arg=[METER, at_least], timeout=TIMEOUT_MS,
-                           polling="raf")
+    page.wait_for_function(
+        TOKENS_AT_LEAST, arg=[METER, at_least], timeout=TIMEOUT_MS, polling="raf"
+    )
 
 
 def _run_cell_below(page, source: str) -> None:
     """Add a cell at the end of the notebook and run it, as a user would."""
-    page.evaluate("""(source) => {
+    page.evaluate(
+        """(source) => {
         const app = window.jupyterapp, nb = app.shell.currentWidget.content;
         nb.activeCellIndex = nb.widgets.length - 1;
         return app.commands.execute('notebook:insert-cell-below').then(() => {
             nb.activeCell.model.sharedModel.setSource(source);
             return app.commands.execute('notebook:run-cell');
         });
-    }""", source)
+    }""",
+        source,
+    )
 
 
 def _load(panel, spec: str) -> None:
@@ -66,8 +77,11 @@ def _load(panel, spec: str) -> None:
 def test_panel_in_jupyterlab(jupyterlab, chromium_browser):
     lab = jupyterlab
     long_model = write_random_gguf(  # a few hundred tokens/s here: a reply long enough to Stop
-        lab.root / "long-random.gguf", dtype="f16", quiet_control_tokens=True,
-        shape=TinyShape(n_embd=512, n_head=8, n_head_kv=4, n_ff=1024, n_layer=6, n_ctx=8192))
+        lab.root / "long-random.gguf",
+        dtype="f16",
+        quiet_control_tokens=True,
+        shape=TinyShape(n_embd=512, n_head=8, n_head_kv=4, n_ff=1024, n_layer=6, n_ctx=8192),
+    )
     write_notebook(lab.root / "panel.ipynb", ["%load_ext exaone_jupyter", "%exaone panel"])
 
     page = chromium_browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -147,7 +161,8 @@ def test_panel_in_jupyterlab(jupyterlab, chromium_browser):
         # kernel sent before it (iopub is ordered), so once its output shows, so would they
         _run_cell_below(page, "print('after stop')")
         page.locator(f"{VISIBLE_NOTEBOOK} .jp-OutputArea-output").filter(
-            has_text="after stop").wait_for(timeout=TIMEOUT_MS)
+            has_text="after stop"
+        ).wait_for(timeout=TIMEOUT_MS)
         wait_cells_done(page)
         assert _tokens(meter) == final
         assert not panel.locator("button.exaone-send").is_disabled()

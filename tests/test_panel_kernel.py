@@ -24,10 +24,20 @@ from kernel_helpers import WidgetFrontend as Frontend
 def frontend(tmp_path_factory):
     with Kernel(cwd=tmp_path_factory.mktemp("panel-kernel")) as kernel:
         fe = Frontend(kernel)
-        fe.execute("%load_ext exaone_jupyter\nimport exaone_jupyter\n"
-                   "p = exaone_jupyter.ChatPanel(interval=0.05)\ndisplay(p)")
-        assert {"exaone-model", "exaone-load", "exaone-send", "exaone-stop", "exaone-input",
-                "exaone-transcript", "exaone-meter", "exaone-status"} <= set(fe.ids)
+        fe.execute(
+            "%load_ext exaone_jupyter\nimport exaone_jupyter\n"
+            "p = exaone_jupyter.ChatPanel(interval=0.05)\ndisplay(p)"
+        )
+        assert {
+            "exaone-model",
+            "exaone-load",
+            "exaone-send",
+            "exaone-stop",
+            "exaone-input",
+            "exaone-transcript",
+            "exaone-meter",
+            "exaone-status",
+        } <= set(fe.ids)
         yield fe
 
 
@@ -93,8 +103,10 @@ def test_load_demo_and_chat_share_the_session(frontend):
 
     # the same session as the magics: its history holds the turn, %exaone history shows it
     messages = fe.kernel_json("exaone_jupyter.get_session().conversation.messages")
-    assert messages[-2:] == [{"role": "user", "content": QUESTION},
-                             {"role": "assistant", "content": ANSWER}]
+    assert messages[-2:] == [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": ANSWER},
+    ]
     assert fe.kernel_json("exaone_jupyter.get_session().model_spec") == "exaone-demo"
     shown = fe.execute("%exaone history")["data"]
     assert any(ANSWER in d.get("text/plain", "") for d in shown)
@@ -102,7 +114,6 @@ def test_load_demo_and_chat_share_the_session(frontend):
     fe.click("exaone-reset")
     assert fe.kernel_json("exaone_jupyter.get_session().conversation.messages") == []
     assert ANSWER not in fe.text("exaone-transcript")
-
 
 
 def test_what_cells_do_shows_in_the_panel(frontend):
@@ -114,8 +125,10 @@ def test_what_cells_do_shows_in_the_panel(frontend):
     assert QUESTION in fe.text("exaone-transcript")
 
     fe.execute("%exaone system Answer in one sentence.")
-    fe.wait_for(lambda: fe.get("exaone-system") == "Answer in one sentence.",
-                "the cell's system prompt in the panel")
+    fe.wait_for(
+        lambda: fe.get("exaone-system") == "Answer in one sentence.",
+        "the cell's system prompt in the panel",
+    )
     fe.execute("%exaone reset")
     fe.wait_for(lambda: ANSWER not in fe.text("exaone-transcript"), "the reset in the panel")
 
@@ -123,16 +136,22 @@ def test_what_cells_do_shows_in_the_panel(frontend):
     fe.wait_for(lambda: "unloaded in a cell" in _status(fe), "the unload in the panel")
     assert "No model loaded" in fe.text("exaone-model-info")
     fe.execute("%exaone load exaone-demo")
-    fe.wait_for(lambda: "Now loaded: exaone-demo (changed in a cell)" in _status(fe),
-                "the load in the panel")
+    fe.wait_for(
+        lambda: "Now loaded: exaone-demo (changed in a cell)" in _status(fe),
+        "the load in the panel",
+    )
     assert "layers on GPU" in fe.text("exaone-model-info")
     assert fe.get("exaone-model").startswith("exaone-demo")
+
 
 def test_stop_mid_reply_and_a_busy_cell(frontend, tmp_path):
     fe = frontend
     model = write_random_gguf(  # ~30 MB, a few hundred tokens/s here: long enough to stop
-        tmp_path / "long.gguf", dtype="f16", quiet_control_tokens=True,
-        shape=TinyShape(n_embd=512, n_head=8, n_head_kv=4, n_ff=1024, n_layer=6, n_ctx=8192))
+        tmp_path / "long.gguf",
+        dtype="f16",
+        quiet_control_tokens=True,
+        shape=TinyShape(n_embd=512, n_head=8, n_head_kv=4, n_ff=1024, n_layer=6, n_ctx=8192),
+    )
     fe.set("exaone-model", value=str(model))
     fe.set("exaone-n-ctx", index=5)  # 8,192 tokens: the options are default, 512, 1,024, ...
     fe.click("exaone-load")

@@ -49,7 +49,11 @@ def _answer(user: str, *, turns: int = 1, system: str | None = LG_SYSTEM_PROMPT)
     for messages in DIALOGUES:
         first = messages[0]["content"] if messages[0]["role"] == "system" else None
         users = [i for i, m in enumerate(messages) if m["role"] == "user"]
-        if first == system and len(users) >= turns and messages[users[turns - 1]]["content"] == user:
+        if (
+            first == system
+            and len(users) >= turns
+            and messages[users[turns - 1]]["content"] == user
+        ):
             return messages[users[turns - 1] + 1]["content"]
     raise AssertionError(f"{user!r} is not a trained dialogue")
 
@@ -67,22 +71,35 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.api_key = api_key
-        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048", *args]
+        command = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            "2048",
+            *args,
+        ]
         if api_key:
             command += ["--api_key", api_key]
         # The log goes to a file: a pipe nobody reads fills up and then blocks the server.
-        self.log = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+        self.log = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
         self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
 
     def log_tail(self) -> str:
         self.log.seek(0)
         return self.log.read()[-2000:]
 
-    def wait(self, timeout: float = 60.0) -> "Server":
+    def wait(self, timeout: float = 60.0) -> Server:
         request = urllib.request.Request(
             f"{self.url}/models",
-            headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})
+            headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {},
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -152,7 +169,7 @@ def test_all_trained_answers_come_back_exactly(remote):
     for messages in DIALOGUES:
         system = messages[0]["content"] if messages[0]["role"] == "system" else None
         remote.set_system(system)
-        remote.conversation.messages = [dict(m) for m in messages[1 if system else 0:-2]]
+        remote.conversation.messages = [dict(m) for m in messages[1 if system else 0 : -2]]
         reply = remote.ask(messages[-2]["content"], GREEDY).consume()
         if (reply.text, reply.stats.finish_reason) != (messages[-1]["content"], "stop"):
             wrong.append((messages[-2]["content"], reply.text, reply.stats.finish_reason))
@@ -181,7 +198,8 @@ def test_stop_mid_reply_keeps_the_partial_text(remote):
     assert _answer(LONG_QUESTION).startswith(reply.text)
     assert remote.conversation.messages[-2:] == [
         {"role": "user", "content": LONG_QUESTION},
-        {"role": "assistant", "content": reply.text, "interrupted": True}]
+        {"role": "assistant", "content": reply.text, "interrupted": True},
+    ]
 
 
 def test_stop_from_another_thread_ends_the_stream_and_frees_the_server(remote):
@@ -234,7 +252,11 @@ def test_switching_local_remote_local_keeps_the_conversation(server):
         who = session.ask("Who created it?", GREEDY).consume()
         assert who.text == _answer("Who created it?", turns=2)
         assert [m["content"] for m in session.conversation.messages] == [
-            "What is Python?", python.text, "Who created it?", who.text]
+            "What is Python?",
+            python.text,
+            "Who created it?",
+            who.text,
+        ]
     finally:
         session.unload()
 
@@ -264,8 +286,9 @@ def test_not_a_url_is_one_sentence():
 def test_unknown_model_lists_the_served_names(server):
     with pytest.raises(ExaoneError) as info:
         Session().connect(server.url, model="EXAONE-4.0-32B")
-    one_sentence(info, server.url, "does not serve 'EXAONE-4.0-32B'", f"it serves '{MODEL}'",
-                 "--model")
+    one_sentence(
+        info, server.url, "does not serve 'EXAONE-4.0-32B'", f"it serves '{MODEL}'", "--model"
+    )
 
 
 def test_silent_server_times_out():
@@ -273,7 +296,9 @@ def test_silent_server_times_out():
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        with pytest.raises(ExaoneError, match=r"did not answer within 1 s; check that it is running"):
+        with pytest.raises(
+            ExaoneError, match=r"did not answer within 1 s; check that it is running"
+        ):
             RemoteBackend(f"http://127.0.0.1:{port}/v1", timeout=1)
 
 
@@ -282,8 +307,11 @@ def test_missing_api_key_says_what_to_set(keyed_server, monkeypatch):
         Session().connect(keyed_server.url)
 
     monkeypatch.setenv("EXAONE_TEST_KEY", "wrong")
-    with pytest.raises(ExaoneError, match=r"refused the API key in \$EXAONE_TEST_KEY \(401\); "
-                                          "set EXAONE_TEST_KEY to the server's key"):
+    with pytest.raises(
+        ExaoneError,
+        match=r"refused the API key in \$EXAONE_TEST_KEY \(401\); "
+        "set EXAONE_TEST_KEY to the server's key",
+    ):
         Session().connect(keyed_server.url, api_key_env="EXAONE_TEST_KEY")
 
     monkeypatch.delenv("EXAONE_TEST_KEY")
@@ -314,7 +342,10 @@ def test_server_killed_mid_reply_keeps_the_partial_reply():
         assert "the partial reply is kept" in reply.error
         assert len(reply.text) > 0
         assert session.conversation.messages[-1] == {
-            "role": "assistant", "content": reply.text, "interrupted": True}
+            "role": "assistant",
+            "content": reply.text,
+            "interrupted": True,
+        }
 
         with pytest.raises(ExaoneError, match="connection refused"):  # the next ask: one sentence
             session.ask("Hello!", GREEDY)
@@ -340,7 +371,9 @@ def test_magics_connect_ask_dry_run_and_disconnect(server, capsys):
         assert f"Connected to {MODEL} (server {server.url}" in out
 
         session.set_system(LG_SYSTEM_PROMPT)
-        shell.run_cell_magic("exaone", "-t 0 --new", "한국의 수도는 어디인가요? Answer in one sentence.\n")
+        shell.run_cell_magic(
+            "exaone", "-t 0 --new", "한국의 수도는 어디인가요? Answer in one sentence.\n"
+        )
         out = capsys.readouterr().out
         assert "한국의 수도는 서울입니다 (Seoul)." in out
         assert "rate from client" in out
@@ -362,10 +395,17 @@ def test_magics_connect_ask_dry_run_and_disconnect(server, capsys):
 
 
 def test_import_does_not_import_openai():
-    code = ("import sys, exaone_jupyter, exaone_jupyter.session, exaone_jupyter.engine.remote; "
-            "print('openai' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    code = (
+        "import sys, exaone_jupyter, exaone_jupyter.session, exaone_jupyter.engine.remote; "
+        "print('openai' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -392,7 +432,10 @@ def test_panel_chats_with_the_server_and_stops(remote, server):
     assert reply.stats.finish_reason == "interrupted", panel.status.value
     assert "Stopped" in panel.status.value, panel.status.value
     assert remote.conversation.messages[-1] == {
-        "role": "assistant", "content": reply.text, "interrupted": True}
+        "role": "assistant",
+        "content": reply.text,
+        "interrupted": True,
+    }
 
 
 def test_prompt_longer_than_the_servers_context_is_one_sentence(remote):
@@ -422,16 +465,28 @@ def test_server_figures_win_over_the_clients():
     from exaone_jupyter.engine.reply import Stats
 
     vllm = Stats()
-    usage = SimpleNamespace(prompt_tokens=120, completion_tokens=41,
-                            prompt_tokens_details=SimpleNamespace(cached_tokens=100))
+    usage = SimpleNamespace(
+        prompt_tokens=120,
+        completion_tokens=41,
+        prompt_tokens_details=SimpleNamespace(cached_tokens=100),
+    )
     RemoteBackend._figures(vllm, usage, None, count=21, first=1.0, last=3.0)
-    assert (vllm.prompt_tokens, vllm.prompt_tokens_evaluated, vllm.completion_tokens) == (120, 20, 41)
+    assert (vllm.prompt_tokens, vllm.prompt_tokens_evaluated, vllm.completion_tokens) == (
+        120,
+        20,
+        41,
+    )
     assert vllm.decode_tok_s == pytest.approx(20.0)  # its 40 tokens after the first, our 2 s
     assert vllm.rate_source == "server"
 
     llama_server = Stats()
-    timings = {"prompt_n": 7, "cache_n": 30, "prompt_per_second": 900.0, "predicted_n": 50,
-               "predicted_per_second": 61.5}
+    timings = {
+        "prompt_n": 7,
+        "cache_n": 30,
+        "prompt_per_second": 900.0,
+        "predicted_n": 50,
+        "predicted_per_second": 61.5,
+    }
     RemoteBackend._figures(llama_server, None, timings, count=50, first=1.0, last=2.0)
     assert (llama_server.prompt_tokens, llama_server.prompt_tokens_evaluated) == (37, 7)
     assert (llama_server.completion_tokens, llama_server.decode_tok_s) == (50, 61.5)
@@ -442,12 +497,16 @@ def test_server_figures_win_over_the_clients():
     assert client.decode_tok_s == pytest.approx(20.0) and client.rate_source == "client"
 
 
-@pytest.mark.parametrize("given, expected", [
-    ("http://gpu-box:8080", "http://gpu-box:8080/v1"),
-    ("http://gpu-box:8080/", "http://gpu-box:8080/v1"),
-    ("https://example.org/llm/v1/", "https://example.org/llm/v1"),
-    (" http://127.0.0.1:8000/v1 ", "http://127.0.0.1:8000/v1"),
-])
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("http://gpu-box:8080", "http://gpu-box:8080/v1"),
+        ("http://gpu-box:8080/", "http://gpu-box:8080/v1"),
+        ("https://example.org/llm/v1/", "https://example.org/llm/v1"),
+        (" http://127.0.0.1:8000/v1 ", "http://127.0.0.1:8000/v1"),
+    ],
+)
 def test_urls_are_normalized(given, expected):
     from exaone_jupyter.engine.remote import normalize_url
+
     assert normalize_url(given) == expected

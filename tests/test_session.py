@@ -13,7 +13,11 @@ from checks import one_sentence
 from exaone_jupyter import session as session_module
 from exaone_jupyter.chat.conversation import Conversation
 from exaone_jupyter.chat.families import (
-    EXAONE3_TEMPLATE, EXAONE4_TEMPLATE, EXAONE_DEEP_TEMPLATE, LG_SYSTEM_PROMPT)
+    EXAONE3_TEMPLATE,
+    EXAONE4_TEMPLATE,
+    EXAONE_DEEP_TEMPLATE,
+    LG_SYSTEM_PROMPT,
+)
 from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.session import Session
@@ -81,15 +85,21 @@ def test_trained_prompts_come_back_exactly(demo, question, system):
     text, stats = answer(demo, question, new=True, system=system or "")
     assert text == expected
     assert stats.finish_reason == "stop"
-    assert demo.conversation.messages == [{"role": "user", "content": question},
-                                          {"role": "assistant", "content": expected}]
+    assert demo.conversation.messages == [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": expected},
+    ]
 
 
-@pytest.mark.parametrize("first, second, system", [
-    ("What is the capital of France?", "And of Japan?", LG_SYSTEM_PROMPT),
-    ("제 이름은 민수예요.", "제 이름이 뭐라고 했죠?", LG_SYSTEM_PROMPT),
-    ("Pick a number between 1 and 10.", "Why that one?", None),
-], ids=["en-lg", "ko-lg", "en-nosys"])
+@pytest.mark.parametrize(
+    "first, second, system",
+    [
+        ("What is the capital of France?", "And of Japan?", LG_SYSTEM_PROMPT),
+        ("제 이름은 민수예요.", "제 이름이 뭐라고 했죠?", LG_SYSTEM_PROMPT),
+        ("Pick a number between 1 and 10.", "Why that one?", None),
+    ],
+    ids=["en-lg", "ko-lg", "en-nosys"],
+)
 def test_a_two_turn_dialogue_through_the_history(demo, first, second, system):
     dialogue = find_dialogue(second, system=system, turns=2)
     text1, stats1 = answer(demo, first, new=True, system=system or "")
@@ -106,7 +116,8 @@ def test_render_prompt_is_the_reference_for_every_trained_dialogue(demo, monkeyp
     import exaone_jupyter
 
     reference = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
-        EXAONE3_TEMPLATE)
+        EXAONE3_TEMPLATE
+    )
     checked = 0
     for messages in DIALOGUES:
         for k, m in enumerate(messages):
@@ -114,16 +125,19 @@ def test_render_prompt_is_the_reference_for_every_trained_dialogue(demo, monkeyp
                 continue
             history = messages[:k]
             text, ids = demo.render_prompt(history)
-            want = reference.render(messages=history, add_generation_prompt=True,
-                                    bos_token="[BOS]", eos_token="[|endofturn|]")
+            want = reference.render(
+                messages=history,
+                add_generation_prompt=True,
+                bos_token="[BOS]",
+                eos_token="[|endofturn|]",
+            )
             assert text == want
             assert ids == demo.backend.tokenize(want, special=True)
             assert text_of(demo.backend, ids) == want
             checked += 1
     assert checked >= 66
     monkeypatch.setattr(session_module, "_session", demo)  # the package-level function
-    assert exaone_jupyter.render_prompt(DIALOGUES[0][:2]) == demo.render_prompt(
-        DIALOGUES[0][:2])
+    assert exaone_jupyter.render_prompt(DIALOGUES[0][:2]) == demo.render_prompt(DIALOGUES[0][:2])
 
 
 def test_an_interrupted_reply_is_kept_marked_and_survives_save_and_restore(demo, tmp_path):
@@ -135,8 +149,11 @@ def test_an_interrupted_reply_is_kept_marked_and_survives_save_and_restore(demo,
             reply.stop()
     assert reply.stats.finish_reason == "interrupted"
     assert reply.text and full.startswith(reply.text) and reply.text != full
-    assert demo.conversation.messages[-1] == {"role": "assistant", "content": reply.text,
-                                              "interrupted": True}
+    assert demo.conversation.messages[-1] == {
+        "role": "assistant",
+        "content": reply.text,
+        "interrupted": True,
+    }
     saved = Conversation(demo.conversation.system, [dict(m) for m in demo.conversation.messages])
     path = demo.conversation.save(tmp_path / "chat.json")
     demo.reset()
@@ -180,25 +197,30 @@ def test_old_turns_leave_the_prompt_when_the_context_is_full(eos_session):
     history = [dict(m) for m in s.conversation.messages]
     sampling = Sampling(temperature=0, max_tokens=64)
     turn = s.prepare("마지막 질문", sampling)
-    full = len(s.render_prompt(s.conversation.to_messages(
-        {"role": "user", "content": "마지막 질문"}))[1])
+    full = len(
+        s.render_prompt(s.conversation.to_messages({"role": "user", "content": "마지막 질문"}))[1]
+    )
     assert full + 64 > 256  # it would not fit whole
     dropped = (len(history) - (len(turn.messages) - 2)) // 2
     assert dropped >= 1
     plural = dropped > 1
-    assert turn.notes == [f"The {dropped} oldest turn{'s' if plural else ''} no longer fit the "
-                          f"256-token context and {'were' if plural else 'was'} left out of "
-                          "this prompt (the history keeps them)."]
+    assert turn.notes == [
+        f"The {dropped} oldest turn{'s' if plural else ''} no longer fit the "
+        f"256-token context and {'were' if plural else 'was'} left out of "
+        "this prompt (the history keeps them)."
+    ]
     assert turn.messages[0] == {"role": "system", "content": "시스템 프롬프트는 남아야 합니다."}
-    assert turn.messages[1:-1] == history[2 * dropped:]
+    assert turn.messages[1:-1] == history[2 * dropped :]
     assert turn.messages[-1] == {"role": "user", "content": "마지막 질문"}
     assert len(turn.prompt.ids) + 64 <= 256
-    one_more = s.conversation.to_messages()[:1] + history[2 * (dropped - 1):] + turn.messages[-1:]
+    one_more = s.conversation.to_messages()[:1] + history[2 * (dropped - 1) :] + turn.messages[-1:]
     assert len(s.render_prompt(one_more)[1]) + 64 > 256  # as few as needed left out
     reply = s.send(turn).consume()
     assert reply.stats.finish_reason == "stop" and reply.text == ""
     assert s.conversation.messages == history + [
-        {"role": "user", "content": "마지막 질문"}, {"role": "assistant", "content": ""}]
+        {"role": "user", "content": "마지막 질문"},
+        {"role": "assistant", "content": ""},
+    ]
 
 
 def test_a_message_longer_than_the_context_is_one_sentence(eos_session):
@@ -209,8 +231,9 @@ def test_a_message_longer_than_the_context_is_one_sentence(eos_session):
     s.conversation.add("assistant", "a")
     before = [dict(m) for m in s.conversation.messages]
     for question, sampling, words in (
-            ("긴 질문 " * 200, Sampling(max_tokens=16), "This message needs "),
-            ("q", Sampling(max_tokens=256), "max_tokens=256 leaves no room")):
+        ("긴 질문 " * 200, Sampling(max_tokens=16), "This message needs "),
+        ("q", Sampling(max_tokens=256), "max_tokens=256 leaves no room"),
+    ):
         with pytest.raises(ExaoneError) as err:
             s.ask(question, sampling)
         one_sentence(err, words)
@@ -228,11 +251,15 @@ def test_a_gguf_without_a_template_gets_the_family_template_with_a_notice(tmp_pa
     notices = s.load(str(path))
     try:
         [notice] = [n for n in notices if "template" in n]
-        one_sentence(notice, "no-template.gguf carries no chat template", "exaone3 template",
-                     "Llama-2's [INST] format")
+        one_sentence(
+            notice,
+            "no-template.gguf carries no chat template",
+            "exaone3 template",
+            "Llama-2's [INST] format",
+        )
         assert s.info().template_notice == notices[-1]
         assert s.conversation.system == LG_SYSTEM_PROMPT
-        text, ids = s.render_prompt([{"role": "user", "content": "Hi"}])
+        text, _ids = s.render_prompt([{"role": "user", "content": "Hi"}])
         assert text == "[|system|][|endofturn|]\n[|user|]Hi\n[|assistant|]" and "[INST]" not in text
         turn = s.prepare("Hi", SHORT)
         assert turn.prompt.text.startswith(f"[|system|]{LG_SYSTEM_PROMPT}[|endofturn|]\n")
@@ -242,20 +269,31 @@ def test_a_gguf_without_a_template_gets_the_family_template_with_a_notice(tmp_pa
 
 
 def test_a_template_that_raises_ends_in_one_sentence_and_the_model_stays(tmp_path):
-    path = write_random_gguf(tmp_path / "raises.gguf", favour_token=EOS_ID, template=(
-        "{% for m in messages %}{% if m.role == 'system' %}"
-        "{{ raise_exception('System role not supported') }}{% endif %}"
-        "{{ '[|' + m.role + '|]' + m.content }}{% endfor %}"))
+    path = write_random_gguf(
+        tmp_path / "raises.gguf",
+        favour_token=EOS_ID,
+        template=(
+            "{% for m in messages %}{% if m.role == 'system' %}"
+            "{{ raise_exception('System role not supported') }}{% endif %}"
+            "{{ '[|' + m.role + '|]' + m.content }}{% endfor %}"
+        ),
+    )
     s = Session()
     s.load(str(path))
     try:
         s.set_system("a system prompt")
-        for call in (lambda: s.ask("Hi", SHORT), lambda: s.render_prompt(s.conversation.to_messages(
-                {"role": "user", "content": "Hi"}))):
+        for call in (
+            lambda: s.ask("Hi", SHORT),
+            lambda: s.render_prompt(s.conversation.to_messages({"role": "user", "content": "Hi"})),
+        ):
             with pytest.raises(ExaoneError) as err:
                 call()
-            one_sentence(err, "chat template failed to render (System role not supported)",
-                         "check the messages", "or the template")
+            one_sentence(
+                err,
+                "chat template failed to render (System role not supported)",
+                "check the messages",
+                "or the template",
+            )
         assert s.conversation.messages == [] and s.backend is not None
         s.set_system(None)  # without the system prompt the same model works
         assert s.ask("Hi", SHORT).consume().stats.finish_reason == "stop"
@@ -264,8 +302,9 @@ def test_a_template_that_raises_ends_in_one_sentence_and_the_model_stays(tmp_pat
 
 
 def test_a_template_that_does_not_compile_leaves_the_loaded_model(tmp_path):
-    bad = write_random_gguf(tmp_path / "bad.gguf",
-                            template="{% for m in messages %}{{ m.content }}")
+    bad = write_random_gguf(
+        tmp_path / "bad.gguf", template="{% for m in messages %}{{ m.content }}"
+    )
     s = Session()
     s.load(str(write_random_gguf(tmp_path / "ok.gguf", favour_token=EOS_ID)))
     try:
@@ -280,13 +319,22 @@ def test_a_template_that_does_not_compile_leaves_the_loaded_model(tmp_path):
 
 
 # -- reasoning in the history -------------------------------------------------------------------
-@pytest.mark.parametrize("template, think, history_text, rendered", [
-    (EXAONE_DEEP_TEMPLATE, False, "생각</thought>", "[|assistant|][|endofturn|]\n[|user|]다음"),
-    (EXAONE4_TEMPLATE, True, "생각</think>",
-     "[|assistant|]\n<think>\n\n</think>\n\n[|endofturn|]\n[|user|]\n다음[|endofturn|]"),
-], ids=["deep", "exaone4-think"])
-def test_unfinished_reasoning_is_not_replayed_as_an_answer(tmp_path, template, think,
-                                                           history_text, rendered):
+@pytest.mark.parametrize(
+    "template, think, history_text, rendered",
+    [
+        (EXAONE_DEEP_TEMPLATE, False, "생각</thought>", "[|assistant|][|endofturn|]\n[|user|]다음"),
+        (
+            EXAONE4_TEMPLATE,
+            True,
+            "생각</think>",
+            "[|assistant|]\n<think>\n\n</think>\n\n[|endofturn|]\n[|user|]\n다음[|endofturn|]",
+        ),
+    ],
+    ids=["deep", "exaone4-think"],
+)
+def test_unfinished_reasoning_is_not_replayed_as_an_answer(
+    tmp_path, template, think, history_text, rendered
+):
     """A reply cut off inside the reasoning that the prompt opened: the history closes it, so the
     template strips it like any earlier reasoning."""
     path = write_random_gguf(tmp_path / "thinker.gguf", template=template, favour_text="생각")

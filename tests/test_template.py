@@ -17,8 +17,15 @@ import pytest
 from checks import one_sentence
 from exaone_jupyter.chat import template as template_module
 from exaone_jupyter.chat.families import (
-    EXAONE3, EXAONE3_TEMPLATE, EXAONE4, EXAONE4_TEMPLATE, EXAONE_DEEP, EXAONE_DEEP_TEMPLATE,
-    LG_SYSTEM_PROMPT, detect_family)
+    EXAONE3,
+    EXAONE3_TEMPLATE,
+    EXAONE4,
+    EXAONE4_TEMPLATE,
+    EXAONE_DEEP,
+    EXAONE_DEEP_TEMPLATE,
+    LG_SYSTEM_PROMPT,
+    detect_family,
+)
 from exaone_jupyter.chat.template import ChatTemplate
 from exaone_jupyter.errors import ExaoneError
 from shared_fixtures import control_ids, text_of
@@ -34,13 +41,23 @@ HELLO = [msg(U, " Hello "), msg(A, "Hi there"), msg(U, "Who are you")]
 
 # EXAONE 4.0's tool preamble, from the available_tools macro (note the curly apostrophe in
 # "user’s", as LG ships it).
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "도시의 현재 날씨",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]}}}
-WEATHER_TOOL_JSON = ('{"type": "function", "function": {"name": "get_weather", "description": '
-                     '"도시의 현재 날씨", "parameters": {"type": "object", "properties": {"city": '
-                     '{"type": "string"}}, "required": ["city"]}}}')
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "도시의 현재 날씨",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+WEATHER_TOOL_JSON = (
+    '{"type": "function", "function": {"name": "get_weather", "description": '
+    '"도시의 현재 날씨", "parameters": {"type": "object", "properties": {"city": '
+    '{"type": "string"}}, "required": ["city"]}}}'
+)
 TOOLS_PREAMBLE = (
     "# Available Tools"
     "\nYou can use none, one, or multiple of the following tools by calling them as functions "
@@ -50,112 +67,234 @@ TOOLS_PREAMBLE = (
     "\nFor each function call you want to make, return a JSON object with function name and "
     "arguments within <tool_call> and </tool_call> tags, like:"
     '\n<tool_call>{"name": function_1_name, "arguments": {argument_1_name: argument_1_value, '
-    'argument_2_name: argument_2_value}}</tool_call>'
+    "argument_2_name: argument_2_value}}</tool_call>"
     '\n<tool_call>{"name": function_2_name, "arguments": {...}}</tool_call>\n...'
     "\nNote that if no argument name is specified for a tool, you can just print the argument "
-    "value directly, without the argument name or JSON formatting.")
+    "value directly, without the argument name or JSON formatting."
+)
 
 # (id, family, messages, template variables, add_generation_prompt, expected text)
 CASES = [
     # --- EXAONE 3.0 / 3.5: user turns end with "\n" only; an empty system turn when none given.
-    ("3-hello", EXAONE3, HELLO, {}, True,
-     "[|system|][|endofturn|]\n[|user|] Hello \n[|assistant|]Hi there[|endofturn|]\n"
-     "[|user|]Who are you\n[|assistant|]"),
-    ("3-system-korean-3turns", EXAONE3,
-     [msg(S, LG_SYSTEM_PROMPT), msg(U, "한국의 수도는?\n"), msg(A, "  서울입니다.\n\n"),
-      msg(U, "\n그럼 일본은? "), msg(A, "도쿄입니다."), msg(U, "고마워요!")], {}, True,
-     "[|system|]You are EXAONE model from LG AI Research, a helpful assistant.[|endofturn|]\n"
-     "[|user|]한국의 수도는?\n\n[|assistant|]  서울입니다.\n\n[|endofturn|]\n"
-     "[|user|]\n그럼 일본은? \n[|assistant|]도쿄입니다.[|endofturn|]\n"
-     "[|user|]고마워요!\n[|assistant|]"),
-    ("3-empty-assistant", EXAONE3, [msg(U, " Hi\n"), msg(A, ""), msg(U, "다시 말해 주세요.")], {},
-     True,
-     "[|system|][|endofturn|]\n[|user|] Hi\n\n[|assistant|][|endofturn|]\n"
-     "[|user|]다시 말해 주세요.\n[|assistant|]"),
-    ("3-empty-system-no-generation-prompt", EXAONE3, [msg(S, ""), msg(U, "a"), msg(A, "b")], {},
-     False, "[|system|][|endofturn|]\n[|user|]a\n[|assistant|]b[|endofturn|]\n"),
+    (
+        "3-hello",
+        EXAONE3,
+        HELLO,
+        {},
+        True,
+        "[|system|][|endofturn|]\n[|user|] Hello \n[|assistant|]Hi there[|endofturn|]\n"
+        "[|user|]Who are you\n[|assistant|]",
+    ),
+    (
+        "3-system-korean-3turns",
+        EXAONE3,
+        [
+            msg(S, LG_SYSTEM_PROMPT),
+            msg(U, "한국의 수도는?\n"),
+            msg(A, "  서울입니다.\n\n"),
+            msg(U, "\n그럼 일본은? "),
+            msg(A, "도쿄입니다."),
+            msg(U, "고마워요!"),
+        ],
+        {},
+        True,
+        "[|system|]You are EXAONE model from LG AI Research, a helpful assistant.[|endofturn|]\n"
+        "[|user|]한국의 수도는?\n\n[|assistant|]  서울입니다.\n\n[|endofturn|]\n"
+        "[|user|]\n그럼 일본은? \n[|assistant|]도쿄입니다.[|endofturn|]\n"
+        "[|user|]고마워요!\n[|assistant|]",
+    ),
+    (
+        "3-empty-assistant",
+        EXAONE3,
+        [msg(U, " Hi\n"), msg(A, ""), msg(U, "다시 말해 주세요.")],
+        {},
+        True,
+        "[|system|][|endofturn|]\n[|user|] Hi\n\n[|assistant|][|endofturn|]\n"
+        "[|user|]다시 말해 주세요.\n[|assistant|]",
+    ),
+    (
+        "3-empty-system-no-generation-prompt",
+        EXAONE3,
+        [msg(S, ""), msg(U, "a"), msg(A, "b")],
+        {},
+        False,
+        "[|system|][|endofturn|]\n[|user|]a\n[|assistant|]b[|endofturn|]\n",
+    ),
     # --- EXAONE Deep: like 3.x, but turns are joined by "\n" (none after the last), the answer
     # opens <thought>, and earlier reasoning is cut at </thought>.
-    ("deep-hello", EXAONE_DEEP, HELLO, {}, True,
-     "[|system|][|endofturn|]\n[|user|] Hello \n[|assistant|]Hi there[|endofturn|]\n"
-     "[|user|]Who are you\n[|assistant|]<thought>\n"),
-    ("deep-system-korean-reasoning-history", EXAONE_DEEP,
-     [msg(S, "Think step by step."), msg(U, "2+3은?"),
-      msg(A, "<thought>\n2에 3을 더하면 5.\n</thought>\n\n5입니다."), msg(U, "거기에 1을 더하면? ")],
-     {}, True,
-     "[|system|]Think step by step.[|endofturn|]\n[|user|]2+3은?\n[|assistant|]5입니다.[|endofturn|]\n"
-     "[|user|]거기에 1을 더하면? \n[|assistant|]<thought>\n"),
-    ("deep-empty-assistant", EXAONE_DEEP, [msg(U, " Hi\n"), msg(A, ""), msg(U, "Again")], {}, True,
-     "[|system|][|endofturn|]\n[|user|] Hi\n\n[|assistant|][|endofturn|]\n"
-     "[|user|]Again\n[|assistant|]<thought>\n"),
-    ("deep-no-generation-prompt", EXAONE_DEEP, [msg(U, "a"), msg(A, "r</thought>\n\n b ")], {},
-     False, "[|system|][|endofturn|]\n[|user|]a\n[|assistant|] b [|endofturn|]"),
+    (
+        "deep-hello",
+        EXAONE_DEEP,
+        HELLO,
+        {},
+        True,
+        "[|system|][|endofturn|]\n[|user|] Hello \n[|assistant|]Hi there[|endofturn|]\n"
+        "[|user|]Who are you\n[|assistant|]<thought>\n",
+    ),
+    (
+        "deep-system-korean-reasoning-history",
+        EXAONE_DEEP,
+        [
+            msg(S, "Think step by step."),
+            msg(U, "2+3은?"),
+            msg(A, "<thought>\n2에 3을 더하면 5.\n</thought>\n\n5입니다."),
+            msg(U, "거기에 1을 더하면? "),
+        ],
+        {},
+        True,
+        "[|system|]Think step by step.[|endofturn|]\n[|user|]2+3은?\n[|assistant|]5입니다.[|endofturn|]\n"
+        "[|user|]거기에 1을 더하면? \n[|assistant|]<thought>\n",
+    ),
+    (
+        "deep-empty-assistant",
+        EXAONE_DEEP,
+        [msg(U, " Hi\n"), msg(A, ""), msg(U, "Again")],
+        {},
+        True,
+        "[|system|][|endofturn|]\n[|user|] Hi\n\n[|assistant|][|endofturn|]\n"
+        "[|user|]Again\n[|assistant|]<thought>\n",
+    ),
+    (
+        "deep-no-generation-prompt",
+        EXAONE_DEEP,
+        [msg(U, "a"), msg(A, "r</thought>\n\n b ")],
+        {},
+        False,
+        "[|system|][|endofturn|]\n[|user|]a\n[|assistant|] b [|endofturn|]",
+    ),
     # --- EXAONE 4.0: a newline after each role marker, every turn ends [|endofturn|]\n, no
     # default system turn, an empty <think> block before each answer unless thinking is on.
-    ("4-hello", EXAONE4, HELLO, {}, True,
-     "[|user|]\n Hello [|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\nHi there[|endofturn|]\n"
-     "[|user|]\nWho are you[|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\n"),
-    ("4-hello-thinking-off", EXAONE4, HELLO, {"enable_thinking": False}, True,
-     "[|user|]\n Hello [|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\nHi there[|endofturn|]\n"
-     "[|user|]\nWho are you[|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\n"),
-    ("4-hello-thinking-on", EXAONE4, HELLO, {"enable_thinking": True}, True,
-     "[|user|]\n Hello [|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\nHi there[|endofturn|]\n"
-     "[|user|]\nWho are you[|endofturn|]\n[|assistant|]\n<think>\n"),
-    ("4-system-korean-reasoning-history", EXAONE4,
-     [msg(S, "당신은 친절한 조수입니다."), msg(U, "  안녕?\n"),
-      msg(A, "<think>\n인사에 답하자.\n</think>\n\n안녕하세요! "), msg(U, "이름이 뭐예요?"),
-      msg(A, " EXAONE이에요. "), msg(U, "고마워요")],
-     {"enable_thinking": True}, True,
-     "[|system|]\n당신은 친절한 조수입니다.[|endofturn|]\n[|user|]\n  안녕?\n[|endofturn|]\n"
-     # reasoning dropped, and the answer after </think> is stripped (" EXAONE이에요. " is not)
-     "[|assistant|]\n<think>\n\n</think>\n\n안녕하세요![|endofturn|]\n"
-     "[|user|]\n이름이 뭐예요?[|endofturn|]\n"
-     "[|assistant|]\n<think>\n\n</think>\n\n EXAONE이에요. [|endofturn|]\n"
-     "[|user|]\n고마워요[|endofturn|]\n[|assistant|]\n<think>\n"),
-    ("4-empty-assistant", EXAONE4, [msg(U, "Hi"), msg(A, ""), msg(U, "Again")], {}, True,
-     # an empty answer gets no <think> block at all
-     "[|user|]\nHi[|endofturn|]\n[|assistant|]\n[|endofturn|]\n[|user|]\nAgain[|endofturn|]\n"
-     "[|assistant|]\n<think>\n\n</think>\n\n"),
-    ("4-tools-calls-results-thinking-on", EXAONE4,
-     [msg(U, "서울 날씨 어때?"),
-      msg(A, "", tool_calls=[
-          {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "서울"}}},
-          {"name": "get_time", "parameters": {"tz": "Asia/Seoul"}}]),
-      msg(T, "맑음, 20°C"), msg(T, "14:00"),
-      msg(A, "서울은 맑고 20°C예요."), msg(U, "내일은?")],
-     {"tools": [WEATHER_TOOL], "enable_thinking": True}, True,
-     "[|system|]\n" + TOOLS_PREAMBLE + "[|endofturn|]\n"
-     "[|user|]\n서울 날씨 어때?[|endofturn|]\n"
-     "[|assistant|]\n<think>\n\n</think>\n\n"
-     '<tool_call>{"name": "get_weather", "arguments": {"city": "서울"}}</tool_call>\n'
-     '<tool_call>{"name": "get_time", "arguments": {"tz": "Asia/Seoul"}}</tool_call>[|endofturn|]\n'
-     '[|tool|]\n<tool_result>{"result": "맑음, 20°C"}</tool_result>\n'
-     '<tool_result>{"result": "14:00"}</tool_result>[|endofturn|]\n'
-     "[|assistant|]\n<think>\n\n</think>\n\n서울은 맑고 20°C예요.[|endofturn|]\n"
-     "[|user|]\n내일은?[|endofturn|]\n[|assistant|]\n<think>\n"),
-    ("4-system-tools-content-and-call-thinking-off", EXAONE4,
-     [msg(S, "S"), msg(U, "Hi"),
-      msg(A, "확인해 볼게요.", tool_calls=[
-          {"function": {"name": "lookup", "arguments": {"q": "EXAONE 4.0", "n": 2}}}]),
-      msg(T, "LG AI Research")],
-     {"tools": [WEATHER_TOOL], "enable_thinking": False}, True,
-     "[|system|]\nS\n\n" + TOOLS_PREAMBLE + "[|endofturn|]\n[|user|]\nHi[|endofturn|]\n"
-     "[|assistant|]\n<think>\n\n</think>\n\n확인해 볼게요.\n"
-     '<tool_call>{"name": "lookup", "arguments": {"q": "EXAONE 4.0", "n": 2}}</tool_call>'
-     "[|endofturn|]\n"
-     '[|tool|]\n<tool_result>{"result": "LG AI Research"}</tool_result>[|endofturn|]\n'
-     "[|assistant|]\n<think>\n\n</think>\n\n"),
-    ("4-keep-last-reasoning-skip_think-false", EXAONE4,
-     [msg(U, "1+1?"), msg(A, "<think>\nabc\n</think>\n\n2")], {"skip_think": False}, False,
-     # LG's template cuts 9 characters after '<think>' (7 long): "\na" goes, "bc" stays.
-     "[|user|]\n1+1?[|endofturn|]\n[|assistant|]\n<think>\nbc\n</think>\n\n2[|endofturn|]\n"),
+    (
+        "4-hello",
+        EXAONE4,
+        HELLO,
+        {},
+        True,
+        "[|user|]\n Hello [|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\nHi there[|endofturn|]\n"
+        "[|user|]\nWho are you[|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\n",
+    ),
+    (
+        "4-hello-thinking-off",
+        EXAONE4,
+        HELLO,
+        {"enable_thinking": False},
+        True,
+        "[|user|]\n Hello [|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\nHi there[|endofturn|]\n"
+        "[|user|]\nWho are you[|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\n",
+    ),
+    (
+        "4-hello-thinking-on",
+        EXAONE4,
+        HELLO,
+        {"enable_thinking": True},
+        True,
+        "[|user|]\n Hello [|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\nHi there[|endofturn|]\n"
+        "[|user|]\nWho are you[|endofturn|]\n[|assistant|]\n<think>\n",
+    ),
+    (
+        "4-system-korean-reasoning-history",
+        EXAONE4,
+        [
+            msg(S, "당신은 친절한 조수입니다."),
+            msg(U, "  안녕?\n"),
+            msg(A, "<think>\n인사에 답하자.\n</think>\n\n안녕하세요! "),
+            msg(U, "이름이 뭐예요?"),
+            msg(A, " EXAONE이에요. "),
+            msg(U, "고마워요"),
+        ],
+        {"enable_thinking": True},
+        True,
+        "[|system|]\n당신은 친절한 조수입니다.[|endofturn|]\n[|user|]\n  안녕?\n[|endofturn|]\n"
+        # reasoning dropped, and the answer after </think> is stripped (" EXAONE이에요. " is not)
+        "[|assistant|]\n<think>\n\n</think>\n\n안녕하세요![|endofturn|]\n"
+        "[|user|]\n이름이 뭐예요?[|endofturn|]\n"
+        "[|assistant|]\n<think>\n\n</think>\n\n EXAONE이에요. [|endofturn|]\n"
+        "[|user|]\n고마워요[|endofturn|]\n[|assistant|]\n<think>\n",
+    ),
+    (
+        "4-empty-assistant",
+        EXAONE4,
+        [msg(U, "Hi"), msg(A, ""), msg(U, "Again")],
+        {},
+        True,
+        # an empty answer gets no <think> block at all
+        "[|user|]\nHi[|endofturn|]\n[|assistant|]\n[|endofturn|]\n[|user|]\nAgain[|endofturn|]\n"
+        "[|assistant|]\n<think>\n\n</think>\n\n",
+    ),
+    (
+        "4-tools-calls-results-thinking-on",
+        EXAONE4,
+        [
+            msg(U, "서울 날씨 어때?"),
+            msg(
+                A,
+                "",
+                tool_calls=[
+                    {
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": {"city": "서울"}},
+                    },
+                    {"name": "get_time", "parameters": {"tz": "Asia/Seoul"}},
+                ],
+            ),
+            msg(T, "맑음, 20°C"),
+            msg(T, "14:00"),
+            msg(A, "서울은 맑고 20°C예요."),
+            msg(U, "내일은?"),
+        ],
+        {"tools": [WEATHER_TOOL], "enable_thinking": True},
+        True,
+        "[|system|]\n" + TOOLS_PREAMBLE + "[|endofturn|]\n"
+        "[|user|]\n서울 날씨 어때?[|endofturn|]\n"
+        "[|assistant|]\n<think>\n\n</think>\n\n"
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "서울"}}</tool_call>\n'
+        '<tool_call>{"name": "get_time", "arguments": {"tz": "Asia/Seoul"}}</tool_call>[|endofturn|]\n'
+        '[|tool|]\n<tool_result>{"result": "맑음, 20°C"}</tool_result>\n'
+        '<tool_result>{"result": "14:00"}</tool_result>[|endofturn|]\n'
+        "[|assistant|]\n<think>\n\n</think>\n\n서울은 맑고 20°C예요.[|endofturn|]\n"
+        "[|user|]\n내일은?[|endofturn|]\n[|assistant|]\n<think>\n",
+    ),
+    (
+        "4-system-tools-content-and-call-thinking-off",
+        EXAONE4,
+        [
+            msg(S, "S"),
+            msg(U, "Hi"),
+            msg(
+                A,
+                "확인해 볼게요.",
+                tool_calls=[
+                    {"function": {"name": "lookup", "arguments": {"q": "EXAONE 4.0", "n": 2}}}
+                ],
+            ),
+            msg(T, "LG AI Research"),
+        ],
+        {"tools": [WEATHER_TOOL], "enable_thinking": False},
+        True,
+        "[|system|]\nS\n\n" + TOOLS_PREAMBLE + "[|endofturn|]\n[|user|]\nHi[|endofturn|]\n"
+        "[|assistant|]\n<think>\n\n</think>\n\n확인해 볼게요.\n"
+        '<tool_call>{"name": "lookup", "arguments": {"q": "EXAONE 4.0", "n": 2}}</tool_call>'
+        "[|endofturn|]\n"
+        '[|tool|]\n<tool_result>{"result": "LG AI Research"}</tool_result>[|endofturn|]\n'
+        "[|assistant|]\n<think>\n\n</think>\n\n",
+    ),
+    (
+        "4-keep-last-reasoning-skip_think-false",
+        EXAONE4,
+        [msg(U, "1+1?"), msg(A, "<think>\nabc\n</think>\n\n2")],
+        {"skip_think": False},
+        False,
+        # LG's template cuts 9 characters after '<think>' (7 long): "\na" goes, "bc" stays.
+        "[|user|]\n1+1?[|endofturn|]\n[|assistant|]\n<think>\nbc\n</think>\n\n2[|endofturn|]\n",
+    ),
 ]
 CASE_IDS = [c[0] for c in CASES]
 
 
 def _template(family) -> ChatTemplate:
-    return ChatTemplate(family.template, family=family, bos_token="[BOS]",
-                        eos_token="[|endofturn|]")
+    return ChatTemplate(
+        family.template, family=family, bos_token="[BOS]", eos_token="[|endofturn|]"
+    )
 
 
 # -- text ---------------------------------------------------------------------------------------
@@ -171,7 +310,8 @@ def test_llama_cpp_pythons_own_jinja_renderer_agrees(case):
     """llama-cpp-python's Jinja2ChatFormatter (its chat path) renders the same text."""
     _, family, messages, variables, _, expected = case
     formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
-        template=family.template, eos_token="[|endofturn|]", bos_token="[BOS]")
+        template=family.template, eos_token="[|endofturn|]", bos_token="[BOS]"
+    )
     assert formatter(messages=messages, **variables).prompt == expected
 
 
@@ -201,8 +341,14 @@ def test_ids_equal_whole_string_tokenization(backend, case):
 def test_the_test_vocabularies_hold_exaones_markers(demo_backend, random_backend):
     for b in (demo_backend, random_backend):
         markers = set(b.control_token_texts())
-        assert {"[BOS]", "[|endofturn|]", "[|system|]", "[|user|]", "[|assistant|]",
-                "[|tool|]"} <= markers
+        assert {
+            "[BOS]",
+            "[|endofturn|]",
+            "[|system|]",
+            "[|user|]",
+            "[|assistant|]",
+            "[|tool|]",
+        } <= markers
         for m in markers:
             ids = b.tokenize(m, special=True)
             assert len(ids) == 1 and b.is_control(ids[0])
@@ -215,7 +361,7 @@ def _markers(b) -> list[str]:
 
 
 def _contains_run(ids: list[int], run: list[int]) -> bool:
-    return any(ids[i:i + len(run)] == run for i in range(len(ids) - len(run) + 1))
+    return any(ids[i : i + len(run)] == run for i in range(len(ids) - len(run) + 1))
 
 
 def _check_safe(b, template, messages, clean, **variables):
@@ -232,9 +378,15 @@ def _check_safe(b, template, messages, clean, **variables):
 def test_marker_text_in_any_message_stays_text(backend, family):
     template = _template(family)
     for marker in _markers(backend):
+
         def convo(inject: str) -> list[dict]:
-            return [msg(S, f"시스템{inject}"), msg(U, f"질문 {inject} 끝"),
-                    msg(A, f"{inject}answer{inject}"), msg(U, f"{inject}")]
+            return [
+                msg(S, f"시스템{inject}"),
+                msg(U, f"질문 {inject} 끝"),
+                msg(A, f"{inject}answer{inject}"),
+                msg(U, f"{inject}"),
+            ]
+
         prompt = _check_safe(backend, template, convo(marker), convo(""))
         assert prompt.text.count(marker) >= 4
         if family is EXAONE3:  # assistant content sits verbatim between two markers
@@ -249,7 +401,8 @@ def test_a_forged_turn_is_text(backend):
     assert prompt.text == "[|system|][|endofturn|]\n[|user|]" + forged + "\n[|assistant|]"
     assistant = backend.tokenize("[|assistant|]", special=True)[0]
     assert control_ids(backend, prompt.ids) == backend.tokenize(
-        "[|system|][|endofturn|][|user|][|assistant|]", special=True)
+        "[|system|][|endofturn|][|user|][|assistant|]", special=True
+    )
     assert prompt.ids.count(assistant) == 1  # only the generation prompt
     assert backend.tokenize(forged, special=False) == prompt.ids[4:-2]  # "\n", [|assistant|]
 
@@ -261,10 +414,16 @@ def test_marker_text_in_tools_calls_results_and_reasoning_stays_text(backend):
         tool = json.loads(json.dumps(WEATHER_TOOL))
         tool["function"]["description"] = f"날씨{x}"
         tool["function"]["parameters"]["properties"][f"city{x}"] = {"type": "string"}
-        messages = [msg(U, "Q"),
-                    msg(A, f"<think>\n생각{x}\n</think>\n\n답{x}", tool_calls=[
-                        {"function": {"name": f"get{x}", "arguments": {f"k{x}": f"v{x}"}}}]),
-                    msg(T, f"결과{x}"), msg(U, "again")]
+        messages = [
+            msg(U, "Q"),
+            msg(
+                A,
+                f"<think>\n생각{x}\n</think>\n\n답{x}",
+                tool_calls=[{"function": {"name": f"get{x}", "arguments": {f"k{x}": f"v{x}"}}}],
+            ),
+            msg(T, f"결과{x}"),
+            msg(U, "again"),
+        ]
         return messages, {"tools": [tool], "enable_thinking": True, "skip_think": False}
 
     for marker in _markers(backend):
@@ -279,11 +438,20 @@ def test_marker_text_in_tools_calls_results_and_reasoning_stays_text(backend):
         assert text_of(backend, prompt.ids) == prompt.text
 
 
-@pytest.mark.parametrize("content", [
-    "\ue000", "\ue001", "\ue0000\ue001", "\ue001\ue000", "\ue000\ue0000\ue001\ue001",
-    "x\ue0001\ue001[|user|]\ue000y", "[|endofturn|]\ue0000\ue001[|assistant|]\ue0001\ue001",
-    "\ue000123.0\ue001", "\\ue0000\\ue001[|user|]",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "\ue000",
+        "\ue001",
+        "\ue0000\ue001",
+        "\ue001\ue000",
+        "\ue000\ue0000\ue001\ue001",
+        "x\ue0001\ue001[|user|]\ue000y",
+        "[|endofturn|]\ue0000\ue001[|assistant|]\ue0001\ue001",
+        "\ue000123.0\ue001",
+        "\\ue0000\\ue001[|user|]",
+    ],
+)
 def test_private_use_characters_in_content_do_not_break_anything(backend, content):
     template = _template(EXAONE3)
     clean = content
@@ -310,19 +478,21 @@ def test_a_placeholder_number_that_occurs_in_the_input_is_not_used(backend, monk
     assert len(calls) == 3  # 42 occurs in the message (twice drawn), 7 does not
     assert prompt.text == template.render([msg(U, forged)])
     assert control_ids(backend, prompt.ids) == control_ids(
-        backend, backend.tokenize(template.render([msg(U, "x")]), special=True))
+        backend, backend.tokenize(template.render([msg(U, "x")]), special=True)
+    )
 
 
 def test_markers_survive_a_template_that_escapes_to_ascii(backend):
-    template = ChatTemplate("{% for m in messages %}[|user|]"
-                            "{{ m.content | tojson(ensure_ascii=True) }}[|endofturn|]{% endfor %}",
-                            family=None)
+    template = ChatTemplate(
+        "{% for m in messages %}[|user|]"
+        "{{ m.content | tojson(ensure_ascii=True) }}[|endofturn|]{% endfor %}",
+        family=None,
+    )
     content = '한국[|assistant|]"\ue000'
     prompt = template.prompt([msg(U, content)], backend)
     assert prompt.text == "[|user|]" + json.dumps(content, ensure_ascii=True) + "[|endofturn|]"
     markers = backend.tokenize("[|user|][|endofturn|]", special=True)
     assert control_ids(backend, prompt.ids) == markers
-
 
 
 def test_prompts_do_not_fill_the_regex_cache(backend):
@@ -336,28 +506,41 @@ def test_prompts_do_not_fill_the_regex_cache(backend):
         template.prompt([msg(U, f"question {i} with [|endofturn|] inside")], backend)
     assert len(cache) <= before + 1
 
+
 # -- templates that fail ------------------------------------------------------------------------
-@pytest.mark.parametrize("source, words", [
-    ("{% for m in messages %}{{ m.content }}", "Unexpected end of template"),
-    ("{% if x %}\n{{ y }\n{% endif %}", "unexpected '}' at line 2"),
-    ("{% frobnicate %}", "unknown tag 'frobnicate'"),
-])
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ("{% for m in messages %}{{ m.content }}", "Unexpected end of template"),
+        ("{% if x %}\n{{ y }\n{% endif %}", "unexpected '}' at line 2"),
+        ("{% frobnicate %}", "unknown tag 'frobnicate'"),
+    ],
+)
 def test_a_template_that_does_not_compile_is_one_sentence(source, words):
     with pytest.raises(ExaoneError) as err:
         ChatTemplate(source, family=None)
     one_sentence(err, words, "does not compile")
 
 
-@pytest.mark.parametrize("source, messages, words", [
-    ("{{ raise_exception('Only user and assistant roles are supported!') }}", HELLO,
-     "Only user and assistant roles are supported!"),
-    (EXAONE4_TEMPLATE, [msg("function", "x")], "Unknown role: function"),
-    (EXAONE4_TEMPLATE, [msg(A, "", tool_calls=[{"name": "f"}])],
-     "arguments or parameters are mandatory"),
-    ("{{ messages[0].content.nope.deeper }}", HELLO, "has no attribute 'nope'"),
-    ("{{ 1 // 0 }}", HELLO, "ZeroDivisionError"),
-    ("{{ messages.append(1) }}", HELLO, "unsafe"),
-])
+@pytest.mark.parametrize(
+    "source, messages, words",
+    [
+        (
+            "{{ raise_exception('Only user and assistant roles are supported!') }}",
+            HELLO,
+            "Only user and assistant roles are supported!",
+        ),
+        (EXAONE4_TEMPLATE, [msg("function", "x")], "Unknown role: function"),
+        (
+            EXAONE4_TEMPLATE,
+            [msg(A, "", tool_calls=[{"name": "f"}])],
+            "arguments or parameters are mandatory",
+        ),
+        ("{{ messages[0].content.nope.deeper }}", HELLO, "has no attribute 'nope'"),
+        ("{{ 1 // 0 }}", HELLO, "ZeroDivisionError"),
+        ("{{ messages.append(1) }}", HELLO, "unsafe"),
+    ],
+)
 def test_a_template_that_raises_is_one_sentence(backend, source, messages, words):
     template = ChatTemplate(source, family=None)
     for call in (lambda: template.render(messages), lambda: template.prompt(messages, backend)):
@@ -367,9 +550,12 @@ def test_a_template_that_raises_is_one_sentence(backend, source, messages, words
 
 
 def test_hugging_faces_generation_tag_renders_its_body():
-    template = ChatTemplate("{% for m in messages %}{% if m.role == 'assistant' %}"
-                            "{% generation %}{{ m.content }}{% endgeneration %}"
-                            "{% else %}<{{ m.content }}>{% endif %}{% endfor %}", family=None)
+    template = ChatTemplate(
+        "{% for m in messages %}{% if m.role == 'assistant' %}"
+        "{% generation %}{{ m.content }}{% endgeneration %}"
+        "{% else %}<{{ m.content }}>{% endif %}{% endfor %}",
+        family=None,
+    )
     assert template.render(HELLO, add_generation_prompt=False) == "< Hello >Hi there<Who are you>"
 
 
@@ -387,31 +573,57 @@ def test_no_template_means_the_family_template_with_a_notice():
 
 
 # -- reasoning ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("family, text, opened, expected", [
-    (EXAONE4, "사용자가 인사했다.\n</think>\n\n안녕하세요!", True, ("사용자가 인사했다.", "안녕하세요!")),
-    (EXAONE4, "아직 생각 중", True, ("아직 생각 중", "")),  # streaming: all reasoning so far
-    (EXAONE4, "", True, ("", "")),
-    (EXAONE4, "Hello!", False, ("", "Hello!")),
-    (EXAONE4, "<think>\nr\n</think>\n\nanswer", False, ("r", "answer")),  # opened by the model
-    (EXAONE4, "\n<think>\nr\n</think>\n\nanswer", False, ("r", "answer")),  # leading whitespace
-    (EXAONE4, "<think>\nhalf", False, ("half", "")),
-    (EXAONE_DEEP, "2에 3을 더하면 5.\n</thought>\n\n5입니다.", True, ("2에 3을 더하면 5.", "5입니다.")),
-    (EXAONE_DEEP, "생각", True, ("생각", "")),
-    (EXAONE_DEEP, "<thought>\n생각</thought>답", False, ("생각", "답")),
-    (EXAONE3, "<think>x</think>y", True, ("", "<think>x</think>y")),  # no reasoning in 3.x
-])
+@pytest.mark.parametrize(
+    "family, text, opened, expected",
+    [
+        (
+            EXAONE4,
+            "사용자가 인사했다.\n</think>\n\n안녕하세요!",
+            True,
+            ("사용자가 인사했다.", "안녕하세요!"),
+        ),
+        (EXAONE4, "아직 생각 중", True, ("아직 생각 중", "")),  # streaming: all reasoning so far
+        (EXAONE4, "", True, ("", "")),
+        (EXAONE4, "Hello!", False, ("", "Hello!")),
+        (EXAONE4, "<think>\nr\n</think>\n\nanswer", False, ("r", "answer")),  # opened by the model
+        (EXAONE4, "\n<think>\nr\n</think>\n\nanswer", False, ("r", "answer")),  # leading whitespace
+        (EXAONE4, "<think>\nhalf", False, ("half", "")),
+        (
+            EXAONE_DEEP,
+            "2에 3을 더하면 5.\n</thought>\n\n5입니다.",
+            True,
+            ("2에 3을 더하면 5.", "5입니다."),
+        ),
+        (EXAONE_DEEP, "생각", True, ("생각", "")),
+        (EXAONE_DEEP, "<thought>\n생각</thought>답", False, ("생각", "답")),
+        (EXAONE3, "<think>x</think>y", True, ("", "<think>x</think>y")),  # no reasoning in 3.x
+    ],
+)
 def test_split_reasoning(family, text, opened, expected):
     assert _template(family).split_reasoning(text, opened=opened) == expected
 
 
-@pytest.mark.parametrize("family, reply, answer_in_history", [
-    (EXAONE4, "생각\n</think>\n\n답입니다.",
-     "[|assistant|]\n<think>\n\n</think>\n\n답입니다.[|endofturn|]\n"),
-    (EXAONE4, "<think>\n생각\n</think>\n\n답입니다.",
-     "[|assistant|]\n<think>\n\n</think>\n\n답입니다.[|endofturn|]\n"),
-    (EXAONE_DEEP, "생각\n</thought>\n\n답입니다.", "[|assistant|]답입니다.[|endofturn|]\n"),
-    (EXAONE_DEEP, "<thought>\n생각\n</thought>\n\n답입니다.", "[|assistant|]답입니다.[|endofturn|]\n"),
-])
+@pytest.mark.parametrize(
+    "family, reply, answer_in_history",
+    [
+        (
+            EXAONE4,
+            "생각\n</think>\n\n답입니다.",
+            "[|assistant|]\n<think>\n\n</think>\n\n답입니다.[|endofturn|]\n",
+        ),
+        (
+            EXAONE4,
+            "<think>\n생각\n</think>\n\n답입니다.",
+            "[|assistant|]\n<think>\n\n</think>\n\n답입니다.[|endofturn|]\n",
+        ),
+        (EXAONE_DEEP, "생각\n</thought>\n\n답입니다.", "[|assistant|]답입니다.[|endofturn|]\n"),
+        (
+            EXAONE_DEEP,
+            "<thought>\n생각\n</thought>\n\n답입니다.",
+            "[|assistant|]답입니다.[|endofturn|]\n",
+        ),
+    ],
+)
 def test_the_raw_reply_in_history_renders_without_its_reasoning(family, reply, answer_in_history):
     """The session keeps the reply as generated (after the prompt's opening tag); both templates
     cut earlier reasoning themselves."""
@@ -423,7 +635,8 @@ def test_the_raw_reply_in_history_renders_without_its_reasoning(family, reply, a
 def _native(name: bytes, messages: list[dict], add_ass: bool = True) -> str:
     keep = [(m["role"].encode(), m["content"].encode()) for m in messages]
     chat = (llama_cpp.llama_chat_message * len(keep))(
-        *[llama_cpp.llama_chat_message(r, c) for r, c in keep])
+        *[llama_cpp.llama_chat_message(r, c) for r, c in keep]
+    )
     size = 256
     while True:
         buf = ctypes.create_string_buffer(size)
@@ -445,18 +658,24 @@ def test_native_exaone3_differs_from_the_jinja_template_as_known():
 
     ours = _template(EXAONE3)
     native = _native(b"exaone3", HELLO)
-    assert native == ("[|user|]Hello\n[|assistant|]Hi there[|endofturn|]\n"
-                      "[|user|]Who are you\n[|assistant|]")
+    assert native == (
+        "[|user|]Hello\n[|assistant|]Hi there[|endofturn|]\n[|user|]Who are you\n[|assistant|]"
+    )
     # 1. no default empty system turn; 2. every message trimmed. Otherwise the same.
     jinja = ours.render(_trimmed(HELLO))
     assert jinja == "[|system|][|endofturn|]\n" + native
     assert native != ours.render(HELLO)
 
-    with_system = [msg(S, f" {LG_SYSTEM_PROMPT}\n"), msg(U, "\n안녕하세요! "), msg(A, " 반가워요.\n"),
-                   msg(U, "한국의 수도는? ")]
+    with_system = [
+        msg(S, f" {LG_SYSTEM_PROMPT}\n"),
+        msg(U, "\n안녕하세요! "),
+        msg(A, " 반가워요.\n"),
+        msg(U, "한국의 수도는? "),
+    ]
     assert _native(b"exaone3", with_system) == ours.render(_trimmed(with_system))
     assert _native(b"exaone3", with_system, add_ass=False) == ours.render(
-        _trimmed(with_system), add_generation_prompt=False)
+        _trimmed(with_system), add_generation_prompt=False
+    )
 
 
 def test_native_detects_the_official_templates_but_formats_4_0_as_3_x():

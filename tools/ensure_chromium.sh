@@ -2,7 +2,7 @@
 # Make sure Debian's Chromium is at /usr/bin/chromium for the browser tests (Playwright drives it;
 # Playwright's own browser download is not used), with a Korean font so that screenshots of
 # EXAONE's Korean answers show Hangul rather than boxes. Installs both with apt-get when missing
-# and we are root; otherwise prints a note and exits 0, and the browser tests skip with a reason.
+# and we are root; otherwise prints a note and exits 0, and the browser tests fail with the reason.
 set -u
 CHROMIUM=/usr/bin/chromium
 
@@ -15,7 +15,7 @@ fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     works && exit 0  # only the font is missing: Hangul shows as boxes in screenshots, tests pass
     echo "note: $CHROMIUM is missing and this is not root on a Debian-like system; install" \
-         "Chromium (apt-get install chromium) to run the browser tests, which skip without it."
+         "Chromium (apt-get install chromium) to run the browser tests, which fail without it."
     exit 0
 fi
 echo "Installing Chromium and a Korean font for the browser tests (apt-get install chromium fonts-nanum)..."
@@ -27,6 +27,6 @@ apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null \
 if works; then
     echo "Chromium ready: $("$CHROMIUM" --version 2>/dev/null)"
 else
-    echo "note: installing Chromium failed; the browser tests will skip with the reason."
+    echo "note: installing Chromium failed; the browser tests will fail with the reason."
 fi
 exit 0

@@ -14,8 +14,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-KINDS = ("truncate", "flip_header", "flip_metadata", "flip_tensor_info", "absurd_length",
-         "bad_hparam")
+KINDS = (
+    "truncate",
+    "flip_header",
+    "flip_metadata",
+    "flip_tensor_info",
+    "absurd_length",
+    "bad_hparam",
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class Regions:
 @lru_cache(maxsize=4)
 def regions(path: str) -> Regions:
     import gguf
+
     reader = gguf.GGUFReader(path)
     lengths, hparams = [], []
     for key, f in reader.fields.items():
@@ -50,9 +57,15 @@ def regions(path: str) -> Regions:
         elif f.types[0] == gguf.GGUFValueType.UINT32:
             hparams.append((value_at, key))
     first_tensor = min(t.field.offset for t in reader.tensors)
-    return Regions(size=Path(path).stat().st_size, metadata=24, tensor_info=first_tensor,
-                   data=reader.data_offset, lengths=tuple(lengths), counts=(8, 16),
-                   hparams=tuple(hparams))
+    return Regions(
+        size=Path(path).stat().st_size,
+        metadata=24,
+        tensor_info=first_tensor,
+        data=reader.data_offset,
+        lengths=tuple(lengths),
+        counts=(8, 16),
+        hparams=tuple(hparams),
+    )
 
 
 def mutate(data: bytes, seed: int, r: Regions) -> tuple[str, bytes]:
@@ -66,8 +79,11 @@ def mutate(data: bytes, seed: int, r: Regions) -> tuple[str, bytes]:
         cut = rng.randrange(1, end)
         return f"truncate at {cut}", bytes(out[:cut])
     if kind.startswith("flip_"):
-        lo, hi = {"flip_header": (0, r.metadata), "flip_metadata": (r.metadata, r.tensor_info),
-                  "flip_tensor_info": (r.tensor_info, r.data)}[kind]
+        lo, hi = {
+            "flip_header": (0, r.metadata),
+            "flip_metadata": (r.metadata, r.tensor_info),
+            "flip_tensor_info": (r.tensor_info, r.data),
+        }[kind]
         flips = [(rng.randrange(lo, hi), rng.randrange(8)) for _ in range(rng.randint(1, 3))]
         for at, bit in flips:
             out[at] ^= 1 << bit

@@ -12,11 +12,11 @@ import collections
 import time
 
 import pytest
+
 from checks import one_sentence
+from exaone_jupyter.model.catalog import demo_model_path
 from kernel_helpers import SUMMARY, Snapshot, healthy
 from mutations import mutate, regions
-
-from exaone_jupyter.model.catalog import demo_model_path
 
 
 def _verdict(message: str) -> str:
@@ -62,8 +62,10 @@ def fuzz(kernel, tmp_path, seeds: range) -> collections.Counter:
         path.unlink()
     elapsed = time.perf_counter() - started
     healthy(kernel, before, reload_demo=True)
-    SUMMARY.append(f"GGUF fuzz, {len(seeds)} mutations of the demo model in {elapsed:.0f} s, "
-                   "0 dead kernels: " + ", ".join(f"{n} {k}" for k, n in counts.most_common()))
+    SUMMARY.append(
+        f"GGUF fuzz, {len(seeds)} mutations of the demo model in {elapsed:.0f} s, "
+        "0 dead kernels: " + ", ".join(f"{n} {k}" for k, n in counts.most_common())
+    )
     return counts
 
 

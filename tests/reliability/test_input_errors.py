@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from checks import one_sentence
 from kernel_helpers import DEMO_QUESTION, answer_of, healthy, message_count, notes_of
+
 
 # IPython reports a bad option as one "UsageError: ..." line on stderr (no traceback, the kernel
 # untouched); the extension's own errors are "✗ ..." sentences. Either way: one line that names
@@ -29,14 +31,21 @@ def usage_line(cell, *fragments):
 # -- options and impossible values ----------------------------------------------------------------
 # Every misspelled option and refused value is checked in-process (tests/test_arguments.py); here
 # one of each kind runs in a real kernel, which must live on and answer as before.
-@pytest.mark.parametrize("code, fragments", [
-    ("%exaone load exaone-demo --gpu-layrs 3", ("--gpu-layrs", "did you mean --gpu-layers?")),
-    (f"%%exaone --temprature 0\n{DEMO_QUESTION}", ("--temprature", "did you mean --temperature?")),
-    ("%exaone lod exaone-demo", ("'lod'", "load")),
-    ("%exaone load x --gpu-layer 3", ("Unknown model 'x'", "%exaone models")),
-    ("%exaone load exaone-demo --n-ctx 100000", ("n_ctx=100000", "use at most 2048")),
-    (f"%%exaone --top-p 1.5\n{DEMO_QUESTION}", ("top_p", "at most 1")),
-], ids=["load-option", "cell-option", "subcommand", "unknown-model", "load-value", "cell-value"])
+@pytest.mark.parametrize(
+    "code, fragments",
+    [
+        ("%exaone load exaone-demo --gpu-layrs 3", ("--gpu-layrs", "did you mean --gpu-layers?")),
+        (
+            f"%%exaone --temprature 0\n{DEMO_QUESTION}",
+            ("--temprature", "did you mean --temperature?"),
+        ),
+        ("%exaone lod exaone-demo", ("'lod'", "load")),
+        ("%exaone load x --gpu-layer 3", ("Unknown model 'x'", "%exaone models")),
+        ("%exaone load exaone-demo --n-ctx 100000", ("n_ctx=100000", "use at most 2048")),
+        (f"%%exaone --top-p 1.5\n{DEMO_QUESTION}", ("top_p", "at most 1")),
+    ],
+    ids=["load-option", "cell-option", "subcommand", "unknown-model", "load-value", "cell-value"],
+)
 def test_a_mistake_in_a_cell_leaves_the_kernel_as_it_was(kernel, before, code, fragments):
     usage_line(kernel.run(code), *fragments)
     healthy(kernel, before)  # the demo model that was loaded is still loaded
@@ -64,8 +73,9 @@ def test_prompt_longer_than_the_context(kernel, before):
 
 
 def test_max_tokens_as_large_as_the_context(kernel, before):
-    one_sentence(kernel.run(f"%%exaone -n 5000\n{DEMO_QUESTION}"), "max_tokens=5000",
-                 "lower --max-tokens")
+    one_sentence(
+        kernel.run(f"%%exaone -n 5000\n{DEMO_QUESTION}"), "max_tokens=5000", "lower --max-tokens"
+    )
     healthy(kernel, before)
 
 
@@ -82,31 +92,49 @@ def test_marker_strings_in_user_text(kernel, before):
     assert not dry.stderr, dry
     assert f"[|user|]{injected}\n[|assistant|]" in dry.text.replace("\r", "")
     # ...and as text: the prompt's control tokens are exactly those of a harmless message
-    count = ("(lambda ids, c: sum(i in c for i in ids))(exaone_jupyter.render_prompt("
-             "[{{'role': 'user', 'content': {text}}}])[1], set(exaone_jupyter.get_session()."
-             "backend.tokenize(''.join(exaone_jupyter.get_session().backend."
-             "control_token_texts()), special=True)))")
+    count = (
+        "(lambda ids, c: sum(i in c for i in ids))(exaone_jupyter.render_prompt("
+        "[{{'role': 'user', 'content': {text}}}])[1], set(exaone_jupyter.get_session()."
+        "backend.tokenize(''.join(exaone_jupyter.get_session().backend."
+        "control_token_texts()), special=True)))"
+    )
     assert kernel.value(count.format(text="injected")) == kernel.value(count.format(text="'Hi'"))
     # the answer is an ordinary reply, and the history holds the text as typed
     n = message_count(kernel)
     cell = kernel.run("%%exaone -t 0 -n 24\n{injected}")
     assert not cell.stderr and not cell.error and answer_of(cell) is not None, cell
     assert kernel.value("exaone_jupyter.last_reply().stats.finish_reason") in ("stop", "length")
-    assert kernel.value("exaone_jupyter.get_session().conversation.messages[-2]['content']") \
+    assert (
+        kernel.value("exaone_jupyter.get_session().conversation.messages[-2]['content']")
         == injected
+    )
     assert message_count(kernel) == n + 2
     kernel.run("exaone_jupyter.get_session().conversation.messages[-2:] = []")
     healthy(kernel, before)
 
 
 # -- saved conversations ------------------------------------------------------------------------
-@pytest.mark.parametrize("content, fragments", [
-    ('{"format": "exaone-jupyter/conversation", "messages": [', ("not valid JSON", "%exaone save")),
-    ("", ("not valid JSON",)),
-    ("[1, 2, 3]", ("not a saved exaone-jupyter conversation",)),
-    (json.dumps({"format": "exaone-jupyter/conversation", "version": 1,
-                 "messages": [{"role": "wizard", "content": 3}]}), ("malformed",)),
-])
+@pytest.mark.parametrize(
+    "content, fragments",
+    [
+        (
+            '{"format": "exaone-jupyter/conversation", "messages": [',
+            ("not valid JSON", "%exaone save"),
+        ),
+        ("", ("not valid JSON",)),
+        ("[1, 2, 3]", ("not a saved exaone-jupyter conversation",)),
+        (
+            json.dumps(
+                {
+                    "format": "exaone-jupyter/conversation",
+                    "version": 1,
+                    "messages": [{"role": "wizard", "content": 3}],
+                }
+            ),
+            ("malformed",),
+        ),
+    ],
+)
 def test_restore_from_a_corrupt_file(kernel, before, tmp_path, content, fragments):
     path = tmp_path / "chat.json"
     path.write_text(content, encoding="utf-8")

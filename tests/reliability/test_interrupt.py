@@ -11,10 +11,17 @@ history marked interrupted, the cell shows it, and the model still answers exact
 from __future__ import annotations
 
 import pytest
-from kernel_helpers import (Snapshot, answer_of, healthy, is_evaluating_prompt, is_reply_text,
-                            live_updates, message_count)
 
 from exaone_jupyter.testing import TinyShape, write_random_gguf
+from kernel_helpers import (
+    Snapshot,
+    answer_of,
+    healthy,
+    is_evaluating_prompt,
+    is_reply_text,
+    live_updates,
+    message_count,
+)
 
 SLOW = TinyShape(n_embd=512, n_head=8, n_head_kv=4, n_ff=1024, n_layer=6, n_ctx=4096)
 REFERENCE = "%%exaone -t 0 -n 12 --no-history\nhello there"
@@ -39,8 +46,10 @@ def _check_interrupted(kernel, cell, n_before, reference):
     """The checks after an interrupt; returns the partial reply's text and token count."""
     assert kernel.alive()
     assert cell.error is None and "Traceback" not in cell.stderr, cell
-    text, tokens, finish = kernel.value("(lambda r: (r.text, r.stats.completion_tokens, "
-                                        "r.stats.finish_reason))(exaone_jupyter.last_reply())")
+    text, tokens, finish = kernel.value(
+        "(lambda r: (r.text, r.stats.completion_tokens, "
+        "r.stats.finish_reason))(exaone_jupyter.last_reply())"
+    )
     assert finish == "interrupted"
     # the cell shows the reply marked interrupted; the history keeps it, flagged
     assert "interrupted" in (answer_of(cell) or ""), cell
@@ -57,7 +66,7 @@ def test_interrupt_during_prompt_processing(kernel, slow_model):
     # ~3,400 tokens: about a second of prompt processing in 512-token batches on 2 cores, far
     # longer than the 0.1 s after which the live output says the prompt is being evaluated.
     prompt = "hello world " * 300
-    cell, seen = kernel.run_and_interrupt(f"%%exaone -t 0 -n 8\n{prompt}", is_evaluating_prompt)
+    cell, _seen = kernel.run_and_interrupt(f"%%exaone -t 0 -n 8\n{prompt}", is_evaluating_prompt)
     assert not live_updates(cell), "a token came before the interrupt"
     text, tokens = _check_interrupted(kernel, cell, n, slow_model)
     assert text == "" and tokens == 0  # nothing was generated yet

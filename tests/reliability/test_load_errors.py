@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from checks import one_sentence
-from kernel_helpers import answer_of, healthy, notes_of
-
 from exaone_jupyter.model.catalog import demo_model_path
 from exaone_jupyter.testing import write_random_gguf
+from kernel_helpers import answer_of, healthy, notes_of
 
 
 def load(kernel, spec, options: str = ""):
@@ -26,15 +25,20 @@ def _cut(models: Path, name: str, size: int) -> Path:
 
 
 def test_missing_path(kernel, models, before):
-    one_sentence(load(kernel, models / "nowhere" / "model.gguf"), "There is no file at",
-                 "check the path")
+    one_sentence(
+        load(kernel, models / "nowhere" / "model.gguf"), "There is no file at", "check the path"
+    )
     healthy(kernel, before)
 
 
 def test_directory(kernel, models, before):
     (models / "inside.gguf").write_bytes(b"")
-    body = one_sentence(load(kernel, models), "is a directory", "inside.gguf",
-                        "give the path of the .gguf file itself")
+    body = one_sentence(
+        load(kernel, models),
+        "is a directory",
+        "inside.gguf",
+        "give the path of the .gguf file itself",
+    )
     assert str(models) in body
     healthy(kernel, before)
 
@@ -42,7 +46,9 @@ def test_directory(kernel, models, before):
 def test_empty_file(kernel, models, before):
     path = models / "empty.gguf"
     path.write_bytes(b"")
-    one_sentence(load(kernel, path), "empty.gguf is empty (0 bytes)", "download or convert it again")
+    one_sentence(
+        load(kernel, path), "empty.gguf is empty (0 bytes)", "download or convert it again"
+    )
     healthy(kernel, before)
 
 
@@ -54,29 +60,42 @@ def test_text_file_named_gguf(kernel, models, before):
 
 
 def test_truncated_in_header(kernel, models, before):
-    one_sentence(load(kernel, _cut(models, "head.gguf", 13)), "head.gguf is truncated",
-                 "download or convert it again")
+    one_sentence(
+        load(kernel, _cut(models, "head.gguf", 13)),
+        "head.gguf is truncated",
+        "download or convert it again",
+    )
     healthy(kernel, before)
 
 
 def test_truncated_in_metadata(kernel, models, before):
-    one_sentence(load(kernel, _cut(models, "meta.gguf", 5000)), "meta.gguf is truncated",
-                 "download or convert it again")
+    one_sentence(
+        load(kernel, _cut(models, "meta.gguf", 5000)),
+        "meta.gguf is truncated",
+        "download or convert it again",
+    )
     healthy(kernel, before)
 
 
 def test_truncated_in_tensor_data(kernel, models, before):
     size = demo_model_path().stat().st_size
-    body = one_sentence(load(kernel, _cut(models, "data.gguf", size - 4096)),
-                        "data.gguf is truncated", "download or convert it again")
+    body = one_sentence(
+        load(kernel, _cut(models, "data.gguf", size - 4096)),
+        "data.gguf is truncated",
+        "download or convert it again",
+    )
     assert f"{size - 4096:,}" in body  # says how much is there
     healthy(kernel, before)
 
 
 def test_unknown_architecture(kernel, models, before):
     path = write_random_gguf(models / "martian.gguf", arch="martian-lm")
-    one_sentence(load(kernel, path), "'martian-lm'", "this llama.cpp build does not know",
-                 "upgrade llama-cpp-python")
+    one_sentence(
+        load(kernel, path),
+        "'martian-lm'",
+        "this llama.cpp build does not know",
+        "upgrade llama-cpp-python",
+    )
     healthy(kernel, before)
 
 
@@ -96,11 +115,14 @@ def test_other_known_architectures_load(kernel, models, before):
     assert not cell.stderr and "Loaded" in cell.stdout, cell
     assert not [n for n in notes_of(cell) if "not an EXAONE model" in n]
     # ...and models that are not EXAONE, with a template of another family, load with one.
-    chatml = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
-              "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    chatml = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     for arch in ("llama", "qwen2"):  # qwen2's biases are optional: this file's tensors suffice
-        path = write_random_gguf(models / f"tiny-{arch}.gguf", arch=arch, name=f"Tiny {arch} test",
-                                 template=chatml)
+        path = write_random_gguf(
+            models / f"tiny-{arch}.gguf", arch=arch, name=f"Tiny {arch} test", template=chatml
+        )
         cell = load(kernel, path)
         assert not cell.stderr and "Loaded" in cell.stdout, cell
         assert any("not an EXAONE model" in n and arch in n for n in notes_of(cell)), cell
@@ -128,9 +150,11 @@ def test_no_chat_template(kernel, models, before):
 
 
 def test_template_that_raises(kernel, models, before):
-    template = ("{% for m in messages %}{% if m.role == 'user' %}"
-                "{{ raise_exception('This model takes no user messages') }}{% endif %}"
-                "{% endfor %}")
+    template = (
+        "{% for m in messages %}{% if m.role == 'user' %}"
+        "{{ raise_exception('This model takes no user messages') }}{% endif %}"
+        "{% endfor %}"
+    )
     path = write_random_gguf(models / "raises.gguf", template=template)
     cell = load(kernel, path)
     assert not cell.stderr and "Loaded" in cell.stdout, cell
@@ -152,6 +176,10 @@ def test_vocabulary_that_would_abort_llama_cpp(kernel, models, before):
     data[at + 9] ^= 0x02  # "Ì" -> "Î", which the vocabulary already has
     path = models / "twice.gguf"
     path.write_bytes(bytes(data))
-    one_sentence(load(kernel, path), "twice.gguf makes llama.cpp crash", "not loaded into this kernel",
-                 "download or convert it again")
+    one_sentence(
+        load(kernel, path),
+        "twice.gguf makes llama.cpp crash",
+        "not loaded into this kernel",
+        "download or convert it again",
+    )
     healthy(kernel, before)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from checks import one_sentence
 
+from checks import one_sentence
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.model import probe as probe_module
 from exaone_jupyter.model.catalog import demo_model_path
@@ -23,8 +23,13 @@ def test_probe_takes_the_abort(tmp_path):
     path = duplicate_token_gguf(tmp_path / "twice.gguf")
     with pytest.raises(ExaoneError) as err:
         probe_module.probe(path)
-    one_sentence(err, "twice.gguf makes llama.cpp crash", "it aborted: assertion",
-                 "id_to_token.size() == token_to_id.size()", "download or convert it again")
+    one_sentence(
+        err,
+        "twice.gguf makes llama.cpp crash",
+        "it aborted: assertion",
+        "id_to_token.size() == token_to_id.size()",
+        "download or convert it again",
+    )
 
 
 def test_probe_passes_once_per_file(tmp_path, monkeypatch):
@@ -34,5 +39,6 @@ def test_probe_passes_once_per_file(tmp_path, monkeypatch):
 
     def no_child(*args, **kwargs):
         raise AssertionError("probed twice")
+
     monkeypatch.setattr(probe_module.subprocess, "run", no_child)
     probe_module.probe(path)  # remembered by path, size and modification time

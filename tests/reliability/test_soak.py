@@ -16,16 +16,20 @@ from pathlib import Path
 
 import psutil
 import pytest
-from kernel_helpers import SUMMARY, answer_of, healthy, notes_of
 
 import exaone_jupyter
 from exaone_jupyter.testing import write_random_gguf
+from kernel_helpers import SUMMARY, answer_of, healthy, notes_of
 
 pytestmark = pytest.mark.soak
 
-QUESTIONS = [d["messages"][-2]["content"] for d in json.loads(
-    (Path(exaone_jupyter.__file__).parent / "data" / "demo_dialogues.json").read_text("utf-8"))
-    if d["messages"][-2]["role"] == "user"]
+QUESTIONS = [
+    d["messages"][-2]["content"]
+    for d in json.loads(
+        (Path(exaone_jupyter.__file__).parent / "data" / "demo_dialogues.json").read_text("utf-8")
+    )
+    if d["messages"][-2]["role"] == "user"
+]
 TURNS, WARM_UP, HALF, MAX_TOKENS = 200, 20, 110, 64
 
 
@@ -55,7 +59,8 @@ def test_200_turns(kernel):
         dropped_notes += any("no longer fit" in n for n in notes_of(cell))
         prompt, completion, finish = kernel.value(
             "(lambda s: (s.prompt_tokens, s.completion_tokens, s.finish_reason))"
-            "(exaone_jupyter.last_reply().stats)")
+            "(exaone_jupyter.last_reply().stats)"
+        )
         assert prompt + MAX_TOKENS <= n_ctx and prompt + completion <= n_ctx, (turn, prompt)
         assert finish in ("stop", "length"), (turn, finish)
         longest = max(longest, prompt)
@@ -66,11 +71,13 @@ def test_200_turns(kernel):
     assert dropped_notes > 0  # the history outgrew the context, and the user was told
     growth, late = rss[TURNS] / rss[WARM_UP] - 1, rss[TURNS] / rss[HALF] - 1
     mib = {turn: f"{value / 2**20:.1f} MiB" for turn, value in rss.items()}
-    SUMMARY.append(f"soak, {TURNS} turns in {elapsed:.0f} s: RSS {mib[WARM_UP]} at turn {WARM_UP}, "
-                   f"{mib[HALF]} at {HALF}, {mib[TURNS]} at {TURNS} ({growth:+.1%} from {WARM_UP}, "
-                   f"{late:+.1%} from {HALF}); longest prompt {longest} of {n_ctx} tokens "
-                   f"(max_tokens {MAX_TOKENS}); {dropped_notes} turns noted that old turns left "
-                   "the prompt")
+    SUMMARY.append(
+        f"soak, {TURNS} turns in {elapsed:.0f} s: RSS {mib[WARM_UP]} at turn {WARM_UP}, "
+        f"{mib[HALF]} at {HALF}, {mib[TURNS]} at {TURNS} ({growth:+.1%} from {WARM_UP}, "
+        f"{late:+.1%} from {HALF}); longest prompt {longest} of {n_ctx} tokens "
+        f"(max_tokens {MAX_TOKENS}); {dropped_notes} turns noted that old turns left "
+        "the prompt"
+    )
     assert late < 0.02, "memory grows turn after turn: a leak"
     assert growth < 0.05
     kernel.run("%exaone reset")
@@ -94,10 +101,12 @@ def test_200_loads_and_unloads(kernel, models):
     elapsed = time.perf_counter() - started
     (rss0, fds0), (rss1, fds1) = figures[warm_up], figures[cycles]
     growth, late = rss1 / rss0 - 1, rss1 / figures[half][0] - 1
-    SUMMARY.append(f"load/unload soak, {cycles * 2} loads and {cycles * 2} unloads in "
-                   f"{elapsed:.0f} s: RSS after unload {rss0 / 2**20:.1f} MiB at cycle {warm_up}, "
-                   f"{rss1 / 2**20:.1f} at {cycles} ({growth:+.1%}; {late:+.1%} from cycle {half}), "
-                   f"open files {fds0} -> {fds1}")
+    SUMMARY.append(
+        f"load/unload soak, {cycles * 2} loads and {cycles * 2} unloads in "
+        f"{elapsed:.0f} s: RSS after unload {rss0 / 2**20:.1f} MiB at cycle {warm_up}, "
+        f"{rss1 / 2**20:.1f} at {cycles} ({growth:+.1%}; {late:+.1%} from cycle {half}), "
+        f"open files {fds0} -> {fds1}"
+    )
     # Unloading hands the heap's free pages back (engine/heap.py), so RSS after an unload is what
     # is still in use. It settles by about 1% over the first cycles (seen: +1.0% to +1.1% from
     # cycle 10 to 100) and then stays flat (+0.0% to +0.2% from 55 to 100); a leak of even 50 KB
