@@ -151,7 +151,7 @@ class ExaoneMagics(Magics):
                 history=not args.no_history,
                 think=args.think,
                 cell=cell_id,
-                run=self._execution_count(),
+                run=self._cell_run,
                 adapt_max_tokens=args.max_tokens is None,
             )
             for note in turn.notes:
@@ -321,14 +321,15 @@ class ExaoneMagics(Magics):
 
     # -- helpers --------------------------------------------------------------------------------
     _cell_id: str | None = None
+    _cell_run: int | None = None
 
     def _note_cell(self, info: Any) -> None:
         """IPython's pre_run_cell event: the frontend's id of the cell about to run (JupyterLab,
-        Notebook 7 and VS Code send it; ipykernel 6+ hands it on; None elsewhere)."""
+        Notebook 7 and VS Code send it; ipykernel 6+ hands it on; None elsewhere), and its
+        In [n] (IPython has already counted the cell by then: n is the count less one)."""
         self._cell_id = getattr(info, "cell_id", None) or None
-
-    def _execution_count(self) -> int | None:
-        return self.shell.execution_count if self.shell is not None else None
+        stored = getattr(info, "store_history", False) and self.shell is not None
+        self._cell_run = self.shell.execution_count - 1 if stored and self.shell else None
 
     @property
     def _namespace(self) -> dict[str, Any]:
