@@ -45,7 +45,12 @@ def last_reply():
 
 
 def render_prompt(messages: Sequence[dict], **variables: Any) -> tuple[str, list[int]]:
-    """The prompt text and token ids the loaded model would be fed for ``messages``."""
+    """The prompt text and token ids the loaded model would be fed for ``messages``.
+
+    ``variables`` reach the chat template as ``apply_chat_template``'s keyword arguments do
+    (``enable_thinking=True``, ``tools=[...]``, ``add_generation_prompt=False``); a ``bos_token``
+    or ``eos_token`` among them replaces the model's own.
+    """
     return get_session().render_prompt(messages, **variables)
 
 
