@@ -54,7 +54,12 @@ def reply_markdown(
 
 # MathJax 3 (JupyterLab, Notebook 7) skips text inside ``mathjax_ignore`` except inside
 # ``mathjax_process``; MathJax 2 (classic Notebook, nbconvert's HTML) reads the ``tex2jax_`` names.
-_NO_MATH_OPEN = '<div class="mathjax_ignore tex2jax_ignore" style="overflow-wrap:anywhere">'
+# ``anywhere`` also lets a long word in a table cell wrap; JupyterLab's sanitizer (an output it
+# does not trust, e.g. from a notebook opened again) keeps only the ``break-word`` before it.
+_NO_MATH_OPEN = (
+    '<div class="mathjax_ignore tex2jax_ignore" '
+    'style="overflow-wrap:break-word;overflow-wrap:anywhere">'
+)
 _MATH_OPEN = '<span class="mathjax_process tex2jax_process">'
 _LONG_WORD = re.compile(r"\S{30,}")  # a word or URL that may not fit a narrow cell
 _NO_BLANK_LINE = r"(?:(?!\n[ \t]*\n).)+?"  # math stays within a paragraph
