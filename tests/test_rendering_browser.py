@@ -7,14 +7,21 @@ panel. The reply mixes what a renderer likes to eat (prices and shell variables 
 tags, a 150-character URL) with Markdown structure and real math. The checks read the page:
 the text is there as written, the math is typeset, no tag was rendered, the URL fits the cell.
 The saved notebook is then opened again untrusted (JupyterLab sanitizes its HTML) and checked the
-same way. Screenshots land in ``artifacts/`` (git-ignored).
+same way. Notebook 7 gets the same checks where the ``notebook`` package is installed (it is not a
+dependency; the test skips and says so otherwise). Fast tests of the Markdown and the panel's HTML
+come first. Screenshots land in ``artifacts/`` (git-ignored).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -22,6 +29,7 @@ import pytest
 from browser_helpers import (  # noqa: F401
     VISIBLE_NOTEBOOK,
     chromium_browser,
+    free_port,
     jupyterlab,
     open_notebook,
     run_all_cells,
@@ -107,6 +115,8 @@ def test_reply_markdown_wraps_only_replies_that_need_it():
         "```sh\necho $HOME\n```\n\n*⏹ interrupted*")
     markdown = reply_markdown("ok", "cost $5", finish_reason="stop")  # the reasoning needs it
     assert markdown.startswith(NO_MATH) and "cost \\$5" in markdown and markdown.endswith("</div>")
+    markdown = reply_markdown("It costs $5", finish_reason="interrupted")  # the note comes last
+    assert markdown == f"{NO_MATH}\n\nIt costs \\$5\n\n</div>\n\n*⏹ interrupted*"
 
 
 def test_nbconvert_html_shows_the_reply_as_written():
@@ -299,3 +309,69 @@ def test_reply_renders_as_written_in_jupyterlab_and_panel(server, jupyterlab, ch
         _check_rendered(page, reopened, "render_jupyterlab_untrusted.png")
     finally:
         page.close()
+
+
+class _Notebook7:
+    """``jupyter notebook`` (Notebook 7) without a token on a free loopback port, serving ``root``."""
+
+    def __init__(self, root, home) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(home / "notebook.log", "wb")  # noqa: SIM115 - closed by stop()
+        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"),
+               "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "HF_HUB_OFFLINE": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "notebook", "--no-browser", "--ServerApp.token=",
+             "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
+             "--ServerApp.allow_root=True", "--ServerApp.ip=127.0.0.1", f"--port={self.port}",
+             "--port-retries=0", f"--ServerApp.root_dir={root}",
+             "--JupyterNotebookApp.expose_app_in_browser=True"],
+            cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/status", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("jupyter notebook did not start")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+        self.log.close()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(importlib.util.find_spec("notebook") is None,
+                    reason="Notebook 7 (the notebook package) is not installed")
+def test_reply_renders_as_written_in_notebook7(server, chromium_browser, tmp_path):
+    """The same reply in Notebook 7 (same renderers as JupyterLab; run where it is installed)."""
+    root, home = tmp_path / "root", tmp_path / "home"
+    root.mkdir()
+    home.mkdir()
+    write_notebook(root / "render.ipynb", [
+        "%load_ext exaone_jupyter",
+        f"%exaone connect {server} --model {MODEL}",
+        "%%exaone -t 0\nShow me the tricky text.",
+    ])
+    notebook = _Notebook7(root, home)
+    page = chromium_browser.new_page(viewport={"width": 1000, "height": 1400})
+    try:
+        page.goto(f"{notebook.url}/notebooks/render.ipynb", timeout=TIMEOUT_MS)
+        page.wait_for_function(
+            "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+            " const k = w && w.sessionContext && w.sessionContext.session"
+            " && w.sessionContext.session.kernel;"
+            " return !!k && k.connectionStatus === 'connected' && k.status === 'idle'; }",
+            timeout=TIMEOUT_MS, polling=250)
+        run_all_cells(page)
+        wait_cells_done(page)
+        answer = page.locator(".jp-Cell").nth(2).locator(
+            ".jp-OutputArea-output.jp-RenderedMarkdown").filter(has_text="Prices:")
+        _check_rendered(page, answer, "render_notebook7.png")
+    finally:
+        page.close()
+        notebook.stop()

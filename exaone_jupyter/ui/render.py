@@ -45,10 +45,10 @@ def reply_markdown(
             f"<details><summary>{state} ({len(reasoning)} characters)</summary>\n\n"
             f"{close_fences(thought)}\n\n</details>\n\n{body}"
         )
-    if finish_reason == "interrupted":
-        body += "\n\n*⏹ interrupted*"
     if wrap:
         body = f"{_NO_MATH_OPEN}\n\n{body}\n\n</div>"
+    if finish_reason == "interrupted":
+        body += "\n\n*⏹ interrupted*"
     return body
 
 
