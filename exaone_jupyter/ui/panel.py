@@ -442,9 +442,11 @@ class ChatPanel(ModelRow, widgets.VBox):
             else ""
         )
         self.transcript.value = (
-            "<div class='exaone-transcript-body' style='max-height:360px;overflow-y:auto;"
-            "display:flex;flex-direction:column-reverse;border:1px solid rgba(127,127,127,0.25);"
-            "border-radius:4px;padding:6px'><div>" + head + "".join(blocks) + "</div></div>"
+            # Long words and URLs wrap; a typesetting frontend leaves all but the math alone.
+            "<div class='exaone-transcript-body mathjax_ignore tex2jax_ignore' style='max-height:"
+            "360px;overflow-y:auto;overflow-wrap:anywhere;display:flex;flex-direction:"
+            "column-reverse;border:1px solid rgba(127,127,127,0.25);border-radius:4px;"
+            "padding:6px'><div style='min-width:0'>" + head + "".join(blocks) + "</div></div>"
         )
 
     def _turn_html(

@@ -30,17 +30,150 @@ MIN_INTERVAL = 0.05  # seconds: at most 20 live updates a second, whatever the s
 def reply_markdown(
     answer: str, reasoning: str = "", *, finish_reason: str | None = None, live: bool = False
 ) -> str:
-    """The reply as Markdown; ``live`` adds the typing cursor to the text so far."""
-    body = close_fences(answer, cursor=live)
+    """The reply as Markdown that shows what the model wrote; ``live`` adds the typing cursor.
+
+    Markdown structure renders; what would otherwise be eaten is kept (see ``as_written``): a
+    ``$`` that is not math, HTML tags outside code. Only a reply that needs it is wrapped in a
+    block that keeps MathJax off everything but its math and lets long words wrap.
+    """
+    body, wrap = as_written(answer)
+    body = close_fences(body, cursor=live)
     if reasoning:
+        thought, wrap_thought = as_written(reasoning)
+        wrap = wrap or wrap_thought
         state = "thinking…" if live and not answer else "reasoning"
         body = (
             f"<details><summary>{state} ({len(reasoning)} characters)</summary>\n\n"
-            f"{close_fences(reasoning)}\n\n</details>\n\n{body}"
+            f"{close_fences(thought)}\n\n</details>\n\n{body}"
         )
+    if wrap:
+        body = f"{_NO_MATH_OPEN}\n\n{body}\n\n</div>"
     if finish_reason == "interrupted":
         body += "\n\n*⏹ interrupted*"
     return body
+
+
+# MathJax 3 (JupyterLab, Notebook 7) skips text inside ``mathjax_ignore`` except inside
+# ``mathjax_process``; MathJax 2 (classic Notebook, nbconvert's HTML) reads the ``tex2jax_`` names.
+# ``anywhere`` also lets a long word in a table cell wrap; JupyterLab's sanitizer (an output it
+# does not trust, e.g. from a notebook opened again) keeps only the ``break-word`` before it.
+_NO_MATH_OPEN = (
+    '<div class="mathjax_ignore tex2jax_ignore" '
+    'style="overflow-wrap:break-word;overflow-wrap:anywhere">'
+)
+_MATH_OPEN = '<span class="mathjax_process tex2jax_process">'
+_LONG_WORD = re.compile(r"\S{30,}")  # a word or URL that may not fit a narrow cell
+_NO_BLANK_LINE = r"(?:(?!\n[ \t]*\n).)+?"  # math stays within a paragraph
+_PROSE_TOKEN = re.compile(
+    rf"""(?P<code>`+)
+      | \$\$(?P<display>{_NO_BLANK_LINE})\$\$
+      | \\\((?P<inline>{_NO_BLANK_LINE})\\\)
+      | \\\[(?P<bracket>{_NO_BLANK_LINE})\\\]
+      | (?P<env>\\begin\{{(?P<name>[A-Za-z]+\*?)\}}{_NO_BLANK_LINE}\\end\{{(?P=name)\}})
+      | \\(?P<escaped>[!-/:-@\[-`{{-~])
+      | (?P<dollar>\$)
+      | (?P<tag><)
+      | (?P<entity>&(?=\#[0-9]{{1,7}};|\#[xX][0-9a-fA-F]{{1,6}};|[A-Za-z][A-Za-z0-9]{{1,31}};))
+    """,
+    re.S | re.X,
+)
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+
+
+def as_written(text: str) -> tuple[str, bool]:
+    """``text`` as Markdown that a notebook shows as written, and whether it needs the block that
+    keeps MathJax to its math and lets long words wrap.
+
+    Code (fenced blocks and spans) is kept verbatim. Elsewhere ``$`` becomes ``\\$`` (not a math
+    delimiter, for JupyterLab's Markdown step and for MathJax alike), ``<`` becomes ``\\<`` (a tag
+    shows as text, neither rendered nor stripped) and ``&`` before an entity name becomes ``\\&``.
+    ``$$…$$``, ``\\(…\\)``, ``\\[…\\]`` and ``\\begin{…}…\\end{…}`` are math: each is marked for
+    MathJax, and ``\\(`` is written ``\\\\(`` so that Markdown leaves a backslash for MathJax (as
+    JupyterLab expects). Text with none of these comes back unchanged.
+    """
+    out: list[str] = []
+    prose: list[str] = []
+    wrap = bool(_LONG_WORD.search(text))
+    fence = ""
+    for line in text.split("\n"):
+        match = _FENCE.match(line)
+        if fence:  # inside a code block: verbatim, up to the fence that closes it
+            out.append(line)
+            if match and _closes(fence, match.group(1), line):
+                fence = ""
+        elif match:
+            fence = match.group(1)
+            if prose:
+                written, needs = _prose("\n".join(prose))
+                out.append(written)
+                wrap, prose = wrap or needs, []
+            out.append(line)
+        else:
+            prose.append(line)
+    if prose:
+        written, needs = _prose("\n".join(prose))
+        out.append(written)
+        wrap = wrap or needs
+    return "\n".join(out), wrap
+
+
+def _prose(text: str) -> tuple[str, bool]:
+    """Markdown text outside code blocks, as ``as_written`` says; and whether it holds math or
+    a ``$``."""
+    out: list[str] = []
+    math_or_dollar = False
+    pos = 0
+    while match := _PROSE_TOKEN.search(text, pos):
+        out.append(text[pos : match.start()])
+        pos = match.end()
+        if match.group("code") is not None:  # a code span runs to the next run as long
+            end = _span_end(text, pos, match.group("code"))
+            if end > 0:
+                out.append(text[match.start() : end])
+                pos = end
+            else:  # no closing run: the backticks are text
+                out.append(match.group("code"))
+            continue
+        if match.group("escaped") is not None:  # the model's own Markdown escape, kept
+            char = match.group("escaped")
+            out.append("\\\\" + char if char in "()[]" else "\\" + char)
+            math_or_dollar = math_or_dollar or char == "$"
+            continue
+        if match.group("tag") is not None:
+            out.append("\\<")
+            continue
+        if match.group("entity") is not None:
+            out.append("\\&")
+            continue
+        math_or_dollar = True
+        if match.group("dollar") is not None:
+            out.append("\\$")
+        elif match.group("display") is not None:
+            out.append(f"{_MATH_OPEN}$${match.group('display')}$$</span>")
+        elif match.group("inline") is not None:
+            out.append(f"{_MATH_OPEN}\\\\({match.group('inline')}\\\\)</span>")
+        elif match.group("bracket") is not None:
+            out.append(f"{_MATH_OPEN}\\\\[{match.group('bracket')}\\\\]</span>")
+        else:
+            out.append(f"{_MATH_OPEN}{match.group('env')}</span>")
+    out.append(text[pos:])
+    return "".join(out), math_or_dollar
+
+
+def _span_end(text: str, pos: int, run: str) -> int:
+    """Where the code span opened by ``run`` just before ``pos`` ends (after its closing run of
+    exactly as many backticks, within the paragraph), or -1."""
+    limit = _BLANK_LINE.search(text, pos)
+    stop = limit.start() if limit else len(text)
+    for closing in re.finditer(r"`+", text[:stop]):
+        if closing.start() >= pos and len(closing.group()) == len(run):
+            return closing.end()
+    return -1
+
+
+def _closes(fence: str, run: str, line: str) -> bool:
+    """Whether ``line`` (starting with ``run``) closes the code block ``fence`` opened."""
+    return run[0] == fence[0] and len(run) >= len(fence) and line.strip() == run
 
 
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
@@ -58,7 +191,7 @@ def close_fences(text: str, *, cursor: bool = False) -> str:
         run = match.group(1)
         if not open_fence:
             open_fence = run
-        elif run[0] == open_fence[0] and len(run) >= len(open_fence) and line.strip() == run:
+        elif _closes(open_fence, run, line):
             open_fence = ""
     if cursor:
         last_line = text.rsplit("\n", 1)[-1]
