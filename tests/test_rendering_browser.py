@@ -7,14 +7,12 @@ panel. The reply mixes what a renderer likes to eat (prices and shell variables 
 tags, a 150-character URL) with Markdown structure and real math. The checks read the page:
 the text is there as written, the math is typeset, no tag was rendered, the URL fits the cell.
 The saved notebook is then opened again untrusted (JupyterLab sanitizes its HTML) and checked the
-same way. Notebook 7 gets the same checks where the ``notebook`` package is installed (it is not a
-dependency; the test skips and says so otherwise). Fast tests of the Markdown and the panel's HTML
-come first. Screenshots land in ``artifacts/`` (git-ignored).
+same way. Notebook 7 (the ``notebook`` package, a test dependency) gets the same checks. Fast
+tests of the Markdown and the panel's HTML come first. Screenshots land in ``artifacts/`` (git-ignored).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -26,11 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from browser_helpers import (  # noqa: F401
+from browser_helpers import (
     VISIBLE_NOTEBOOK,
-    chromium_browser,
     free_port,
-    jupyterlab,
     open_notebook,
     run_all_cells,
     screenshot,
@@ -64,44 +60,59 @@ print("$5 <b>")
 ```
 
 Read {URL} for more."""
-LITERAL = ["$5 and a cake $10", "$HOME and $PATH", "echo $HOME", "Use the <b> tag",
-           "<script>alert(1)</script>", 'print("$5 <b>")', URL]
+LITERAL = [
+    "$5 and a cake $10",
+    "$HOME and $PATH",
+    "echo $HOME",
+    "Use the <b> tag",
+    "<script>alert(1)</script>",
+    'print("$5 <b>")',
+    URL,
+]
 MATH = 3  # $$E=mc^2$$, \(a^2+b^2=c^2\), \[\int_0^1 x\,dx = \frac{1}{2}\]
 TIMEOUT_MS = 60_000
 
 assert len(URL) == 150
 
 
-
 # -- the Markdown itself (no browser) --------------------------------------------------------------
 MATH_SPAN = '<span class="mathjax_process tex2jax_process">'
-NO_MATH = ('<div class="mathjax_ignore tex2jax_ignore" '
-           'style="overflow-wrap:break-word;overflow-wrap:anywhere">')
+NO_MATH = (
+    '<div class="mathjax_ignore tex2jax_ignore" '
+    'style="overflow-wrap:break-word;overflow-wrap:anywhere">'
+)
 
 
-@pytest.mark.parametrize("text, markdown, wrap", [
-    ("A coffee costs $5 and a cake $10.", r"A coffee costs \$5 and a cake \$10.", True),
-    ("Use $HOME and $PATH", r"Use \$HOME and \$PATH", True),
-    ("$$E=mc^2$$", MATH_SPAN + "$$E=mc^2$$</span>", True),
-    (r"\(a^2+b^2=c^2\)", MATH_SPAN + r"\\(a^2+b^2=c^2\\)</span>", True),
-    (r"so \[x_1 * y_1\] holds", "so " + MATH_SPAN + r"\\[x_1 * y_1\\]</span> holds", True),
-    (r"\begin{align}a&=b\end{align}", MATH_SPAN + r"\begin{align}a&=b\end{align}</span>", True),
-    ("Use the <b> tag", r"Use the \<b> tag", False),
-    ("<script>alert(1)</script>", r"\<script>alert(1)\</script>", False),
-    ("&amp; and &#36; and AT&T", r"\&amp; and \&#36; and AT&T", False),
-    ("Read " + URL, "Read " + URL, True),  # kept; the block lets it wrap
-    # code is verbatim: Markdown shows it literally, and no frontend typesets it
-    ("`$HOME` and `a<b` cost $1", r"`$HOME` and `a<b` cost \$1", True),
-    ("``a ` $b``", "``a ` $b``", False),
-    ("```sh\necho $HOME <b>\n```\n$5", "```sh\necho $HOME <b>\n```\n\\$5", True),
-    ("~~~\n$x\n", "~~~\n$x\n", False),  # still open: still code
-    # the model's own escapes stay Markdown escapes; a lone \( keeps its backslash
-    (r"\*not bold\* and \$5", r"\*not bold\* and \$5", True),
-    (r"a lone \( here", r"a lone \\( here", False),
-    ("$$ not closed", r"\$\$ not closed", True),
-    ("$$a\n\nb$$", "\\$\\$a\n\nb\\$\\$", True),  # math stays within a paragraph
-    ("**bold**, *italic*, 1. lists, | tables |", "**bold**, *italic*, 1. lists, | tables |", False),
-])
+@pytest.mark.parametrize(
+    "text, markdown, wrap",
+    [
+        ("A coffee costs $5 and a cake $10.", r"A coffee costs \$5 and a cake \$10.", True),
+        ("Use $HOME and $PATH", r"Use \$HOME and \$PATH", True),
+        ("$$E=mc^2$$", MATH_SPAN + "$$E=mc^2$$</span>", True),
+        (r"\(a^2+b^2=c^2\)", MATH_SPAN + r"\\(a^2+b^2=c^2\\)</span>", True),
+        (r"so \[x_1 * y_1\] holds", "so " + MATH_SPAN + r"\\[x_1 * y_1\\]</span> holds", True),
+        (r"\begin{align}a&=b\end{align}", MATH_SPAN + r"\begin{align}a&=b\end{align}</span>", True),
+        ("Use the <b> tag", r"Use the \<b> tag", False),
+        ("<script>alert(1)</script>", r"\<script>alert(1)\</script>", False),
+        ("&amp; and &#36; and AT&T", r"\&amp; and \&#36; and AT&T", False),
+        ("Read " + URL, "Read " + URL, True),  # kept; the block lets it wrap
+        # code is verbatim: Markdown shows it literally, and no frontend typesets it
+        ("`$HOME` and `a<b` cost $1", r"`$HOME` and `a<b` cost \$1", True),
+        ("``a ` $b``", "``a ` $b``", False),
+        ("```sh\necho $HOME <b>\n```\n$5", "```sh\necho $HOME <b>\n```\n\\$5", True),
+        ("~~~\n$x\n", "~~~\n$x\n", False),  # still open: still code
+        # the model's own escapes stay Markdown escapes; a lone \( keeps its backslash
+        (r"\*not bold\* and \$5", r"\*not bold\* and \$5", True),
+        (r"a lone \( here", r"a lone \\( here", False),
+        ("$$ not closed", r"\$\$ not closed", True),
+        ("$$a\n\nb$$", "\\$\\$a\n\nb\\$\\$", True),  # math stays within a paragraph
+        (
+            "**bold**, *italic*, 1. lists, | tables |",
+            "**bold**, *italic*, 1. lists, | tables |",
+            False,
+        ),
+    ],
+)
 def test_markdown_keeps_what_the_model_wrote(text, markdown, wrap):
     assert as_written(text) == (markdown, wrap)
 
@@ -112,7 +123,8 @@ def test_reply_markdown_wraps_only_replies_that_need_it():
     assert reply_markdown("Use <b>", live=True) == r"Use \<b>▌"
     assert reply_markdown("It costs $5", live=True) == f"{NO_MATH}\n\nIt costs \\$5▌\n\n</div>"
     assert reply_markdown("```sh\necho $HOME", finish_reason="interrupted") == (
-        "```sh\necho $HOME\n```\n\n*⏹ interrupted*")
+        "```sh\necho $HOME\n```\n\n*⏹ interrupted*"
+    )
     markdown = reply_markdown("ok", "cost $5", finish_reason="stop")  # the reasoning needs it
     assert markdown.startswith(NO_MATH) and "cost \\$5" in markdown and markdown.endswith("</div>")
     markdown = reply_markdown("It costs $5", finish_reason="interrupted")  # the note comes last
@@ -121,21 +133,28 @@ def test_reply_markdown_wraps_only_replies_that_need_it():
 
 def test_nbconvert_html_shows_the_reply_as_written():
     """The saved output, in nbconvert's HTML (MathJax 2 reads the tex2jax_ classes)."""
-    nbformat = pytest.importorskip("nbformat")
-    nbconvert = pytest.importorskip("nbconvert")
+    import nbconvert
+    import nbformat
+
     cell = nbformat.v4.new_code_cell("%%exaone\nShow me the tricky text.")
-    cell.outputs = [nbformat.v4.new_output("display_data", data={
-        "text/markdown": reply_markdown(REPLY, finish_reason="stop"), "text/plain": REPLY})]
+    cell.outputs = [
+        nbformat.v4.new_output(
+            "display_data",
+            data={
+                "text/markdown": reply_markdown(REPLY, finish_reason="stop"),
+                "text/plain": REPLY,
+            },
+        )
+    ]
     notebook = nbformat.v4.new_notebook(cells=[cell])
     page, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
-    ignored = page[page.index(NO_MATH):]
+    ignored = page[page.index(NO_MATH) :]
     assert "costs $5 and a cake $10" in ignored and "use $HOME and $PATH" in ignored
     assert "Use the &lt;b&gt; tag" in ignored and "&lt;script&gt;alert(1)&lt;/script&gt;" in ignored
     assert "<script>alert" not in page and "<b>" not in ignored
     assert f"{MATH_SPAN}$$E=mc^2$$</span>" in ignored
     assert f"{MATH_SPAN}$a^2+b^2=c^2$</span>" in ignored  # mistune's math: MathJax 2 typesets it
     assert "<table>" in ignored and "<li><strong>bold</strong> item</li>" in ignored
-
 
 
 def test_panel_html_shows_the_reply_as_written():
@@ -151,9 +170,13 @@ def test_panel_html_shows_the_reply_as_written():
     assert "<code>print(&quot;$5 &lt;b&gt;&quot;)</code></pre>" in out
     nested = markdown_html("1. one\n2. two\n   - a *b*\n   - `c*d*`\n3. three\n\n> quoted")
     assert nested.count("<ol") == 1 and nested.count("<ul") == 1
-    assert "<li>a <em>b</em></li>" in nested and ">c*d*</code></li></ul></li><li>three</li></ol>" in nested
+    assert (
+        "<li>a <em>b</em></li>" in nested
+        and ">c*d*</code></li></ul></li><li>three</li></ol>" in nested
+    )
     assert "quoted</p></div>" in nested
     assert "<em>" not in markdown_html(r"\(a*b*c\) and $$x *y* z$$")  # math is left alone
+
 
 class _Handler(BaseHTTPRequestHandler):
     """/v1/models lists one model; /v1/chat/completions streams REPLY in small pieces."""
@@ -173,8 +196,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "/v1/models":
-            self._json({"object": "list", "data": [{"id": MODEL, "object": "model",
-                                                    "owned_by": "test"}]})
+            self._json(
+                {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "test"}]}
+            )
         else:
             self.send_error(404)
 
@@ -188,13 +212,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
-        pieces = [REPLY[i:i + 12] for i in range(0, len(REPLY), 12)]
+        pieces = [REPLY[i : i + 12] for i in range(0, len(REPLY), 12)]
         for i, piece in enumerate(pieces + [""]):
             last = i == len(pieces)
-            chunk = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0,
-                     "model": MODEL, "choices": [{"index": 0, "delta": {} if last else
-                                                  {"content": piece},
-                                                  "finish_reason": "stop" if last else None}]}
+            chunk = {
+                "id": "chatcmpl-test",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": MODEL,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {} if last else {"content": piece},
+                        "finish_reason": "stop" if last else None,
+                    }
+                ],
+            }
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.flush()
             time.sleep(0.01)  # a few live updates on the way
@@ -205,7 +238,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    pytest.importorskip("openai")  # the kernel's remote engine
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -241,20 +273,26 @@ def _check_rendered(page, output, name: str) -> None:
 @pytest.mark.timeout(300)
 def test_reply_renders_as_written_in_jupyterlab_and_panel(server, jupyterlab, chromium_browser):
     lab = jupyterlab
-    write_notebook(lab.root / "render.ipynb", [
-        "%load_ext exaone_jupyter",
-        f"%exaone connect {server} --model {MODEL}",
-        "%exaone panel",
-        "%%exaone -t 0\nShow me the tricky text.",
-    ])
+    write_notebook(
+        lab.root / "render.ipynb",
+        [
+            "%load_ext exaone_jupyter",
+            f"%exaone connect {server} --model {MODEL}",
+            "%exaone panel",
+            "%%exaone -t 0\nShow me the tricky text.",
+        ],
+    )
     page = chromium_browser.new_page(viewport={"width": 1000, "height": 1400})
     try:
         open_notebook(page, lab, "render.ipynb")
         run_all_cells(page)
         wait_cells_done(page)
         cells = page.locator(f"{VISIBLE_NOTEBOOK} .jp-Cell")
-        answer = cells.nth(3).locator(".jp-OutputArea-output.jp-RenderedMarkdown").filter(
-            has_text="Prices:")
+        answer = (
+            cells.nth(3)
+            .locator(".jp-OutputArea-output.jp-RenderedMarkdown")
+            .filter(has_text="Prices:")
+        )
         _check_rendered(page, answer, "render_jupyterlab.png")
 
         # the panel shows the same turn: literal text, no tag rendered, the URL wrapped
@@ -271,7 +309,10 @@ def test_reply_renders_as_written_in_jupyterlab_and_panel(server, jupyterlab, ch
         assert turn.locator("pre code").filter(has_text='print("$5 <b>")').count() == 1
         # the math as written (the panel's HTML widget does not typeset), marked for MathJax
         assert turn.locator(".exaone-math").all_inner_texts() == [
-            "$$E=mc^2$$", r"\(a^2+b^2=c^2\)", r"\[\int_0^1 x\,dx = \frac{1}{2}\]"]
+            "$$E=mc^2$$",
+            r"\(a^2+b^2=c^2\)",
+            r"\[\int_0^1 x\,dx = \frac{1}{2}\]",
+        ]
         body = transcript.locator(".exaone-transcript-body")
         assert body.evaluate("e => e.scrollWidth <= e.clientWidth")  # nothing runs off the side
         url = turn.locator("p", has_text=URL[:40])
@@ -289,8 +330,9 @@ def test_reply_renders_as_written_in_jupyterlab_and_panel(server, jupyterlab, ch
             time.sleep(0.2)
         notebook = json.loads(saved.read_text("utf-8"))
         notebook["metadata"].pop("signature", None)
-        outputs = [o for o in notebook["cells"][3]["outputs"]
-                   if "text/markdown" in o.get("data", {})]
+        outputs = [
+            o for o in notebook["cells"][3]["outputs"] if "text/markdown" in o.get("data", {})
+        ]
         assert "".join(outputs[0]["data"]["text/plain"]) == REPLY  # the model's text, exactly
         notebook["cells"] = [notebook["cells"][3]]
         (lab.root / "untrusted.ipynb").write_text(json.dumps(notebook), "utf-8")
@@ -299,11 +341,18 @@ def test_reply_renders_as_written_in_jupyterlab_and_panel(server, jupyterlab, ch
             "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
             " return !!w && !!w.context && w.context.path === 'untrusted.ipynb'"
             " && w.context.isReady; }",
-            timeout=TIMEOUT_MS, polling=250)
-        assert page.evaluate("() => window.jupyterapp.shell.currentWidget.content.model"
-                             ".cells.get(0).trusted") is False  # so its HTML is sanitized
-        reopened = page.locator(f"{VISIBLE_NOTEBOOK} .jp-OutputArea-output.jp-RenderedMarkdown"
-                                ).filter(has_text="Prices:")
+            timeout=TIMEOUT_MS,
+            polling=250,
+        )
+        assert (
+            page.evaluate(
+                "() => window.jupyterapp.shell.currentWidget.content.model.cells.get(0).trusted"
+            )
+            is False
+        )  # so its HTML is sanitized
+        reopened = page.locator(
+            f"{VISIBLE_NOTEBOOK} .jp-OutputArea-output.jp-RenderedMarkdown"
+        ).filter(has_text="Prices:")
         reopened.wait_for(timeout=TIMEOUT_MS)
         assert page.locator(f"{VISIBLE_NOTEBOOK} .jp-Cell").count() == 1
         _check_rendered(page, reopened, "render_jupyterlab_untrusted.png")
@@ -318,15 +367,34 @@ class _Notebook7:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(home / "notebook.log", "wb")  # noqa: SIM115 - closed by stop()
-        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"),
-               "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "HF_HUB_OFFLINE": "1"}
+        env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(home / "config"),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+            "HF_HUB_OFFLINE": "1",
+        }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "notebook", "--no-browser", "--ServerApp.token=",
-             "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-             "--ServerApp.allow_root=True", "--ServerApp.ip=127.0.0.1", f"--port={self.port}",
-             "--port-retries=0", f"--ServerApp.root_dir={root}",
-             "--JupyterNotebookApp.expose_app_in_browser=True"],
-            cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "notebook",
+                "--no-browser",
+                "--ServerApp.token=",
+                "--ServerApp.password=",
+                "--ServerApp.disable_check_xsrf=True",
+                "--ServerApp.allow_root=True",
+                "--ServerApp.ip=127.0.0.1",
+                f"--port={self.port}",
+                "--port-retries=0",
+                f"--ServerApp.root_dir={root}",
+                "--JupyterNotebookApp.expose_app_in_browser=True",
+            ],
+            cwd=root,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -345,18 +413,19 @@ class _Notebook7:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(importlib.util.find_spec("notebook") is None,
-                    reason="Notebook 7 (the notebook package) is not installed")
 def test_reply_renders_as_written_in_notebook7(server, chromium_browser, tmp_path):
     """The same reply in Notebook 7 (same renderers as JupyterLab; run where it is installed)."""
     root, home = tmp_path / "root", tmp_path / "home"
     root.mkdir()
     home.mkdir()
-    write_notebook(root / "render.ipynb", [
-        "%load_ext exaone_jupyter",
-        f"%exaone connect {server} --model {MODEL}",
-        "%%exaone -t 0\nShow me the tricky text.",
-    ])
+    write_notebook(
+        root / "render.ipynb",
+        [
+            "%load_ext exaone_jupyter",
+            f"%exaone connect {server} --model {MODEL}",
+            "%%exaone -t 0\nShow me the tricky text.",
+        ],
+    )
     notebook = _Notebook7(root, home)
     page = chromium_browser.new_page(viewport={"width": 1000, "height": 1400})
     try:
@@ -366,11 +435,17 @@ def test_reply_renders_as_written_in_notebook7(server, chromium_browser, tmp_pat
             " const k = w && w.sessionContext && w.sessionContext.session"
             " && w.sessionContext.session.kernel;"
             " return !!k && k.connectionStatus === 'connected' && k.status === 'idle'; }",
-            timeout=TIMEOUT_MS, polling=250)
+            timeout=TIMEOUT_MS,
+            polling=250,
+        )
         run_all_cells(page)
         wait_cells_done(page)
-        answer = page.locator(".jp-Cell").nth(2).locator(
-            ".jp-OutputArea-output.jp-RenderedMarkdown").filter(has_text="Prices:")
+        answer = (
+            page.locator(".jp-Cell")
+            .nth(2)
+            .locator(".jp-OutputArea-output.jp-RenderedMarkdown")
+            .filter(has_text="Prices:")
+        )
         _check_rendered(page, answer, "render_notebook7.png")
     finally:
         page.close()
