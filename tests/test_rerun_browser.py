@@ -97,6 +97,12 @@ def test_a_rerun_replaces_and_a_restart_resumes(jupyterlab, chromium_browser):
         assert f"user (cell In [2]): {FRANCE}" in history, history
         assert f"user (cell In [5]): {JAPAN}" in history, history
         screenshot(page.locator(VISIBLE_NOTEBOOK), "rerun_history.png")
+        page.evaluate(ADD_AND_RUN, "%exaone panel")  # the panel marks each question's cell too
+        transcript = page.locator(f"{VISIBLE_NOTEBOOK} .exaone-panel .exaone-transcript")
+        transcript.filter(has_text=TOKYO).wait_for(timeout=TIMEOUT_MS)
+        shown = transcript.inner_text()
+        assert "cell In [2]" in shown and "cell In [5]" in shown and shown.count(JAPAN) == 1
+        screenshot(page.locator(f"{VISIBLE_NOTEBOOK} .exaone-panel"), "rerun_panel.png")
 
         # save, restart the kernel, resume from the saved replies
         page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")

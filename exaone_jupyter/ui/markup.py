@@ -225,8 +225,11 @@ def reply_html(answer: str, reasoning: str = "") -> str:
 _ROLES = {"user": ("You", "rgba(31,119,180,0.08)"), "assistant": ("EXAONE", "rgba(44,160,44,0.08)")}
 
 
-def turn_html(role: str, body: str, *, live: bool = False, interrupted: bool = False) -> str:
-    """One turn of the transcript around ``body`` (already HTML); ``live`` adds the cursor."""
+def turn_html(
+    role: str, body: str, *, live: bool = False, interrupted: bool = False, where: str = ""
+) -> str:
+    """One turn of the transcript around ``body`` (already HTML); ``live`` adds the cursor and
+    ``where`` says where the turn came from (a notebook cell's In [n])."""
     if live:
         body += "<span style='opacity:0.6'>▌</span>"
     if interrupted:
@@ -235,7 +238,13 @@ def turn_html(role: str, body: str, *, live: bool = False, interrupted: bool = F
     return (
         f"<div class='exaone-turn exaone-{html.escape(role)}' style='background:{tint};"
         f"border-radius:4px;padding:4px 8px;margin:3px 0'><div style='font-size:11px;"
-        f"font-weight:bold;opacity:0.7'>{html.escape(who)}</div>"
+        f"font-weight:bold;opacity:0.7'>{html.escape(who)}"
+        + (
+            f"<span class='exaone-where' style='font-weight:normal'> · {html.escape(where)}</span>"
+            if where
+            else ""
+        )
+        + "</div>"
         f"<div class='exaone-text'>{body}</div></div>"
     )
 

@@ -419,7 +419,9 @@ class ChatPanel(ModelRow, widgets.VBox):
     def _render_transcript(self, live: Reply | None = None) -> None:
         conversation = self.session.conversation
         blocks = [
-            self._turn_html(m["role"], m["content"], interrupted=bool(m.get("interrupted")))
+            self._turn_html(
+                m["role"], m["content"], interrupted=bool(m.get("interrupted")), where=_where(m)
+            )
             for m in conversation.messages
         ]
         if live is not None:
@@ -457,6 +459,7 @@ class ChatPanel(ModelRow, widgets.VBox):
         reasoning: str = "",
         interrupted: bool = False,
         live: bool = False,
+        where: str = "",
     ) -> str:
         key = (role, text)
         body = None if live or reasoning else self._html_cache.get(key)
@@ -466,7 +469,14 @@ class ChatPanel(ModelRow, widgets.VBox):
             body = reply_html(text, reasoning)
             if not live and len(self._html_cache) < 2000:
                 self._html_cache[key] = body
-        return turn_html(role, body, live=live, interrupted=interrupted)
+        return turn_html(role, body, live=live, interrupted=interrupted, where=where)
+
+
+def _where(message: dict) -> str:
+    """Which notebook cell asked a question (its In [n] when known), for the transcript."""
+    if message.get("role") != "user" or not message.get("cell"):
+        return ""
+    return f"cell In [{message['run']}]" if message.get("run") else "a notebook cell"
 
 
 __all__ = ["ChatPanel"]
