@@ -23,22 +23,11 @@ from typing import Any
 from ..errors import ExaoneError
 from .backend import BackendInfo, ReasoningTags, Request, Sampling, ServerFacts
 from .reply import Reply
+from .server_errors import broken_reply, failed_request, openai_module, root_cause
 
-INSTALL_HINT = "pip install 'exaone-jupyter[remote]'"
 CONNECT_TIMEOUT_S = 10.0
 # How reasoning that a server sends apart is marked in the reply when the request names no family.
 DEFAULT_REASONING_TAGS: ReasoningTags = ("<think>", "</think>")
-
-
-def _openai():
-    try:
-        import openai
-    except ImportError:
-        raise ExaoneError(
-            "Talking to a server needs the openai package; install it with "
-            f"{INSTALL_HINT} and restart the kernel."
-        ) from None
-    return openai
 
 
 def normalize_url(url: str) -> str:
@@ -70,7 +59,7 @@ class RemoteBackend:
         n_ctx: int | None = None,
         api_key_env: str | None = None,
     ) -> None:
-        _openai()  # the install hint comes before anything else
+        openai_module()  # the install hint comes before anything else
         self.url = normalize_url(url)
         self.timeout = float(timeout)
         self.api_key_env = api_key_env
@@ -101,7 +90,7 @@ class RemoteBackend:
         )
 
     def _new_client(self):
-        return _openai().OpenAI(
+        return openai_module().OpenAI(
             base_url=self.url,
             api_key=self._api_key or "no-key",
             timeout=self.timeout,
@@ -116,7 +105,7 @@ class RemoteBackend:
 
     # -- connecting -----------------------------------------------------------------------------
     def _list_models(self, wanted: str | None) -> tuple[list[str], dict]:
-        openai = _openai()
+        openai = openai_module()
         try:
             page = self._client.with_options(
                 timeout=min(self.timeout, CONNECT_TIMEOUT_S)
@@ -135,7 +124,7 @@ class RemoteBackend:
                 "the model with --model."
             ) from None
         except (openai.OpenAIError, ValueError, OSError) as err:
-            raise ExaoneError(self._explain(err, min(self.timeout, CONNECT_TIMEOUT_S))) from None
+            raise ExaoneError(self._failed(err, min(self.timeout, CONNECT_TIMEOUT_S))) from None
         served = [str(e.get("id")) for e in entries if e.get("id")]
         if wanted is not None:
             for entry in entries:
@@ -210,7 +199,7 @@ class RemoteBackend:
         )
 
     def _open(self, messages: list[dict], request: Request):
-        openai = _openai()
+        openai = openai_module()
         s: Sampling = request.sampling
         extra: dict[str, Any] = {
             # Not in OpenAI's API; llama.cpp's servers read these names, vLLM the second spelling.
@@ -244,10 +233,10 @@ class RemoteBackend:
                 stale = (
                     isinstance(err, openai.APIConnectionError)
                     and not isinstance(err, openai.APITimeoutError)
-                    and any(w in _root_cause(err).lower() for w in ("reset", "disconnected"))
+                    and any(w in root_cause(err).lower() for w in ("reset", "disconnected"))
                 )
                 if not (stale and attempt == 1):
-                    raise ExaoneError(self._explain(err, self.timeout)) from None
+                    raise ExaoneError(self._failed(err, self.timeout)) from None
 
     def _generate(
         self, reply: Reply, chunks, started: float, tags: ReasoningTags
@@ -277,7 +266,9 @@ class RemoteBackend:
                         stats.finish_reason = "interrupted"
                         return
                     self._drop_connections()
-                    raise ExaoneError(self._broke_off(err, kept=bool(count))) from None
+                    raise ExaoneError(
+                        broken_reply(err, url=self.url, timeout=self.timeout, kept=bool(count))
+                    ) from None
                 usage = getattr(chunk, "usage", None) or usage
                 timings = getattr(chunk, "timings", None) or timings
                 for choice in getattr(chunk, "choices", None) or ():
@@ -364,71 +355,8 @@ class RemoteBackend:
                 stats.completion_tokens = timings["predicted_n"]
             stats.rate_source = "server"
 
-    # -- errors ---------------------------------------------------------------------------------
-    def _explain(self, err: BaseException, timeout: float) -> str:
-        """One sentence for a failed request, saying what to do."""
-        openai = _openai()
-        where = f"the server at {self.url}"
-        if isinstance(err, openai.APITimeoutError):
-            return (
-                f"{where[0].upper()}{where[1:]} did not answer within {timeout:g} s; check that "
-                "it is running and not overloaded, then try again."
-            )
-        if isinstance(err, openai.APIConnectionError):
-            reason = _root_cause(err)
-            if "refused" in reason.lower():
-                return (
-                    f"Could not connect to {self.url} (connection refused); check that the "
-                    "server is running and that the host and port are right."
-                )
-            return (
-                f"Could not reach {self.url} ({reason}); check that the server is running "
-                "and that the host and port are right."
-            )
-        if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            code = getattr(err, "status_code", 401)
-            if self.api_key_env:
-                return (
-                    f"{where[0].upper()}{where[1:]} refused the API key in ${self.api_key_env} "
-                    f"({code}); set {self.api_key_env} to the server's key and connect again."
-                )
-            return (
-                f"{where[0].upper()}{where[1:]} needs an API key ({code}); put it in an "
-                "environment variable and connect with --api-key-env VAR."
-            )
-        if isinstance(err, openai.NotFoundError):
-            return (
-                f"{where[0].upper()}{where[1:]} answered 404 ({_server_message(err)}); check "
-                "the URL (usually ending in /v1) and the model name."
-            )
-        if isinstance(err, openai.APIStatusError):
-            code = err.status_code
-            message = _server_message(err)
-            if code >= 500:
-                return (
-                    f"{where[0].upper()}{where[1:]} failed ({code}: {message}); check the "
-                    "server's log and try again."
-                )
-            return f"The server rejected the request ({code}: {message}); change it and try again."
-        return f"The request to {self.url} failed ({_short(err)}); check the server and try again."
-
-    def _broke_off(self, err: BaseException, *, kept: bool) -> str:
-        openai = _openai()
-        if isinstance(err, openai.APITimeoutError):
-            why = f"no data for {self.timeout:g} s"
-        elif isinstance(err, openai.APIStatusError) or type(err) is openai.APIError:
-            why = _server_message(err)
-        else:
-            why = _root_cause(err)
-        if kept:
-            return (
-                f"The server at {self.url} broke off the reply ({why}); the partial reply is "
-                "kept, check the server and ask again."
-            )
-        return (
-            f"The server at {self.url} broke off the reply before any text came ({why}); "
-            "check the server and ask again."
-        )
+    def _failed(self, err: BaseException, timeout: float) -> str:
+        return failed_request(err, url=self.url, timeout=timeout, api_key_env=self.api_key_env)
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -455,35 +383,3 @@ def _reasoning_of(delta: Any) -> str:
 
 def _names(names: list[str]) -> str:
     return ", ".join(repr(n) for n in names) if names else "no models"
-
-
-def _short(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def _root_cause(err: BaseException) -> str:
-    """The innermost exception's message: 'Connection refused' rather than 'Connection error.'"""
-    seen = err
-    while (inner := seen.__cause__ or seen.__context__) is not None:
-        seen = inner
-    text = _short(seen)
-    if "[Errno" in text and "]" in text:
-        text = text.split("]", 1)[1].strip()
-    return text.rstrip(".") or type(seen).__name__
-
-
-def _server_message(err: BaseException) -> str:
-    """The server's own words from an error body (OpenAI, vLLM and llama.cpp shapes)."""
-    body = getattr(err, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            body = inner.get("message") or inner.get("detail") or body
-        elif isinstance(inner, str):
-            body = inner
-        if isinstance(body, dict) and body.get("detail"):
-            body = body["detail"]
-    if isinstance(body, str) and body.strip():
-        return _short(Exception(body)).rstrip(".")
-    return _short(Exception(getattr(err, "message", None) or str(err))).rstrip(".")
