@@ -15,6 +15,7 @@ __all__ = [
     "get_session",
     "last_reply",
     "load_ipython_extension",
+    "map",
     "render_prompt",
     "unload_ipython_extension",
 ]
@@ -52,6 +53,61 @@ def render_prompt(messages: Sequence[dict], **variables: Any) -> tuple[str, list
     or ``eos_token`` among them replaces the model's own.
     """
     return get_session().render_prompt(messages, **variables)
+
+
+def map(  # shadows the builtin inside this module only; nothing here uses it
+    items: Any,
+    prompt: Any,
+    *,
+    system: str | None = None,
+    schema: Any = None,
+    parallel: int | None = None,
+    cache: bool = True,
+    progress: bool = True,
+    **sampling: Any,
+) -> Any:
+    """Ask ``prompt`` once per item, batched; the results in input order (a ``MapResult`` list).
+
+    ``items``: a list, tuple, pandas Series or DataFrame. ``prompt``: a string where ``{}`` is
+    the item and ``{column}`` a DataFrame column or dict key (``{{name}}`` is a literal
+    ``{name}``; other braces stay as written), or a function of the item that returns the
+    question. Each row is a one-off question under ``system`` (default: the session's system
+    prompt) with no history. ``schema``: a JSON Schema dict, a pydantic model class or a field
+    list such as ``"name, age int"``; each result is then the parsed value. ``parallel``:
+    sequences decoded together (default 8, fewer when the context is short). ``sampling``:
+    ``temperature`` (default 0 here), ``max_tokens`` (default 256), ``top_p``, ``top_k``,
+    ``repeat_penalty``, ``seed``. Reproducible rows (temperature 0 or a seed) are cached in
+    memory, so a re-run computes only what changed (``cache=False`` skips it). A row that fails
+    is a ``RowError`` in its place; Ctrl-C keeps the finished rows and marks the rest.
+    ``df["answer"] = exaone_jupyter.map(df, ...)`` makes a column.
+    """
+    from .mapping import run_map
+    from .ui.map_progress import MapBar
+    from .ui.render import in_notebook
+
+    shell = None
+    if progress:
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        except ImportError:  # pragma: no cover - IPython is a dependency
+            shell = None
+    bar = MapBar(notebook=in_notebook(shell)) if progress else None
+    result = run_map(
+        get_session(),
+        items,
+        prompt,
+        system=system,
+        schema=schema,
+        parallel=parallel,
+        cache=cache,
+        on_progress=bar,
+        **sampling,
+    )
+    if bar is not None:
+        bar.finish(result)
+    return result
 
 
 def __getattr__(name: str) -> Any:

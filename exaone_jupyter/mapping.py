@@ -1,0 +1,424 @@
+"""``map``: one prompt over many rows, each a one-off question, answered in batches.
+
+This is the session-level half: it turns items and a prompt into one prompt per row (the same
+``{name}`` rules as cells, plus ``{}`` for the item itself), checks every setting before anything
+runs, serves reproducible rows from the cache, hands the rest to the engine (a batch of sequences
+locally, concurrent requests to a server), parses structured replies, and collects one error
+line per failed row. Progress goes to a callback; the UI draws it. pandas is never imported: a
+Series or DataFrame is recognised by its methods.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from .engine.backend import Request, Sampling
+from .errors import ExaoneError
+from .structured import ReplyParseError, Schema
+
+if TYPE_CHECKING:
+    from .session import Session
+
+DEFAULT_PARALLEL = 8  # sequences at a time when ``parallel`` is not given (fewer if n_ctx is short)
+DEFAULT_MAX_TOKENS = 256  # a row's reply; a map wants short answers
+_NAME = r"[^\W\d]\w*"
+_PLACEHOLDER = re.compile(rf"\{{\{{({_NAME})?\}}\}}|\{{({_NAME})?\}}")
+_CACHE_LIMIT = 100_000
+
+
+class RowError:
+    """The value of a row that has no answer: ``message`` says why in one sentence."""
+
+    def __init__(self, message: str, *, interrupted: bool = False) -> None:
+        self.message = message
+        self.interrupted = interrupted
+
+    def __repr__(self) -> str:
+        return f"RowError({self.message!r})"
+
+    def __str__(self) -> str:
+        return f"<error: {self.message}>"
+
+    def __bool__(self) -> bool:  # `[r for r in results if r]` keeps the answers
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RowError) and other.message == self.message
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass
+class MapProgress:
+    """How far a map is; the rates are per second of the run so far."""
+
+    total: int
+    done: int = 0
+    from_cache: int = 0
+    errors: int = 0
+    tokens: int = 0
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    finished: bool = False
+
+    @property
+    def rows_per_s(self) -> float | None:
+        computed = self.done - self.from_cache
+        return computed / self.elapsed_s if computed and self.elapsed_s > 0 else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.tokens / self.elapsed_s if self.tokens and self.elapsed_s > 0 else None
+
+    @property
+    def eta_s(self) -> float | None:
+        rate = self.rows_per_s
+        return (self.total - self.done) / rate if rate else None
+
+
+class MapResult(list):
+    """The results in input order (text, a parsed value, or a ``RowError``), with the run's
+    figures. ``df["label"] = result`` makes a column; ``.series()`` keeps a Series' index."""
+
+    def __init__(self, values: Sequence[Any], progress: MapProgress, index: Any = None) -> None:
+        super().__init__(values)
+        self.progress = progress
+        self._index = index
+
+    @property
+    def errors(self) -> list[tuple[int, str]]:
+        """(row, message) for every row without an answer."""
+        return [(i, v.message) for i, v in enumerate(self) if isinstance(v, RowError)]
+
+    @property
+    def interrupted(self) -> bool:
+        return self.progress.interrupted
+
+    def summary(self) -> str:
+        """One line for the run, then one line per failed row."""
+        p = self.progress
+        head = f"{len(self)} rows: {len(self) - len(self.errors)} answered"
+        if p.from_cache:
+            head += f" ({p.from_cache} from the cache)"
+        if self.errors:
+            head += f", {len(self.errors)} without an answer"
+        lines = [head + ("; interrupted." if p.interrupted else ".")]
+        lines += [f"row {i}: {message}" for i, message in self.errors]
+        return "\n".join(lines)
+
+    def series(self, name: str | None = None) -> Any:
+        """The results as a pandas Series, with the index of the Series or DataFrame mapped."""
+        import pandas as pd
+
+        return pd.Series(list(self), index=self._index, name=name, dtype=object)
+
+
+# -- the cache --------------------------------------------------------------------------------------
+_cache: dict[tuple, tuple[str, str]] = {}  # key -> (reply text, finish reason)
+
+
+def clear_cache() -> None:
+    """Forget every cached row."""
+    _cache.clear()
+
+
+def _reproducible(sampling: Sampling) -> bool:
+    return sampling.temperature == 0 or sampling.seed is not None
+
+
+# -- the run ----------------------------------------------------------------------------------------
+@dataclass
+class _Row:
+    index: int
+    prompt: str | None = None
+    ids: list[int] | None = None
+    messages: list[dict] | None = None
+    key: tuple | None = None
+
+
+def run_map(
+    session: Session,
+    items: Any,
+    prompt: str | Callable[[Any], str],
+    *,
+    system: str | None = None,
+    schema: Any = None,
+    parallel: int | None = None,
+    cache: bool = True,
+    on_progress: Callable[[MapProgress], None] | None = None,
+    **sampling_options: Any,
+) -> MapResult:
+    """See ``exaone_jupyter.map``; ``on_progress`` is called with the figures as rows end."""
+    backend = session.require_backend()
+    rows_in, index = _rows(items)
+    if parallel is not None and (
+        isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1
+    ):
+        raise ExaoneError(f"parallel must be a whole number of 1 or more, not {parallel!r}.")
+    sampling = Sampling.from_options(
+        Sampling(temperature=0.0, max_tokens=DEFAULT_MAX_TOKENS), **sampling_options
+    )
+    structure = Schema.of(schema) if schema is not None else None
+    if structure is not None and backend.tokenizer is None:
+        raise ExaoneError(
+            "schema= works with a local model for now; load a GGUF with `%exaone load`, or "
+            "ask the server for JSON in the prompt and parse it yourself."
+        )
+    grammar = structure.grammar() if structure is not None else None
+    texts = _render_all(rows_in, prompt)
+    if system is None:
+        system = session.conversation.system
+    rows = [_Row(i) for i in range(len(rows_in))]
+    values: list[Any] = [None] * len(rows)
+    for row, text in zip(rows, texts, strict=True):
+        if isinstance(text, RowError):
+            values[row.index] = text
+            continue
+        row.prompt = text
+        row.messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": text}
+        ]
+
+    local = backend.tokenizer is not None and session.template is not None
+    n_ctx = backend.n_ctx
+    if local:
+        assert session.template is not None and backend.tokenizer is not None
+        for row in rows:
+            if row.messages is None:
+                continue
+            row.ids = session.template.prompt(row.messages, backend.tokenizer).ids
+            if len(row.ids) + sampling.max_tokens > n_ctx:
+                values[row.index] = RowError(
+                    f"the prompt is {len(row.ids)} tokens, which with max_tokens="
+                    f"{sampling.max_tokens} does not fit the {n_ctx}-token context"
+                )
+                row.ids = None
+
+    identity = _model_identity(session)
+    reproducible = cache and _reproducible(sampling)
+    progress = MapProgress(total=len(rows))
+    todo: list[_Row] = []
+    for row in rows:
+        if values[row.index] is not None:
+            progress.done += 1
+            progress.errors += 1
+            continue
+        if reproducible:
+            shown = tuple(row.ids) if row.ids is not None else json.dumps(row.messages)
+            row.key = (identity, shown, tuple(asdict(sampling).items()), _schema_key(structure))
+            hit = _cache.get(row.key)
+            if hit is not None:
+                values[row.index] = _value(hit[0], hit[1], structure)
+                progress.done += 1
+                progress.from_cache += 1
+                progress.errors += isinstance(values[row.index], RowError)
+                continue
+        todo.append(row)
+
+    started = time.perf_counter()
+
+    def report() -> None:
+        progress.elapsed_s = time.perf_counter() - started
+        if on_progress is not None:
+            on_progress(progress)
+
+    def row_done(row: _Row, text: str, finish: str, error: str | None = None) -> None:
+        if error is not None:
+            values[row.index] = RowError(error)
+        elif finish == "interrupted":
+            values[row.index] = RowError("interrupted before it finished", interrupted=True)
+        else:
+            values[row.index] = _value(text, finish, structure)
+            if row.key is not None:
+                if len(_cache) >= _CACHE_LIMIT:
+                    _cache.pop(next(iter(_cache)))
+                _cache[row.key] = (text, finish)
+        progress.done += 1
+        progress.errors += isinstance(values[row.index], RowError)
+        report()
+
+    report()
+    try:
+        if todo and local:
+            _run_local(backend, todo, sampling, parallel, grammar, n_ctx, progress, row_done)
+        elif todo:
+            _run_remote(backend, todo, sampling, parallel, row_done)
+    except KeyboardInterrupt:  # between rows on a server; the local engine handles its own
+        progress.interrupted = True
+    for row in todo:
+        if values[row.index] is None:
+            values[row.index] = RowError("not run: the map was interrupted", interrupted=True)
+            progress.interrupted = True
+            progress.errors += 1
+    progress.finished = True
+    report()
+    return MapResult(values, progress, index)
+
+
+def _run_local(backend, todo, sampling, parallel, grammar, n_ctx, progress, row_done) -> None:
+    from .engine.batch import context_need, generate_batch
+
+    prompts = [row.ids for row in todo]
+    wanted = parallel if parallel is not None else DEFAULT_PARALLEL
+    wanted = min(wanted, len(prompts))
+    fits = max(
+        (n for n in range(1, wanted + 1) if context_need(prompts, sampling.max_tokens, n) <= n_ctx),
+        default=0,
+    )
+    if fits < wanted and (parallel is not None or fits == 0):
+        need = context_need(prompts, sampling.max_tokens, wanted)
+        advice = f"use parallel={fits} or less, " if fits else ""
+        raise ExaoneError(
+            f"{wanted} sequences of these prompts with max_tokens={sampling.max_tokens} need "
+            f"{need} tokens of context but the model has {n_ctx}; {advice}lower max_tokens, or "
+            f"load the model with n_ctx={need}."
+        )
+
+    def tokens(n: int) -> None:
+        progress.tokens += n
+
+    def ended(i: int, out) -> None:
+        row_done(todo[i], out.text, out.finish_reason, out.error)
+
+    outputs = generate_batch(
+        backend, prompts, sampling, parallel=fits, grammar=grammar, on_row=ended, on_tokens=tokens
+    )
+    if any(out.finish_reason == "interrupted" for out in outputs):
+        progress.interrupted = True
+        for i, out in enumerate(outputs):
+            if out.finish_reason == "interrupted":
+                row_done(todo[i], out.text, "interrupted")
+
+
+def _run_remote(backend, todo, sampling, parallel, row_done) -> None:
+    """Up to ``parallel`` requests at once; the server batches them."""
+
+    def ask(row: _Row) -> tuple[str, str, str | None]:
+        request = Request(sampling, messages=row.messages)
+        reply = backend.stream(request)
+        text = "".join(reply)
+        return text, reply.stats.finish_reason or "stop", reply.error
+
+    with ThreadPoolExecutor(max_workers=parallel or 4) as pool:
+        futures = [(row, pool.submit(ask, row)) for row in todo]
+        try:
+            for row, future in futures:
+                try:
+                    text, finish, error = future.result()
+                except ExaoneError as err:
+                    text, finish, error = "", "error", str(err)
+                row_done(row, text, finish, error)
+        except KeyboardInterrupt:
+            for _, future in futures:
+                future.cancel()
+            raise
+
+
+def _value(text: str, finish: str, structure: Schema | None) -> Any:
+    if structure is None:
+        return text
+    try:
+        return structure.parse(text)
+    except ReplyParseError as err:
+        cut = "; it stopped at max_tokens, so raise max_tokens" if finish == "length" else ""
+        return RowError(f"{err}{cut}")
+
+
+def _schema_key(structure: Schema | None) -> str | None:
+    return structure.key if structure is not None else None
+
+
+def _model_identity(session: Session) -> tuple:
+    info = session.require_backend().info
+    if info.local is not None:
+        gguf = info.local.gguf
+        return ("local", str(gguf.path), gguf.file_size)
+    if info.server is not None:
+        return ("server", info.server.url, info.model)
+    return (info.kind, info.model)
+
+
+# -- items and prompts ------------------------------------------------------------------------------
+def _rows(items: Any) -> tuple[list[Any], Any]:
+    """The items as a list (a DataFrame's rows as dicts), and the pandas index if any."""
+    kind = type(items).__name__
+    is_pandas = type(items).__module__.partition(".")[0] == "pandas"
+    if is_pandas and kind == "DataFrame":
+        rows, index = items.to_dict("records"), items.index
+    elif is_pandas and kind == "Series":
+        rows, index = list(items.tolist()), items.index
+    elif isinstance(items, (list, tuple)):
+        rows, index = list(items), None
+    else:
+        raise ExaoneError(
+            f"items must be a list, tuple, pandas Series or DataFrame, not {kind}; "
+            "wrap it in list(...)."
+        )
+    if not rows:
+        raise ExaoneError(
+            "There are no items to map over; pass a non-empty list, Series or DataFrame."
+        )
+    return rows, index
+
+
+def _render_all(rows: list[Any], prompt: Any) -> list[str | RowError]:
+    if callable(prompt):
+        return [_call(prompt, row, i) for i, row in enumerate(rows)]
+    if not isinstance(prompt, str):
+        raise ExaoneError(
+            f"prompt must be a string with {{}} or {{column}} placeholders, or a function of "
+            f"the row, not {type(prompt).__name__}."
+        )
+    names = [m.group(2) for m in _PLACEHOLDER.finditer(prompt) if m.group(1) is None]
+    if not any(m.group(1) is None for m in _PLACEHOLDER.finditer(prompt)):
+        raise ExaoneError(
+            "The prompt has no {} or {column} placeholder, so every row would ask the same "
+            "question; put {} where the item goes."
+        )
+    for i, row in enumerate(rows):
+        if isinstance(row, dict):
+            columns = ", ".join(map(str, row)) or "none"
+            if None in names:
+                raise ExaoneError(
+                    f"The prompt's {{}} stands for a plain item, but the rows have columns "
+                    f"({columns}); name one, like {{{next(iter(row), 'column')}}}."
+                )
+            missing = [n for n in names if n not in row]
+            if missing:
+                raise ExaoneError(
+                    f"The prompt's {{{missing[0]}}} names no column of row {i} (its columns: "
+                    f"{columns}); use one of those names."
+                )
+        elif any(n is not None for n in names):
+            first = next(n for n in names if n is not None)
+            raise ExaoneError(
+                f"The prompt's {{{first}}} names a column, but the items are plain values; use "
+                "{} for the item, or pass a DataFrame or dicts."
+            )
+    return [_fill(prompt, row) for row in rows]
+
+
+def _fill(prompt: str, row: Any) -> str:
+    def replace(match: re.Match) -> str:
+        escaped, name = match.group(1), match.group(2)
+        if match.group(0).startswith("{{"):
+            return "{" + (escaped or "") + "}"
+        return str(row if name is None else row[name])
+
+    return _PLACEHOLDER.sub(replace, prompt)
+
+
+def _call(prompt: Callable[[Any], str], row: Any, i: int) -> str | RowError:
+    try:
+        text = prompt(row)
+    except Exception as err:
+        return RowError(f"the prompt function raised {type(err).__name__}: {err}")
+    if not isinstance(text, str) or not text.strip():
+        return RowError(f"the prompt function returned {text!r}, not a question")
+    return text
