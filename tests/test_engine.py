@@ -388,3 +388,29 @@ def test_sampling_options_replace_the_base_and_ignore_none():
     base = Sampling(temperature=0.2, max_tokens=10)
     s = Sampling.from_options(base, temperature=None, max_tokens=20)
     assert (s.temperature, s.max_tokens) == (0.2, 20)
+
+
+def test_an_exaone4_model_with_the_real_vocabulary_size_loads_and_answers(tmp_path):
+    """EXAONE 4.0's layout (q/k norms, post-norms) and 102,400 tokens, as LG's GGUFs have them."""
+    from exaone_jupyter.testing import TinyShape
+
+    path = write_random_gguf(
+        tmp_path / "exaone4.gguf",
+        arch="exaone4",
+        n_vocab=102_400,
+        logit_scale=10.0,
+        shape=TinyShape(n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_layer=2),
+    )
+    info = read_gguf(path)
+    assert info.architecture == "exaone4" and info.is_exaone_arch
+    backend = LocalBackend(info, LoadOptions(n_ctx=256))
+    try:
+        import llama_cpp
+
+        assert llama_cpp.llama_vocab_n_tokens(backend._vocab) == 102_400
+        ids = backend.tokenize("[|user|]hello\n[|assistant|]", special=True)
+        reply = backend.stream(request(ids, Sampling(temperature=0, max_tokens=8))).consume()
+        again = backend.stream(request(ids, Sampling(temperature=0, max_tokens=8))).consume()
+        assert reply.stats.completion_tokens >= 1 and reply.text == again.text  # greedy: stable
+    finally:
+        backend.close()
