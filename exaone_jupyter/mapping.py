@@ -103,7 +103,7 @@ class MapResult(list):
     def summary(self) -> str:
         """One line for the run, then one line per failed row."""
         p = self.progress
-        head = f"{len(self)} rows: {len(self) - len(self.errors)} answered"
+        head = f"{len(self)} row{'' if len(self) == 1 else 's'}: {len(self) - len(self.errors)} answered"
         if p.from_cache:
             head += f" ({p.from_cache} from the cache)"
         if self.errors:

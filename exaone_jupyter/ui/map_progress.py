@@ -1,9 +1,10 @@
 """The progress bar under ``exaone_jupyter.map``: rows done, rows/s, tokens/s, ETA, cache hits.
 
-Drawn the way ``LoadProgress`` draws a load: one display handle, updates at most every
-``interval`` seconds, and the end replaces the bar with the run's summary (rows answered, from
-the cache, one line per failed row), which has no timings, so a saved notebook's outputs do not
-depend on the machine's speed. In a terminal only that summary is printed, and only when a row
+Drawn the way ``LoadProgress`` draws a load: one display handle, empty at first, updates at most
+every ``interval`` seconds, emptied at the end; then the run's summary (rows answered, from the
+cache, one line per failed row) is displayed once as an output of its own. It has no timings, so
+a saved notebook's outputs do not depend on the machine's speed, and each output's first display
+is its final state (what nbval compares). In a terminal only that summary is printed, and only when a row
 failed or the run was interrupted.
 """
 
@@ -52,10 +53,9 @@ class MapBar:
             "<pre class='exaone-map-summary' style='font-size:0.9em;margin:0'>"
             f"{html.escape(summary)}</pre>"
         )
-        if self._shown:
-            publish(text, display_id=self._display_id, update=True)
-        else:
-            publish(text, display_id=self._display_id)
+        if self._shown:  # the bar's output goes back to its first, empty state
+            publish({"text/plain": ""}, display_id=self._display_id, update=True)
+        publish(text)
 
 
 def bar_data(progress: Any) -> dict[str, str]:
