@@ -70,10 +70,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class JupyterLab:
-    """``jupyter lab`` without a token on 127.0.0.1:PORT, serving ``root``; ``stop()`` ends it."""
+# The frontends the tests open: the module to run and its own options.
+FRONTENDS = {
+    "lab": [
+        "jupyterlab",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ],
+    "notebook7": ["notebook", "--JupyterNotebookApp.expose_app_in_browser=True"],
+}
 
-    def __init__(self, root: Path, home: Path, *, timeout: float = 120) -> None:
+
+class JupyterLab:
+    """``jupyter lab`` (or, with ``app="notebook7"``, Notebook 7) without a token on
+    127.0.0.1:PORT, serving ``root``; ``stop()`` ends it."""
+
+    def __init__(self, root: Path, home: Path, *, timeout: float = 120, app: str = "lab") -> None:
         self.root, self.port = root, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home / "jupyterlab.log"
@@ -92,10 +104,11 @@ class JupyterLab:
             "HF_HUB_OFFLINE": "1",
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",
         }
+        module, *app_options = FRONTENDS[app]
         command = [
             sys.executable,
             "-m",
-            "jupyterlab",
+            module,
             "--no-browser",
             "--ServerApp.token=",
             "--ServerApp.password=",
@@ -105,8 +118,7 @@ class JupyterLab:
             f"--port={self.port}",
             "--port-retries=0",
             f"--ServerApp.root_dir={root}",
-            "--LabApp.expose_app_in_browser=True",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            *app_options,
         ]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed by stop())
         self.process = subprocess.Popen(

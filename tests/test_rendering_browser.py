@@ -14,19 +14,15 @@ tests of the Markdown and the panel's HTML come first. Screenshots land in ``art
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from browser_helpers import (
     VISIBLE_NOTEBOOK,
-    free_port,
+    JupyterLab,
     open_notebook,
     run_all_cells,
     screenshot,
@@ -360,58 +356,6 @@ def test_reply_renders_as_written_in_jupyterlab_and_panel(server, jupyterlab, ch
         page.close()
 
 
-class _Notebook7:
-    """``jupyter notebook`` (Notebook 7) without a token on a free loopback port, serving ``root``."""
-
-    def __init__(self, root, home) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(home / "notebook.log", "wb")  # noqa: SIM115 - closed by stop()
-        env = {
-            **os.environ,
-            "JUPYTER_CONFIG_DIR": str(home / "config"),
-            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-            "HF_HUB_OFFLINE": "1",
-        }
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "notebook",
-                "--no-browser",
-                "--ServerApp.token=",
-                "--ServerApp.password=",
-                "--ServerApp.disable_check_xsrf=True",
-                "--ServerApp.allow_root=True",
-                "--ServerApp.ip=127.0.0.1",
-                f"--port={self.port}",
-                "--port-retries=0",
-                f"--ServerApp.root_dir={root}",
-                "--JupyterNotebookApp.expose_app_in_browser=True",
-            ],
-            cwd=root,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/status", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("jupyter notebook did not start")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
-        self.log.close()
-
-
 @pytest.mark.timeout(300)
 def test_reply_renders_as_written_in_notebook7(server, chromium_browser, tmp_path):
     """The same reply in Notebook 7 (same renderers as JupyterLab; run where it is installed)."""
@@ -426,7 +370,7 @@ def test_reply_renders_as_written_in_notebook7(server, chromium_browser, tmp_pat
             "%%exaone -t 0\nShow me the tricky text.",
         ],
     )
-    notebook = _Notebook7(root, home)
+    notebook = JupyterLab(root, home, app="notebook7")
     page = chromium_browser.new_page(viewport={"width": 1000, "height": 1400})
     try:
         page.goto(f"{notebook.url}/notebooks/render.ipynb", timeout=TIMEOUT_MS)
