@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, TypeGuard, TypeVar
 
 from ..errors import ExaoneError
 
@@ -211,17 +211,7 @@ class Conversation:
                 "exaone-jupyter cannot read; upgrade exaone-jupyter."
             )
         system, messages = data.get("system"), data.get("messages")
-        if not isinstance(messages, list):
-            messages = None
-        ok = (
-            (system is None or isinstance(system, str))
-            and messages is not None
-            and all(
-                isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
-                for m in messages
-            )
-        )
-        if not ok or messages is None:
+        if not (system is None or isinstance(system, str)) or not is_message_list(messages):
             raise ExaoneError(
                 f"{source} has a malformed message list (each needs a role of user, "
                 "assistant or tool and a text content); fix or re-save it."
@@ -251,6 +241,14 @@ class Conversation:
                 "`%exaone save` wrote."
             ) from None
         return cls.from_json(text, source=path.name)
+
+
+def is_message_list(value: object) -> TypeGuard[list[dict]]:
+    """A list of messages as a saved file holds them: each a role of ours and a text content."""
+    return isinstance(value, list) and all(
+        isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
+        for m in value
+    )
 
 
 def _for_model(messages: list[dict]) -> list[dict]:

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExaoneError
+from .conversation import is_message_list
 
 MIME = "application/vnd.exaone-jupyter.exchange+json"
 FORMAT = "exaone-jupyter/exchange"
 VERSION = 1
-_ROLES = ("user", "assistant", "tool")
 _STATS = ("prompt_tokens", "completion_tokens", "finish_reason", "n_ctx")
 
 
@@ -68,14 +68,8 @@ class Exchange:
             )
         messages, system, cell = data.get("messages"), data.get("system"), data.get("cell")
         if not (
-            isinstance(messages, list)
+            is_message_list(messages)
             and messages
-            and all(
-                isinstance(m, dict)
-                and m.get("role") in _ROLES
-                and isinstance(m.get("content"), str)
-                for m in messages
-            )
             and (system is None or isinstance(system, str))
             and (cell is None or isinstance(cell, str))
         ):
