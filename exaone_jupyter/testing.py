@@ -111,6 +111,8 @@ def write_random_gguf(
     quiet_control_tokens: bool = True,
     favour_token: int | None = None,
     favour_text: str | None = None,
+    n_vocab: int | None = None,
+    logit_scale: float = 1.0,
 ) -> Path:
     """Write a loadable random-weight GGUF and return its path.
 
@@ -123,6 +125,13 @@ def write_random_gguf(
     ``favour_text`` is written over and over, one byte token at a time, after any prompt that
     does not end inside it (e.g. ``"한국"``: six byte tokens, two syllables). Its bytes must all
     differ. The transformer blocks then add nothing, so the output depends only on the last token.
+
+    ``arch`` is ``llama`` (EXAONE 3.x as the catalog's GGUF has it), ``exaone`` or ``exaone4``
+    (EXAONE 4.0's layout: q/k norms, post-attention and post-feed-forward norms, no pre-norms).
+    ``n_vocab`` pads the vocabulary with tokens no merge reaches (three ASCII letters each), e.g.
+    102,400 for EXAONE's real size, where sampling costs what it costs on a real model.
+    ``logit_scale`` multiplies the output layer: random weights give nearly flat next-token
+    distributions; a scale of 10-20 spreads the logits as a trained model's are.
     """
     if favour_token is not None and favour_text is not None:
         raise ValueError("give favour_token or favour_text, not both")
@@ -136,11 +145,18 @@ def write_random_gguf(
     tokens = list(EXAONE_SPECIAL_TOKENS) + [b2u[b] for b in range(256)]
     merges = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n"]  # llama.cpp rejects a BPE vocab without merges
     tokens += [merge.replace(" ", "") for merge in merges]
+    if n_vocab is not None:
+        tokens += _filler_tokens(n_vocab - len(tokens))
     n_vocab, s = len(tokens), shape
+    if arch == "exaone4" and s.n_head * s.head_dim != s.n_embd:
+        raise ValueError("exaone4 needs n_head * head_dim == n_embd")
 
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name(name)
     add_llama_hparams(w, s)
+    if arch == "exaone4":
+        w.add_key_length(s.head_dim)
+        w.add_value_length(s.head_dim)
     w.add_vocab_size(n_vocab)
     file_type = {
         "f32": gguf.LlamaFileType.ALL_F32,
@@ -178,20 +194,30 @@ def write_random_gguf(
     quiet_blocks = bool(ids)  # blocks that add nothing keep the output a function of one token
 
     add("token_embd.weight", embd)
+    pre_norms = arch != "exaone4"  # EXAONE 4.0 normalizes after attention and feed-forward
     for i in range(s.n_layer):
-        add(f"blk.{i}.attn_norm.weight", np.ones(s.n_embd, np.float32))
+        if pre_norms:
+            add(f"blk.{i}.attn_norm.weight", np.ones(s.n_embd, np.float32))
         add(f"blk.{i}.attn_q.weight", matrix(s.n_head * hd, s.n_embd))
         add(f"blk.{i}.attn_k.weight", matrix(s.n_head_kv * hd, s.n_embd))
         add(f"blk.{i}.attn_v.weight", matrix(s.n_head_kv * hd, s.n_embd))
         attn_output = matrix(s.n_embd, s.n_head * hd)
         add(f"blk.{i}.attn_output.weight", attn_output * 0 if quiet_blocks else attn_output)
-        add(f"blk.{i}.ffn_norm.weight", np.ones(s.n_embd, np.float32))
+        if pre_norms:
+            add(f"blk.{i}.ffn_norm.weight", np.ones(s.n_embd, np.float32))
+        else:
+            add(f"blk.{i}.attn_q_norm.weight", np.ones(hd, np.float32))
+            add(f"blk.{i}.attn_k_norm.weight", np.ones(hd, np.float32))
+            add(f"blk.{i}.post_attention_norm.weight", np.ones(s.n_embd, np.float32))
+            add(f"blk.{i}.post_ffw_norm.weight", np.ones(s.n_embd, np.float32))
         add(f"blk.{i}.ffn_gate.weight", matrix(s.n_ff, s.n_embd))
         add(f"blk.{i}.ffn_up.weight", matrix(s.n_ff, s.n_embd))
         ffn_down = matrix(s.n_embd, s.n_ff)
         add(f"blk.{i}.ffn_down.weight", ffn_down * 0 if quiet_blocks else ffn_down)
     add("output_norm.weight", np.ones(s.n_embd, np.float32))
     output = matrix(n_vocab, s.n_embd)
+    if logit_scale != 1.0:
+        output *= np.float32(logit_scale)
     if quiet_control_tokens:
         output[: len(EXAONE_SPECIAL_TOKENS)] = 0.0
     if favour_token is not None:
@@ -212,3 +238,12 @@ def write_random_gguf(
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def _filler_tokens(count: int) -> list[str]:
+    """``count`` distinct three-letter tokens (aaa, aab, ...): a real-sized vocabulary's tail."""
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    if count < 0 or count > len(letters) ** 3:
+        raise ValueError(f"n_vocab must be between the base vocabulary and {len(letters) ** 3}")
+    n = len(letters)
+    return [letters[i // n // n] + letters[i // n % n] + letters[i % n] for i in range(count)]
