@@ -35,6 +35,7 @@ from .backend import (
 from .gpu import probe_gpu
 from .offload import GpuInfo, OffloadPlan, plan_offload
 from .reply import Reply
+from .threads import choose_threads
 
 _DEFAULT_OPTIONS = LoadOptions()  # frozen: one shared default is safe
 
@@ -80,8 +81,8 @@ class LocalBackend:
             "seed": random.SystemRandom().getrandbits(32),
             "verbose": False,
         }
-        if options.n_threads:
-            kwargs.update(n_threads=options.n_threads, n_threads_batch=options.n_threads)
+        self.threads = choose_threads(options.n_threads)
+        kwargs.update(n_threads=self.threads.decode, n_threads_batch=self.threads.batch)
         self.extra_buffers = not _amx_hazard(info)
         progress = _Progress(on_progress)
         try:
@@ -127,6 +128,7 @@ class LocalBackend:
                 gpu=self.gpu,
                 llama_gpu_layers=llama_gpu_layers,
                 n_threads=self._llm.n_threads,
+                threads_why=self.threads.why,
                 load_s=load_s,
                 cpu_repack=self.extra_buffers,
                 system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
