@@ -35,7 +35,7 @@ from .backend import (
 from .gpu import probe_gpu
 from .offload import GpuInfo, OffloadPlan, plan_offload
 from .reply import Reply
-from .threads import choose_threads
+from .threads import ThreadTuner, choose_threads
 
 _DEFAULT_OPTIONS = LoadOptions()  # frozen: one shared default is safe
 
@@ -116,6 +116,13 @@ class LocalBackend:
         self.eos_text = self.token_text(self._llm.token_eos())
         self.bos_text = self.token_text(self._llm.token_bos())
         self._stop_ids = self._end_of_turn_ids()
+        self._tuner: ThreadTuner | None = None
+        if options.n_threads is None and self.threads.decode > 1:
+            batch_threads, ctx = self.threads.batch, self._llm.ctx
+            self._tuner = ThreadTuner(
+                self.threads.decode,
+                lambda n: llama_cpp.llama_set_n_threads(ctx, n, batch_threads),
+            )
         self.info = BackendInfo(
             kind="local",
             label="llama.cpp (local)",
@@ -128,7 +135,7 @@ class LocalBackend:
                 gpu=self.gpu,
                 llama_gpu_layers=llama_gpu_layers,
                 n_threads=self._llm.n_threads,
-                threads_why=self.threads.why,
+                threads_why=self._threads_why(),
                 load_s=load_s,
                 cpu_repack=self.extra_buffers,
                 system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
@@ -164,6 +171,15 @@ class LocalBackend:
         if len(marker) == 1:
             ids.add(marker[0])
         return frozenset(i for i in ids if i >= 0)
+
+    def _threads_why(self) -> str:
+        if self._tuner is None:
+            return self.threads.why
+        counts = " or ".join(str(n) for n in reversed(self._tuner.candidates))
+        return (
+            f"{self.threads.why}; while decoding, the faster of {counts} by measurement "
+            "(fewer threads win when other programs keep the CPUs busy)"
+        )
 
     # -- tokens ---------------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool) -> list[int]:
@@ -273,6 +289,7 @@ class LocalBackend:
             llama_cpp.llama_perf_context_reset(ctx)  # from here the counters see decoding only
 
             utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+            tuner = self._tuner
             while True:
                 token = sampler.pick(self._last_logits())
                 sampler.accept(token)
@@ -298,7 +315,13 @@ class LocalBackend:
                 if reply.stop_requested:
                     stats.finish_reason = "interrupted"
                     break
-                self._decode([token], position)
+                if tuner is not None:
+                    tuner.before()
+                    step = time.perf_counter()
+                    self._decode([token], position)
+                    tuner.after(time.perf_counter() - step)
+                else:
+                    self._decode([token], position)
                 position += 1
                 decoded += 1
             tail = utf8.decode(b"", final=True)

@@ -49,17 +49,17 @@ def plan_threads(
 
 def choose_threads(requested: int | None = None) -> Threads:
     """``plan_threads`` for this process on this machine."""
-    cpus = _affinity()
-    return plan_threads(len(cpus), _cgroup_quota(), _physical_cores(cpus), requested)
+    cpus = usable_cpus()
+    return plan_threads(len(cpus), cgroup_quota(), physical_cores(cpus), requested)
 
 
-def _affinity() -> set[int]:
+def usable_cpus() -> set[int]:
     if hasattr(os, "sched_getaffinity"):
         return set(os.sched_getaffinity(0))
     return set(range(os.cpu_count() or 1))
 
 
-def _cgroup_quota() -> float | None:
+def cgroup_quota() -> float | None:
     """The CPU quota of this process's cgroup in CPUs (v2 ``cpu.max``, v1 ``cfs_quota_us``)."""
     root = Path("/sys/fs/cgroup")
     try:
@@ -79,7 +79,7 @@ def _cgroup_quota() -> float | None:
     return None
 
 
-def _physical_cores(cpus: set[int]) -> int | None:
+def physical_cores(cpus: set[int]) -> int | None:
     """How many physical cores ``cpus`` belong to (Linux sysfs), None where unknown."""
     cores = set()
     for cpu in cpus:
@@ -91,3 +91,66 @@ def _physical_cores(cpus: set[int]) -> int | None:
             return None
         cores.add((package, siblings))
     return len(cores) or None
+
+
+class ThreadTuner:
+    """Picks the decode thread count by timing decode steps while replies stream.
+
+    llama.cpp's threads meet at a barrier after every operation and spin while they wait. On
+    CPUs nobody else uses, more threads decode faster (2 threads: 1.5-1.9x on 2 cores); when other
+    programs keep those CPUs busy, a thread that is descheduled holds all others at the barrier,
+    and fewer threads are faster, up to 6x on the same machine (``benchmarks/stream_overhead.py``).
+    No count fixed at load is right for both, so the tuner measures: every candidate count gets a
+    few decode steps (a probe), the fastest by median time is used until the next probe, and the
+    gap between probes doubles while the choice holds (64 to 1,024 tokens) and shrinks back when
+    it changes. Its state carries over from reply to reply.
+    """
+
+    PROBE = 3  # decode steps per candidate in a probe (a median of 3)
+    FIRST_GAP, LONGEST_GAP = 64, 1024
+
+    def __init__(self, most: int, set_threads) -> None:
+        self.candidates = sorted({most, max(1, (most + 1) // 2)} | ({1} if most <= 4 else set()))
+        self.set_threads = set_threads
+        self.current = most
+        self.best = most
+        self.gap = self.FIRST_GAP
+        self._plan: list[int] = self._probe_plan()
+        self._times: dict[int, list[float]] = {}
+        self._until_probe = 0
+
+    def _probe_plan(self) -> list[int]:
+        """The current choice first (its time is the yardstick), then the others."""
+        if len(self.candidates) < 2:
+            return []
+        order = [self.best] + [n for n in self.candidates if n != self.best]
+        return [n for n in order for _ in range(self.PROBE)]
+
+    def before(self) -> None:
+        """Call before a decode step: sets the thread count for it."""
+        wanted = self._plan[0] if self._plan else self.best
+        if wanted != self.current:
+            self.set_threads(wanted)
+            self.current = wanted
+
+    def after(self, seconds: float) -> None:
+        """Call after the decode step with its wall time."""
+        if not self._plan:
+            self._until_probe -= 1
+            if self._until_probe <= 0:
+                self._plan, self._times = self._probe_plan(), {}
+            return
+        n = self._plan.pop(0)
+        self._times.setdefault(n, []).append(seconds)
+        yardstick = self._times.get(self.best)
+        if n != self.best and yardstick and seconds > 1.3 * _median(yardstick):
+            self._plan = [m for m in self._plan if m != n]  # clearly slower: spare its other steps
+        if not self._plan:
+            medians = {m: _median(t) for m, t in self._times.items()}
+            best = min(medians, key=lambda m: medians[m])
+            self.gap = min(self.gap * 2, self.LONGEST_GAP) if best == self.best else self.FIRST_GAP
+            self.best, self._until_probe = best, self.gap
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
