@@ -370,6 +370,13 @@ def test_thread_tuner_follows_the_faster_count():
         tuner.after(step_time(tuner.current))
     assert tuner.best == 2 and used[-500:].count(2) >= 490
     assert set_to and set(set_to) <= {1, 2}
+    busy = True  # the load comes back in the middle of a long gap between probes
+    start = len(used)
+    for _ in range(100):
+        tuner.before()
+        used.append(tuner.current)
+        tuner.after(step_time(tuner.current))
+    assert used[start:].count(2) <= 20 and tuner.best == 1
 
 
 def test_engine_uses_and_reports_the_thread_choice(tiny_gguf):

@@ -103,10 +103,14 @@ class ThreadTuner:
     No count fixed at load is right for both, so the tuner measures: every candidate count gets a
     few decode steps (a probe), the fastest by median time is used until the next probe, and the
     gap between probes doubles while the choice holds (64 to 1,024 tokens) and shrinks back when
-    it changes. Its state carries over from reply to reply.
+    it changes. Every 8 steps the choice's median time is compared with its time when chosen: 1.5x
+    slower starts a probe at once (the other programs' load comes and goes). A count that is
+    clearly slower than the choice gets one step per probe, not three. Its state carries over
+    from reply to reply.
     """
 
     PROBE = 3  # decode steps per candidate in a probe (a median of 3)
+    WATCH = 8  # steps between checks that the choice still runs as fast as when it was chosen
     FIRST_GAP, LONGEST_GAP = 64, 1024
 
     def __init__(self, most: int, set_threads) -> None:
@@ -118,6 +122,8 @@ class ThreadTuner:
         self._plan: list[int] = self._probe_plan()
         self._times: dict[int, list[float]] = {}
         self._until_probe = 0
+        self._recent: list[float] = []  # step times since the last check of the choice
+        self._expected = 0.0  # the choice's median step time in the last probe
 
     def _probe_plan(self) -> list[int]:
         """The current choice first (its time is the yardstick), then the others."""
@@ -137,8 +143,13 @@ class ThreadTuner:
         """Call after the decode step with its wall time."""
         if not self._plan:
             self._until_probe -= 1
+            self._recent.append(seconds)
+            if len(self._recent) == self.WATCH:  # much slower than when chosen: the load changed
+                if _median(self._recent) > 1.5 * self._expected:
+                    self._until_probe, self.gap = 0, self.FIRST_GAP // 2
+                self._recent = []
             if self._until_probe <= 0:
-                self._plan, self._times = self._probe_plan(), {}
+                self._plan, self._times, self._recent = self._probe_plan(), {}, []
             return
         n = self._plan.pop(0)
         self._times.setdefault(n, []).append(seconds)
@@ -149,7 +160,7 @@ class ThreadTuner:
             medians = {m: _median(t) for m, t in self._times.items()}
             best = min(medians, key=lambda m: medians[m])
             self.gap = min(self.gap * 2, self.LONGEST_GAP) if best == self.best else self.FIRST_GAP
-            self.best, self._until_probe = best, self.gap
+            self.best, self._until_probe, self._expected = best, self.gap, medians[best]
 
 
 def _median(values: list[float]) -> float:
