@@ -97,70 +97,87 @@ class ThreadTuner:
     """Picks the decode thread count by timing decode steps while replies stream.
 
     llama.cpp's threads meet at a barrier after every operation and spin while they wait. On
-    CPUs nobody else uses, more threads decode faster (2 threads: 1.5-1.9x on 2 cores); when other
-    programs keep those CPUs busy, a thread that is descheduled holds all others at the barrier,
-    and fewer threads are faster, up to 6x on the same machine (``benchmarks/stream_overhead.py``).
-    No count fixed at load is right for both, so the tuner measures: every candidate count gets a
-    few decode steps (a probe), the fastest by median time is used until the next probe, and the
-    gap between probes doubles while the choice holds (64 to 1,024 tokens) and shrinks back when
-    it changes. Every 8 steps the choice's median time is compared with its time when chosen: 1.5x
-    slower starts a probe at once (the other programs' load comes and goes). A count that is
-    clearly slower than the choice gets one step per probe, not three. Its state carries over
-    from reply to reply.
+    CPUs nobody else uses, more threads decode faster (2 threads: 1.2-1.9x on 2 cores); when other
+    programs keep those CPUs busy, a thread that is descheduled holds the others at the barrier,
+    and fewer threads are faster, up to 8x on the same machine (``benchmarks/stream_overhead.py``).
+    No count fixed at load is right for both, so the tuner measures. The chosen count's step times
+    are watched in windows of 8; every other candidate is tried now and then for up to 3 steps
+    (one, if that step is already 1.3x slower than the choice) and replaces the choice if it is
+    faster. A candidate that loses waits twice as long for its next try (32 to 512 steps), and at
+    least 50 times as many steps as its try was slower (a 2-thread step that took 50x the 1-thread
+    one, as seen on a busy 2-core machine, waits 2,500 steps): a far slower count costs ~2%.
+    When the choice's window runs 2x slower than its fastest window since it was chosen (the
+    load grew), the smaller counts are tried at once, at most once in 128 steps. Its state
+    carries over from reply to reply.
     """
 
-    PROBE = 3  # decode steps per candidate in a probe (a median of 3)
-    WATCH = 8  # steps between checks that the choice still runs as fast as when it was chosen
-    FIRST_GAP, LONGEST_GAP = 64, 1024
+    PROBE = 3  # steps a candidate gets in a try (a median of 3)
+    WATCH = 8  # steps per window of the choice's times
+    FIRST_GAP, LONGEST_GAP = 32, 512
+    ALARM_GAP = 128  # the fewest steps between two alarms
 
     def __init__(self, most: int, set_threads) -> None:
         self.candidates = sorted({most, max(1, (most + 1) // 2)} | ({1} if most <= 4 else set()))
         self.set_threads = set_threads
-        self.current = most
-        self.best = most
-        self.gap = self.FIRST_GAP
-        self._plan: list[int] = self._probe_plan()
-        self._times: dict[int, list[float]] = {}
-        self._until_probe = 0
-        self._recent: list[float] = []  # step times since the last check of the choice
-        self._expected = 0.0  # the choice's median step time in the last probe
-
-    def _probe_plan(self) -> list[int]:
-        """The current choice first (its time is the yardstick), then the others."""
-        if len(self.candidates) < 2:
-            return []
-        order = [self.best] + [n for n in self.candidates if n != self.best]
-        return [n for n in order for _ in range(self.PROBE)]
+        self.current = self.best = most
+        self._step = 0
+        self._gap = dict.fromkeys(self.candidates, self.FIRST_GAP)
+        self._due = {n: 0 for n in self.candidates if n != most}  # when each other count is tried
+        self._window: list[float] = []
+        self._expected: float | None = None  # the choice's median step time, last window
+        self._alarm_at = -self.ALARM_GAP
+        self._baseline = float("inf")  # the choice's fastest window since it was chosen
+        self._trying: int | None = None
+        self._tries: list[float] = []
 
     def before(self) -> None:
         """Call before a decode step: sets the thread count for it."""
-        wanted = self._plan[0] if self._plan else self.best
+        if self._trying is None and self._expected is not None:
+            due = [n for n, at in self._due.items() if at <= self._step]
+            if due:
+                self._trying, self._tries = due[0], []
+        wanted = self._trying if self._trying is not None else self.best
         if wanted != self.current:
             self.set_threads(wanted)
             self.current = wanted
 
     def after(self, seconds: float) -> None:
         """Call after the decode step with its wall time."""
-        if not self._plan:
-            self._until_probe -= 1
-            self._recent.append(seconds)
-            if len(self._recent) == self.WATCH:  # much slower than when chosen: the load changed
-                if _median(self._recent) > 1.5 * self._expected:
-                    self._until_probe, self.gap = 0, self.FIRST_GAP // 2
-                self._recent = []
-            if self._until_probe <= 0:
-                self._plan, self._times, self._recent = self._probe_plan(), {}, []
+        self._step += 1
+        if self._trying is None:
+            self._watch(seconds)
             return
-        n = self._plan.pop(0)
-        self._times.setdefault(n, []).append(seconds)
-        yardstick = self._times.get(self.best)
-        if n != self.best and yardstick and seconds > 1.3 * _median(yardstick):
-            self._plan = [m for m in self._plan if m != n]  # clearly slower: spare its other steps
-        if not self._plan:
-            medians = {m: _median(t) for m, t in self._times.items()}
-            best = min(medians, key=lambda m: medians[m])
-            self.gap = min(self.gap * 2, self.LONGEST_GAP) if best == self.best else self.FIRST_GAP
-            self.best, self._until_probe, self._expected = best, self.gap, medians[best]
+        n, expected = self._trying, self._expected or seconds
+        self._tries.append(seconds)
+        slower = seconds > 1.3 * expected
+        if not slower and len(self._tries) < self.PROBE:
+            return
+        self._trying = None
+        if not slower and _median(self._tries) * 1.05 < expected:  # faster: the new choice
+            old, self.best = self.best, n
+            del self._due[n]
+            self._gap[old] = self.FIRST_GAP
+            self._due[old] = self._step + self.FIRST_GAP
+            self._expected, self._window = _median(self._tries), []
+            self._baseline = self._expected
+        else:  # wait longer for the next try, in proportion to what this one cost
+            self._gap[n] = max(
+                min(2 * self._gap[n], self.LONGEST_GAP), int(50 * seconds / expected)
+            )
+            self._due[n] = self._step + self._gap[n]
+
+    def _watch(self, seconds: float) -> None:
+        self._window.append(seconds)
+        if len(self._window) < (self.WATCH if self._expected is not None else 2):
+            return  # the first window is short: the other counts get their try sooner
+        median, self._window = _median(self._window), []
+        self._baseline = min(self._baseline, median)
+        if median > 2 * self._baseline and self._step - self._alarm_at >= self.ALARM_GAP:
+            self._alarm_at, self._baseline = self._step, median  # alarm once per change
+            for n in self._due:
+                if n < self.best:  # more load never makes more threads the better choice
+                    self._due[n] = self._step
+        self._expected = median
 
 
 def _median(values: list[float]) -> float:
