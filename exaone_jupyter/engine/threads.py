@@ -156,8 +156,8 @@ class ThreadTuner:
         if not slower and _median(self._tries) * 1.05 < expected:  # faster: the new choice
             old, self.best = self.best, n
             del self._due[n]
-            self._gap[old] = self.FIRST_GAP
-            self._due[old] = self._step + self.FIRST_GAP
+            self._gap[old] = max(self.FIRST_GAP, int(50 * expected / _median(self._tries)))
+            self._due[old] = self._step + self._gap[old]
             self._expected, self._window = _median(self._tries), []
             self._baseline = self._expected
         else:  # wait longer for the next try, in proportion to what this one cost
