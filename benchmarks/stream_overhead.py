@@ -1,345 +1,422 @@
-"""What streaming costs per token beyond llama.cpp's own decode, against create_chat_completion.
+"""What the engine costs per token beyond an independent floor, on EXAONE's real vocabulary size.
 
-For each model and reply length this prints, as a Markdown table (medians of several runs):
+The floor is a bare llama.cpp loop, timed on the wall clock: ``llama_decode`` of one token, numpy
+``argmax`` on the logits, repeat, at the best thread count found on this machine. It shares no
+code with the engine (its own context, raw llama_cpp calls) and runs interleaved with it, so both
+see the same load on a shared machine. The engine's cost per token beyond it covers sampling,
+detokenizing and the generator hops a consumer sees; llama.cpp's perf counters are not used.
 
-* engine tok/s: this package's LocalBackend, (completion tokens - 1) / wall time from the first
-  sampled token to the end of the reply, measured while a consumer iterates the Reply;
-* llama.cpp decode tok/s: llama.cpp's perf counters for the same runs (time inside llama_decode);
-* overhead µs/token: engine wall time per token minus llama.cpp's decode time per token, i.e.
-  sampling, detokenizing, the generator hops and the consumer loop;
-* floor µs/token: the same figure for the barest Python loop over llama.cpp (llama_decode and a
-  greedy llama_sampler_sample through ctypes, nothing else): what any Python engine pays;
-* create_chat_completion(stream=True) tok/s on the same model, counted in tokens (llm.n_tokens),
-  not chunks, from its first content chunk to its end.
+Sections, printed as Markdown and written to ``benchmarks/results/stream_overhead.json``:
 
-The models are random-weight GGUFs written into a temporary directory: a ~100K-parameter one
-(llama.cpp's decode is nearly free, so the overhead shows) and a ~75M-parameter f16 one with a
-realistic cost per token. Control tokens are quiet, so greedy decoding never stops early and every
-run produces exactly the asked number of tokens. By default the models write valid text, as a
-trained model does: greedy decoding repeats "한국 Seoul! " one byte token at a time (3-byte Hangul
-and ASCII; ``favour_text``, same size and cost per token as plain random weights).
-``--output bytes`` uses plain random weights instead, whose greedy output is mostly invalid
-UTF-8: create_chat_completion then holds its whole reply back and slows down sharply.
+1. threads: the bare loop's decode rate at 1..cores threads on a compute-bound tiny model and a
+   memory-bound ~75M one, against the engine's default thread count (goal: >= 0.95x the best);
+2. sampling cost on a 102,400-token vocabulary (random-weight exaone4 GGUF, width 64, 2 layers:
+   nearly flat next-token distributions, the worst case for top-p) for greedy, the default
+   (t 0.7, top-k 40, top-p 0.95) and top-p alone (t 0.7, top-k 0, top-p 0.95), at 100 and 2,000
+   tokens (goals: 50, 150 and 500 µs a token), and how the cost grows from 100 to 2,000 tokens;
+3. exactness: greedy tokens identical to the bare loop's.
 
-    .venv/bin/python benchmarks/stream_overhead.py            # full: 50, 400, 2000 tokens
-    .venv/bin/python benchmarks/stream_overhead.py --quick    # a short run for a smoke test
+    .venv/bin/python benchmarks/stream_overhead.py            # full run (~3 minutes on 2 cores)
+    .venv/bin/python benchmarks/stream_overhead.py --quick    # a smoke run, writes no JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import datetime
+import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import llama_cpp
+import numpy as np
 
-from exaone_jupyter.engine.backend import (
-    LoadOptions,
-    Request,
-    Sampling,
-)
+from exaone_jupyter.engine import sampling, threads
+from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling
 from exaone_jupyter.engine.local import LocalBackend
 from exaone_jupyter.model.gguf_check import read_gguf
 from exaone_jupyter.testing import TinyShape, write_random_gguf
 
 N_CTX = 4096
-USER = "Tell me about Seoul."
-TEXT = "한국 Seoul!"  # every byte differs, as favour_text requires
-PROMPT = f"[|system|][|endofturn|]\n[|user|]{USER}\n[|assistant|]"  # what the GGUF template renders
+PROMPT = "[|system|][|endofturn|]\n[|user|]Tell me about Seoul.\n[|assistant|]"
+RESULTS = Path(__file__).resolve().parent / "results" / "stream_overhead.json"
 
 MODELS = {
-    "tiny": (TinyShape(n_ctx=N_CTX), "f32"),
-    "75M": (
-        TinyShape(n_embd=768, n_head=12, n_head_kv=4, n_ff=2048, n_layer=12, n_ctx=N_CTX),
-        "f16",
-    ),
+    # compute-bound: 13M parameters, most of them the 102,400-row output layer (f32, 52 MB)
+    "vocab102k": {
+        "shape": TinyShape(n_ctx=N_CTX),
+        "arch": "exaone4",
+        "pre": "exaone4",
+        "n_vocab": 102_400,
+    },
+    # memory-bound: ~75M parameters in f16 (150 MB, more than the CPU caches)
+    "75M": {
+        "shape": TinyShape(n_embd=768, n_head=12, n_head_kv=4, n_ff=2048, n_layer=12, n_ctx=N_CTX),
+        "dtype": "f16",
+    },
 }
+MODES = {
+    "greedy": Sampling(temperature=0),
+    "default (t 0.7, top-k 40, top-p 0.95)": Sampling(temperature=0.7, top_k=40, top_p=0.95),
+    "top-p alone (t 0.7, top-k 0, top-p 0.95)": Sampling(temperature=0.7, top_k=0, top_p=0.95),
+}
+DEFAULT = "engine default"
+GOALS_US = dict(zip(MODES, (50.0, 150.0, 500.0), strict=True))
+
+
+class BareLoop:
+    """llama_decode + numpy argmax on a context of its own: the floor any engine pays."""
+
+    def __init__(self, path: Path, n_threads: int) -> None:
+        self.llm = llama_cpp.Llama(
+            str(path),
+            n_ctx=N_CTX,
+            n_gpu_layers=0,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            verbose=False,
+        )
+        self.ctx = self.llm.ctx
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(
+            llama_cpp.llama_model_get_vocab(self.llm.model)
+        )
+        self.batch = llama_cpp.llama_batch_init(512, 0, 1)
+        self.prompt = self.llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
+
+    def set_threads(self, n: int) -> None:
+        llama_cpp.llama_set_n_threads(self.ctx, n, n)
+
+    def _decode(self, tokens: list[int], position: int) -> None:
+        b = self.batch
+        for i, token in enumerate(tokens):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0] = token, position + i, 1, 0
+            b.logits[i] = i == len(tokens) - 1
+        b.n_tokens = len(tokens)
+        if llama_cpp.llama_decode(self.ctx, b) != 0:
+            raise SystemExit("llama_decode failed in the bare loop")
+
+    def run(self, n: int, tuner: threads.ThreadTuner | None = None) -> tuple[list[int], float]:
+        """(the n greedy tokens, wall seconds per token over the last n - 1); with ``tuner``, the
+        engine's thread policy picks the thread count step by step."""
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
+        self._decode(self.prompt, 0)
+        views: dict[int, np.ndarray] = {}
+
+        def argmax() -> int:
+            address = ctypes.cast(llama_cpp.llama_get_logits_ith(self.ctx, -1), ctypes.c_void_p)
+            view = views.get(address.value or 0)
+            if view is None:
+                buffer = (ctypes.c_float * self.n_vocab).from_address(address.value or 0)
+                view = views[address.value or 0] = np.frombuffer(buffer, np.float32)
+            return int(view.argmax())
+
+        tokens, position = [argmax()], len(self.prompt)
+        started = time.perf_counter()
+        for _ in range(n - 1):
+            if tuner is not None:
+                tuner.before()
+                step = time.perf_counter()
+                self._decode([tokens[-1]], position)
+                tuner.after(time.perf_counter() - step)
+            else:
+                self._decode([tokens[-1]], position)
+            tokens.append(argmax())
+            position += 1
+        return tokens, (time.perf_counter() - started) / (n - 1)
+
+    def close(self) -> None:
+        llama_cpp.llama_batch_free(self.batch)
+        self.llm.close()
+
+
+def engine_run(
+    backend: LocalBackend, ids: list[int], sampling_: Sampling, n: int, seed: int
+) -> tuple[float, list[int]]:
+    """(wall seconds per token after the first, the tokens decoded) of one reply, as a consumer
+    that iterates it sees them. A sampled reply that stops early is run again with another seed."""
+    for attempt in range(5):
+        s = Sampling.from_options(sampling_, max_tokens=n, seed=seed + attempt)
+        reply = backend.stream(Request(s, prompt_ids=ids))
+        for _piece in reply:
+            pass
+        stats = reply.stats
+        if stats.completion_tokens == n and stats.ttft_s is not None:
+            decoded = list(backend._kv_ids[len(ids) :])
+            return (stats.total_s - stats.ttft_s) / (n - 1), decoded
+    raise SystemExit(f"the engine stopped before {n} tokens five times ({stats.finish_reason})")
 
 
 @dataclass
-class Row:
+class ThreadRow:
     model: str
+    threads: str  # a count, or "engine default" (the engine's policy: ThreadTuner)
+    tok_s: float  # median over rounds
+
+
+@dataclass
+class CostRow:
+    mode: str
     tokens: int
-    engine: float  # tok/s
-    decode: float  # llama.cpp's decode tok/s during the engine runs
-    ratio: float  # median over runs of engine / decode (each run against its own decode rate)
-    overhead_us: float
-    floor_us: float  # the same for a bare ctypes loop
-    ccc: float | None  # create_chat_completion tok/s
-    ccc_note: str = ""
+    floor_tok_s: float
+    engine_tok_s: float
+    beyond_us: float  # median over interleaved pairs of (engine - floor) per token
+    spread_us: float  # half the interquartile range of those pairs: the noise
+    pick_us: float  # Sampler.pick alone on the model's logits, timed in-process (for reference)
+    goal_us: float
+    runs: int
 
 
-def engine_once(backend: LocalBackend, ids: list[int], n: int) -> tuple[float, float, float]:
-    """(engine tok/s, llama.cpp decode tok/s, µs per token outside llama_decode) of one reply."""
-    reply = backend.stream(Request(Sampling(temperature=0, max_tokens=n), prompt_ids=ids))
-    for _piece in reply:  # a consumer, as the renderer is
-        pass
-    s = reply.stats
-    if s.completion_tokens != n or s.finish_reason != "length":
-        raise SystemExit(
-            f"engine produced {s.completion_tokens} tokens ({s.finish_reason}), not {n}"
-        )
-    wall = s.total_s - s.ttft_s  # the n - 1 decode steps after the first sampled token
-    return (n - 1) / wall, s.decode_tok_s, (wall / (n - 1) - 1 / s.decode_tok_s) * 1e6
-
-
-def ccc_once(llm: llama_cpp.Llama, n_prompt: int, n: int, budget_s: float):
-    """(tok/s, note, capped) of create_chat_completion(stream=True), stopped after ``budget_s``."""
-    chunks = llm.create_chat_completion(
-        [{"role": "user", "content": USER}], max_tokens=n, temperature=0, stream=True
-    )
-    started = time.perf_counter()
-    first_at, first_k, capped, note = None, 0, False, ""
-    for chunk in chunks:
-        now = time.perf_counter()
-        if first_at is None and chunk["choices"][0]["delta"].get("content"):
-            # the chunk of token k is out when tokens 1..k-1 have been evaluated
-            first_at, first_k = now, llm.n_tokens - n_prompt + 1
-        if now - started > budget_s:
-            chunks.close()
-            capped = True
-            break
-    end = time.perf_counter()
-    done = llm.n_tokens - n_prompt + (0 if capped else 1)
-    if first_at is None:
-        return None, "no text", capped
-    if done - first_k < done // 2:  # the text was held back: count from the call instead
-        first_at, first_k, note = started, 0, "text held back"
-    if capped:
-        note = f"stopped after {done} tokens in {budget_s:.0f} s"
-    elif done != n:
-        note = f"{done} tokens"
-    return (done - first_k) / (end - first_at), note, capped
-
-
-def floor_once(llm: llama_cpp.Llama, n_prompt: int, n: int) -> float:
-    """µs per token outside llama_decode for the barest loop: decode, greedy sample, repeat.
-
-    Runs on ``llm``'s context from its cached prompt, and leaves just the prompt cached.
-    """
-    ctx = llm.ctx
-    memory = llama_cpp.llama_get_memory(ctx)
-    last = int(llm.input_ids[n_prompt - 1])
-    batch = llama_cpp.llama_batch_init(1, 0, 1)
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
-    batch.n_tokens, batch.n_seq_id[0], batch.seq_id[0][0], batch.logits[0] = 1, 1, 0, 1
-    try:
-        llama_cpp.llama_memory_seq_rm(memory, 0, n_prompt - 1, -1)
-        batch.token[0], batch.pos[0] = last, n_prompt - 1
-        llama_cpp.llama_decode(ctx, batch)
-        llama_cpp.llama_perf_context_reset(ctx)
-        token, position = llama_cpp.llama_sampler_sample(chain, ctx, -1), n_prompt
-        started = time.perf_counter()
-        for _ in range(n - 1):
-            batch.token[0], batch.pos[0] = token, position
-            llama_cpp.llama_decode(ctx, batch)
-            token = llama_cpp.llama_sampler_sample(chain, ctx, -1)
-            position += 1
-        wall = time.perf_counter() - started
-        perf = llama_cpp.llama_perf_context(ctx)
-        return (wall / (n - 1) - perf.t_eval_ms / 1000 / perf.n_eval) * 1e6
-    finally:
-        llama_cpp.llama_memory_seq_rm(memory, 0, n_prompt - 1, -1)
-        llm.n_tokens = n_prompt - 1  # what the cache now holds, for llama-cpp-python's bookkeeping
-        llama_cpp.llama_sampler_free(chain)
-        llama_cpp.llama_batch_free(batch)
-
-
-def run_model(
-    label: str,
-    directory: Path,
-    lengths: list[int],
-    repeats: int,
-    budget_s: float,
-    threads: int | None,
-    output: str,
-) -> tuple[list[Row], str]:
-    shape, dtype = MODELS[label]
+def write_model(label: str, directory: Path) -> tuple[Path, str]:
     started = time.perf_counter()
     path = write_random_gguf(
-        directory / f"{label}.gguf",
-        shape=shape,
-        dtype=dtype,
-        quiet_control_tokens=True,
-        favour_text=TEXT if output == "text" else None,
+        directory / f"{label}.gguf", quiet_control_tokens=True, **MODELS[label]
     )
     info = read_gguf(path)
     about = (
-        f"{label}: {info.n_params / 1e6:.2f}M parameters, {info.quantization}, "
-        f"{info.file_size / 2**20:.1f} MiB (written in {time.perf_counter() - started:.1f} s)"
+        f"{label}: {info.architecture}, {info.n_params / 1e6:.1f}M parameters, {info.quantization}, "
+        f"{info.file_size / 2**20:.1f} MiB "
+        f"(written in {time.perf_counter() - started:.1f} s)"
     )
     print(about, file=sys.stderr, flush=True)
+    return path, about
 
-    # Both engines stay loaded and take turns, so both see the same load on a shared machine.
-    backend = LocalBackend(info, LoadOptions(n_ctx=N_CTX, gpu_layers="none", n_threads=threads))
-    ids = backend.tokenize(PROMPT, special=True)
-    backend.stream(Request(Sampling(temperature=0, max_tokens=8), prompt_ids=ids)).consume()
-    thread_args = {"n_threads": threads, "n_threads_batch": threads} if threads else {}
-    llm = llama_cpp.Llama(str(path), n_ctx=N_CTX, n_gpu_layers=0, verbose=False, **thread_args)
-    list(
-        llm.create_chat_completion(
-            [{"role": "user", "content": USER}], max_tokens=1, temperature=0, stream=True
-        )
+
+def sweep_threads(path: Path, label: str, n: int, rounds: int) -> list[ThreadRow]:
+    cores = len(threads.usable_cpus())
+    bare = BareLoop(path, cores)
+    default = threads.choose_threads()
+    tuner = threads.ThreadTuner(default.decode, bare.set_threads) if default.decode > 1 else None
+    rates: dict[str, list[float]] = {str(t): [] for t in range(1, cores + 1)}
+    rates[DEFAULT] = []
+    bare.run(8)  # warm-up
+    for _ in range(rounds):
+        for t in rates:
+            if t == DEFAULT:
+                bare.set_threads(tuner.current if tuner else default.decode)
+                rates[t].append(1 / bare.run(n, tuner)[1])
+            else:
+                bare.set_threads(int(t))
+                rates[t].append(1 / bare.run(n)[1])
+    bare.close()
+    rows = [ThreadRow(label, t, statistics.median(r)) for t, r in rates.items()]
+    print(
+        "  threads: " + ", ".join(f"{r.threads}: {r.tok_s:,.0f} tok/s" for r in rows),
+        file=sys.stderr,
+        flush=True,
     )
-    n_prompt = llm.n_tokens  # the prompt, evaluated; a 1-token reply adds nothing
-    if [int(t) for t in llm.input_ids[:n_prompt]] != ids:
-        print("note: create_chat_completion's prompt differs from ours", file=sys.stderr)
+    return rows
 
-    rows: list[Row] = []
+
+def sampling_costs(
+    path: Path, floor_threads: int, lengths: list[int], rounds: dict[int, int]
+) -> tuple[list[CostRow], bool]:
+    """Cost rows for every mode and length, and whether greedy's tokens equal the bare loop's."""
+    # Both at the floor's thread count: this section measures what the engine adds per token;
+    # the thread policy has its own section.
+    options = LoadOptions(n_ctx=N_CTX, gpu_layers="none", n_threads=floor_threads)
+    backend = LocalBackend(read_gguf(path), options)
+    bare = BareLoop(path, floor_threads)
+    ids = backend.tokenize(PROMPT, special=True)
+    if ids != bare.prompt:
+        raise SystemExit("the engine and the bare loop tokenize the prompt differently")
+    backend.stream(Request(Sampling(temperature=0, max_tokens=8), prompt_ids=ids)).consume()
+    bare.run(8)
+    rows, identical = [], True
     for n in lengths:
-        runs: dict[str, list[float]] = {
-            "engine": [],
-            "decode": [],
-            "ratio": [],
-            "overhead": [],
-            "floor": [],
-            "ccc": [],
-        }
-        note, capped, spent, run = "", False, 0.0, 0
-        # Short runs are repeated more (up to 25 or about a second): one preemption of a few ms
-        # would otherwise add tens of µs to every token of a 50-token reply.
-        while run < repeats or (run < 25 and spent < 1.0):
-            engine, decode, overhead = engine_once(backend, ids, n)
-            spent += (n - 1) / engine
-            runs["engine"].append(engine)
-            runs["decode"].append(decode)
-            runs["ratio"].append(engine / decode)
-            runs["overhead"].append(overhead)
-            if run < repeats and not capped:  # one run stopped by the budget shows the trend
-                rate, note, capped = ccc_once(llm, n_prompt, n, budget_s)
-                if rate is not None:
-                    runs["ccc"].append(rate)
-            if run == 0 or spent < 20:  # the floor is steady: once is enough for long runs
-                runs["floor"].append(floor_once(llm, n_prompt, n))
-            run += 1
-        m = {k: statistics.median(v) if v else None for k, v in runs.items()}
-        rows.append(
-            Row(
-                label,
+        for mode, setting in MODES.items():
+            floor, engine, beyond = [], [], []
+            for r in range(rounds[n]):
+                tokens, floor_s = bare.run(n)
+                engine_s, decoded = engine_run(backend, ids, setting, n, seed=1000 * n + r)
+                if setting.temperature == 0 and decoded != tokens[: n - 1]:
+                    identical = False
+                floor.append(floor_s)
+                engine.append(engine_s)
+                beyond.append((engine_s - floor_s) * 1e6)
+            quartiles = statistics.quantiles(beyond, n=4)
+            row = CostRow(
+                mode,
                 n,
-                m["engine"],
-                m["decode"],
-                m["ratio"],
-                m["overhead"],
-                m["floor"],
-                m["ccc"],
-                note,
+                1 / statistics.median(floor),
+                1 / statistics.median(engine),
+                statistics.median(beyond),
+                (quartiles[2] - quartiles[0]) / 2,
+                pick_us(bare, setting),
+                GOALS_US[mode],
+                rounds[n],
             )
-        )
-        ccc = "-" if m["ccc"] is None else f"{m['ccc']:,.1f}"
-        print(
-            f"  {n:>5} tokens: engine {m['engine']:,.0f} tok/s, decode {m['decode']:,.0f} tok/s, "
-            f"overhead {m['overhead']:.1f} µs/token (floor {m['floor']:.1f}), "
-            f"create_chat_completion {ccc} tok/s {note}",
-            file=sys.stderr,
-            flush=True,
-        )
+            rows.append(row)
+            print(
+                f"  {n:>5} tokens, {mode}: floor {row.floor_tok_s:,.0f} tok/s, engine "
+                f"{row.engine_tok_s:,.0f} tok/s, beyond {row.beyond_us:.0f} µs/token",
+                file=sys.stderr,
+                flush=True,
+            )
     backend.close()
-    llm.close()
-    return rows, about
+    bare.close()
+    return rows, identical
 
 
-def table(rows: list[Row]) -> str:
-    lines = [
-        "| model | tokens | engine tok/s | llama.cpp decode tok/s | engine / decode | "
-        "overhead µs/token | floor µs/token | create_chat_completion tok/s | engine / ccc |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        ccc = "n/a" if r.ccc is None else f"{r.ccc:,.1f}"
-        ccc += f" ({r.ccc_note})" if r.ccc_note else ""
-        speedup = "n/a" if not r.ccc else f"{r.engine / r.ccc:,.1f}×"
-        lines.append(
-            f"| {r.model} | {r.tokens:,} | {r.engine:,.0f} | {r.decode:,.0f} | "
-            f"{r.ratio:.3f} | {r.overhead_us:.1f} | {r.floor_us:.1f} | {ccc} | "
-            f"{speedup} |"
-        )
-    return "\n".join(lines)
+def pick_us(bare: BareLoop, setting: Sampling) -> float:
+    """µs per ``Sampler.pick`` on the logits after the prompt, the fastest of 5 x 50 picks."""
+    bare.run(2)
+    address = ctypes.cast(llama_cpp.llama_get_logits_ith(bare.ctx, -1), ctypes.c_void_p)
+    buffer = (ctypes.c_float * bare.n_vocab).from_address(address.value or 0)
+    logits = np.array(np.frombuffer(buffer, np.float32))
+    sampler = sampling.Sampler(
+        bare.n_vocab,
+        temperature=setting.temperature,
+        top_k=setting.top_k,
+        top_p=setting.top_p,
+        seed=1,
+    )
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(50):
+            sampler.pick(logits)
+        best = min(best, (time.perf_counter() - started) / 50)
+    return best * 1e6
 
 
-def verdict(rows: list[Row]) -> list[str]:
-    out = []
-    tiny = [r for r in rows if r.model == "tiny"]
-    if tiny:
-        worst = max(r.overhead_us for r in tiny)
-        spread = worst - min(r.overhead_us for r in tiny)
-        out.append(
-            f"- tiny: overhead ≤ 50 µs/token: {'yes' if worst <= 50 else 'NO'} "
-            f"(worst {worst:.1f}); flat from {tiny[0].tokens} to {tiny[-1].tokens} tokens: "
-            f"{'yes' if spread <= 10 else 'NO'} (spread {spread:.1f} µs)"
-        )
-    big = [r for r in rows if r.model != "tiny"]
-    if big:
-        low = min(r.ratio for r in big)
-        out.append(
-            f"- {big[0].model}: engine ≥ 0.98× llama.cpp decode: "
-            f"{'yes' if low >= 0.98 else 'NO'} (lowest {low:.3f})"
-        )
-    return out
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cpus = threads.usable_cpus()
+    return {
+        "cpu": model,
+        "cpus_usable": len(cpus),
+        "cpu_count": os.cpu_count(),
+        "physical_cores": threads.physical_cores(cpus),
+        "cgroup_quota": threads.cgroup_quota(),
+        "gpu": "none used (CPU only)",
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "llama_cpp_python": llama_cpp.__version__,
+        "exp_kernel": sampling.exp_sum().__name__,
+        "engine_default_threads": asdict(threads.choose_threads()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="50 and 400 tokens only, short create_chat_completion budget",
-    )
-    parser.add_argument("--lengths", type=int, nargs="+", help="reply lengths in tokens")
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        help="runs per measurement, at least (default 3; the median is shown)",
-    )
-    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["tiny", "75M"])
-    parser.add_argument(
-        "--ccc-budget",
-        type=float,
-        help="seconds after which a create_chat_completion run is stopped",
-    )
-    parser.add_argument("--threads", type=int, help="llama.cpp threads (default: its own)")
-    parser.add_argument(
-        "--output",
-        choices=["text", "bytes"],
-        default="text",
-        help="what the models write: valid text (default) or random bytes",
-    )
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, no JSON written")
+    parser.add_argument("--json", type=Path, help=f"where to write the results ({RESULTS})")
     args = parser.parse_args(argv)
-    lengths = args.lengths or ([50, 400] if args.quick else [50, 400, 2000])
-    repeats = args.repeats or 3
-    budget = args.ccc_budget or (15.0 if args.quick else 120.0)
+    lengths = [100, 2000]
+    rounds = {100: 5, 2000: 2} if args.quick else {100: 25, 2000: 5}
+    load_before = os.getloadavg()
+    started = time.perf_counter()
 
-    rows, abouts = [], []
     with tempfile.TemporaryDirectory(prefix="exaone-bench-") as tmp:
-        for label in args.models:
-            got, about = run_model(
-                label, Path(tmp), lengths, repeats, budget, args.threads, args.output
-            )
-            rows += got
+        paths, abouts = {}, []
+        for label in MODELS:
+            paths[label], about = write_model(label, Path(tmp))
             abouts.append(about)
+        print("threads sweep (bare loop)", file=sys.stderr)
+        sweep = sweep_threads(paths["vocab102k"], "vocab102k", 300, 3 if args.quick else 7)
+        sweep += sweep_threads(
+            paths["75M"], "75M", 24 if args.quick else 48, 2 if args.quick else 5
+        )
+        fixed = [r for r in sweep if r.model == "vocab102k" and r.threads != DEFAULT]
+        best = int(max(fixed, key=lambda r: r.tok_s).threads)
+        print(f"sampling cost (floor at {best} threads)", file=sys.stderr)
+        costs, identical = sampling_costs(paths["vocab102k"], best, lengths, rounds)
 
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"llama-cpp-python {llama_cpp.__version__}, threads {args.threads or 'default'}, "
-        f"median of {repeats}+ runs (create_chat_completion: stopped after {budget:.0f} s), "
-        f"output {args.output}"
-    )
-    for about in abouts:
-        print(f"model {about}")
-    print()
-    print(table(rows))
-    print()
-    print("\n".join(verdict(rows)))
+    default = threads.choose_threads()
+    lines = [
+        f"command: {' '.join([Path(sys.executable).name, *sys.argv])}",
+        f"machine: {machine()['cpu']}, {len(threads.usable_cpus())} usable CPUs, "
+        f"llama-cpp-python {llama_cpp.__version__}, numpy {np.__version__}, load average "
+        f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after, "
+        f"{time.perf_counter() - started:.0f} s",
+        *[f"model {a}" for a in abouts],
+        "",
+        "Threads: bare-loop decode rate (median of rounds, interleaved); the engine default is "
+        f"the engine's policy ({default.why}; ThreadTuner picks by timing decode steps)",
+        "",
+        "| model | threads | tok/s | vs best |",
+        "|---|---:|---:|---:|",
+    ]
+    verdicts = []
+    for label in MODELS:
+        rows = [r for r in sweep if r.model == label]
+        top = max(r.tok_s for r in rows if r.threads != DEFAULT)
+        for r in rows:
+            lines.append(f"| {label} | {r.threads} | {r.tok_s:,.0f} | {r.tok_s / top:.2f} |")
+        ratio = next(r.tok_s for r in rows if r.threads == DEFAULT) / top
+        verdicts.append(
+            f"- threads, {label}: the engine default reaches >= 0.95x the best fixed count: "
+            f"{'yes' if ratio >= 0.95 else 'NO'} ({ratio:.2f}x)"
+        )
+    lines += [
+        "",
+        "Cost per token beyond the bare loop (102,400-token vocabulary; floor at the best fixed "
+        f"count, {best} threads; engine at its default; medians of interleaved pairs)",
+        "",
+        "| sampling | tokens | floor tok/s | engine tok/s | engine / floor | beyond floor µs/token "
+        "(± noise) | goal µs | pick alone µs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in costs:
+        lines.append(
+            f"| {c.mode} | {c.tokens:,} | {c.floor_tok_s:,.0f} | {c.engine_tok_s:,.0f} | "
+            f"{c.engine_tok_s / c.floor_tok_s:.2f} | {c.beyond_us:.0f} (± {c.spread_us:.0f}) | "
+            f"≤ {c.goal_us:.0f} | {c.pick_us:.0f} |"
+        )
+    for mode in MODES:
+        rows = [c for c in costs if c.mode == mode]
+        worst = max(c.beyond_us for c in rows)
+        verdicts.append(
+            f"- {mode}: ≤ {GOALS_US[mode]:.0f} µs/token beyond the floor at "
+            f"{' and '.join(str(c.tokens) for c in rows)} tokens: "
+            f"{'yes' if worst <= GOALS_US[mode] else 'NO'} (worst {worst:.0f} µs)"
+        )
+    for mode in MODES:
+        by_n = {c.tokens: c for c in costs if c.mode == mode}
+        per_token = {n: 1e6 / c.engine_tok_s - 1e6 / c.floor_tok_s for n, c in by_n.items()}
+        growth = max(per_token[2000], 1.0) / max(per_token[100], 1.0)
+        verdicts.append(
+            f"- {mode}: cost per token at 2,000 tokens < 3x the cost at 100: "
+            f"{'yes' if growth < 3 else 'NO'} ({growth:.2f}x)"
+        )
+    verdicts.append(f"- greedy tokens identical to the bare loop's: {'yes' if identical else 'NO'}")
+    lines += ["", *verdicts]
+    print("\n".join(lines))
+
+    if not args.quick or args.json:
+        target = args.json or RESULTS
+        target.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "machine": machine(),
+            "load_average": {"before": load_before, "after": os.getloadavg()},
+            "models": abouts,
+            "threads": [asdict(r) for r in sweep],
+            "floor_threads": best,
+            "costs": [asdict(c) for c in costs],
+            "greedy_identical": identical,
+            "verdicts": verdicts,
+        }
+        target.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", "utf-8")
+        print(f"\nwrote {target}", file=sys.stderr)
     return 0
 
 

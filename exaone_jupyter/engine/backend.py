@@ -91,7 +91,7 @@ class LoadOptions:
 
     n_ctx: int | None = None  # default: the smaller of the model's context and DEFAULT_MAX_CTX
     gpu_layers: str | int = "auto"
-    n_threads: int | None = None  # default: llama-cpp-python's (half the cores)
+    n_threads: int | None = None  # default: threads.choose_threads (the usable CPUs)
     n_batch: int = 512
     flash_attn: bool = False
     use_mmap: bool = True
@@ -136,6 +136,7 @@ class LocalFacts:
     load_s: float
     cpu_repack: bool  # llama.cpp's repacked CPU weight buffers (off where they would crash)
     system_info: str
+    threads_why: str = ""  # how n_threads was chosen, for %exaone info
 
 
 @dataclass(frozen=True)

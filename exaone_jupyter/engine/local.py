@@ -2,9 +2,11 @@
 
 Why not ``create_chat_completion(stream=True)``: it re-detokenizes a growing tail on every token,
 so its cost per token grows with the reply (598 -> 9 tokens/s from 50 to 800 tokens on a tiny
-model). This loop decodes one token, samples with llama.cpp's sampler chain, and turns the token
-into text through a per-token byte cache and an incremental UTF-8 decoder: constant work per
-token. It also owns the KV cache bookkeeping, so a follow-up turn evaluates only its new tokens.
+model). This loop decodes one token, samples from the logits in place
+(``sampling.Sampler``: llama.cpp's sampler chain without its per-token copy and sort of the whole
+vocabulary), and turns the token into text through a per-token byte cache and an incremental
+UTF-8 decoder: constant work per token. It also owns the KV cache bookkeeping, so a follow-up
+turn evaluates only its new tokens.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .backend import (
 from .gpu import probe_gpu
 from .offload import GpuInfo, OffloadPlan, plan_offload
 from .reply import Reply
+from .threads import ThreadTuner, choose_threads
 
 _DEFAULT_OPTIONS = LoadOptions()  # frozen: one shared default is safe
 
@@ -78,8 +81,8 @@ class LocalBackend:
             "seed": random.SystemRandom().getrandbits(32),
             "verbose": False,
         }
-        if options.n_threads:
-            kwargs.update(n_threads=options.n_threads, n_threads_batch=options.n_threads)
+        self.threads = choose_threads(options.n_threads)
+        kwargs.update(n_threads=self.threads.decode, n_threads_batch=self.threads.batch)
         self.extra_buffers = not _amx_hazard(info)
         progress = _Progress(on_progress)
         try:
@@ -101,6 +104,9 @@ class LocalBackend:
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self._n_batch = self._llm.n_batch
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self._logits_at: int | None = None  # the address of llama.cpp's logits buffer
+        self._logits_view: Any = None  # a numpy view of it, remade if the buffer moves
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self._control_texts: list[str] | None = None
@@ -110,6 +116,13 @@ class LocalBackend:
         self.eos_text = self.token_text(self._llm.token_eos())
         self.bos_text = self.token_text(self._llm.token_bos())
         self._stop_ids = self._end_of_turn_ids()
+        self._tuner: ThreadTuner | None = None
+        if options.n_threads is None and self.threads.decode > 1:
+            batch_threads, ctx = self.threads.batch, self._llm.ctx
+            self._tuner = ThreadTuner(
+                self.threads.decode,
+                lambda n: llama_cpp.llama_set_n_threads(ctx, n, batch_threads),
+            )
         self.info = BackendInfo(
             kind="local",
             label="llama.cpp (local)",
@@ -122,6 +135,7 @@ class LocalBackend:
                 gpu=self.gpu,
                 llama_gpu_layers=llama_gpu_layers,
                 n_threads=self._llm.n_threads,
+                threads_why=self._threads_why(),
                 load_s=load_s,
                 cpu_repack=self.extra_buffers,
                 system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
@@ -157,6 +171,15 @@ class LocalBackend:
         if len(marker) == 1:
             ids.add(marker[0])
         return frozenset(i for i in ids if i >= 0)
+
+    def _threads_why(self) -> str:
+        if self._tuner is None:
+            return self.threads.why
+        counts = " or ".join(str(n) for n in reversed(self._tuner.candidates))
+        return (
+            f"{self.threads.why}; while decoding, the faster of {counts} by measurement "
+            "(fewer threads win when other programs keep the CPUs busy)"
+        )
 
     # -- tokens ---------------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool) -> list[int]:
@@ -246,11 +269,10 @@ class LocalBackend:
                 "The model is busy with another reply; wait for it to finish or press Stop."
             )
         stats, ctx = reply.stats, self._llm.ctx
-        chain = None
         started = time.perf_counter()
         decoded = 0  # decode steps of the reply (the last sampled token is never decoded)
         try:  # from here on, whatever happens (Ctrl-C included), the finally releases the lock
-            chain = self._sampler_chain(sampling, ids)
+            sampler = self._sampler(sampling, ids)
             position = self._reuse_prefix(ids)
             todo = ids[position:]
             stats.prompt_tokens_evaluated = len(todo)
@@ -267,8 +289,10 @@ class LocalBackend:
             llama_cpp.llama_perf_context_reset(ctx)  # from here the counters see decoding only
 
             utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+            tuner = self._tuner
             while True:
-                token = llama_cpp.llama_sampler_sample(chain, ctx, -1)
+                token = sampler.pick(self._last_logits())
+                sampler.accept(token)
                 if token in self._stop_ids or llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     stats.finish_reason = "stop"
                     break
@@ -291,7 +315,13 @@ class LocalBackend:
                 if reply.stop_requested:
                     stats.finish_reason = "interrupted"
                     break
-                self._decode([token], position)
+                if tuner is not None:
+                    tuner.before()
+                    step = time.perf_counter()
+                    self._decode([token], position)
+                    tuner.after(time.perf_counter() - step)
+                else:
+                    self._decode([token], position)
                 position += 1
                 decoded += 1
             tail = utf8.decode(b"", final=True)
@@ -307,8 +337,6 @@ class LocalBackend:
                     stats.decode_tok_s = decoded / (perf.t_eval_ms / 1000)
             if stats.finish_reason is None:
                 stats.finish_reason = "interrupted"
-            if chain is not None:
-                llama_cpp.llama_sampler_free(chain)
             self._lock.release()
 
     def _reuse_prefix(self, ids: list[int]) -> int:
@@ -355,30 +383,33 @@ class LocalBackend:
             )
         self._kv_ids.extend(tokens)
 
-    def _sampler_chain(self, s: Sampling, prompt: Sequence[int]):
+    def _last_logits(self):
+        """The logits of the last decoded token: a numpy view of llama.cpp's buffer (no copy)."""
         import llama_cpp
+        import numpy as np
 
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
-        if s.temperature == 0:
-            add(llama_cpp.llama_sampler_init_greedy())
-            return chain
-        if s.repeat_penalty != 1.0:
-            add(
-                llama_cpp.llama_sampler_init_penalties(
-                    llama_cpp.llama_vocab_n_tokens(self._vocab), 64, s.repeat_penalty, 0.0, 0.0
-                )
-            )
-        if s.top_k > 0:
-            add(llama_cpp.llama_sampler_init_top_k(s.top_k))
-        if s.top_p < 1.0:
-            add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
-        add(llama_cpp.llama_sampler_init_temp(s.temperature))
+        address = ctypes.cast(llama_cpp.llama_get_logits_ith(self._llm.ctx, -1), ctypes.c_void_p)
+        if address.value != self._logits_at:
+            buffer = (ctypes.c_float * self._n_vocab).from_address(address.value or 0)
+            self._logits_view = np.frombuffer(buffer, dtype=np.float32)
+            self._logits_at = address.value
+        return self._logits_view
+
+    def _sampler(self, s: Sampling, prompt: Sequence[int]):
+        """The chain llama.cpp would run: penalties, top-k, top-p, temperature, dist (or greedy
+        at temperature 0), as ``sampling.Sampler`` runs it on the logits in place."""
+        from .sampling import Sampler
+
         seed = s.seed if s.seed is not None else random.SystemRandom().getrandbits(32)
-        add(llama_cpp.llama_sampler_init_dist(seed))
-        for token in prompt[-64:]:  # the repetition penalty looks back into the prompt too
-            llama_cpp.llama_sampler_accept(chain, token)
-        return chain
+        return Sampler(
+            self._n_vocab,
+            temperature=s.temperature,
+            top_k=s.top_k,
+            top_p=s.top_p,
+            repeat_penalty=s.repeat_penalty,
+            seed=seed,
+            history=prompt,  # the repetition penalty looks back into the prompt too
+        )
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:

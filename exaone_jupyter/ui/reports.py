@@ -33,7 +33,10 @@ def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
             ("quantization", gguf.quantization),
             ("file size", f"{gguf.file_size / 2**20:,.1f} MiB"),
             ("context", f"{backend.n_ctx} tokens (trained for {gguf.context_length})"),
-            ("threads", local.n_threads),
+            (
+                "threads",
+                f"{local.n_threads}: {local.threads_why}" if local.threads_why else local.n_threads,
+            ),
             ("GPU layers", f"{plan.n_gpu_layers} of {plan.n_layers}: {plan.reason}"),
             (
                 "llama.cpp's count",
