@@ -96,6 +96,23 @@ def test_any_parallel_gives_the_same_answers_in_input_order(session, parallel):
     ]
 
 
+def test_seeded_sampled_rows_repeat_and_equal_the_same_seeded_reply_alone(session):
+    """Rows sample with the numpy sampler a single reply uses, each from its own seed. One at a
+    time a row equals the reply alone; batched, its logits may differ in the last bits (other
+    matrix shapes), so at a high temperature only the run's own repeat is exact."""
+    session.set_system(LG_SYSTEM_PROMPT)
+    questions = ["Hello!", "What is 2 + 2?", "Tell me a story.", "1 더하기 1은?"]
+    hot = dict(temperature=1.5, top_k=0, top_p=1.0, seed=11, max_tokens=24)
+    alone = [
+        "".join(session.ask(q, Sampling(**hot), history=False))  # type: ignore[arg-type]
+        for q in questions
+    ]
+    assert len(set(alone)) == len(alone)  # hot enough that the seed, not the model, decides
+    assert list(run_map(session, questions, "{}", parallel=1, cache=False, **hot)) == alone
+    batched = list(run_map(session, questions, "{}", parallel=4, cache=False, **hot))
+    assert list(run_map(session, questions, "{}", parallel=4, cache=False, **hot)) == batched
+
+
 def test_map_leaves_the_conversation_and_its_cache_alone(session):
     session.set_system(LG_SYSTEM_PROMPT)
     session.reset()

@@ -9,19 +9,22 @@ more KV cache of ``n_ctx`` tokens while the map runs.
 How: the prompts' common prefix (system prompt and template head) is evaluated once, on sequence
 ``parallel``, and copied (``llama_memory_seq_cp``, which shares cells) to each slot it refills.
 Each step decodes the remaining prompt tokens of newly started rows and the last token of every
-running row in one ``llama_decode``; each row samples from its own logits with its own sampler
-chain (and grammar), so a greedy row gets the answer it gets alone.
+running row in one ``llama_decode``; each row samples from its own logits with its own sampler:
+the numpy ``sampling.Sampler`` a single reply uses, or llama.cpp's chain behind a schema's grammar
+(a llama.cpp sampler). So a row gets the answer it gets alone, for a greedy or a seeded one.
 """
 
 from __future__ import annotations
 
 import codecs
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExaoneError, ModelBusyError
 from .backend import Sampling
+from .sampling import Sampler, logits_view
 
 if TYPE_CHECKING:
     from .local import LocalBackend
@@ -42,6 +45,7 @@ class _Running:
     index: int
     slot: int
     ids: list[int]
+    sampler: Sampler | None  # the numpy chain, or None where ``chain`` (grammar first) samples
     chain: Any
     position: int  # the next free position of this sequence
     pending: list[int]  # tokens to decode at the next step (prompt rest, or the last sampled)
@@ -125,6 +129,7 @@ def generate_batch(
         batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         stop_ids = backend._stop_ids
         vocab = backend._vocab
+        n_vocab = backend._n_vocab
         prefix_seq = parallel
         prefix = shared_prefix(prompts)
         head = list(prompts[0][:prefix])
@@ -158,15 +163,20 @@ def generate_batch(
         def finish(row: _Running, reason: str) -> None:
             row.out.finish_reason = reason
             row.out.text = codecs.decode(bytes(row.raw), "utf-8", "replace")
-            llama_cpp.llama_sampler_free(row.chain)
-            row.chain = None
+            if row.chain is not None:
+                llama_cpp.llama_sampler_free(row.chain)
+                row.chain = None
             llama_cpp.llama_memory_seq_rm(memory, row.slot, -1, -1)
             del running[row.slot]
             if on_row is not None:
                 on_row(row.index, row.out)
 
         def sample(row: _Running, i: int) -> None:
-            token = llama_cpp.llama_sampler_sample(row.chain, ctx, i)
+            if row.sampler is not None:
+                token = row.sampler.pick(logits_view(ctx, i, n_vocab))
+                row.sampler.accept(token)
+            else:
+                token = llama_cpp.llama_sampler_sample(row.chain, ctx, i)
             if token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token):
                 finish(row, "stop")
                 return
@@ -196,16 +206,18 @@ def generate_batch(
                 ids = list(prompts[index])
                 if prefix:
                     llama_cpp.llama_memory_seq_cp(memory, prefix_seq, slot, -1, -1)
+                grammared = grammar is not None
                 running[slot] = _Running(
                     index=index,
                     slot=slot,
                     ids=ids,
-                    chain=backend._sampler_chain(sampling, ids),
+                    sampler=None if grammared else backend.sampler(sampling, ids),
+                    chain=_with_grammar(llama_chain(sampling, ids, vocab), vocab, grammar)
+                    if grammar is not None
+                    else None,
                     position=prefix,
                     pending=ids[prefix:],
                 )
-                if grammar is not None:
-                    running[slot].chain = _with_grammar(running[slot].chain, vocab, grammar)
                 outputs[index] = running[slot].out
             if not running:
                 break
@@ -235,6 +247,31 @@ def generate_batch(
         if out.finish_reason is None:
             out.finish_reason = "interrupted"
     return outputs
+
+
+def llama_chain(s: Sampling, prompt: Sequence[int], vocab: Any) -> Any:
+    """llama.cpp's own sampler chain for one row with a schema: its grammar is a llama.cpp
+    sampler, which must run first in the same chain."""
+    import llama_cpp
+
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
+    if s.temperature == 0:
+        add(llama_cpp.llama_sampler_init_greedy())
+        return chain
+    if s.repeat_penalty != 1.0:
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        add(llama_cpp.llama_sampler_init_penalties(n_vocab, 64, s.repeat_penalty, 0.0, 0.0))
+    if s.top_k > 0:
+        add(llama_cpp.llama_sampler_init_top_k(s.top_k))
+    if s.top_p < 1.0:
+        add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
+    add(llama_cpp.llama_sampler_init_temp(s.temperature))
+    seed = s.seed if s.seed is not None else random.SystemRandom().getrandbits(32)
+    add(llama_cpp.llama_sampler_init_dist(seed))
+    for token in prompt[-64:]:  # the repetition penalty looks back into the prompt too
+        llama_cpp.llama_sampler_accept(chain, token)
+    return chain
 
 
 def _with_grammar(chain: Any, vocab: Any, grammar: str) -> Any:

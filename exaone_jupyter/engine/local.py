@@ -35,6 +35,7 @@ from .backend import (
 from .gpu import probe_gpu
 from .offload import GpuInfo, OffloadPlan, plan_offload
 from .reply import Reply
+from .sampling import Sampler, logits_view
 from .threads import ThreadTuner, choose_threads
 
 _DEFAULT_OPTIONS = LoadOptions()  # frozen: one shared default is safe
@@ -105,8 +106,6 @@ class LocalBackend:
         self._n_batch = self._llm.n_batch
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        self._logits_at: int | None = None  # the address of llama.cpp's logits buffer
-        self._logits_view: Any = None  # a numpy view of it, remade if the buffer moves
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self._control_texts: list[str] | None = None
@@ -272,7 +271,7 @@ class LocalBackend:
         started = time.perf_counter()
         decoded = 0  # decode steps of the reply (the last sampled token is never decoded)
         try:  # from here on, whatever happens (Ctrl-C included), the finally releases the lock
-            sampler = self._sampler(sampling, ids)
+            sampler = self.sampler(sampling, ids)
             position = self._reuse_prefix(ids)
             todo = ids[position:]
             stats.prompt_tokens_evaluated = len(todo)
@@ -291,7 +290,7 @@ class LocalBackend:
             utf8 = codecs.getincrementaldecoder("utf-8")("replace")
             tuner = self._tuner
             while True:
-                token = sampler.pick(self._last_logits())
+                token = sampler.pick(logits_view(ctx, -1, self._n_vocab))
                 sampler.accept(token)
                 if token in self._stop_ids or llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     stats.finish_reason = "stop"
@@ -383,22 +382,9 @@ class LocalBackend:
             )
         self._kv_ids.extend(tokens)
 
-    def _last_logits(self):
-        """The logits of the last decoded token: a numpy view of llama.cpp's buffer (no copy)."""
-        import llama_cpp
-        import numpy as np
-
-        address = ctypes.cast(llama_cpp.llama_get_logits_ith(self._llm.ctx, -1), ctypes.c_void_p)
-        if address.value != self._logits_at:
-            buffer = (ctypes.c_float * self._n_vocab).from_address(address.value or 0)
-            self._logits_view = np.frombuffer(buffer, dtype=np.float32)
-            self._logits_at = address.value
-        return self._logits_view
-
-    def _sampler(self, s: Sampling, prompt: Sequence[int]):
+    def sampler(self, s: Sampling, prompt: Sequence[int]) -> Sampler:
         """The chain llama.cpp would run: penalties, top-k, top-p, temperature, dist (or greedy
         at temperature 0), as ``sampling.Sampler`` runs it on the logits in place."""
-        from .sampling import Sampler
 
         seed = s.seed if s.seed is not None else random.SystemRandom().getrandbits(32)
         return Sampler(

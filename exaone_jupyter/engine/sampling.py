@@ -32,6 +32,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,18 @@ _STRIDE = 64  # every 64th logit estimates where a cut falls
 _SMALL = 4096  # up to this many logits, plain sorts are cheap enough
 _BLOCK = 256  # the dist draw finds its block of tokens first, then the token in it
 _EXACT_ORDER = 4096  # a kept set up to this size is drawn from in llama.cpp's (sorted) order
+
+
+def logits_view(ctx: Any, i: int, n_vocab: int) -> np.ndarray:
+    """The logits of output ``i`` of the last ``llama_decode`` (-1: the last one) as a numpy view
+    of llama.cpp's buffer: no copy. Valid until the next decode."""
+    import llama_cpp
+
+    address = ctypes.cast(llama_cpp.llama_get_logits_ith(ctx, i), ctypes.c_void_p).value
+    if not address:
+        raise RuntimeError(f"llama.cpp has no logits for output {i}")
+    floats: Any = (ctypes.c_float * n_vocab).from_address(address)  # a buffer numpy can view
+    return np.frombuffer(floats, dtype=np.float32)
 
 
 def mt19937(seed: int) -> random.Random:
