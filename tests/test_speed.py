@@ -332,6 +332,52 @@ def test_a_seed_gives_the_same_reply(vocab102k, top_k):
     assert text(5) != text(6)
 
 
+# -- sampling in llama.cpp's graph (the GPU default; forced here on the CPU) -----------------------
+@pytest.fixture(scope="module")
+def in_graph(vocab102k):
+    path, _ = vocab102k
+    backend = LocalBackend(read_gguf(path), LoadOptions(gpu_layers="none", sample_in_graph=True))
+    yield path, backend
+    backend.close()
+
+
+def test_the_sampler_sits_where_the_output_layer_runs(vocab102k, in_graph):
+    (_, on_cpu), (_, forced) = vocab102k, in_graph
+    assert not on_cpu.sample_in_graph and on_cpu.info.local.sampler.startswith("numpy")
+    assert forced.sample_in_graph and "graph" in forced.info.local.sampler
+
+
+def test_in_graph_greedy_tokens_equal_a_bare_argmax_loop_turn_after_turn(in_graph):
+    path, backend = in_graph
+    ids = backend.tokenize(PROMPT, special=True)
+    greedy = Sampling(temperature=0, max_tokens=40)
+    first = backend.stream(Request(greedy, prompt_ids=ids)).consume()
+    decoded = backend._kv_ids[len(ids) :]
+    assert first.stats.completion_tokens == 40 and decoded == bare_greedy(path, ids, 39)
+    # a follow-up reuses the cache and samples its first token from the new prompt's last output
+    follow = list(backend._kv_ids) + backend.tokenize(PROMPT, special=True)
+    again = backend.stream(Request(greedy, prompt_ids=follow)).consume()
+    assert again.stats.prompt_tokens_evaluated < len(follow)
+    assert backend._kv_ids[len(follow) :] == bare_greedy(path, follow, 39)
+
+
+@pytest.mark.parametrize("top_k", [40, 0])
+def test_in_graph_a_seed_gives_the_same_reply_and_settings_change_per_reply(in_graph, top_k):
+    _path, backend = in_graph
+    ids = backend.tokenize(PROMPT, special=True)
+
+    def text(seed: int) -> str:
+        s = Sampling(temperature=0.7, top_k=top_k, top_p=0.95, max_tokens=24, seed=seed)
+        return backend.stream(Request(s, prompt_ids=ids)).consume().text
+
+    assert text(5) == text(5)
+    assert text(5) != text(6)
+    greedy = backend.stream(Request(Sampling(temperature=0, max_tokens=24), prompt_ids=ids))
+    assert greedy.consume().text == backend.stream(
+        Request(Sampling(temperature=0, max_tokens=24), prompt_ids=ids)
+    ).consume().text
+
+
 # -- threads --------------------------------------------------------------------------------------
 def test_thread_plan():
     assert plan_threads(2, None, 2).decode == 2  # Binder, small VMs: both, not half

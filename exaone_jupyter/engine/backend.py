@@ -95,6 +95,10 @@ class LoadOptions:
     n_batch: int = 512
     flash_attn: bool = False
     use_mmap: bool = True
+    # Sample inside llama.cpp's graph (its backend sampling) instead of with numpy on the logits.
+    # None: where the output layer runs on a GPU, so one token id crosses to the CPU, not the
+    # 102,400 logits; on a CPU the numpy sampler is faster.
+    sample_in_graph: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_ctx", "n_threads", "n_batch"):
@@ -137,6 +141,7 @@ class LocalFacts:
     cpu_repack: bool  # llama.cpp's repacked CPU weight buffers (off where they would crash)
     system_info: str
     threads_why: str = ""  # how n_threads was chosen, for %exaone info
+    sampler: str = ""  # where tokens are picked, for %exaone info
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,13 @@ the numpy ``sampling.Sampler`` a single reply uses, or llama.cpp's chain behind 
 from __future__ import annotations
 
 import codecs
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExaoneError, ModelBusyError
 from .backend import Sampling
-from .sampling import Sampler, logits_view
+from .sampling import Sampler, llama_chain, logits_view
 
 if TYPE_CHECKING:
     from .local import LocalBackend
@@ -247,31 +246,6 @@ def generate_batch(
         if out.finish_reason is None:
             out.finish_reason = "interrupted"
     return outputs
-
-
-def llama_chain(s: Sampling, prompt: Sequence[int], vocab: Any) -> Any:
-    """llama.cpp's own sampler chain for one row with a schema: its grammar is a llama.cpp
-    sampler, which must run first in the same chain."""
-    import llama_cpp
-
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
-    if s.temperature == 0:
-        add(llama_cpp.llama_sampler_init_greedy())
-        return chain
-    if s.repeat_penalty != 1.0:
-        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-        add(llama_cpp.llama_sampler_init_penalties(n_vocab, 64, s.repeat_penalty, 0.0, 0.0))
-    if s.top_k > 0:
-        add(llama_cpp.llama_sampler_init_top_k(s.top_k))
-    if s.top_p < 1.0:
-        add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
-    add(llama_cpp.llama_sampler_init_temp(s.temperature))
-    seed = s.seed if s.seed is not None else random.SystemRandom().getrandbits(32)
-    add(llama_cpp.llama_sampler_init_dist(seed))
-    for token in prompt[-64:]:  # the repetition penalty looks back into the prompt too
-        llama_cpp.llama_sampler_accept(chain, token)
-    return chain
 
 
 def _with_grammar(chain: Any, vocab: Any, grammar: str) -> Any:

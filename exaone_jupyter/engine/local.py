@@ -35,7 +35,7 @@ from .backend import (
 from .gpu import probe_gpu
 from .offload import GpuInfo, OffloadPlan, plan_offload
 from .reply import Reply
-from .sampling import Sampler, logits_view
+from .sampling import Sampler, llama_chain, logits_view
 from .threads import ThreadTuner, choose_threads
 
 _DEFAULT_OPTIONS = LoadOptions()  # frozen: one shared default is safe
@@ -115,6 +115,12 @@ class LocalBackend:
         self.eos_text = self.token_text(self._llm.token_eos())
         self.bos_text = self.token_text(self._llm.token_bos())
         self._stop_ids = self._end_of_turn_ids()
+        self.sample_in_graph = (
+            options.sample_in_graph
+            if options.sample_in_graph is not None
+            else self.plan.n_gpu_layers > 0 and self.gpu.supports_offload
+        )
+        self._graph_chain: Any = None  # the chain attached to the context (sample_in_graph)
         self._tuner: ThreadTuner | None = None
         if options.n_threads is None and self.threads.decode > 1:
             batch_threads, ctx = self.threads.batch, self._llm.ctx
@@ -135,6 +141,9 @@ class LocalBackend:
                 llama_gpu_layers=llama_gpu_layers,
                 n_threads=self._llm.n_threads,
                 threads_why=self._threads_why(),
+                sampler="in llama.cpp's graph (on the output layer's device)"
+                if self.sample_in_graph
+                else "numpy, on llama.cpp's logits in place",
                 load_s=load_s,
                 cpu_repack=self.extra_buffers,
                 system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
@@ -271,7 +280,7 @@ class LocalBackend:
         started = time.perf_counter()
         decoded = 0  # decode steps of the reply (the last sampled token is never decoded)
         try:  # from here on, whatever happens (Ctrl-C included), the finally releases the lock
-            sampler = self.sampler(sampling, ids)
+            pick = self._picker(sampling, ids)
             position = self._reuse_prefix(ids)
             todo = ids[position:]
             stats.prompt_tokens_evaluated = len(todo)
@@ -290,8 +299,7 @@ class LocalBackend:
             utf8 = codecs.getincrementaldecoder("utf-8")("replace")
             tuner = self._tuner
             while True:
-                token = sampler.pick(logits_view(ctx, -1, self._n_vocab))
-                sampler.accept(token)
+                token = pick()
                 if token in self._stop_ids or llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     stats.finish_reason = "stop"
                     break
@@ -382,6 +390,38 @@ class LocalBackend:
             )
         self._kv_ids.extend(tokens)
 
+    def _picker(self, s: Sampling, prompt: Sequence[int]) -> Callable[[], int]:
+        """``pick()``: the next token after each decode, accepted into the sampler's state."""
+        import llama_cpp
+
+        ctx = self._llm.ctx
+        if not self.sample_in_graph:
+            sampler = self.sampler(s, prompt)
+
+            def pick_with_numpy() -> int:
+                token = sampler.pick(logits_view(ctx, -1, self._n_vocab))
+                sampler.accept(token)
+                return token
+
+            return pick_with_numpy
+        chain = llama_chain(s, prompt, self._vocab)
+        attached = llama_cpp.llama_set_sampler(ctx, 0, chain)  # replaces the last reply's
+        if self._graph_chain is not None:
+            llama_cpp.llama_sampler_free(self._graph_chain)
+        self._graph_chain = chain  # alive while attached: freed by the next reply or by close
+        if not attached:
+            raise ExaoneError(
+                "llama.cpp could not run these sampling settings in its graph; "
+                "load the model with sample_in_graph=False."
+            )
+
+        def pick_in_graph() -> int:
+            token = llama_cpp.llama_get_sampled_token_ith(ctx, -1)
+            llama_cpp.llama_sampler_accept(chain, token)
+            return token
+
+        return pick_in_graph
+
     def sampler(self, s: Sampling, prompt: Sequence[int]) -> Sampler:
         """The chain llama.cpp would run: penalties, top-k, top-p, temperature, dist (or greedy
         at temperature 0), as ``sampling.Sampler`` runs it on the logits in place."""
@@ -410,6 +450,9 @@ class LocalBackend:
             llm, self._llm = self._llm, None  # its numpy buffers go with the object
             llm.close()
             del llm
+            if self._graph_chain is not None:
+                llama_cpp.llama_sampler_free(self._graph_chain)
+                self._graph_chain = None
         heap.release_free_pages()  # else glibc keeps llama.cpp's freed blocks resident
 
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies

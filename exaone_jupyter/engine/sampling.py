@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from .backend import Sampling
+
 PENALTY_LAST_N = 64  # the tokens the repetition penalty looks back on (llama.cpp's ring buffer)
 _STRIDE = 64  # every 64th logit estimates where a cut falls
 _SMALL = 4096  # up to this many logits, plain sorts are cheap enough
@@ -53,6 +55,31 @@ def logits_view(ctx: Any, i: int, n_vocab: int) -> np.ndarray:
         raise RuntimeError(f"llama.cpp has no logits for output {i}")
     floats: Any = (ctypes.c_float * n_vocab).from_address(address)  # a buffer numpy can view
     return np.frombuffer(floats, dtype=np.float32)
+
+
+def llama_chain(s: Sampling, prompt: Sequence[int], vocab: Any) -> Any:
+    """The same chain as llama.cpp's own samplers, for where llama.cpp must run it: inside its
+    graph (``LoadOptions.sample_in_graph``), or behind a schema's grammar (a llama.cpp sampler)."""
+    import llama_cpp
+
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
+    if s.temperature == 0:
+        add(llama_cpp.llama_sampler_init_greedy())
+        return chain
+    if s.repeat_penalty != 1.0:
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        add(llama_cpp.llama_sampler_init_penalties(n_vocab, 64, s.repeat_penalty, 0.0, 0.0))
+    if s.top_k > 0:
+        add(llama_cpp.llama_sampler_init_top_k(s.top_k))
+    if s.top_p < 1.0:
+        add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
+    add(llama_cpp.llama_sampler_init_temp(s.temperature))
+    seed = s.seed if s.seed is not None else random.SystemRandom().getrandbits(32)
+    add(llama_cpp.llama_sampler_init_dist(seed))
+    for token in prompt[-64:]:  # the repetition penalty looks back into the prompt too
+        llama_cpp.llama_sampler_accept(chain, token)
+    return chain
 
 
 def mt19937(seed: int) -> random.Random:

@@ -37,6 +37,7 @@ def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
                 "threads",
                 f"{local.n_threads}: {local.threads_why}" if local.threads_why else local.n_threads,
             ),
+            ("sampling", local.sampler),
             ("GPU layers", f"{plan.n_gpu_layers} of {plan.n_layers}: {plan.reason}"),
             (
                 "llama.cpp's count",
