@@ -7,10 +7,13 @@ reply consumed to its end. Every run is greedy with ``max_tokens`` 32 and no cac
 
 Models: the shipped demo model (its 63 trained questions and one more; replies end on their own)
 and a ~75M-parameter f16 random-weight model written into a temporary directory (control tokens
-quiet, so every reply is exactly 32 tokens: "한국" over and over).
+quiet, so every reply is exactly 32 tokens: "한국" over and over). On a GPU machine, ``1.2B``: a
+random-weight model of EXAONE-4.0-1.2B's shape (exaone4, 30 layers, width 2048, 102,400-token
+vocabulary, Q8_0), all layers offloaded; goal: 6x at parallel=16.
 
     .venv/bin/python benchmarks/map_throughput.py             # both models
     .venv/bin/python benchmarks/map_throughput.py --models demo
+    python3 benchmarks/map_throughput.py --models 1.2B --parallel 1 4 8 16 32   # on a GPU
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# llama_cpp before numpy: on the GPU image the other order crashes model loads (gpu/RESULTS.md)
+import llama_cpp  # noqa: F401  isort: skip
+
 from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.mapping import run_map
 from exaone_jupyter.session import Session
-from exaone_jupyter.testing import TinyShape, write_random_gguf
+from exaone_jupyter.testing import EXAONE_4_1_2B, TinyShape, write_random_gguf
 
 MAX_TOKENS = 32
 PARALLEL = (1, 4, 8, 16)
@@ -49,7 +55,9 @@ def random_prompts() -> list[str]:
     return [f"Question {i}: tell me about the number {i * 7}." for i in range(N_PROMPTS)]
 
 
-def measure(session: Session, prompts: list[str]) -> list[tuple[str, float, int]]:
+def measure(
+    session: Session, prompts: list[str], parallels: tuple[int, ...] = PARALLEL
+) -> list[tuple[str, float, int]]:
     """(label, seconds, completion tokens) for one by one and each parallel."""
     rows = []
     started = time.perf_counter()
@@ -60,7 +68,7 @@ def measure(session: Session, prompts: list[str]) -> list[tuple[str, float, int]
             pass
         tokens += reply.stats.completion_tokens
     rows.append(("one by one", time.perf_counter() - started, tokens))
-    for parallel in PARALLEL:
+    for parallel in parallels:
         started = time.perf_counter()
         result = run_map(
             session, prompts, "{}", parallel=parallel, max_tokens=MAX_TOKENS, cache=False
@@ -88,7 +96,11 @@ def table(name: str, rows: list[tuple[str, float, int]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=["demo", "75M"], default=["demo", "75M"])
+    parser.add_argument(
+        "--models", nargs="+", choices=["demo", "75M", "1.2B"], default=["demo", "75M"]
+    )
+    parser.add_argument("--parallel", nargs="+", type=int, default=list(PARALLEL))
+    parser.add_argument("--model", type=Path, help="the 1.2B model's file (written if missing)")
     args = parser.parse_args()
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,6 +109,19 @@ def main() -> None:
             if name == "demo":
                 session.load("exaone-demo")
                 prompts = demo_prompts()
+            elif name == "1.2B":
+                path = args.model or Path(tmp) / "exaone4-1.2b-shape.gguf"
+                if not path.exists():
+                    write_random_gguf(
+                        path,
+                        shape=EXAONE_4_1_2B,
+                        arch="exaone4",
+                        pre="exaone4",
+                        n_vocab=102_400,
+                        dtype="q8_0",
+                    )
+                session.load(str(path), gpu_layers="all")
+                prompts = random_prompts()
             else:
                 path = write_random_gguf(
                     Path(tmp) / "75m.gguf",
@@ -108,7 +133,8 @@ def main() -> None:
                 )
                 session.load(str(path))
                 prompts = random_prompts()
-            print(table(f"{name} ({session.backend.info.model})", measure(session, prompts)))
+            rows = measure(session, prompts, tuple(args.parallel))
+            print(table(f"{name} ({session.backend.info.model})", rows), flush=True)
             session.unload()
 
 

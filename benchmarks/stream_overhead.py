@@ -76,11 +76,11 @@ GOALS_US = dict(zip(MODES, (50.0, 150.0, 500.0), strict=True))
 class BareLoop:
     """llama_decode + numpy argmax on a context of its own: the floor any engine pays."""
 
-    def __init__(self, path: Path, n_threads: int) -> None:
+    def __init__(self, path: Path, n_threads: int, n_gpu_layers: int = 0) -> None:
         self.llm = llama_cpp.Llama(
             str(path),
             n_ctx=N_CTX,
-            n_gpu_layers=0,
+            n_gpu_layers=n_gpu_layers,
             n_threads=n_threads,
             n_threads_batch=n_threads,
             verbose=False,
@@ -104,9 +104,8 @@ class BareLoop:
         if llama_cpp.llama_decode(self.ctx, b) != 0:
             raise SystemExit("llama_decode failed in the bare loop")
 
-    def run(self, n: int, tuner: threads.ThreadTuner | None = None) -> tuple[list[int], float]:
-        """(the n greedy tokens, wall seconds per token over the last n - 1); with ``tuner``, the
-        engine's thread policy picks the thread count step by step."""
+    def run(self, n: int) -> tuple[list[int], float]:
+        """(the n greedy tokens, wall seconds per token over the last n - 1)."""
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
         self._decode(self.prompt, 0)
         views: dict[int, np.ndarray] = {}
@@ -122,13 +121,7 @@ class BareLoop:
         tokens, position = [argmax()], len(self.prompt)
         started = time.perf_counter()
         for _ in range(n - 1):
-            if tuner is not None:
-                tuner.before()
-                step = time.perf_counter()
-                self._decode([tokens[-1]], position)
-                tuner.after(time.perf_counter() - step)
-            else:
-                self._decode([tokens[-1]], position)
+            self._decode([tokens[-1]], position)
             tokens.append(argmax())
             position += 1
         return tokens, (time.perf_counter() - started) / (n - 1)
@@ -158,7 +151,7 @@ def engine_run(
 @dataclass
 class ThreadRow:
     model: str
-    threads: str  # a count, or "engine default" (the engine's policy: ThreadTuner)
+    threads: str  # a count, or "engine default" (threads.choose_threads)
     tok_s: float  # median over rounds
 
 
@@ -194,15 +187,14 @@ def sweep_threads(path: Path, label: str, n: int, rounds: int) -> list[ThreadRow
     cores = len(threads.usable_cpus())
     bare = BareLoop(path, cores)
     default = threads.choose_threads()
-    tuner = threads.ThreadTuner(default.decode, bare.set_threads) if default.decode > 1 else None
     rates: dict[str, list[float]] = {str(t): [] for t in range(1, cores + 1)}
     rates[DEFAULT] = []
     bare.run(8)  # warm-up
     for _ in range(rounds):
         for t in rates:
             if t == DEFAULT:
-                bare.set_threads(tuner.current if tuner else default.decode)
-                rates[t].append(1 / bare.run(n, tuner)[1])
+                bare.set_threads(default.decode)
+                rates[t].append(1 / bare.run(n)[1])
             else:
                 bare.set_threads(int(t))
                 rates[t].append(1 / bare.run(n)[1])
@@ -349,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         *[f"model {a}" for a in abouts],
         "",
         "Threads: bare-loop decode rate (median of rounds, interleaved); the engine default is "
-        f"the engine's policy ({default.why}; ThreadTuner picks by timing decode steps)",
+        f"the engine's policy ({default.why})",
         "",
         "| model | threads | tok/s | vs best |",
         "|---|---:|---:|---:|",

@@ -97,6 +97,11 @@ class TinyShape:
         return self.n_embd // self.n_head
 
 
+# EXAONE-4.0-1.2B's layout (its config.json), for benchmarks where the model's size matters;
+# written with arch="exaone4", n_vocab=102_400.
+EXAONE_4_1_2B = TinyShape(n_embd=2048, n_head=32, n_head_kv=8, n_ff=4096, n_layer=30, n_ctx=4096)
+
+
 def write_random_gguf(
     path: str | Path,
     *,

@@ -102,11 +102,8 @@ def test_seeded_sampled_rows_repeat_and_equal_the_same_seeded_reply_alone(sessio
     matrix shapes), so at a high temperature only the run's own repeat is exact."""
     session.set_system(LG_SYSTEM_PROMPT)
     questions = ["Hello!", "What is 2 + 2?", "Tell me a story.", "1 더하기 1은?"]
-    hot = dict(temperature=1.5, top_k=0, top_p=1.0, seed=11, max_tokens=24)
-    alone = [
-        "".join(session.ask(q, Sampling(**hot), history=False))  # type: ignore[arg-type]
-        for q in questions
-    ]
+    hot: dict = {"temperature": 1.5, "top_k": 0, "top_p": 1.0, "seed": 11, "max_tokens": 24}
+    alone = ["".join(session.ask(q, Sampling(**hot), history=False)) for q in questions]
     assert len(set(alone)) == len(alone)  # hot enough that the seed, not the model, decides
     assert list(run_map(session, questions, "{}", parallel=1, cache=False, **hot)) == alone
     batched = list(run_map(session, questions, "{}", parallel=4, cache=False, **hot))
@@ -307,7 +304,9 @@ def test_kernel_map_shows_progress_and_a_summary(kernel):
 
 
 def test_kernel_interrupt_keeps_finished_rows_and_the_model_usable(kernel):
-    questions = [q for qs in _groups().values() for q in qs][:40]
+    # 120 rows: on a loaded machine the bar's messages reach the test late, and the run must
+    # still be going when the interrupt lands
+    questions = [q for qs in _groups().values() for q in qs][:40] * 3
     kernel.run(f"import exaone_jupyter\nqs = {questions!r}\nexaone_jupyter.mapping.clear_cache()")
 
     def some_rows_done(message: Message) -> bool:
@@ -324,15 +323,17 @@ def test_kernel_interrupt_keeps_finished_rows_and_the_model_usable(kernel):
     marked = kernel.eval(
         "[i for i, v in enumerate(r) if isinstance(v, exaone_jupyter.mapping.RowError) and v.interrupted]"
     )
-    assert len(done) >= 4 and marked and len(done) + len(marked) == 40
+    assert len(done) >= 4 and marked and len(done) + len(marked) == 120
     assert kernel.eval("r.interrupted") is True
     assert kernel.eval("r.summary().splitlines()[0]").endswith("; interrupted.")
     # finished rows are right, and a re-run serves them from the cache and finishes the rest
     again = kernel.run(
         "r2 = exaone_jupyter.map(qs, '{}', max_tokens=200, parallel=2)\n"
         "print(r2.progress.from_cache, r2.errors == [], "
-        "all(r2[i] == r[i] for i in range(40) if not isinstance(r[i], exaone_jupyter.mapping.RowError)))"
+        "all(r2[i] == r[i] for i in range(120) if not isinstance(r[i], exaone_jupyter.mapping.RowError)))"
     )
-    assert again.ok and again.stdout.split() == [str(len(done)), "True", "True"], again
+    answered = {questions[i] for i in done}  # a repeated question is cached once answered
+    cached = sum(q in answered for q in questions)
+    assert again.ok and again.stdout.split() == [str(cached), "True", "True"], again
     chat = kernel.run(f"%%exaone -t 0 --no-history\n{DEMO_QUESTION}")
     assert answer_of(chat) == DEMO_ANSWER

@@ -26,7 +26,6 @@ from exaone_jupyter.engine import sampling  # noqa: E402
 from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling  # noqa: E402
 from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
 from exaone_jupyter.engine.threads import (  # noqa: E402
-    ThreadTuner,
     choose_threads,
     plan_threads,
 )
@@ -373,56 +372,28 @@ def test_in_graph_a_seed_gives_the_same_reply_and_settings_change_per_reply(in_g
     assert text(5) == text(5)
     assert text(5) != text(6)
     greedy = backend.stream(Request(Sampling(temperature=0, max_tokens=24), prompt_ids=ids))
-    assert greedy.consume().text == backend.stream(
-        Request(Sampling(temperature=0, max_tokens=24), prompt_ids=ids)
-    ).consume().text
+    assert (
+        greedy.consume().text
+        == backend.stream(Request(Sampling(temperature=0, max_tokens=24), prompt_ids=ids))
+        .consume()
+        .text
+    )
 
 
 # -- threads --------------------------------------------------------------------------------------
 def test_thread_plan():
+    """Decode and prompt threads are always equal: in an OpenMP build a change of count between
+    two computations costs ~0.2-0.4 s (threads.py)."""
     assert plan_threads(2, None, 2).decode == 2  # Binder, small VMs: both, not half
     assert plan_threads(1, None, 1).decode == 1
     assert plan_threads(2, None, 1).decode == 2  # two hyperthreads of one core: both
     smt = plan_threads(16, None, 8)
-    assert (smt.decode, smt.batch) == (8, 16) and "physical core" in smt.why
+    assert (smt.decode, smt.batch) == (8, 8) and "physical core" in smt.why
     quota = plan_threads(72, 1.0, 36)
     assert (quota.decode, quota.batch) == (1, 1) and "quota" in quota.why
     assert plan_threads(72, 2.0, 36).decode == 2
     assert plan_threads(8, None, 4, requested=3) == plan_threads(1, 0.5, None, requested=3)
     assert plan_threads(8, None, 4, requested=3).why == "set with --n-threads"
-
-
-def test_thread_tuner_follows_the_faster_count():
-    """The policy on step times that depend on the thread count: fewer threads faster while the
-    CPUs are busy, more threads faster when they are free again."""
-    set_to = []
-    tuner = ThreadTuner(2, set_to.append)
-    busy = True
-
-    def step_time(n: int) -> float:
-        return (6e-3 if n == 2 else 1e-3) if busy else (1e-3 if n == 2 else 1.6e-3)
-
-    used = []
-    for _ in range(3000):
-        tuner.before()
-        used.append(tuner.current)
-        tuner.after(step_time(tuner.current))
-    assert tuner.best == 1 and used[-500:].count(1) >= 495  # probes of 2 are rare and short
-    assert used.count(2) < 40  # a clearly slower count gets one step per probe
-    busy = False
-    for _ in range(3000):
-        tuner.before()
-        used.append(tuner.current)
-        tuner.after(step_time(tuner.current))
-    assert tuner.best == 2 and used[-500:].count(2) >= 490
-    assert set_to and set(set_to) <= {1, 2}
-    busy = True  # the load comes back in the middle of a long gap between probes
-    start = len(used)
-    for _ in range(100):
-        tuner.before()
-        used.append(tuner.current)
-        tuner.after(step_time(tuner.current))
-    assert used[start:].count(2) <= 20 and tuner.best == 1
 
 
 def test_engine_uses_and_reports_the_thread_choice(tiny_gguf):
@@ -431,7 +402,8 @@ def test_engine_uses_and_reports_the_thread_choice(tiny_gguf):
     try:
         local = backend.info.local
         assert local is not None
-        assert local.n_threads == chosen.decode and local.threads_why.startswith(chosen.why)
+        assert local.n_threads == chosen.decode and local.threads_why == chosen.why
+        assert backend._llm.n_threads == backend._llm.n_threads_batch == chosen.batch
     finally:
         backend.close()
     backend = LocalBackend(read_gguf(tiny_gguf), LoadOptions(gpu_layers="none", n_threads=1))
@@ -452,8 +424,6 @@ def test_info_shows_threads_and_why(tiny_gguf):
         rows = dict(info_rows(session.info()))
         chosen = choose_threads()
         assert str(rows["threads"]).startswith(f"{chosen.decode}: {chosen.why}")
-        if chosen.decode > 1:
-            assert "by measurement" in str(rows["threads"])
     finally:
         session.unload()
 

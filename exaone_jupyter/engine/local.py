@@ -36,7 +36,7 @@ from .gpu import probe_gpu
 from .offload import GpuInfo, OffloadPlan, plan_offload
 from .reply import Reply
 from .sampling import Sampler, llama_chain, logits_view
-from .threads import ThreadTuner, choose_threads
+from .threads import choose_threads
 
 _DEFAULT_OPTIONS = LoadOptions()  # frozen: one shared default is safe
 
@@ -121,13 +121,6 @@ class LocalBackend:
             else self.plan.n_gpu_layers > 0 and self.gpu.supports_offload
         )
         self._graph_chain: Any = None  # the chain attached to the context (sample_in_graph)
-        self._tuner: ThreadTuner | None = None
-        if options.n_threads is None and self.threads.decode > 1:
-            batch_threads, ctx = self.threads.batch, self._llm.ctx
-            self._tuner = ThreadTuner(
-                self.threads.decode,
-                lambda n: llama_cpp.llama_set_n_threads(ctx, n, batch_threads),
-            )
         self.info = BackendInfo(
             kind="local",
             label="llama.cpp (local)",
@@ -140,7 +133,7 @@ class LocalBackend:
                 gpu=self.gpu,
                 llama_gpu_layers=llama_gpu_layers,
                 n_threads=self._llm.n_threads,
-                threads_why=self._threads_why(),
+                threads_why=self.threads.why,
                 sampler="in llama.cpp's graph (on the output layer's device)"
                 if self.sample_in_graph
                 else "numpy, on llama.cpp's logits in place",
@@ -179,15 +172,6 @@ class LocalBackend:
         if len(marker) == 1:
             ids.add(marker[0])
         return frozenset(i for i in ids if i >= 0)
-
-    def _threads_why(self) -> str:
-        if self._tuner is None:
-            return self.threads.why
-        counts = " or ".join(str(n) for n in reversed(self._tuner.candidates))
-        return (
-            f"{self.threads.why}; while decoding, the faster of {counts} by measurement "
-            "(fewer threads win when other programs keep the CPUs busy)"
-        )
 
     # -- tokens ---------------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool) -> list[int]:
@@ -297,7 +281,6 @@ class LocalBackend:
             llama_cpp.llama_perf_context_reset(ctx)  # from here the counters see decoding only
 
             utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-            tuner = self._tuner
             while True:
                 token = pick()
                 if token in self._stop_ids or llama_cpp.llama_vocab_is_eog(self._vocab, token):
@@ -322,13 +305,7 @@ class LocalBackend:
                 if reply.stop_requested:
                     stats.finish_reason = "interrupted"
                     break
-                if tuner is not None:
-                    tuner.before()
-                    step = time.perf_counter()
-                    self._decode([token], position)
-                    tuner.after(time.perf_counter() - step)
-                else:
-                    self._decode([token], position)
+                self._decode([token], position)
                 position += 1
                 decoded += 1
             tail = utf8.decode(b"", final=True)

@@ -8,7 +8,11 @@ and llama.cpp's threads spin while they wait, so threads beyond the quota steal 
 
 The choice: the CPUs this process may run on (its affinity), capped by a cgroup CPU quota; where
 those CPUs are hyperthreads of fewer physical cores (at least 2), one thread per physical core, as
-llama.cpp's own tools choose. Prompt processing uses all the usable CPUs.
+llama.cpp's own tools choose. Prompts use the same count: in an OpenMP build (llama-cpp-python's
+default) every change of thread count between two graph computations costs ~0.2-0.4 s (measured
+on 2 cores: a 28-token prompt took 440 ms after 1-thread decoding with 2 prompt threads, 3 ms with
+1 and 1), so a decode count that differs from the prompt's would make every reply that slow to
+start, and a count changed while decoding would cost that on every change.
 """
 
 from __future__ import annotations
@@ -39,9 +43,8 @@ def plan_threads(
     if physical is not None and 2 <= physical < usable and not limit:
         return Threads(
             physical,
-            usable,
-            f"one per physical core: {logical} CPUs are {physical} cores with hyperthreads "
-            f"(prompts: {usable})",
+            physical,
+            f"one per physical core: {logical} CPUs are {physical} cores with hyperthreads",
         )
     noun = "CPU" if usable == 1 else "CPUs"
     return Threads(usable, usable, f"all {usable} usable {noun}{limit}")
@@ -91,94 +94,3 @@ def physical_cores(cpus: set[int]) -> int | None:
             return None
         cores.add((package, siblings))
     return len(cores) or None
-
-
-class ThreadTuner:
-    """Picks the decode thread count by timing decode steps while replies stream.
-
-    llama.cpp's threads meet at a barrier after every operation and spin while they wait. On
-    CPUs nobody else uses, more threads decode faster (2 threads: 1.2-1.9x on 2 cores); when other
-    programs keep those CPUs busy, a thread that is descheduled holds the others at the barrier,
-    and fewer threads are faster, up to 8x on the same machine (``benchmarks/stream_overhead.py``).
-    No count fixed at load is right for both, so the tuner measures. The chosen count's step times
-    are watched in windows of 8; every other candidate is tried now and then for up to 3 steps
-    (one, if that step is already 1.3x slower than the choice) and replaces the choice if it is
-    faster. A candidate that loses waits twice as long for its next try (32 to 512 steps), and at
-    least 50 times as many steps as its try was slower (a 2-thread step that took 50x the 1-thread
-    one, as seen on a busy 2-core machine, waits 2,500 steps): a far slower count costs ~2%.
-    When the choice's window runs 2x slower than its fastest window since it was chosen (the
-    load grew), the smaller counts are tried at once, at most once in 128 steps. Its state
-    carries over from reply to reply.
-    """
-
-    PROBE = 3  # steps a candidate gets in a try (a median of 3)
-    WATCH = 8  # steps per window of the choice's times
-    FIRST_GAP, LONGEST_GAP = 32, 512
-    ALARM_GAP = 128  # the fewest steps between two alarms
-
-    def __init__(self, most: int, set_threads) -> None:
-        self.candidates = sorted({most, max(1, (most + 1) // 2)} | ({1} if most <= 4 else set()))
-        self.set_threads = set_threads
-        self.current = self.best = most
-        self._step = 0
-        self._gap = dict.fromkeys(self.candidates, self.FIRST_GAP)
-        self._due = {n: 0 for n in self.candidates if n != most}  # when each other count is tried
-        self._window: list[float] = []
-        self._expected: float | None = None  # the choice's median step time, last window
-        self._alarm_at = -self.ALARM_GAP
-        self._baseline = float("inf")  # the choice's fastest window since it was chosen
-        self._trying: int | None = None
-        self._tries: list[float] = []
-
-    def before(self) -> None:
-        """Call before a decode step: sets the thread count for it."""
-        if self._trying is None and self._expected is not None:
-            due = [n for n, at in self._due.items() if at <= self._step]
-            if due:
-                self._trying, self._tries = due[0], []
-        wanted = self._trying if self._trying is not None else self.best
-        if wanted != self.current:
-            self.set_threads(wanted)
-            self.current = wanted
-
-    def after(self, seconds: float) -> None:
-        """Call after the decode step with its wall time."""
-        self._step += 1
-        if self._trying is None:
-            self._watch(seconds)
-            return
-        n, expected = self._trying, self._expected or seconds
-        self._tries.append(seconds)
-        slower = seconds > 1.3 * expected
-        if not slower and len(self._tries) < self.PROBE:
-            return
-        self._trying = None
-        if not slower and _median(self._tries) * 1.05 < expected:  # faster: the new choice
-            old, self.best = self.best, n
-            del self._due[n]
-            self._gap[old] = max(self.FIRST_GAP, int(50 * expected / _median(self._tries)))
-            self._due[old] = self._step + self._gap[old]
-            self._expected, self._window = _median(self._tries), []
-            self._baseline = self._expected
-        else:  # wait longer for the next try, in proportion to what this one cost
-            self._gap[n] = max(
-                min(2 * self._gap[n], self.LONGEST_GAP), int(50 * seconds / expected)
-            )
-            self._due[n] = self._step + self._gap[n]
-
-    def _watch(self, seconds: float) -> None:
-        self._window.append(seconds)
-        if len(self._window) < (self.WATCH if self._expected is not None else 2):
-            return  # the first window is short: the other counts get their try sooner
-        median, self._window = _median(self._window), []
-        self._baseline = min(self._baseline, median)
-        if median > 2 * self._baseline and self._step - self._alarm_at >= self.ALARM_GAP:
-            self._alarm_at, self._baseline = self._step, median  # alarm once per change
-            for n in self._due:
-                if n < self.best:  # more load never makes more threads the better choice
-                    self._due[n] = self._step
-        self._expected = median
-
-
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
