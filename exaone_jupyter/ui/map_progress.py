@@ -5,7 +5,7 @@ every ``interval`` seconds, emptied at the end; then the run's summary (rows ans
 cache, one line per failed row) is displayed once as an output of its own. It has no timings, so
 a saved notebook's outputs do not depend on the machine's speed, and each output's first display
 is its final state (what nbval compares). In a terminal only that summary is printed, and only when a row
-failed or the run was interrupted.
+failed, the run was interrupted or has a note (a disk cache left out, a server's way).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class MapBar:
     def finish(self, result: Any) -> None:
         summary = result.summary()
         if not self.notebook:
-            if result.errors or result.interrupted:
+            if result.errors or result.interrupted or result.notes:
                 print(summary)
             return
         text = {"text/plain": summary}
@@ -53,9 +53,14 @@ class MapBar:
             "<pre class='exaone-map-summary' style='font-size:0.9em;margin:0'>"
             f"{html.escape(summary)}</pre>"
         )
-        if self._shown:  # the bar's output goes back to its first, empty state
-            publish({"text/plain": ""}, display_id=self._display_id, update=True)
+        self.clear()
         publish(text)
+
+    def clear(self) -> None:
+        """The bar's output goes back to its first, empty state (also when the run failed)."""
+        if self._shown:
+            publish({"text/plain": ""}, display_id=self._display_id, update=True)
+            self._shown = False
 
 
 def bar_data(progress: Any) -> dict[str, str]:
