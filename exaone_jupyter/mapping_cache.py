@@ -138,7 +138,12 @@ class RowCache:
             with contextlib.suppress(Exception):  # already failing; the note says so
                 disk.close()
         if self.note is None:
-            reason = " ".join(str(err).split()).rstrip(".") or type(err).__name__
+            if self.folder is not None and self.folder.exists() and not self.folder.is_dir():
+                reason = "it is a file, not a folder"
+            elif isinstance(err, OSError) and err.strerror:
+                reason = err.strerror  # "Permission denied", without the errno and the path
+            else:
+                reason = " ".join(str(err).split()).rstrip(".") or type(err).__name__
             self.note = (
                 f"The disk cache at {self.folder} could not be {what} ({reason}), so this run's "
                 "rows are cached in memory only; fix or delete that folder, or pass cache=True."
