@@ -90,9 +90,7 @@ def map(  # shadows the builtin inside this module only; nothing here uses it
     the rest. A server that cannot be reached raises one sentence when no row was answered.
     ``df["answer"] = exaone_jupyter.map(df, ...)`` makes a column.
     """
-    from .mapping import run_map
-    from .ui.map_progress import MapBar
-    from .ui.render import in_notebook
+    from .ui.map_progress import map_with_progress
 
     shell = None
     if progress:
@@ -102,26 +100,18 @@ def map(  # shadows the builtin inside this module only; nothing here uses it
             shell = get_ipython()
         except ImportError:  # pragma: no cover - IPython is a dependency
             shell = None
-    bar = MapBar(notebook=in_notebook(shell)) if progress else None
-    try:
-        result = run_map(
-            get_session(),
-            items,
-            prompt,
-            system=system,
-            schema=schema,
-            parallel=parallel,
-            cache=cache,
-            on_progress=bar,
-            **sampling,
-        )
-    except BaseException:
-        if bar is not None:
-            bar.clear()
-        raise
-    if bar is not None:
-        bar.finish(result)
-    return result
+    return map_with_progress(
+        get_session(),
+        items,
+        prompt,
+        shell=shell,
+        progress=progress,
+        system=system,
+        schema=schema,
+        parallel=parallel,
+        cache=cache,
+        **sampling,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,33 @@ import time
 import uuid
 from typing import Any
 
-from .render import DEFAULT_INTERVAL, MIN_INTERVAL, publish
+from .render import DEFAULT_INTERVAL, MIN_INTERVAL, in_notebook, publish
+
+
+def map_with_progress(
+    session: Any,
+    items: Any,
+    prompt: Any,
+    *,
+    shell: Any = None,
+    progress: bool = True,
+    interval: float = DEFAULT_INTERVAL,
+    **options: Any,
+) -> Any:
+    """``run_map`` with the bar under the cell (in a notebook) and the summary after it: what
+    ``exaone_jupyter.map`` and ``%exaone map`` both run."""
+    from ..mapping import run_map
+
+    bar = MapBar(notebook=in_notebook(shell), interval=interval) if progress else None
+    try:
+        result = run_map(session, items, prompt, on_progress=bar, **options)
+    except BaseException:
+        if bar is not None:
+            bar.clear()
+        raise
+    if bar is not None:
+        bar.finish(result)
+    return result
 
 
 class MapBar:
