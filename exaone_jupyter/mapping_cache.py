@@ -45,7 +45,7 @@ def disk_dir(cache: Any) -> Path | None:
     if cache == "disk":
         return default_dir()
     if isinstance(cache, os.PathLike) or (
-        isinstance(cache, str) and (os.sep in cache or "/" in cache or cache[:1] in "~.")
+        isinstance(cache, str) and cache and (os.sep in cache or "/" in cache or cache[0] in "~.")
     ):
         return Path(cache).expanduser()
     raise ExaoneError(

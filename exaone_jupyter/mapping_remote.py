@@ -75,8 +75,8 @@ def run_remote(
                     return "", "error", str(err)
                 except ExaoneError as err:
                     return "", "error", str(err)
-            if reply.note and reply.note not in notes:
-                notes.append(reply.note)
+            if reply.note:
+                notes.append(reply.note)  # the same note from many rows: kept once, below
             return text, reply.stats.finish_reason or "stop", reply.error
         return "", "error", error
 
@@ -98,4 +98,5 @@ def run_remote(
             "server does, unless started with --interrupt_requests False), so those rows were "
             "asked again one at a time."
         )
+    notes[:] = list(dict.fromkeys(notes))
     return unreachable[0] if unreachable else None

@@ -129,8 +129,9 @@ def test_a_disk_cache_that_cannot_be_used_is_one_sentence_and_the_rows_still_com
     assert run_map(session, QUESTIONS, "{}", max_tokens=60).progress.from_cache == 4
 
 
-def test_a_cache_that_is_not_a_choice_is_one_sentence(session):
+@pytest.mark.parametrize("cache", ["dsik", "", None])
+def test_a_cache_that_is_not_a_choice_is_one_sentence(session, cache):
     with pytest.raises(ExaoneError) as err:
-        run_map(session, QUESTIONS, "{}", cache="dsik")
-    one_sentence(err, "cache must be True", "'disk' or a folder", "not 'dsik'")
+        run_map(session, QUESTIONS, "{}", cache=cache)
+    one_sentence(err, "cache must be True", "'disk' or a folder", f"not {cache!r}")
     assert not Path("dsik").exists()
