@@ -32,6 +32,7 @@ from .server_errors import (
     openai_module,
     root_cause,
 )
+from .shared_client import SharedClient
 
 CONNECT_TIMEOUT_S = 10.0
 # How reasoning that a server sends apart is marked in the reply when the request names no family.
@@ -80,15 +81,12 @@ class RemoteBackend:
         self.response_formats: list[str] = list(RESPONSE_FORMATS)
         # Never fall back to OPENAI_API_KEY: that key belongs to OpenAI, not to this server.
         self._api_key = api_key
-        # One HTTP client, shared by concurrent streams (map); a failed stream swaps in a fresh
-        # one, and the old one is closed when the last stream using it ends.
-        self._lock = threading.Lock()
-        self._in_use: dict[int, int] = {}  # id(client) -> streams using it
-        self._client = self._new_client()
+        self._formats_lock = threading.Lock()
+        self._clients = SharedClient(self._new_client)  # shared by concurrent streams (map)
         try:
             served, entry = self._list_models(model)
         except BaseException:
-            self._client.close()
+            self._clients.close()
             raise
         self.model: str = model or str(entry.get("id") or "")
         self.n_ctx = n_ctx or self._context_size(entry)
@@ -115,37 +113,11 @@ class RemoteBackend:
             max_retries=0,
         )
 
-    def _drop_connections(self, client) -> None:
-        """After a failed stream: a server may close that connection only after the next request
-        took it from the pool (llama-cpp-python's does), so the next request starts afresh."""
-        with self._lock:
-            if client is not self._client:  # another stream replaced it already
-                return
-            self._client = self._new_client()
-            idle = not self._in_use.get(id(client))
-        if idle:
-            client.close()
-
-    def _take_client(self):
-        with self._lock:
-            client = self._client
-            self._in_use[id(client)] = self._in_use.get(id(client), 0) + 1
-            return client
-
-    def _release_client(self, client) -> None:
-        with self._lock:
-            left = self._in_use.pop(id(client)) - 1
-            if left:
-                self._in_use[id(client)] = left
-            retired = not left and client is not self._client
-        if retired:
-            client.close()
-
     # -- connecting -----------------------------------------------------------------------------
     def _list_models(self, wanted: str | None) -> tuple[list[str], dict]:
         openai = openai_module()
         try:
-            page = self._client.with_options(
+            page = self._clients.current.with_options(
                 timeout=min(self.timeout, CONNECT_TIMEOUT_S)
             ).models.list()
             entries = [_as_dict(m) for m in page.data]
@@ -225,14 +197,14 @@ class RemoteBackend:
         if not messages:
             raise ExaoneError("The prompt is empty; write something to ask.")
         started = time.perf_counter()
-        client = self._take_client()
+        client = self._clients.take()
         note = None
         try:
             chunks, note = self._open(client, messages, request)
         except KeyboardInterrupt:  # Ctrl-C while the server evaluated the prompt
             chunks = None
         except BaseException:
-            self._release_client(client)
+            self._clients.release(client)
             raise
         tags = request.reasoning_tags or DEFAULT_REASONING_TAGS
         reply = Reply(
@@ -289,7 +261,7 @@ class RemoteBackend:
                 kind = ServerUnreachable if isinstance(err, openai.APIConnectionError) else None
                 raise (kind or ExaoneError)(self._failed(err, self.timeout)) from None
             # The server took a later spelling, so the earlier ones were what it refused.
-            with self._lock:
+            with self._formats_lock:
                 for refused in spellings[:i]:
                     if refused in self.response_formats:
                         self.response_formats.remove(refused)
@@ -346,7 +318,7 @@ class RemoteBackend:
                     if reply.stop_requested:
                         stats.finish_reason = "interrupted"
                         return
-                    self._drop_connections(client)
+                    self._clients.drop(client)
                     raise ExaoneError(
                         broken_reply(err, url=self.url, timeout=self.timeout, kept=bool(count))
                     ) from None
@@ -378,7 +350,7 @@ class RemoteBackend:
             if in_reasoning:
                 yield "\n" + closing + "\n\n"
             if finish is None:
-                self._drop_connections(client)
+                self._clients.drop(client)
                 if count:
                     raise ReplyCutShort(
                         f"The server at {self.url} ended the reply without finishing "
@@ -397,7 +369,7 @@ class RemoteBackend:
             if chunks is not None:
                 with contextlib.suppress(Exception):
                     chunks.close()  # tells the server to stop generating
-            self._release_client(client)
+            self._clients.release(client)
             stats.total_s = time.perf_counter() - started
             self._figures(stats, usage, timings, count, first, last)
 
@@ -442,7 +414,7 @@ class RemoteBackend:
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
-        self._client.close()
+        self._clients.close()
 
 
 def _spelled(response_format: dict, spelling: str) -> dict:
