@@ -62,7 +62,7 @@ def map(  # shadows the builtin inside this module only; nothing here uses it
     system: str | None = None,
     schema: Any = None,
     parallel: int | None = None,
-    cache: bool = True,
+    cache: Any = True,
     progress: bool = True,
     **sampling: Any,
 ) -> Any:
@@ -73,17 +73,24 @@ def map(  # shadows the builtin inside this module only; nothing here uses it
     ``{name}``; other braces stay as written), or a function of the item that returns the
     question. Each row is a one-off question under ``system`` (default: the session's system
     prompt) with no history. ``schema``: a JSON Schema dict, a pydantic model class or a field
-    list such as ``"name, age int"``; each result is then the parsed value. ``parallel``:
-    sequences decoded together (default 8, fewer when the context is short). ``sampling``:
+    list such as ``"name, age int"``; each result is then the parsed value (a server is sent
+    it as ``response_format``). ``parallel``: sequences decoded together (default 8, fewer when
+    the context is short), or requests at once to a server (default 4). ``sampling``:
     ``temperature`` (default 0 here), ``max_tokens`` (default 256), ``top_p``, ``top_k``,
-    ``repeat_penalty``, ``seed``. Reproducible rows (temperature 0 or a seed) are cached in
-    memory, so a re-run computes only what changed (``cache=False`` skips it). A row that fails
-    is a ``RowError`` in its place; Ctrl-C keeps the finished rows and marks the rest.
+    ``repeat_penalty``, ``seed``.
+
+    ``cache``: reproducible rows (temperature 0 or a seed) are cached, so a re-run computes only
+    what changed. ``True`` (default): in memory, for this kernel; ``"disk"``: also on disk, in
+    the user's cache folder (``~/.cache/exaone-jupyter/map`` on Linux), so rows survive a kernel
+    restart; a folder (``"./map-cache"``, a ``pathlib.Path``): on disk there; ``False``: no
+    cache. ``exaone_jupyter.mapping.clear_cache()`` empties the memory cache,
+    ``clear_cache("disk")`` a disk cache too.
+
+    A row that fails is a ``RowError`` in its place; Ctrl-C keeps the finished rows and marks
+    the rest. A server that cannot be reached raises one sentence when no row was answered.
     ``df["answer"] = exaone_jupyter.map(df, ...)`` makes a column.
     """
-    from .mapping import run_map
-    from .ui.map_progress import MapBar
-    from .ui.render import in_notebook
+    from .ui.map_progress import map_with_progress
 
     shell = None
     if progress:
@@ -93,21 +100,18 @@ def map(  # shadows the builtin inside this module only; nothing here uses it
             shell = get_ipython()
         except ImportError:  # pragma: no cover - IPython is a dependency
             shell = None
-    bar = MapBar(notebook=in_notebook(shell)) if progress else None
-    result = run_map(
+    return map_with_progress(
         get_session(),
         items,
         prompt,
+        shell=shell,
+        progress=progress,
         system=system,
         schema=schema,
         parallel=parallel,
         cache=cache,
-        on_progress=bar,
         **sampling,
     )
-    if bar is not None:
-        bar.finish(result)
-    return result
 
 
 def __getattr__(name: str) -> Any:

@@ -10,16 +10,17 @@ Series or DataFrame is recognised by its methods.
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from .engine.backend import Request, Sampling
+from .engine.backend import Sampling
 from .errors import ExaoneError
+from .mapping_cache import RowCache, clear_cache, disk_dir, row_key
+from .mapping_remote import run_remote
 from .structured import ReplyParseError, Schema
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ DEFAULT_PARALLEL = 8  # sequences at a time when ``parallel`` is not given (fewe
 DEFAULT_MAX_TOKENS = 256  # a row's reply; a map wants short answers
 _NAME = r"[^\W\d]\w*"
 _PLACEHOLDER = re.compile(rf"\{{\{{({_NAME})?\}}\}}|\{{({_NAME})?\}}")
-_CACHE_LIMIT = 100_000
+__all__ = ["MapProgress", "MapResult", "RowError", "clear_cache", "run_map"]
 
 
 class RowError:
@@ -61,6 +62,7 @@ class MapProgress:
     total: int
     done: int = 0
     from_cache: int = 0
+    from_disk: int = 0  # of those from the cache, the rows read from the disk cache
     errors: int = 0
     tokens: int = 0
     elapsed_s: float = 0.0
@@ -86,9 +88,16 @@ class MapResult(list):
     """The results in input order (text, a parsed value, or a ``RowError``), with the run's
     figures. ``df["label"] = result`` makes a column; ``.series()`` keeps a Series' index."""
 
-    def __init__(self, values: Sequence[Any], progress: MapProgress, index: Any = None) -> None:
+    def __init__(
+        self,
+        values: Sequence[Any],
+        progress: MapProgress,
+        index: Any = None,
+        notes: Sequence[str] = (),
+    ) -> None:
         super().__init__(values)
         self.progress = progress
+        self.notes = list(notes)  # sentences about the run as a whole (a disk cache left out...)
         self._index = index
 
     @property
@@ -101,15 +110,23 @@ class MapResult(list):
         return self.progress.interrupted
 
     def summary(self) -> str:
-        """One line for the run, then one line per failed row."""
+        """One line for the run, its notes, then one line per failed row (neighbouring rows
+        that failed for the same reason share a line)."""
         p = self.progress
         head = f"{len(self)} row{'' if len(self) == 1 else 's'}: {len(self) - len(self.errors)} answered"
         if p.from_cache:
-            head += f" ({p.from_cache} from the cache)"
+            disk = f", {p.from_disk} of them from disk" if p.from_disk else ""
+            head += f" ({p.from_cache} from the cache{disk})"
         if self.errors:
             head += f", {len(self.errors)} without an answer"
-        lines = [head + ("; interrupted." if p.interrupted else ".")]
-        lines += [f"row {i}: {message}" for i, message in self.errors]
+        lines = [head + ("; interrupted." if p.interrupted else "."), *self.notes]
+        runs: list[list[Any]] = []  # [first row, last row, message]
+        for i, message in self.errors:
+            if runs and runs[-1][1] == i - 1 and runs[-1][2] == message:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i, message])
+        lines += [f"row {a}: {m}" if a == b else f"rows {a}-{b}: {m}" for a, b, m in runs]
         return "\n".join(lines)
 
     def series(self, name: str | None = None) -> Any:
@@ -117,15 +134,6 @@ class MapResult(list):
         import pandas as pd
 
         return pd.Series(list(self), index=self._index, name=name, dtype=object)
-
-
-# -- the cache --------------------------------------------------------------------------------------
-_cache: dict[tuple, tuple[str, str]] = {}  # key -> (reply text, finish reason)
-
-
-def clear_cache() -> None:
-    """Forget every cached row."""
-    _cache.clear()
 
 
 def _reproducible(sampling: Sampling) -> bool:
@@ -139,7 +147,8 @@ class _Row:
     prompt: str | None = None
     ids: list[int] | None = None
     messages: list[dict] | None = None
-    key: tuple | None = None
+    key: str | None = None
+    cached: str | None = None  # "memory" or "disk" when the cache had it
 
 
 def run_map(
@@ -150,7 +159,7 @@ def run_map(
     system: str | None = None,
     schema: Any = None,
     parallel: int | None = None,
-    cache: bool = True,
+    cache: bool | str | os.PathLike = True,
     on_progress: Callable[[MapProgress], None] | None = None,
     **sampling_options: Any,
 ) -> MapResult:
@@ -165,12 +174,7 @@ def run_map(
         Sampling(temperature=0.0, max_tokens=DEFAULT_MAX_TOKENS), **sampling_options
     )
     structure = Schema.of(schema) if schema is not None else None
-    if structure is not None and backend.tokenizer is None:
-        raise ExaoneError(
-            "schema= works with a local model for now; load a GGUF with `%exaone load`, or "
-            "ask the server for JSON in the prompt and parse it yourself."
-        )
-    grammar = structure.grammar() if structure is not None else None
+    disk_dir(cache)  # a bad cache= is refused before anything runs
     texts = _render_all(rows_in, prompt)
     if system is None:
         system = session.conversation.system
@@ -186,6 +190,7 @@ def run_map(
         ]
 
     local = backend.tokenizer is not None and session.template is not None
+    grammar = structure.grammar() if structure is not None and local else None
     n_ctx = backend.n_ctx
     if local:
         assert session.template is not None and backend.tokenizer is not None
@@ -200,27 +205,18 @@ def run_map(
                 )
                 row.ids = None
 
-    identity = _model_identity(session)
-    reproducible = cache and _reproducible(sampling)
     progress = MapProgress(total=len(rows))
-    todo: list[_Row] = []
-    for row in rows:
-        if values[row.index] is not None:
-            progress.done += 1
-            progress.errors += 1
-            continue
-        if reproducible:
-            shown = tuple(row.ids) if row.ids is not None else json.dumps(row.messages)
-            row.key = (identity, shown, tuple(asdict(sampling).items()), _schema_key(structure))
-            hit = _cache.get(row.key)
-            if hit is not None:
-                values[row.index] = _value(hit[0], hit[1], structure)
-                progress.done += 1
-                progress.from_cache += 1
-                progress.errors += isinstance(values[row.index], RowError)
-                continue
-        todo.append(row)
-
+    store = RowCache(cache if _reproducible(sampling) else False)
+    try:
+        todo = _from_cache(rows, values, store, _model_identity(session), sampling, structure)
+    except BaseException:
+        store.close()
+        raise
+    progress.done = len(rows) - len(todo)
+    progress.errors = sum(isinstance(v, RowError) for v in values)
+    progress.from_cache = sum(1 for r in rows if r.cached)
+    progress.from_disk = sum(1 for r in rows if r.cached == "disk")
+    notes: list[str] = []
     started = time.perf_counter()
 
     def report() -> None:
@@ -236,21 +232,25 @@ def run_map(
         else:
             values[row.index] = _value(text, finish, structure)
             if row.key is not None:
-                if len(_cache) >= _CACHE_LIMIT:
-                    _cache.pop(next(iter(_cache)))
-                _cache[row.key] = (text, finish)
+                store.put(row.key, text, finish)
         progress.done += 1
         progress.errors += isinstance(values[row.index], RowError)
         report()
 
     report()
+    unreachable: str | None = None
     try:
         if todo and local:
             _run_local(backend, todo, sampling, parallel, grammar, n_ctx, progress, row_done)
         elif todo:
-            _run_remote(backend, todo, sampling, parallel, row_done)
+            response_format = structure.response_format() if structure is not None else None
+            unreachable = run_remote(
+                backend, todo, sampling, parallel, response_format, row_done, notes
+            )
     except KeyboardInterrupt:  # between rows on a server; the local engine handles its own
         progress.interrupted = True
+    finally:
+        store.close()
     for row in todo:
         if values[row.index] is None:
             values[row.index] = RowError("not run: the map was interrupted", interrupted=True)
@@ -258,7 +258,29 @@ def run_map(
             progress.errors += 1
     progress.finished = True
     report()
-    return MapResult(values, progress, index)
+    if unreachable and all(isinstance(v, RowError) for v in values):
+        raise ExaoneError(unreachable)  # nothing to keep: the one sentence, as a cell says it
+    if store.note:
+        notes.insert(0, store.note)
+    return MapResult(values, progress, index, notes)
+
+
+def _from_cache(rows, values, store, identity, sampling, structure) -> list[_Row]:
+    """Fill in the rows the cache has; the rows left to compute."""
+    todo: list[_Row] = []
+    for row in rows:
+        if values[row.index] is not None:  # an error already: no prompt
+            continue
+        if store.enabled:
+            fed = row.ids if row.ids is not None else row.messages
+            row.key = row_key(identity, fed, asdict(sampling), _schema_key(structure))
+            hit = store.get(row.key)
+            if hit is not None:
+                values[row.index] = _value(hit[0], hit[1], structure)
+                row.cached = "disk" if hit[2] else "memory"
+                continue
+        todo.append(row)
+    return todo
 
 
 def _run_local(backend, todo, sampling, parallel, grammar, n_ctx, progress, row_done) -> None:
@@ -296,30 +318,6 @@ def _run_local(backend, todo, sampling, parallel, grammar, n_ctx, progress, row_
                 row_done(todo[i], out.text, "interrupted")
 
 
-def _run_remote(backend, todo, sampling, parallel, row_done) -> None:
-    """Up to ``parallel`` requests at once; the server batches them."""
-
-    def ask(row: _Row) -> tuple[str, str, str | None]:
-        request = Request(sampling, messages=row.messages)
-        reply = backend.stream(request)
-        text = "".join(reply)
-        return text, reply.stats.finish_reason or "stop", reply.error
-
-    with ThreadPoolExecutor(max_workers=parallel or 4) as pool:
-        futures = [(row, pool.submit(ask, row)) for row in todo]
-        try:
-            for row, future in futures:
-                try:
-                    text, finish, error = future.result()
-                except ExaoneError as err:
-                    text, finish, error = "", "error", str(err)
-                row_done(row, text, finish, error)
-        except KeyboardInterrupt:
-            for _, future in futures:
-                future.cancel()
-            raise
-
-
 def _value(text: str, finish: str, structure: Schema | None) -> Any:
     if structure is None:
         return text
@@ -338,7 +336,11 @@ def _model_identity(session: Session) -> tuple:
     info = session.require_backend().info
     if info.local is not None:
         gguf = info.local.gguf
-        return ("local", str(gguf.path), gguf.file_size)
+        try:  # a file replaced at the same path and size is another model
+            modified = os.stat(gguf.path).st_mtime_ns
+        except OSError:
+            modified = None
+        return ("local", str(gguf.path), gguf.file_size, modified)
     if info.server is not None:
         return ("server", info.server.url, info.model)
     return (info.kind, info.model)

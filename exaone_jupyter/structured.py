@@ -98,7 +98,7 @@ class Schema:
             value = json.loads(text)
         except json.JSONDecodeError as err:
             raise ReplyParseError(
-                f"the reply is not complete JSON ({err.msg.rstrip(' at')}, character {err.pos})"
+                f"the reply is not complete JSON ({err.msg.removesuffix(' at')}, character {err.pos})"
             ) from None
         if self.model is not None:
             try:

@@ -6,6 +6,8 @@ shipped ``exaone-demo`` model, never a fake backend.
 
 * engine: ``tiny_gguf``, ``tiny_backend``, ``prompt_ids`` (session-wide; loads in milliseconds);
 * chat: ``demo_backend``, ``random_backend`` and ``backend`` (each of the two in turn);
+* server: ``server`` (llama-cpp-python's OpenAI-compatible server on loopback, serving the demo
+  model; one per module), see ``server_helpers``;
 * kernel: ``kernel`` (one real kernel per module, the demo model loaded, one turn of
   conversation), ``before`` (its conversation as a test found it), ``models`` (a folder per module);
 * browser: ``chromium_browser`` (Debian's Chromium under Playwright) and ``jupyterlab`` (a
@@ -141,6 +143,18 @@ def text_of(backend, ids) -> str:
             run.append(t)
     out.append(backend.detokenize(run))
     return "".join(out)
+
+
+# -- an OpenAI-compatible server -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server():
+    """llama-cpp-python's server on a free loopback port, serving the shipped demo model."""
+    from exaone_jupyter.model.catalog import demo_model_path
+    from server_helpers import Server
+
+    srv = Server(demo_model_path()).wait()
+    yield srv
+    srv.stop()
 
 
 # -- a real kernel ---------------------------------------------------------------------------------

@@ -219,7 +219,8 @@ def test_a_reply_cut_by_max_tokens_is_that_rows_error(session):
     assert all(isinstance(v, RowError) for v in result)
     for _, message in result.errors:
         assert "not complete JSON" in message and "raise max_tokens" in message
-    assert len(result.summary().splitlines()) == 3
+    # the two rows failed alike, side by side: one line for both
+    assert result.summary().splitlines()[1:] == [f"rows 0-1: {result.errors[0][1]}"]
 
 
 # -- the cache --------------------------------------------------------------------------------------
@@ -335,5 +336,56 @@ def test_kernel_interrupt_keeps_finished_rows_and_the_model_usable(kernel):
     answered = {questions[i] for i in done}  # a repeated question is cached once answered
     cached = sum(q in answered for q in questions)
     assert again.ok and again.stdout.split() == [str(cached), "True", "True"], again
+    chat = kernel.run(f"%%exaone -t 0 --no-history\n{DEMO_QUESTION}")
+    assert answer_of(chat) == DEMO_ANSWER
+
+
+# -- %exaone map, in a real kernel ------------------------------------------------------------------
+def _shown(cell) -> list[str]:
+    return [
+        o["data"]["text/plain"] for o in cell.final_outputs() if o.get("data", {}).get("text/plain")
+    ]
+
+
+def test_the_map_line_magic_fills_a_variable_and_shows_the_summary(kernel):
+    turns = kernel.eval("exaone_jupyter.get_session().conversation.turns")
+    kernel.run(
+        "import pandas as pd\n"
+        "sums = pd.DataFrame({'a': [2, 10], 'op': ['+', 'times'], 'b': [2, 3]})\n"
+        "exaone_jupyter.mapping.clear_cache()"
+    )
+    cell = kernel.run('%exaone map sums "What is {a} {op} {b}?" -n 40 --parallel 2 --out answers')
+    assert cell.ok and not cell.stderr, cell
+    assert _shown(cell) == ["2 rows: 2 answered."]
+    assert kernel.eval("list(answers)") == ["2 + 2 = 4.", "10 times 3 is 30."]
+    assert kernel.eval("type(answers).__name__") == "MapResult"
+
+    again = kernel.run("%exaone map sums 'What is {a} {op} {b}?' -n 40")  # the default: _map
+    assert _shown(again) == ["2 rows: 2 answered (2 from the cache)."], again
+    assert kernel.eval("list(_map) == list(answers)") is True
+
+    structured = kernel.run(
+        "words = ['hello']\n%exaone map words '{}' --schema 'ok bool' -o verdict"
+    )
+    assert structured.ok and not structured.stderr, structured
+    assert kernel.eval("sorted(verdict[0])") == ["ok"]
+    assert kernel.eval("exaone_jupyter.get_session().conversation.turns") == turns
+
+
+@pytest.mark.parametrize(
+    ("line", "fragments"),
+    [
+        ("%exaone map nope '{}'", ("no variable 'nope'", "define it first")),
+        ("%exaone map sums '{total}'", ("{total} names no column", "a, op, b")),
+        ("%exaone map sums '{a}' --parallel 0", ("parallel must be", "1 or more")),
+        ("%exaone map sums '{a}' --schema 'age integerish'", ("'age integerish'",)),
+        ("%exaone map sums '{a}' -o 2x", ("--out takes a variable name", "'2x'")),
+        ("%exaone map sums '{a}' -t -1", ("temperature must be", "0 or more")),
+    ],
+)
+def test_bad_map_lines_are_one_sentence_and_the_kernel_lives(kernel, line, fragments):
+    kernel.run("import pandas as pd\nsums = pd.DataFrame({'a': [2], 'op': ['+'], 'b': [2]})")
+    cell = kernel.run(line)
+    one_sentence(cell, *fragments)
     chat = kernel.run(f"%%exaone -t 0 --no-history\n{DEMO_QUESTION}")
     assert answer_of(chat) == DEMO_ANSWER

@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import llama_cpp.server.app  # noqa: F401  (llama-cpp-python[server], a test dependency)
@@ -33,6 +29,7 @@ from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.engine.remote import RemoteBackend
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.session import Session
+from server_helpers import Server, free_port
 
 DATA = Path(exaone_jupyter.__file__).parent / "data"
 MODEL = DATA / "exaone-demo.gguf"
@@ -56,81 +53,6 @@ def _answer(user: str, *, turns: int = 1, system: str | None = LG_SYSTEM_PROMPT)
         ):
             return messages[users[turns - 1] + 1]["content"]
     raise AssertionError(f"{user!r} is not a trained dialogue")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """``python -m llama_cpp.server`` on a free loopback port, ready when /v1/models answers."""
-
-    def __init__(self, model: Path, *args: str, api_key: str | None = None) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.api_key = api_key
-        command = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--n_ctx",
-            "2048",
-            *args,
-        ]
-        if api_key:
-            command += ["--api_key", api_key]
-        # The log goes to a file: a pipe nobody reads fills up and then blocks the server.
-        self.log = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
-        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def log_tail(self) -> str:
-        self.log.seek(0)
-        return self.log.read()[-2000:]
-
-    def wait(self, timeout: float = 60.0) -> Server:
-        request = urllib.request.Request(
-            f"{self.url}/models",
-            headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {},
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {self.log_tail()}")
-            try:
-                with urllib.request.urlopen(request, timeout=2):
-                    return self
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("llama_cpp.server did not start within the timeout")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = Server(MODEL).wait()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +196,7 @@ def test_failed_connect_leaves_the_loaded_model_in_use(server):
 # -- errors -------------------------------------------------------------------------------------
 def test_closed_port_is_one_sentence():
     with pytest.raises(ExaoneError) as info:
-        Session().connect(f"http://127.0.0.1:{_free_port()}/v1")
+        Session().connect(f"http://127.0.0.1:{free_port()}/v1")
     one_sentence(info, "connection refused", "check that the server is running")
 
 

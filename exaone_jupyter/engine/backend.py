@@ -125,6 +125,10 @@ class Request:
     # engine wraps it in these tags, so the reply reads as the local engine's does.
     reasoning_tags: ReasoningTags | None = None
     opens_reasoning: bool = False
+    # The JSON the reply must be, in OpenAI's shape ({"type": "json_schema", "json_schema":
+    # {"name", "schema", "strict"}}). Servers are sent it; the local engine constrains a map's
+    # rows with a grammar instead (engine/batch.py), so a local stream does not read it.
+    response_format: dict | None = None
 
 
 # -- what a backend is ------------------------------------------------------------------------------

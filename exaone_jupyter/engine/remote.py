@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -23,11 +24,23 @@ from typing import Any
 from ..errors import ExaoneError
 from .backend import BackendInfo, ReasoningTags, Request, Sampling, ServerFacts
 from .reply import Reply
-from .server_errors import broken_reply, failed_request, openai_module, root_cause
+from .server_errors import (
+    ReplyCutShort,
+    ServerUnreachable,
+    broken_reply,
+    failed_request,
+    openai_module,
+    root_cause,
+)
+from .shared_client import SharedClient
 
 CONNECT_TIMEOUT_S = 10.0
 # How reasoning that a server sends apart is marked in the reply when the request names no family.
 DEFAULT_REASONING_TAGS: ReasoningTags = ("<think>", "</think>")
+# How a request's response_format is spelled, in the order tried: OpenAI's json_schema (vLLM,
+# llama-server), then json_object with a "schema" (llama-cpp-python's server, which answers 422
+# to json_schema). A server that rejects both gets none, and the reply is only checked afterwards.
+RESPONSE_FORMATS = ("json_schema", "json_object")
 
 
 def normalize_url(url: str) -> str:
@@ -64,13 +77,16 @@ class RemoteBackend:
         self.timeout = float(timeout)
         self.api_key_env = api_key_env
         self._notices: list[str] = []
+        # The spellings of response_format not yet refused by this server (see RESPONSE_FORMATS).
+        self.response_formats: list[str] = list(RESPONSE_FORMATS)
         # Never fall back to OPENAI_API_KEY: that key belongs to OpenAI, not to this server.
         self._api_key = api_key
-        self._client = self._new_client()
+        self._formats_lock = threading.Lock()
+        self._clients = SharedClient(self._new_client)  # shared by concurrent streams (map)
         try:
             served, entry = self._list_models(model)
         except BaseException:
-            self._client.close()
+            self._clients.close()
             raise
         self.model: str = model or str(entry.get("id") or "")
         self.n_ctx = n_ctx or self._context_size(entry)
@@ -97,17 +113,11 @@ class RemoteBackend:
             max_retries=0,
         )
 
-    def _drop_connections(self) -> None:
-        """After a failed stream: a server may close that connection only after the next request
-        took it from the pool (llama-cpp-python's does), so the next request starts afresh."""
-        old, self._client = self._client, self._new_client()
-        old.close()
-
     # -- connecting -----------------------------------------------------------------------------
     def _list_models(self, wanted: str | None) -> tuple[list[str], dict]:
         openai = openai_module()
         try:
-            page = self._client.with_options(
+            page = self._clients.current.with_options(
                 timeout=min(self.timeout, CONNECT_TIMEOUT_S)
             ).models.list()
             entries = [_as_dict(m) for m in page.data]
@@ -187,18 +197,26 @@ class RemoteBackend:
         if not messages:
             raise ExaoneError("The prompt is empty; write something to ask.")
         started = time.perf_counter()
+        client = self._clients.take()
+        note = None
         try:
-            chunks = self._open(messages, request)
+            chunks, note = self._open(client, messages, request)
         except KeyboardInterrupt:  # Ctrl-C while the server evaluated the prompt
             chunks = None
+        except BaseException:
+            self._clients.release(client)
+            raise
         tags = request.reasoning_tags or DEFAULT_REASONING_TAGS
-        return Reply(
-            lambda reply: self._generate(reply, chunks, started, tags),
+        reply = Reply(
+            lambda reply: self._generate(reply, client, chunks, started, tags),
             n_ctx=self.n_ctx,
             thinking_opened=request.opens_reasoning,
         )
+        reply.note = note
+        return reply
 
-    def _open(self, messages: list[dict], request: Request):
+    def _open(self, client, messages: list[dict], request: Request) -> tuple[Any, str | None]:
+        """The stream, and a note when the server refused every spelling of response_format."""
         openai = openai_module()
         s: Sampling = request.sampling
         extra: dict[str, Any] = {
@@ -224,22 +242,57 @@ class RemoteBackend:
         }
         if s.seed is not None:
             options["seed"] = s.seed
+        wanted = request.response_format
+        spellings: list[str | None] = [*self.response_formats, None] if wanted else [None]
+        for i, spelling in enumerate(spellings):
+            if spelling is not None and wanted is not None:
+                options["response_format"] = _spelled(wanted, spelling)
+            else:
+                options.pop("response_format", None)
+            try:
+                chunks = self._create(client, options)
+            except openai.APIStatusError as err:
+                # Servers refuse a spelling they do not know with 400, 422 or (llama-cpp-python's)
+                # 500; whether the spelling was the reason shows when a later one is accepted.
+                if spelling is None or err.status_code in (401, 403, 404, 429):
+                    raise ExaoneError(self._failed(err, self.timeout)) from None
+                continue
+            except (openai.OpenAIError, ValueError, OSError) as err:
+                kind = ServerUnreachable if isinstance(err, openai.APIConnectionError) else None
+                raise (kind or ExaoneError)(self._failed(err, self.timeout)) from None
+            # The server took a later spelling, so the earlier ones were what it refused.
+            with self._formats_lock:
+                for refused in spellings[:i]:
+                    if refused in self.response_formats:
+                        self.response_formats.remove(refused)
+            note = None
+            if wanted and spelling is None:
+                note = (
+                    f"The server at {self.url} refused every form of response_format, so its "
+                    "replies are not held to the schema (each is still parsed and checked); "
+                    "ask for the JSON in the prompt, or serve the model with vLLM or "
+                    "llama-server."
+                )
+            return chunks, note
+        raise AssertionError("unreachable: the last spelling (None) returns or raises")
+
+    def _create(self, client, options: dict):
+        openai = openai_module()
         for attempt in (1, 2):
             try:
-                return self._client.chat.completions.create(**options)
-            except (openai.OpenAIError, ValueError, OSError) as err:
+                return client.chat.completions.create(**options)
+            except openai.APIConnectionError as err:
                 # A kept-alive connection that the server closed (it does after a failed stream)
                 # fails before the server reads the request: sending it again is safe.
-                stale = (
-                    isinstance(err, openai.APIConnectionError)
-                    and not isinstance(err, openai.APITimeoutError)
-                    and any(w in root_cause(err).lower() for w in ("reset", "disconnected"))
+                stale = not isinstance(err, openai.APITimeoutError) and any(
+                    w in root_cause(err).lower() for w in ("reset", "disconnected")
                 )
                 if not (stale and attempt == 1):
-                    raise ExaoneError(self._failed(err, self.timeout)) from None
+                    raise
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _generate(
-        self, reply: Reply, chunks, started: float, tags: ReasoningTags
+        self, reply: Reply, client, chunks, started: float, tags: ReasoningTags
     ) -> Generator[str, None, None]:
         stats = reply.stats
         stats.rate_source = "client"
@@ -265,7 +318,7 @@ class RemoteBackend:
                     if reply.stop_requested:
                         stats.finish_reason = "interrupted"
                         return
-                    self._drop_connections()
+                    self._clients.drop(client)
                     raise ExaoneError(
                         broken_reply(err, url=self.url, timeout=self.timeout, kept=bool(count))
                     ) from None
@@ -297,14 +350,14 @@ class RemoteBackend:
             if in_reasoning:
                 yield "\n" + closing + "\n\n"
             if finish is None:
-                self._drop_connections()
+                self._clients.drop(client)
                 if count:
-                    raise ExaoneError(
+                    raise ReplyCutShort(
                         f"The server at {self.url} ended the reply without finishing "
                         "it (it may have stopped or crashed); the partial reply is "
                         "kept, check the server's log."
                     )
-                raise ExaoneError(
+                raise ReplyCutShort(
                     f"The server at {self.url} ended the reply before any text came "
                     "(it may have failed on the prompt, e.g. one longer than its "
                     "context); check the server's log."
@@ -316,6 +369,7 @@ class RemoteBackend:
             if chunks is not None:
                 with contextlib.suppress(Exception):
                     chunks.close()  # tells the server to stop generating
+            self._clients.release(client)
             stats.total_s = time.perf_counter() - started
             self._figures(stats, usage, timings, count, first, last)
 
@@ -360,7 +414,14 @@ class RemoteBackend:
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
-        self._client.close()
+        self._clients.close()
+
+
+def _spelled(response_format: dict, spelling: str) -> dict:
+    """OpenAI's json_schema response_format, in the spelling a server may read instead."""
+    if spelling == "json_object":
+        return {"type": "json_object", "schema": response_format["json_schema"]["schema"]}
+    return response_format
 
 
 def _as_dict(model: Any) -> dict:

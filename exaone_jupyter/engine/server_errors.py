@@ -11,6 +11,17 @@ from ..errors import ExaoneError
 INSTALL_HINT = "pip install 'exaone-jupyter[remote]'"
 
 
+class ServerUnreachable(ExaoneError):
+    """The request did not reach the server (refused, timed out, no route): a map stops sending
+    its other rows, which would fail the same way."""
+
+
+class ReplyCutShort(ExaoneError):
+    """The server ended the stream without a finish reason. llama-cpp-python's server does this
+    to the reply it is streaming when another request arrives (unless started with
+    ``--interrupt_requests False``), so a map asks such rows again, one at a time."""
+
+
 def openai_module():
     """openai, imported at the first connect (not by importing this package)."""
     try:

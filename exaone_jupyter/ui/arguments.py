@@ -190,6 +190,55 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             "Stop using the server; the conversation stays (load a local model to go on).",
         ),
         Subcommand(
+            "map",
+            "Ask PROMPT once per item of the notebook variable VAR (a list, Series or "
+            "DataFrame), batched; the results go to NAME and the summary shows under the cell "
+            "(exaone_jupyter.map from Python has every option).",
+            (
+                _arg("var", metavar="VAR", help="the notebook variable that holds the items"),
+                _arg(
+                    "prompt",
+                    metavar="PROMPT",
+                    help="quoted; {} is the item, {column} a DataFrame column or dict key",
+                ),
+                _arg(
+                    "--schema",
+                    default=None,
+                    metavar="FIELDS",
+                    help="structured results, e.g. 'name, age int'",
+                ),
+                _arg(
+                    "--parallel",
+                    type=int,
+                    default=None,
+                    metavar="N",
+                    help="rows at once (default 8 locally, 4 on a server)",
+                ),
+                _arg(
+                    "-n",
+                    "--max-tokens",
+                    type=int,
+                    default=None,
+                    metavar="N",
+                    help="per row (default 256)",
+                ),
+                _arg("-t", "--temperature", type=float, default=None, help="default 0 (greedy)"),
+                _arg(
+                    "--cache",
+                    choices=("memory", "disk", "off"),
+                    default="memory",
+                    help="where reproducible rows are kept (default memory)",
+                ),
+                _arg(
+                    "-o",
+                    "--out",
+                    default="_map",
+                    metavar="NAME",
+                    help="the variable that gets the results (default _map)",
+                ),
+            ),
+        ),
+        Subcommand(
             "help",
             "List the subcommands, or one subcommand's options.",
             (_arg("subcommand", nargs="?", default=None, metavar="NAME"),),

@@ -316,6 +316,31 @@ class ExaoneMagics(Magics):
             _notice(notice)
         show_loaded(session.info())
 
+    def _cmd_map(self, args: argparse.Namespace) -> None:
+        from .map_progress import map_with_progress
+
+        if args.var not in self._namespace:
+            raise ExaoneError(
+                f"There is no variable {args.var!r} in this notebook; define it first (a list, "
+                "Series or DataFrame) or check the name."
+            )
+        if not args.out.isidentifier():
+            raise ExaoneError(f"--out takes a variable name, not {args.out!r}; use e.g. -o rows.")
+        self._ensure_model(_notice)
+        result = map_with_progress(
+            get_session(),
+            self._namespace[args.var],
+            args.prompt,
+            shell=self.shell,
+            interval=self.update_interval,
+            schema=args.schema,
+            parallel=args.parallel,
+            cache={"memory": True, "disk": "disk", "off": False}[args.cache],
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+        )
+        self._namespace[args.out] = result
+
     def _cmd_disconnect(self, args: argparse.Namespace) -> None:
         print("Disconnected." if get_session().disconnect() else "No server was connected.")
 

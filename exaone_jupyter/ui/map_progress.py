@@ -5,7 +5,7 @@ every ``interval`` seconds, emptied at the end; then the run's summary (rows ans
 cache, one line per failed row) is displayed once as an output of its own. It has no timings, so
 a saved notebook's outputs do not depend on the machine's speed, and each output's first display
 is its final state (what nbval compares). In a terminal only that summary is printed, and only when a row
-failed or the run was interrupted.
+failed, the run was interrupted or has a note (a disk cache left out, a server's way).
 """
 
 from __future__ import annotations
@@ -15,7 +15,33 @@ import time
 import uuid
 from typing import Any
 
-from .render import DEFAULT_INTERVAL, MIN_INTERVAL, publish
+from .render import DEFAULT_INTERVAL, MIN_INTERVAL, in_notebook, publish
+
+
+def map_with_progress(
+    session: Any,
+    items: Any,
+    prompt: Any,
+    *,
+    shell: Any = None,
+    progress: bool = True,
+    interval: float = DEFAULT_INTERVAL,
+    **options: Any,
+) -> Any:
+    """``run_map`` with the bar under the cell (in a notebook) and the summary after it: what
+    ``exaone_jupyter.map`` and ``%exaone map`` both run."""
+    from ..mapping import run_map
+
+    bar = MapBar(notebook=in_notebook(shell), interval=interval) if progress else None
+    try:
+        result = run_map(session, items, prompt, on_progress=bar, **options)
+    except BaseException:
+        if bar is not None:
+            bar.clear()
+        raise
+    if bar is not None:
+        bar.finish(result)
+    return result
 
 
 class MapBar:
@@ -45,7 +71,7 @@ class MapBar:
     def finish(self, result: Any) -> None:
         summary = result.summary()
         if not self.notebook:
-            if result.errors or result.interrupted:
+            if result.errors or result.interrupted or result.notes:
                 print(summary)
             return
         text = {"text/plain": summary}
@@ -53,9 +79,14 @@ class MapBar:
             "<pre class='exaone-map-summary' style='font-size:0.9em;margin:0'>"
             f"{html.escape(summary)}</pre>"
         )
-        if self._shown:  # the bar's output goes back to its first, empty state
-            publish({"text/plain": ""}, display_id=self._display_id, update=True)
+        self.clear()
         publish(text)
+
+    def clear(self) -> None:
+        """The bar's output goes back to its first, empty state (also when the run failed)."""
+        if self._shown:
+            publish({"text/plain": ""}, display_id=self._display_id, update=True)
+            self._shown = False
 
 
 def bar_data(progress: Any) -> dict[str, str]:
