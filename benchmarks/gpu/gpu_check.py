@@ -549,9 +549,9 @@ def main() -> int:
 
     # auto on a GPU that is too small: first told so, then really so
     if gpu.supports_offload and gpu.free_bytes:
-        from exaone_jupyter.engine.local import _kv_bytes_per_layer
+        from exaone_jupyter.engine.llama_load import kv_bytes_per_layer
 
-        per_layer = info.layer_bytes[0] + _kv_bytes_per_layer(info, args.n_ctx)
+        per_layer = info.layer_bytes[0] + kv_bytes_per_layer(info, args.n_ctx)
         fake_free = RESERVE_BYTES + middle * per_layer + per_layer // 2
         rows.append(
             spawn_case(

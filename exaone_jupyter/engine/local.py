@@ -17,7 +17,7 @@ import ctypes
 import random
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from ..errors import ExaoneError, ModelBusyError
@@ -33,6 +33,13 @@ from .backend import (
     Tokenizer,
 )
 from .gpu import probe_gpu
+from .llama_load import (
+    LoadProgress,
+    amx_hazard,
+    kv_bytes_per_layer,
+    model_params,
+    offloaded_from_log,
+)
 from .offload import GpuInfo, OffloadPlan, plan_offload
 from .reply import Reply
 from .sampling import Sampler, llama_chain, logits_view
@@ -65,7 +72,7 @@ class LocalBackend:
             options.gpu_layers,
             layer_bytes=info.layer_bytes,
             head_bytes=info.other_bytes,
-            kv_bytes_per_layer=_kv_bytes_per_layer(info, self.n_ctx),
+            kv_bytes_per_layer=kv_bytes_per_layer(info, self.n_ctx),
             gpu=self.gpu,
         )
 
@@ -84,10 +91,10 @@ class LocalBackend:
         }
         self.threads = choose_threads(options.n_threads)
         kwargs.update(n_threads=self.threads.decode, n_threads_batch=self.threads.batch)
-        self.extra_buffers = not _amx_hazard(info)
-        progress = _Progress(on_progress)
+        self.extra_buffers = not amx_hazard(info)
+        progress = LoadProgress(on_progress)
         try:
-            with _model_params(
+            with model_params(
                 use_extra_bufts=self.extra_buffers, progress_callback=progress.callback
             ):
                 self._llm: Any = llama_cpp.Llama(**kwargs)  # None once closed
@@ -100,7 +107,7 @@ class LocalBackend:
                 "check that the file is a complete GGUF of a supported model."
             ) from None
         load_s = time.perf_counter() - started
-        llama_gpu_layers = _offloaded_from_log(llama_log.since(position, 2))
+        llama_gpu_layers = offloaded_from_log(llama_log.since(position, 2))
 
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self._n_batch = self._llm.n_batch
@@ -435,86 +442,3 @@ class LocalBackend:
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
         with contextlib.suppress(Exception):
             self.close()
-
-
-class _Progress:
-    """llama.cpp's load progress callback around ``on_progress``.
-
-    llama.cpp calls it from the loading thread between tensors, so a Ctrl-C pending there
-    surfaces inside it as KeyboardInterrupt; answering False then makes llama.cpp abort the load
-    and free what it had (an exception cannot cross the C frames). A failing view never stops a
-    load. The ctypes function object lives as long as this object (the load's duration).
-    """
-
-    def __init__(self, on_progress: Callable[[float], None] | None) -> None:
-        import llama_cpp
-
-        self.on_progress = on_progress
-        self.interrupted = False
-        self.callback = llama_cpp.llama_progress_callback(self._call)
-
-    def _call(self, fraction: float, _user_data: Any) -> bool:
-        try:
-            if self.on_progress is not None:
-                self.on_progress(min(max(float(fraction), 0.0), 1.0))
-        except KeyboardInterrupt:
-            self.interrupted = True
-            return False
-        except Exception:
-            pass
-        return True
-
-
-def _amx_hazard(info: GGUFInfo) -> bool:
-    """True where llama.cpp's AMX weight repacking would crash this model.
-
-    Measured with llama-cpp-python 0.3.36 built for a CPU with AMX (the default -march=native
-    build): a Q8_0 model loads, then segfaults on the first batch of more than one token, in this
-    engine and in llama-cpp-python's own API alike. Without the extra (repacked) buffers it runs.
-    """
-    import llama_cpp
-
-    quantized = info.quantization.upper() not in ("F32", "F16", "BF16")
-    return quantized and "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode(
-        "utf-8", "replace"
-    )
-
-
-@contextlib.contextmanager
-def _model_params(**fields: Any) -> Iterator[None]:
-    """Set llama_model_params fields that llama-cpp-python's Llama() does not expose.
-
-    Llama() builds its parameters from ``llama_model_default_params()`` in the bindings module, so
-    wrapping that function for the duration of one construction reaches them.
-    """
-    import llama_cpp.llama_cpp as bindings
-
-    original = bindings.llama_model_default_params
-
-    def with_fields():
-        params = original()
-        for name, value in fields.items():
-            setattr(params, name, value)
-        return params
-
-    bindings.llama_model_default_params = with_fields
-    try:
-        yield
-    finally:
-        bindings.llama_model_default_params = original
-
-
-def _kv_bytes_per_layer(info: GGUFInfo, n_ctx: int) -> int:
-    head_dim = info.n_embd // max(info.n_head, 1)
-    return 2 * n_ctx * info.n_head_kv * head_dim * 2  # keys and values, f16
-
-
-def _offloaded_from_log(lines: list[str]) -> int | None:
-    """llama.cpp's own count from "offloaded N/M layers to GPU" (printed on GPU builds only)."""
-    for line in lines:
-        if "offloaded" in line and "layers to GPU" in line:
-            try:
-                return int(line.split("offloaded", 1)[1].split("/", 1)[0])
-            except ValueError:
-                return None
-    return None
