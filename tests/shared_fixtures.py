@@ -147,6 +147,27 @@ def text_of(backend, ids) -> str:
 
 # -- an OpenAI-compatible server -------------------------------------------------------------------
 @pytest.fixture(scope="module")
+def demo_session():
+    """A Session of its own with the demo model loaded (the family's default system prompt)."""
+    from exaone_jupyter.session import Session
+
+    session = Session()
+    session.load("exaone-demo")
+    yield session
+    session.unload()
+
+
+@pytest.fixture
+def fresh_map_cache():
+    """map's memory cache empty before and after the test."""
+    from exaone_jupyter.mapping import clear_cache
+
+    clear_cache()
+    yield
+    clear_cache()
+
+
+@pytest.fixture(scope="module")
 def server():
     """llama-cpp-python's server on a free loopback port, serving the shipped demo model."""
     from exaone_jupyter.model.catalog import demo_model_path

@@ -26,14 +26,6 @@ QUESTION = "한국의 수도는 어디인가요? Answer in one sentence."
 ANSWER = "한국의 수도는 서울입니다 (Seoul)."
 
 
-@pytest.fixture(scope="module")
-def demo_session():
-    session = Session()
-    session.load("exaone-demo")
-    yield session
-    session.unload()
-
-
 # -- what a backend is -----------------------------------------------------------------------------
 def test_a_local_backend_describes_itself_with_one_typed_value(tiny_gguf):
     backend = LocalBackend(read_gguf(tiny_gguf), LoadOptions(n_ctx=256, gpu_layers="none"))

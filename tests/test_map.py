@@ -13,26 +13,19 @@ from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT
 from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.engine.batch import context_need, shared_prefix
 from exaone_jupyter.errors import ExaoneError
-from exaone_jupyter.mapping import MapResult, RowError, clear_cache, run_map
+from exaone_jupyter.mapping import MapResult, RowError, run_map
 from kernel_helpers import DEMO_ANSWER, DEMO_QUESTION, Message, answer_of, live_text
 from shared_fixtures import DIALOGUES
 
 
 @pytest.fixture(scope="module")
-def session():
-    from exaone_jupyter.session import Session
-
-    s = Session()
-    s.load("exaone-demo")
-    yield s
-    s.unload()
+def session(demo_session):
+    return demo_session
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache():
-    clear_cache()
-    yield
-    clear_cache()
+def _fresh_cache(fresh_map_cache):
+    """Every test here starts and ends with map's memory cache empty."""
 
 
 def _groups() -> dict[str | None, list[str]]:

@@ -40,20 +40,13 @@ print(json.dumps([list(result), result.progress.from_disk, result.summary()]))
 
 
 @pytest.fixture(scope="module")
-def session():
-    from exaone_jupyter.session import Session
-
-    s = Session()  # a fresh session: the model family's default system prompt, as in a new process
-    s.load("exaone-demo")
-    yield s
-    s.unload()
+def session(demo_session):
+    return demo_session  # the model family's default system prompt, as in a new process
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache():
-    clear_cache()
-    yield
-    clear_cache()
+def _fresh_cache(fresh_map_cache):
+    """Every test here starts and ends with map's memory cache empty."""
 
 
 def _in_another_process(questions: list[str], cache: str) -> tuple[list[str], int, str]:

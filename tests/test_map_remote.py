@@ -16,7 +16,7 @@ from checks import one_sentence
 from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT
 from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.errors import ExaoneError
-from exaone_jupyter.mapping import RowError, clear_cache, run_map
+from exaone_jupyter.mapping import RowError, run_map
 from exaone_jupyter.model.catalog import demo_model_path
 from exaone_jupyter.session import Session
 from server_helpers import Server
@@ -38,11 +38,8 @@ CUT_SHORT_NOTE = "The server cut replies short when it was sent several at once"
 
 
 @pytest.fixture(scope="module")
-def local():
-    session = Session()
-    session.load("exaone-demo")
-    yield session
-    session.unload()
+def local(demo_session):
+    return demo_session
 
 
 @pytest.fixture
@@ -54,10 +51,8 @@ def remote(server):
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache():
-    clear_cache()
-    yield
-    clear_cache()
+def _fresh_cache(fresh_map_cache):
+    """Every test here starts and ends with map's memory cache empty."""
 
 
 def _one_by_one(session: Session, questions: list[str], max_tokens: int) -> list[str]:

@@ -318,19 +318,6 @@ def test_greedy_tokens_equal_a_bare_argmax_loop(vocab102k):
     assert engine_tokens == bare_greedy(path, ids, 59)
 
 
-@pytest.mark.parametrize("top_k", [40, 0])
-def test_a_seed_gives_the_same_reply(vocab102k, top_k):
-    _path, backend = vocab102k
-    ids = backend.tokenize(PROMPT, special=True)
-
-    def text(seed: int) -> str:
-        s = Sampling(temperature=0.7, top_k=top_k, top_p=0.95, max_tokens=24, seed=seed)
-        return backend.stream(Request(s, prompt_ids=ids)).consume().text
-
-    assert text(5) == text(5)
-    assert text(5) != text(6)
-
-
 # -- sampling in llama.cpp's graph (the GPU default; forced here on the CPU) -----------------------
 @pytest.fixture(scope="module")
 def in_graph(vocab102k):
@@ -361,8 +348,10 @@ def test_in_graph_greedy_tokens_equal_a_bare_argmax_loop_turn_after_turn(in_grap
 
 
 @pytest.mark.parametrize("top_k", [40, 0])
-def test_in_graph_a_seed_gives_the_same_reply_and_settings_change_per_reply(in_graph, top_k):
-    _path, backend = in_graph
+@pytest.mark.parametrize("engine", ["vocab102k", "in_graph"])
+def test_a_seed_gives_the_same_reply_and_settings_change_per_reply(request, engine, top_k):
+    """Both samplers: numpy on the logits, and llama.cpp's chain in its graph."""
+    _path, backend = request.getfixturevalue(engine)
     ids = backend.tokenize(PROMPT, special=True)
 
     def text(seed: int) -> str:
@@ -371,13 +360,9 @@ def test_in_graph_a_seed_gives_the_same_reply_and_settings_change_per_reply(in_g
 
     assert text(5) == text(5)
     assert text(5) != text(6)
-    greedy = backend.stream(Request(Sampling(temperature=0, max_tokens=24), prompt_ids=ids))
-    assert (
-        greedy.consume().text
-        == backend.stream(Request(Sampling(temperature=0, max_tokens=24), prompt_ids=ids))
-        .consume()
-        .text
-    )
+    greedy = Sampling(temperature=0, max_tokens=24)
+    first = backend.stream(Request(greedy, prompt_ids=ids)).consume().text
+    assert backend.stream(Request(greedy, prompt_ids=ids)).consume().text == first
 
 
 # -- threads --------------------------------------------------------------------------------------
