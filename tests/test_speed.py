@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -381,13 +384,33 @@ def test_thread_plan():
     assert plan_threads(8, None, 4, requested=3).why == "set with --n-threads"
 
 
+@pytest.mark.parametrize("given", [None, "ACTIVE"])
+def test_openmp_threads_wait_passively_unless_the_environment_says(tiny_gguf, given):
+    """Set when the engine is imported, before llama_cpp (whose OpenMP reads it once)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = (
+        "import os, sys\n"
+        "from exaone_jupyter.session import Session\n"
+        "assert 'llama_cpp' not in sys.modules\n"
+        f"Session().load({str(tiny_gguf)!r})\n"
+        "print(os.environ['OMP_WAIT_POLICY'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == (given or "PASSIVE")
+
+
 def test_engine_uses_and_reports_the_thread_choice(tiny_gguf):
     chosen = choose_threads()
     backend = LocalBackend(read_gguf(tiny_gguf), LoadOptions(gpu_layers="none"))
     try:
         local = backend.info.local
         assert local is not None
-        assert local.n_threads == chosen.decode and local.threads_why == chosen.why
+        assert local.n_threads == chosen.decode
+        assert local.threads_why == f"{chosen.why}; waiting threads: PASSIVE"
         assert backend._llm.n_threads == backend._llm.n_threads_batch == chosen.batch
     finally:
         backend.close()

@@ -43,7 +43,7 @@ from .llama_load import (
 from .offload import GpuInfo, OffloadPlan, plan_offload
 from .reply import Reply
 from .sampling import Sampler, llama_chain, logits_view
-from .threads import choose_threads
+from .threads import choose_threads, wait_policy
 
 _DEFAULT_OPTIONS = LoadOptions()  # frozen: one shared default is safe
 
@@ -140,7 +140,7 @@ class LocalBackend:
                 gpu=self.gpu,
                 llama_gpu_layers=llama_gpu_layers,
                 n_threads=self._llm.n_threads,
-                threads_why=self.threads.why,
+                threads_why=f"{self.threads.why}; waiting threads: {wait_policy()}",
                 sampler="in llama.cpp's graph (on the output layer's device)"
                 if self.sample_in_graph
                 else "numpy, on llama.cpp's logits in place",
