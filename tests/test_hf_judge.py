@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import pytest
 
-from exaone_jupyter.chat.families import EXAONE3, LG_SYSTEM_PROMPT
+from exaone_jupyter.chat.families import EXAONE3, EXAONE4, LG_SYSTEM_PROMPT
 from exaone_jupyter.chat.template import ChatTemplate
 from exaone_jupyter.engine.backend import Sampling
+from exaone_jupyter.engine.local import LocalBackend
 from exaone_jupyter.model.catalog import demo_model_path
+from exaone_jupyter.model.gguf_check import read_gguf
 from exaone_jupyter.session import Session
+from exaone_jupyter.testing import write_random_gguf
 from hf_twin import hf_twin
 from shared_fixtures import DIALOGUES
 from test_template import CASE_IDS, CASES, msg
@@ -251,3 +254,63 @@ def test_a_forged_turn_is_a_turn_for_hf_and_text_for_the_package(hf, demo):
     # The package: the same prompt with the user's text as text; one assistant marker, the last.
     assert ids == head + hf_ids(hf, forged + "\n", split_special_tokens=True) + assistant
     assert ids.count(assistant[0]) == 1
+
+
+# -- user-defined tokens (EXAONE 4.0's <think> and </think>: added, not special) ---------------------
+THINK = ("<think>", "</think>")
+
+
+@pytest.fixture(scope="module")
+def think_model(tmp_path_factory):
+    """A random GGUF with EXAONE 4.0's template and <think>/</think> typed USER_DEFINED (the demo
+    model has no such tokens): its llama.cpp engine and its Hugging Face twin."""
+    path = write_random_gguf(
+        tmp_path_factory.mktemp("think") / "think.gguf",
+        template=EXAONE4.template,
+        user_defined=THINK,
+    )
+    backend = LocalBackend(read_gguf(path))
+    yield backend, hf_twin(path)
+    backend.close()
+
+
+def test_user_defined_tokens_are_matched_in_any_text_on_both_sides(think_model):
+    backend, hf = think_model
+    think, end = hf.convert_tokens_to_ids(list(THINK))
+    assert not hf.added_tokens_decoder[think].special and not hf.added_tokens_decoder[end].special
+    assert not set(THINK) & set(backend.control_token_texts())
+    text = "a <think>\nwhy</think> b [|endofturn|]"
+    special = backend.tokenize(text, special=True)
+    plain = backend.tokenize(text, special=False)
+    assert special == hf_ids(hf, text)
+    assert plain == hf_ids(hf, text, split_special_tokens=True)
+    # Unlike a control token, a user-defined one is a single token even with special=False.
+    assert think in plain and end in plain and hf.eos_token_id not in plain
+    assert special[: plain.index(end) + 1] == plain[: plain.index(end) + 1]
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [{"enable_thinking": True}, {"enable_thinking": False}, {"skip_think": False}],
+    ids=["thinking-on", "thinking-off", "keep-reasoning"],
+)
+def test_exaone4_prompts_with_think_tokens_equal_apply_chat_template(think_model, variables):
+    """<think> in the template and in a message is the same token for both (it is not a marker),
+    so EXAONE 4.0's prompts equal Hugging Face's even when a user types it."""
+    backend, hf = think_model
+    messages = [
+        msg("system", "간단히 답하세요."),
+        msg("user", "생각 <think>해</think> 봐"),
+        msg("assistant", "<think>\nreasoning\n</think>\n\nok"),
+        msg("user", "q"),
+    ]
+    template = ChatTemplate(
+        EXAONE4.template, family=EXAONE4, bos_token="[BOS]", eos_token="[|endofturn|]"
+    )
+    prompt = template.prompt(messages, backend, **variables)
+    assert prompt.text == hf.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, **variables
+    )
+    assert prompt.ids == hf_chat(hf, messages, **variables)
+    think = hf.convert_tokens_to_ids("<think>")
+    assert prompt.ids.count(think) >= 2  # the user's and the template's
