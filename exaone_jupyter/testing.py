@@ -7,6 +7,7 @@ trained ``exaone-demo`` model to test answers. Needs only numpy and the ``gguf``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,12 +44,19 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def add_exaone_tokenizer(
-    writer, tokens: list[str], merges: list[str], *, pre: str = "exaone"
+    writer,
+    tokens: list[str],
+    merges: list[str],
+    *,
+    pre: str = "exaone",
+    user_defined: Sequence[str] = (),
 ) -> None:
     """EXAONE's tokenizer metadata: a GPT-2 style BPE whose first tokens are the control markers.
 
     ``tokens`` starts with EXAONE_SPECIAL_TOKENS (written as CONTROL tokens, so llama.cpp turns the
-    markers into single tokens and never prints them); ``merges`` must not be empty.
+    markers into single tokens and never prints them); ``merges`` must not be empty. Tokens in
+    ``user_defined`` are typed USER_DEFINED, as llama.cpp's converter types EXAONE 4.0's added
+    tokens that are not special (``<think>``, ``</think>``): matched in any text.
     """
     import gguf
 
@@ -57,7 +65,11 @@ def add_exaone_tokenizer(
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(
-        [gguf.TokenType.CONTROL] * n_special + [gguf.TokenType.NORMAL] * (len(tokens) - n_special)
+        [gguf.TokenType.CONTROL] * n_special
+        + [
+            gguf.TokenType.USER_DEFINED if t in user_defined else gguf.TokenType.NORMAL
+            for t in tokens[n_special:]
+        ]
     )
     writer.add_token_merges(merges)
     writer.add_bos_token_id(BOS_ID)
@@ -118,6 +130,7 @@ def write_random_gguf(
     favour_text: str | None = None,
     n_vocab: int | None = None,
     logit_scale: float = 1.0,
+    user_defined: Sequence[str] = (),
 ) -> Path:
     """Write a loadable random-weight GGUF and return its path.
 
@@ -137,6 +150,8 @@ def write_random_gguf(
     102,400 for EXAONE's real size, where sampling costs what it costs on a real model.
     ``logit_scale`` multiplies the output layer: random weights give nearly flat next-token
     distributions; a scale of 10-20 spreads the logits as a trained model's are.
+    ``user_defined`` adds tokens typed USER_DEFINED (e.g. ``("<think>", "</think>")``, as EXAONE
+    4.0's GGUFs have them), after the merged ones.
     """
     if favour_token is not None and favour_text is not None:
         raise ValueError("give favour_token or favour_text, not both")
@@ -149,7 +164,7 @@ def write_random_gguf(
     b2u = bytes_to_unicode()
     tokens = list(EXAONE_SPECIAL_TOKENS) + [b2u[b] for b in range(256)]
     merges = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n"]  # llama.cpp rejects a BPE vocab without merges
-    tokens += [merge.replace(" ", "") for merge in merges]
+    tokens += [merge.replace(" ", "") for merge in merges] + list(user_defined)
     if n_vocab is not None:
         tokens += _filler_tokens(n_vocab - len(tokens))
     n_vocab, s = len(tokens), shape
@@ -170,7 +185,7 @@ def write_random_gguf(
     }[dtype]
     w.add_file_type(file_type)
     if tokenizer:
-        add_exaone_tokenizer(w, tokens, merges, pre=pre)
+        add_exaone_tokenizer(w, tokens, merges, pre=pre, user_defined=user_defined)
     if template is not None:
         w.add_chat_template(template)
 
