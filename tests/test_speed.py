@@ -410,7 +410,7 @@ def test_engine_uses_and_reports_the_thread_choice(tiny_gguf):
         local = backend.info.local
         assert local is not None
         assert local.n_threads == chosen.decode
-        assert local.threads_why == f"{chosen.why}; waiting threads: PASSIVE"
+        assert local.threads_why == f"{chosen.why}; waiting threads sleep (OMP_WAIT_POLICY=PASSIVE)"
         assert backend._llm.n_threads == backend._llm.n_threads_batch == chosen.batch
     finally:
         backend.close()

@@ -140,7 +140,7 @@ class LocalBackend:
                 gpu=self.gpu,
                 llama_gpu_layers=llama_gpu_layers,
                 n_threads=self._llm.n_threads,
-                threads_why=f"{self.threads.why}; waiting threads: {wait_policy()}",
+                threads_why=f"{self.threads.why}; waiting threads {wait_policy()}",
                 sampler="in llama.cpp's graph (on the output layer's device)"
                 if self.sample_in_graph
                 else "numpy, on llama.cpp's logits in place",

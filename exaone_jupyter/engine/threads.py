@@ -46,7 +46,11 @@ def openmp_waits_passively() -> None:
 
 def wait_policy() -> str:
     """How OpenMP's waiting threads wait in this process, for ``%exaone info``."""
-    return os.environ.get(WAIT_POLICY, "the OpenMP default (spin, then sleep)")
+    value = os.environ.get(WAIT_POLICY)
+    if value is None:
+        return "spin, then sleep (the OpenMP default)"
+    how = {"PASSIVE": "sleep", "ACTIVE": "spin"}.get(value.upper(), "as set")
+    return f"{how} ({WAIT_POLICY}={value})"
 
 
 def plan_threads(
