@@ -35,7 +35,7 @@ import llama_cpp  # noqa: F401  isort: skip
 from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.mapping import run_map
 from exaone_jupyter.session import Session
-from exaone_jupyter.testing import EXAONE_4_1_2B, TinyShape, write_random_gguf
+from exaone_jupyter.testing import TinyShape, write_exaone4_1_2b_shape, write_random_gguf
 
 MAX_TOKENS = 32
 PARALLEL = (1, 4, 8, 16)
@@ -112,14 +112,7 @@ def main() -> None:
             elif name == "1.2B":
                 path = args.model or Path(tmp) / "exaone4-1.2b-shape.gguf"
                 if not path.exists():
-                    write_random_gguf(
-                        path,
-                        shape=EXAONE_4_1_2B,
-                        arch="exaone4",
-                        pre="exaone4",
-                        n_vocab=102_400,
-                        dtype="q8_0",
-                    )
+                    write_exaone4_1_2b_shape(path)
                 session.load(str(path), gpu_layers="all")
                 prompts = random_prompts()
             else:

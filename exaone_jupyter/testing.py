@@ -8,8 +8,9 @@ trained ``exaone-demo`` model to test answers. Needs only numpy and the ``gguf``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,9 +110,19 @@ class TinyShape:
         return self.n_embd // self.n_head
 
 
-# EXAONE-4.0-1.2B's layout (its config.json), for benchmarks where the model's size matters;
-# written with arch="exaone4", n_vocab=102_400.
+# EXAONE-4.0-1.2B's layout (its config.json), for benchmarks where the model's size matters.
 EXAONE_4_1_2B = TinyShape(n_embd=2048, n_head=32, n_head_kv=8, n_ff=4096, n_layer=30, n_ctx=4096)
+
+
+def write_exaone4_1_2b_shape(
+    path: str | Path, *, n_layer: int = 30, dtype: str = "q8_0", **options: Any
+) -> Path:
+    """A random-weight GGUF of EXAONE-4.0-1.2B's layout and real vocabulary size (1.49 B
+    parameters at 30 layers; Q8_0 is 1.48 GiB): the model the GPU benchmarks run."""
+    shape = replace(EXAONE_4_1_2B, n_layer=n_layer)
+    return write_random_gguf(
+        path, shape=shape, arch="exaone4", pre="exaone4", n_vocab=102_400, dtype=dtype, **options
+    )
 
 
 def write_random_gguf(

@@ -19,7 +19,6 @@ from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.engine.local import LocalBackend
 from exaone_jupyter.model.catalog import demo_model_path
 from exaone_jupyter.model.gguf_check import read_gguf
-from exaone_jupyter.session import Session
 from exaone_jupyter.testing import write_random_gguf
 from hf_twin import hf_twin
 from shared_fixtures import DIALOGUES
@@ -34,11 +33,8 @@ def hf():
 
 
 @pytest.fixture(scope="module")
-def demo():
-    s = Session()
-    s.load("exaone-demo")
-    yield s
-    s.unload()
+def demo(demo_session):
+    return demo_session
 
 
 def hf_ids(hf, text: str, *, split_special_tokens: bool = False) -> list[int]:

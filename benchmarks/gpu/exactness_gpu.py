@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +32,7 @@ from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
 from exaone_jupyter.mapping import run_map  # noqa: E402
 from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
 from exaone_jupyter.session import Session  # noqa: E402
-from exaone_jupyter.testing import EXAONE_4_1_2B, write_random_gguf  # noqa: E402
+from exaone_jupyter.testing import write_exaone4_1_2b_shape  # noqa: E402
 
 
 def check(name: str, ok: bool, detail: str = "") -> bool:
@@ -52,14 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="exaone-gpu-") as tmp:
         path = args.model or Path(tmp) / "exaone4-shape.gguf"
         if not path.exists():
-            write_random_gguf(
-                path,
-                shape=replace(EXAONE_4_1_2B, n_layer=args.layers),
-                arch="exaone4",
-                pre="exaone4",
-                n_vocab=102_400,
-                dtype="q8_0",
-            )
+            write_exaone4_1_2b_shape(path, n_layer=args.layers, dtype="q8_0")
         backend = LocalBackend(read_gguf(path), LoadOptions(gpu_layers=layers))
         print(f"{path.name}: layers {layers}; sampler: {backend.info.local.sampler}", flush=True)
         ids = backend.tokenize(PROMPT, special=True)

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +35,7 @@ from exaone_jupyter.engine import threads  # noqa: E402
 from exaone_jupyter.engine.backend import LoadOptions  # noqa: E402
 from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
 from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
-from exaone_jupyter.testing import EXAONE_4_1_2B, write_random_gguf  # noqa: E402
+from exaone_jupyter.testing import write_exaone4_1_2b_shape  # noqa: E402
 
 GOAL = 0.97  # engine / floor with default sampling
 
@@ -70,14 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         path = args.model or Path(tmp) / "exaone4-1.2b-shape.gguf"
         if not path.exists():
-            write_random_gguf(
-                path,
-                shape=replace(EXAONE_4_1_2B, n_layer=args.layers),
-                arch="exaone4",
-                pre="exaone4",
-                n_vocab=102_400,
-                dtype=args.dtype,
-            )
+            write_exaone4_1_2b_shape(path, n_layer=args.layers, dtype=args.dtype)
         info = read_gguf(path)
         about = (
             f"{info.architecture}, {args.layers} layers, {info.n_params / 1e9:.2f} B parameters, "
