@@ -140,6 +140,15 @@ def test_top_k_kept_set_is_llama_cpps(k, p):
         assert our_kept(x, k, p) == llama_kept(x, k, p), scale
 
 
+@pytest.mark.parametrize("levels", [3, 50, 10_000])
+@pytest.mark.parametrize("k", [1, 40, 100])
+def test_top_k_is_a_stable_sort_on_the_real_vocabulary_size_ties_included(levels, k):
+    """Against a full stable sort, with logits on few levels (many ties at the k-th)."""
+    rng = np.random.default_rng(levels * 1000 + k)
+    x = rng.integers(0, levels, 102_400).astype(np.float32) / 7
+    assert sampling.top_k(x, k).tolist() == np.argsort(-x, kind="stable")[:k].tolist()
+
+
 @pytest.mark.parametrize("p", [0.5, 0.95, 0.99])
 def test_top_p_alone_kept_set_is_exact_and_near_llama_cpps(p):
     """Without top-k, llama.cpp's float32 running sums over 102,400 tokens drop a tail of tiny

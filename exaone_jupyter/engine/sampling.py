@@ -379,25 +379,19 @@ def _cut_in(
 def top_k(x: np.ndarray, k: int) -> np.ndarray:
     """The ids of the k largest logits, sorted by logit descending (ties: lowest ids first).
 
-    The logits are split into groups (ids equal modulo n // 64); the k largest lie in the k groups
-    with the largest maxima (with ties, in the groups whose maximum reaches the k-th largest
-    maximum), so only those are searched. The maxima are one vectorized pass over 64 rows.
+    The logits are split into 64-row columns (ids equal modulo n // 64); the k-th largest column
+    maximum is a threshold that at least k logits reach, so the k largest are among the logits at
+    or above it, found in one contiguous pass. (Gathering the k best columns instead reads
+    scattered cache lines: 314 against 226 µs a call on logits the decode step left cold.)
     """
     n = len(x)
     columns = n // 64
     if n <= _SMALL or k * 64 * 4 > n:
         candidates = np.argpartition(x, n - k)[n - k :]
     else:
-        rows = x[: 64 * columns].reshape(64, columns)
-        maxima = rows.max(axis=0)
-        kth = np.partition(maxima, columns - k)[columns - k]
-        groups = np.flatnonzero(maxima >= kth)
-        candidates = (np.arange(0, 64 * columns, columns)[:, None] + groups).ravel()
-        if 64 * columns < n:
-            candidates = np.concatenate([candidates, np.arange(64 * columns, n)])
-        within = x[candidates]
-        best = np.argpartition(within, len(within) - k)[len(within) - k :]
-        candidates = candidates[within >= within[best].min()]  # with every tie at the k-th
+        maxima = x[: 64 * columns].reshape(64, columns).max(axis=0)
+        threshold = np.partition(maxima, columns - k)[columns - k]
+        candidates = np.flatnonzero(x >= threshold)  # every tie at the k-th included
     candidates.sort()  # ascending ids, so that the stable sort puts the lowest tied id first
     order = np.argsort(-x[candidates], kind="stable")[:k]
     return candidates[order]
