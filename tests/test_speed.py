@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -31,6 +28,7 @@ from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
 from exaone_jupyter.engine.threads import (  # noqa: E402
     choose_threads,
     plan_threads,
+    wait_policy,
 )
 from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
 from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
@@ -379,8 +377,7 @@ def test_a_seed_gives_the_same_reply_and_settings_change_per_reply(request, engi
 
 # -- threads --------------------------------------------------------------------------------------
 def test_thread_plan():
-    """Decode and prompt threads are always equal: in an OpenMP build a change of count between
-    two computations costs ~0.2-0.4 s (threads.py)."""
+    """Decode and prompt threads are always equal (threads.py)."""
     assert plan_threads(2, None, 2).decode == 2  # Binder, small VMs: both, not half
     assert plan_threads(1, None, 1).decode == 1
     assert plan_threads(2, None, 1).decode == 2  # two hyperthreads of one core: both
@@ -393,25 +390,6 @@ def test_thread_plan():
     assert plan_threads(8, None, 4, requested=3).why == "set with --n-threads"
 
 
-@pytest.mark.parametrize("given", [None, "ACTIVE"])
-def test_openmp_threads_wait_passively_unless_the_environment_says(tiny_gguf, given):
-    """Set when the engine is imported, before llama_cpp (whose OpenMP reads it once)."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if given:
-        env["OMP_WAIT_POLICY"] = given
-    code = (
-        "import os, sys\n"
-        "from exaone_jupyter.session import Session\n"
-        "assert 'llama_cpp' not in sys.modules\n"
-        f"Session().load({str(tiny_gguf)!r})\n"
-        "print(os.environ['OMP_WAIT_POLICY'])"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == (given or "PASSIVE")
-
-
 def test_engine_uses_and_reports_the_thread_choice(tiny_gguf):
     chosen = choose_threads()
     backend = LocalBackend(read_gguf(tiny_gguf), LoadOptions(gpu_layers="none"))
@@ -419,7 +397,7 @@ def test_engine_uses_and_reports_the_thread_choice(tiny_gguf):
         local = backend.info.local
         assert local is not None
         assert local.n_threads == chosen.decode
-        assert local.threads_why == f"{chosen.why}; waiting threads sleep (OMP_WAIT_POLICY=PASSIVE)"
+        assert local.threads_why == f"{chosen.why}; waiting threads {wait_policy()}"
         assert backend._llm.n_threads == backend._llm.n_threads_batch == chosen.batch
     finally:
         backend.close()

@@ -381,8 +381,8 @@ def top_k(x: np.ndarray, k: int) -> np.ndarray:
 
     The logits are split into 64-row columns (ids equal modulo n // 64); the k-th largest column
     maximum is a threshold that at least k logits reach, so the k largest are among the logits at
-    or above it, found in one contiguous pass. (Gathering the k best columns instead reads
-    scattered cache lines: 314 against 226 µs a call on logits the decode step left cold.)
+    or above it, found in one contiguous pass (gathering the k best columns instead reads
+    scattered cache lines).
     """
     n = len(x)
     columns = n // 64

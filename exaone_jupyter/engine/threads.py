@@ -8,17 +8,14 @@ and llama.cpp's threads spin while they wait, so threads beyond the quota steal 
 
 The choice: the CPUs this process may run on (its affinity), capped by a cgroup CPU quota; where
 those CPUs are hyperthreads of fewer physical cores (at least 2), one thread per physical core, as
-llama.cpp's own tools choose. Prompts use the same count: in an OpenMP build (llama-cpp-python's
-default) every change of thread count between two graph computations costs ~0.2-0.4 s (measured
-on 2 cores: a 28-token prompt took 440 ms after 1-thread decoding with 2 prompt threads, 3 ms with
-1 and 1), so a decode count that differs from the prompt's would make every reply that slow to
-start, and a count changed while decoding would cost that on every change.
+llama.cpp's own tools choose. Prompts use the same count.
 
-Waiting threads sleep (``OMP_WAIT_POLICY=PASSIVE``, set before llama.cpp's OpenMP runtime loads,
-unless the environment already says): OpenMP's default spinning makes two busy programs on the
-same cores stall each other at every barrier. Measured on 2 cores, 75M f16 model, 2 threads: one
-process alone 80 tok/s spinning, 63 passive; two at once 19 (once 2) tok/s each spinning, 41 each
-passive. The policy is process-wide: other OpenMP libraries loaded later in the kernel see it too.
+Open problem: OpenMP's waiting threads spin by default, and when two busy programs share the
+cores they stall each other at every barrier. ``benchmarks/openmp_threads.py`` (2 cores, 75M f16
+model): 2 threads decode 88 tok/s alone and 8 each with two processes at once; 1 thread 54 alone
+and ~50 each; with ``OMP_WAIT_POLICY=PASSIVE`` 2 threads give 65 alone and ~42 each. No setting
+wins both cases, so the engine keeps OpenMP's default and ``%exaone info`` shows the policy; a
+user on a shared machine can set ``OMP_WAIT_POLICY=PASSIVE`` or ``--n-threads 1``.
 """
 
 from __future__ import annotations
@@ -36,12 +33,6 @@ class Threads:
 
 
 WAIT_POLICY = "OMP_WAIT_POLICY"
-
-
-def openmp_waits_passively() -> None:
-    """Let OpenMP's waiting threads sleep, unless the environment chose; call before llama_cpp
-    is first imported (OpenMP reads it once, when it loads)."""
-    os.environ.setdefault(WAIT_POLICY, "PASSIVE")
 
 
 def wait_policy() -> str:
