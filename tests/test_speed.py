@@ -357,6 +357,21 @@ def test_in_graph_greedy_tokens_equal_a_bare_argmax_loop_turn_after_turn(in_grap
     assert backend._kv_ids[len(follow) :] == bare_greedy(path, follow, 39)
 
 
+def test_pick_among_the_top_k_equals_pick_on_the_whole_vocabulary():
+    """A caller whose top-k ran elsewhere (graph_sampler_cost.py) draws what pick would."""
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        x = (rng.standard_normal(102_400) * 3).astype(np.float32)
+        x[rng.integers(0, 102_400, 30)] = x.max()  # ties at the top: lowest ids first
+        top = np.argsort(-x, kind="stable")[:40]
+        shuffled = rng.permutation(top)
+        whole = sampling.Sampler(102_400, temperature=1.5, top_k=40, top_p=0.9, seed=trial)
+        cut = sampling.Sampler(102_400, temperature=1.5, top_k=40, top_p=0.9, seed=trial)
+        assert [whole.pick(x) for _ in range(5)] == [
+            cut.pick_among(shuffled, x[shuffled]) for _ in range(5)
+        ]
+
+
 @pytest.mark.parametrize("top_k", [40, 0])
 @pytest.mark.parametrize("engine", ["vocab102k", "in_graph"])
 def test_a_seed_gives_the_same_reply_and_settings_change_per_reply(request, engine, top_k):

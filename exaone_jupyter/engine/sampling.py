@@ -69,7 +69,7 @@ def llama_chain(s: Sampling, prompt: Sequence[int], vocab: Any) -> Any:
         return chain
     if s.repeat_penalty != 1.0:
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-        add(llama_cpp.llama_sampler_init_penalties(n_vocab, 64, s.repeat_penalty, 0.0, 0.0))
+        add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, s.repeat_penalty, 0, 0))
     if s.top_k > 0:
         add(llama_cpp.llama_sampler_init_top_k(s.top_k))
     if s.top_p < 1.0:
@@ -77,7 +77,14 @@ def llama_chain(s: Sampling, prompt: Sequence[int], vocab: Any) -> Any:
     add(llama_cpp.llama_sampler_init_temp(s.temperature))
     seed = s.seed if s.seed is not None else random.SystemRandom().getrandbits(32)
     add(llama_cpp.llama_sampler_init_dist(seed))
-    for token in prompt[-64:]:  # the repetition penalty looks back into the prompt too
+    return _accepted(chain, prompt)
+
+
+def _accepted(chain: Any, prompt: Sequence[int]) -> Any:
+    """The chain, having seen the prompt: the repetition penalty looks back into it too."""
+    import llama_cpp
+
+    for token in prompt[-PENALTY_LAST_N:]:
         llama_cpp.llama_sampler_accept(chain, token)
     return chain
 
@@ -198,14 +205,25 @@ class Sampler:
         x = self._penalized(logits) if self.penalty != 1.0 else logits
         if self.top_k:
             top = top_k(x, self.top_k)
-            xs = x[top]
-            if self.top_p < 1.0:
-                keep = _top_p_sorted(xs, self.top_p)
-                top, xs = top[:keep], xs[:keep]
-            return int(top[self._draw_sorted(xs)])
+            return self._pick_sorted(top, x[top])
         if self.top_p < 1.0:
             return self._top_p_full(x)
         return self._draw_masked(x, float(x.max()))
+
+    def pick_among(self, ids: np.ndarray, logits: np.ndarray) -> int:
+        """``pick`` after top-k was cut elsewhere: ``ids`` are the k survivors (penalties applied,
+        any order) and ``logits`` theirs. The engine does not split its chain so (measured in
+        benchmarks/gpu/graph_sampler_cost.py: the cut in llama.cpp's graph and this on an H200's
+        host cost more than the whole chain in the graph); the benchmark keeps the comparison."""
+        order = np.lexsort((ids, -logits))  # by logit descending, ties: lowest id first
+        return self._pick_sorted(ids[order], logits[order])
+
+    def _pick_sorted(self, top: np.ndarray, xs: np.ndarray) -> int:
+        """Top-p, temperature and dist on candidates sorted by logit, descending."""
+        if self.top_p < 1.0:
+            keep = _top_p_sorted(xs, self.top_p)
+            top, xs = top[:keep], xs[:keep]
+        return int(top[self._draw_sorted(xs)])
 
     def accept(self, token: int) -> None:
         if self.penalty != 1.0 and not self.greedy:

@@ -1,0 +1,165 @@
+"""What each of llama.cpp's samplers costs inside its graph on a GPU, a token (issue 17, item 5).
+
+speed_gpu.py found default sampling in the graph ~90 µs a token dearer than greedy. This splits
+that figure: one context on EXAONE-4.0-1.2B's shape (102,400-token vocabulary), one bare
+``llama_decode`` loop, and a chain attached with ``llama_set_sampler`` per case, interleaved round
+by round against the floor of speed_gpu.py (numpy argmax on the copied logits, no sampler). The
+suspect is top-k: ggml's CUDA top-k is CUB's ``DeviceTopK`` only when built with CCCL >= 3.2;
+with older headers (CUDA 13.0's) it sorts the whole row.
+
+    python3 benchmarks/gpu/graph_sampler_cost.py --model /tmp/m.gguf [--tokens 200] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# llama_cpp before numpy: on the GPU image the other order crashes model loads (RESULTS.md)
+import llama_cpp  # isort: skip
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from stream_overhead import PROMPT  # noqa: E402
+
+from exaone_jupyter.engine.sampling import Sampler  # noqa: E402
+
+Chain = Callable[[], list]  # the samplers of one case, freshly made
+DEFAULT = {"temperature": 0.7, "top_k": 40, "top_p": 0.95}
+CUT = "top-k 40 in the graph, then top-p, temp and dist in numpy on the 40 (the engine's default)"
+
+
+CASES: dict[str, Chain] = {
+    "greedy": lambda: [llama_cpp.llama_sampler_init_greedy()],
+    "top-k 40 + dist": lambda: [
+        llama_cpp.llama_sampler_init_top_k(40),
+        llama_cpp.llama_sampler_init_dist(1),
+    ],
+    "temp 0.7 + dist (softmax and cumsum over the vocabulary)": lambda: [
+        llama_cpp.llama_sampler_init_temp(0.7),
+        llama_cpp.llama_sampler_init_dist(1),
+    ],
+    "default (top-k 40, top-p 0.95, temp 0.7, dist)": lambda: [
+        llama_cpp.llama_sampler_init_top_k(40),
+        llama_cpp.llama_sampler_init_top_p(0.95, 1),
+        llama_cpp.llama_sampler_init_temp(0.7),
+        llama_cpp.llama_sampler_init_dist(1),
+    ],
+    CUT: lambda: [llama_cpp.llama_sampler_init_top_k(40)],
+    "top-p 0.95 alone (+ temp, dist)": lambda: [
+        llama_cpp.llama_sampler_init_top_p(0.95, 1),
+        llama_cpp.llama_sampler_init_temp(0.7),
+        llama_cpp.llama_sampler_init_dist(1),
+    ],
+}
+
+
+class Loop:
+    """One context; ``run(n, chain)`` decodes n tokens, sampling in the graph or (chain None) by
+    numpy argmax on the logits."""
+
+    def __init__(self, path: Path) -> None:
+        self.llm = llama_cpp.Llama(str(path), n_ctx=4096, n_gpu_layers=-1, verbose=False)
+        self.ctx = self.llm.ctx
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        self.batch = llama_cpp.llama_batch_init(512, 0, 1)
+        self.prompt = self.llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
+
+    def _decode(self, tokens: list[int], position: int) -> None:
+        b = self.batch
+        for i, token in enumerate(tokens):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0] = token, position + i, 1, 0
+            b.logits[i] = i == len(tokens) - 1
+        b.n_tokens = len(tokens)
+        if llama_cpp.llama_decode(self.ctx, b) != 0:
+            raise SystemExit("llama_decode failed")
+
+    def _argmax(self) -> int:
+        address = ctypes.cast(llama_cpp.llama_get_logits_ith(self.ctx, -1), ctypes.c_void_p)
+        buffer = (ctypes.c_float * self.n_vocab).from_address(address.value or 0)
+        return int(np.frombuffer(buffer, np.float32).argmax())
+
+    def run(self, n: int, make_chain: Chain | None, finish: Sampler | None = None) -> float:
+        """Wall seconds a token over the last n - 1 (``finish``: draws among the chain's cut)."""
+        chain = None
+        if make_chain is not None:
+            chain = llama_cpp.llama_sampler_chain_init(
+                llama_cpp.llama_sampler_chain_default_params()
+            )
+            for sampler in make_chain():
+                llama_cpp.llama_sampler_chain_add(chain, sampler)
+            if not llama_cpp.llama_set_sampler(self.ctx, 0, chain):
+                raise SystemExit("llama.cpp would not run this chain in its graph")
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
+        self._decode(self.prompt, 0)
+
+        def pick() -> int:
+            if chain is None:
+                return self._argmax()
+            if finish is None:
+                token = llama_cpp.llama_get_sampled_token_ith(self.ctx, -1)
+            else:
+                k = llama_cpp.llama_get_sampled_candidates_count_ith(self.ctx, -1)
+                ids = llama_cpp.llama_get_sampled_candidates_ith(self.ctx, -1)
+                logits = llama_cpp.llama_get_sampled_logits_ith(self.ctx, -1)
+                token = finish.pick_among(
+                    np.ctypeslib.as_array(ids, (k,)), np.ctypeslib.as_array(logits, (k,))
+                )
+            llama_cpp.llama_sampler_accept(chain, token)
+            return token
+
+        token, position = pick(), len(self.prompt)
+        started = time.perf_counter()
+        for _ in range(n - 1):
+            self._decode([token], position)
+            token = pick()
+            position += 1
+        seconds = (time.perf_counter() - started) / (n - 1)
+        llama_cpp.llama_set_sampler(self.ctx, 0, None)
+        if chain is not None:
+            llama_cpp.llama_sampler_free(chain)
+        return seconds
+
+    def close(self) -> None:
+        llama_cpp.llama_batch_free(self.batch)
+        self.llm.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    loop = Loop(args.model)
+    finish = Sampler(loop.n_vocab, **DEFAULT, seed=1)  # type: ignore[arg-type]
+    for name, make_chain in (("floor", None), *CASES.items()):
+        loop.run(16, make_chain, finish if name == CUT else None)  # warm-up: graphs reserved
+    floor: list[float] = []
+    cases: dict[str, list[float]] = {name: [] for name in CASES}
+    for _ in range(args.rounds):
+        floor.append(loop.run(args.tokens, None))
+        for name, make_chain in CASES.items():
+            cases[name].append(loop.run(args.tokens, make_chain, finish if name == CUT else None))
+    floor_s = statistics.median(floor)
+    print(f"floor (numpy argmax on the copied logits): {1 / floor_s:,.0f} tok/s")
+    print("\n| in llama.cpp's graph | tok/s | vs the floor | beyond the floor, µs/token |")
+    print("|---|---:|---:|---:|")
+    for name, runs in cases.items():
+        s = statistics.median(runs)
+        print(f"| {name} | {1 / s:,.0f} | {floor_s / s:.3f}x | {(s - floor_s) * 1e6:.0f} |")
+    loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
