@@ -25,17 +25,6 @@ def request(ids, sampling: Sampling = GREEDY, **options) -> Request:
     return Request(Sampling.from_options(sampling, **options), prompt_ids=ids)
 
 
-@pytest.fixture(scope="module", params=["decode after the text", "overlapped"])
-def tiny_backend(request, tiny_gguf):
-    """Every mechanic here runs both ways: the next decode after a token's text went out (a
-    CPU's order) and before it (``overlap_decode``, a GPU's), forced on this CPU."""
-    overlapped = request.param == "overlapped"
-    backend = LocalBackend(read_gguf(tiny_gguf), LoadOptions(overlap_decode=overlapped))
-    assert backend.overlap_decode is overlapped
-    yield backend
-    backend.close()
-
-
 @pytest.fixture(scope="module")
 def eos_backend(tmp_path_factory):
     """A model whose greedy pick is always the end-of-turn token."""

@@ -332,8 +332,7 @@ def test_greedy_tokens_equal_a_bare_argmax_loop(vocab102k):
 @pytest.fixture(scope="module")
 def in_graph(vocab102k):
     path, _ = vocab102k
-    options = LoadOptions(gpu_layers="none", sample_in_graph=True, overlap_decode=True)
-    backend = LocalBackend(read_gguf(path), options)  # as on a GPU: every layer there
+    backend = LocalBackend(read_gguf(path), LoadOptions(gpu_layers="none", sample_in_graph=True))
     yield path, backend
     backend.close()
 
@@ -342,7 +341,6 @@ def test_the_sampler_sits_where_the_output_layer_runs(vocab102k, in_graph):
     (_, on_cpu), (_, forced) = vocab102k, in_graph
     assert not on_cpu.sample_in_graph and on_cpu.info.local.sampler.startswith("numpy")
     assert forced.sample_in_graph and "graph" in forced.info.local.sampler
-    assert not on_cpu.overlap_decode and forced.overlap_decode
 
 
 def test_in_graph_greedy_tokens_equal_a_bare_argmax_loop_turn_after_turn(in_graph):

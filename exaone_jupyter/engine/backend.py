@@ -99,11 +99,6 @@ class LoadOptions:
     # None: where the output layer runs on a GPU, so one token id crosses to the CPU, not the
     # 102,400 logits; on a CPU the numpy sampler is faster.
     sample_in_graph: bool | None = None
-    # Launch the next token's decode before the last token's text goes to the reader, so the
-    # reader's work (detokenizing, the cell's display) runs while the GPU computes. None: when
-    # every layer is on a GPU, where llama_decode returns before the step is computed; on a CPU
-    # it computes in the call, and overlapping would only show each token one step later.
-    overlap_decode: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_ctx", "n_threads", "n_batch"):

@@ -128,11 +128,6 @@ class LocalBackend:
             else self.plan.n_gpu_layers > 0 and self.gpu.supports_offload
         )
         self._graph_chain: Any = None  # the chain attached to the context (sample_in_graph)
-        self.overlap_decode = (
-            options.overlap_decode
-            if options.overlap_decode is not None
-            else self.plan.n_gpu_layers >= self.plan.n_layers > 0 and self.gpu.supports_offload
-        )
         self.info = BackendInfo(
             kind="local",
             label="llama.cpp (local)",
@@ -293,7 +288,7 @@ class LocalBackend:
             llama_cpp.llama_perf_context_reset(ctx)  # from here the counters see decoding only
 
             utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-            while not reply.stop_requested:
+            while True:
                 token = pick()
                 if token in self._stop_ids or llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     stats.finish_reason = "stop"
@@ -302,19 +297,24 @@ class LocalBackend:
                 if stats.ttft_s is None:
                     stats.ttft_s = time.perf_counter() - started
                 text = utf8.decode(self._piece(token))
-                more = self._room_for_more(reply, position, sampling.max_tokens)
-                if more and self.overlap_decode:  # the GPU computes while the text goes out
-                    self._decode([token], position)
-                    position, decoded = position + 1, decoded + 1
                 if text:
                     yield text
-                if not more or reply.stop_requested:
+                if stats.completion_tokens >= sampling.max_tokens:
+                    stats.finish_reason = "length"
                     break
-                if not self.overlap_decode:
-                    self._decode([token], position)
-                    position, decoded = position + 1, decoded + 1
-            if reply.stop_requested:
-                stats.finish_reason = stats.finish_reason or "interrupted"
+                if position + 1 >= self.n_ctx:
+                    stats.finish_reason = "length"
+                    reply.note = (
+                        f"The reply filled the {self.n_ctx}-token context; start a new "
+                        "conversation or load the model with a larger n_ctx."
+                    )
+                    break
+                if reply.stop_requested:
+                    stats.finish_reason = "interrupted"
+                    break
+                self._decode([token], position)
+                position += 1
+                decoded += 1
             tail = utf8.decode(b"", final=True)
             if tail:
                 yield tail
@@ -329,22 +329,6 @@ class LocalBackend:
             if stats.finish_reason is None:
                 stats.finish_reason = "interrupted"
             self._lock.release()
-
-    def _room_for_more(self, reply: Reply, position: int, max_tokens: int) -> bool:
-        """Whether the reply goes on after its last sampled token; if not, says why in its stats
-        (and, for a full context, in a note)."""
-        stats = reply.stats
-        if stats.completion_tokens >= max_tokens:
-            stats.finish_reason = "length"
-            return False
-        if position + 1 >= self.n_ctx:
-            stats.finish_reason = "length"
-            reply.note = (
-                f"The reply filled the {self.n_ctx}-token context; start a new "
-                "conversation or load the model with a larger n_ctx."
-            )
-            return False
-        return True
 
     def _reuse_prefix(self, ids: list[int]) -> int:
         """Keep the cached tokens ``ids`` starts with, drop the rest; returns how many were kept.
