@@ -81,7 +81,7 @@ class Config:
     n_embd: int = 128
     n_layer: int = 4
     n_head: int = 2
-    n_head_kv: int = 1
+    n_head_kv: int = 2
     head_dim: int = 64  # vLLM's CPU attention rejects 16
     n_ff: int = 512
     n_ctx: int = 2048
@@ -296,10 +296,21 @@ def train(cfg: Config, model, fixed, units, encode, check_seqs):
         return batches(cfg, fixed + [encode(m, think) for m, think in chains])
 
     def all_margins(data):
+        """Margins of every answer token; prints where the worst one is (the end of its context)."""
+        out, worst = [], (float("inf"), "", 0)
         with torch.no_grad():
-            return torch.cat(
-                [margins(logits_at(model, i, t != -100), t[t != -100]) for i, t in data]
-            )
+            for ids, tgt in data:
+                sel = tgt != -100
+                m = margins(logits_at(model, ids, sel), tgt[sel])
+                out.append(m)
+                k = int(m.argmin())
+                if m[k] < worst[0]:
+                    rows, cols = torch.nonzero(sel, as_tuple=True)
+                    r, c = int(rows[k]), int(cols[k])
+                    worst = (float(m[k]), encode.text(ids[r, : c + 1].tolist()), int(tgt[r, c]))
+        if worst[0] < cfg.margin:
+            print(f"           worst: ...{worst[1][-90:]!r} -> {encode.text([worst[2]])!r}")
+        return torch.cat(out)
 
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for p in model.parameters() if p.ndim == 2]
