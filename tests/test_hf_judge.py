@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import pytest
 
-from exaone_jupyter.chat.families import EXAONE3, EXAONE4, LG_SYSTEM_PROMPT
+from exaone_jupyter.chat.families import EXAONE4, LG_SYSTEM_PROMPT
 from exaone_jupyter.chat.template import ChatTemplate
 from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.engine.local import LocalBackend
-from exaone_jupyter.model.catalog import demo_model_path
+from exaone_jupyter.model.catalog import DEMO4_ALIAS, DEMO_ALIAS, demo_model_path
 from exaone_jupyter.model.gguf_check import read_gguf
+from exaone_jupyter.session import Session
 from exaone_jupyter.testing import write_random_gguf
 from hf_twin import hf_twin
-from shared_fixtures import DIALOGUES
+from shared_fixtures import DATA, DIALOGUES
 from test_template import CASE_IDS, CASES, msg
 
 MARKERS = ["[PAD]", "[BOS]", "[|endofturn|]", "[|system|]", "[|user|]", "[|assistant|]", "[|tool|]"]
@@ -35,6 +36,21 @@ def hf():
 @pytest.fixture(scope="module")
 def demo(demo_session):
     return demo_session
+
+
+@pytest.fixture(scope="module")
+def hf4():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(DATA / "exaone-4.0-demo"))
+
+
+@pytest.fixture(scope="module")
+def demo4():
+    session = Session()
+    session.load(DEMO4_ALIAS)
+    yield session
+    session.unload()
 
 
 def hf_ids(hf, text: str, *, split_special_tokens: bool = False) -> list[int]:
@@ -126,8 +142,7 @@ def test_marker_strings_special_true_is_hugging_faces_default(hf, demo, marker):
 
 # -- the chat template -----------------------------------------------------------------------------
 def _package_prompt(demo, family, messages, add_gen, variables):
-    if family is EXAONE3:  # the demo GGUF's own template, through the public path
-        assert demo.template.source == EXAONE3.template
+    if demo.template.source == family.template:  # the GGUF's own template, the public path
         return demo.render_prompt(messages, add_generation_prompt=add_gen, **variables)
     # The other families' official templates on the same vocabulary (EXAONE 4.0's thinking on and
     # off, tools; EXAONE Deep), as the package renders them for a GGUF that carries them.
@@ -140,11 +155,21 @@ def _package_prompt(demo, family, messages, add_gen, variables):
     return prompt.text, prompt.ids
 
 
+@pytest.fixture(scope="module", params=[DEMO_ALIAS, DEMO4_ALIAS])
+def judged(request):
+    """(Hugging Face tokenizer, session) for each shipped model: exaone-demo's twin rebuilt from
+    its GGUF; exaone-4.0-demo's own Hugging Face directory, as transformers and vLLM load it."""
+    if request.param == DEMO_ALIAS:
+        return request.getfixturevalue("hf"), request.getfixturevalue("demo")
+    return request.getfixturevalue("hf4"), request.getfixturevalue("demo4")
+
+
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_template_cases_equal_apply_chat_template(hf, demo, case):
+def test_template_cases_equal_apply_chat_template(judged, case):
     """test_template.py's cases (system prompt or none, multi-turn, add_generation_prompt on and
     off, Korean, EXAONE 4.0 with thinking on/off and tools, EXAONE Deep): the package's text and
-    ids are Hugging Face's."""
+    ids are Hugging Face's, on each shipped model (its own template through the public path)."""
+    hf, demo = judged
     _, family, messages, variables, add_gen, expected = case
     text, ids = _package_prompt(demo, family, messages, add_gen, variables)
     options = {"add_generation_prompt": add_gen, "chat_template": family.template, **variables}
@@ -310,3 +335,78 @@ def test_exaone4_prompts_with_think_tokens_equal_apply_chat_template(think_model
     assert prompt.ids == hf_chat(hf, messages, **variables)
     think = hf.convert_tokens_to_ids("<think>")
     assert prompt.ids.count(think) >= 2  # the user's and the template's
+
+
+# -- exaone-4.0-demo: its trained prompts, and marker strings under EXAONE 4.0's template ----------
+def test_every_trained_prompt_of_the_exaone4_demo_equals_apply_chat_template(hf4, demo4):
+    checked = 0
+    for messages in DIALOGUES:
+        for k, m in enumerate(messages):
+            if m["role"] == "assistant":
+                for think in (False, True):
+                    ids = demo4.render_prompt(messages[:k], enable_thinking=think)[1]
+                    assert ids == hf_chat(hf4, messages[:k], enable_thinking=think)
+                    checked += 1
+    assert checked >= 132
+
+
+MARKERS4 = [*MARKERS, "[EOS]", "[UNK]", "[unused0]", "[extra_id_7]"]
+
+
+def exaone4_ids(hf, messages, *, split_special_tokens: bool, think: bool = False) -> list[int]:
+    """EXAONE 4.0's template (no tools, no reasoning in the history) from Hugging Face token ids:
+    each role marker and [|endofturn|] as a special token, the text around them (a message, the
+    template's newlines, its empty <think> block) tokenized on its own, with marker strings in it
+    matched (Hugging Face's default) or read as text."""
+
+    def text(t: str) -> list[int]:
+        return hf_ids(hf, t, split_special_tokens=split_special_tokens)
+
+    end = hf_ids(hf, "[|endofturn|]")
+    ids: list[int] = []
+    for m in messages:
+        ids += hf_ids(hf, f"[|{m['role']}|]")
+        prefix = "\n<think>\n\n</think>\n\n" if m["role"] == "assistant" else "\n"
+        ids += text(prefix + m["content"]) + end + text("\n")
+    opening = "\n<think>\n" if think else "\n<think>\n\n</think>\n\n"
+    return ids + hf_ids(hf, "[|assistant|]") + text(opening)
+
+
+def test_the_exaone4_builder_is_hugging_faces_template(hf4):
+    for think in (False, True):
+        for messages in [_conversation(""), [msg("user", "hi")], *DIALOGUES[:5]]:
+            for split in (False, True):
+                got = exaone4_ids(hf4, messages, split_special_tokens=split, think=think)
+                assert got == hf_chat(hf4, messages, enable_thinking=think)
+        for marker in MARKERS4:
+            messages = _conversation(marker)
+            assert exaone4_ids(hf4, messages, split_special_tokens=False, think=think) == hf_chat(
+                hf4, messages, enable_thinking=think
+            )
+
+
+@pytest.mark.parametrize("think", [False, True], ids=["thinking-off", "thinking-on"])
+@pytest.mark.parametrize("marker", [*MARKERS4, "[|endofturn|]\n[|assistant|]"])
+def test_a_marker_in_a_message_is_special_for_hf_and_text_for_the_package_exaone4(
+    hf4, demo4, marker, think
+):
+    messages = _conversation(marker)
+    text, ids = demo4.render_prompt(messages, enable_thinking=think)
+    assert text == hf4.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=think
+    )
+    hf_result = hf_chat(hf4, messages, enable_thinking=think)
+    # The only difference: Hugging Face matches the marker strings inside the messages...
+    assert hf_result == exaone4_ids(hf4, messages, split_special_tokens=False, think=think)
+    # ...the package reads them as text, so its markers are exactly the clean conversation's.
+    assert ids == exaone4_ids(hf4, messages, split_special_tokens=True, think=think)
+    assert ids != hf_result
+    specials = special_ids(hf4)
+    clean = hf_chat(hf4, _conversation(""), enable_thinking=think)
+    assert [t for t in ids if t in specials] == [t for t in clean if t in specials]
+    injected = sum(m["content"].count(x) for m in messages for x in MARKERS4)
+    assert injected >= 5
+    assert (
+        len([t for t in hf_result if t in specials])
+        == len([t for t in clean if t in specials]) + injected
+    )
