@@ -1,7 +1,8 @@
 """Known EXAONE GGUFs, so a user can say ``exaone-3.5-7.8b`` instead of a Hub path.
 
 Each entry names one exact file on the Hugging Face Hub, so a cached file resolves offline
-without listing the repository. ``exaone-demo`` is the tiny model shipped inside the package.
+without listing the repository. ``exaone-demo`` (EXAONE 3.0's format) and ``exaone-4.0-demo``
+(EXAONE 4.0's architecture, thinking on and off) are tiny models shipped inside the package.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from pathlib import Path
 from ..errors import ExaoneError
 
 DEMO_ALIAS = "exaone-demo"
+DEMO4_ALIAS = "exaone-4.0-demo"
 DEFAULT_ALIAS = "exaone-3.0-7.8b"
 
 
 @dataclass(frozen=True)
 class CatalogEntry:
     alias: str
-    repo: str  # "" for the bundled demo model
+    repo: str  # "" for a model bundled in the package
     filename: str
     family: str  # "exaone3", "exaone-deep", "exaone4"
     size_gb: float
@@ -122,6 +124,16 @@ _ENTRIES = (
         2048,
         "tiny demo model shipped with the package; answers only its training dialogues",
     ),
+    CatalogEntry(
+        DEMO4_ALIAS,
+        "",
+        "exaone-4.0-demo.gguf",
+        "exaone4",
+        0.0028,
+        2048,
+        "tiny EXAONE 4.0-architecture demo model shipped with the package (thinking on and off); "
+        "answers only its training dialogues",
+    ),
 )
 
 CATALOG: dict[str, CatalogEntry] = {e.alias: e for e in _ENTRIES}
@@ -131,12 +143,25 @@ def lookup(alias: str) -> CatalogEntry | None:
     return CATALOG.get(alias.strip().lower())
 
 
-def demo_model_path() -> Path:
-    """The bundled demo GGUF inside the installed package."""
-    path = Path(str(resources.files("exaone_jupyter") / "data" / "exaone-demo.gguf"))
+def demo_model_path(alias: str = DEMO_ALIAS) -> Path:
+    """A bundled demo GGUF inside the installed package (``exaone-demo`` unless named)."""
+    entry = CATALOG[alias]
+    if entry.repo:
+        raise ValueError(f"{alias} is not bundled with the package")
+    path = Path(str(resources.files("exaone_jupyter") / "data" / entry.filename))
     if not path.is_file():
+        tool = "train_exaone4_demo.py" if alias == DEMO4_ALIAS else "train_demo_model.py"
         raise ExaoneError(
-            f"The bundled demo model is missing from {path.parent}; reinstall exaone-jupyter "
-            "or regenerate it with `python tools/train_demo_model.py`."
+            f"The bundled model {alias} is missing from {path.parent}; reinstall exaone-jupyter "
+            f"or regenerate it with `python tools/{tool}`."
         )
     return path
+
+
+def bundled_paths() -> set[Path]:
+    """The GGUFs that ship with the package, wherever they are installed."""
+    return {
+        Path(str(resources.files("exaone_jupyter") / "data" / e.filename))
+        for e in _ENTRIES
+        if not e.repo
+    }

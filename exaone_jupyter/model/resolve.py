@@ -60,7 +60,8 @@ def resolve(
     entry = catalog.lookup(spec)
     if entry is not None:
         if not entry.repo:
-            return Resolved(catalog.demo_model_path(), spec, "bundled", family_hint=entry.family)
+            path = catalog.demo_model_path(entry.alias)
+            return Resolved(path, spec, "bundled", family_hint=entry.family)
         path = _hub_file(entry.repo, entry.filename, cache_dir)
         return Resolved(path, spec, "hub", entry.repo, entry.family)
 
@@ -213,7 +214,7 @@ def cached_path(
 ) -> Path | None:
     """Where a catalog model lies in the local cache, or None (never touches the network)."""
     if not entry.repo:
-        return catalog.demo_model_path()
+        return catalog.demo_model_path(entry.alias)
     from huggingface_hub import try_to_load_from_cache
 
     hit = try_to_load_from_cache(entry.repo, entry.filename, cache_dir=_cache_dir(cache_dir))

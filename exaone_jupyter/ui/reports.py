@@ -67,9 +67,9 @@ def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
     ]
     if info.template_notice:
         rows.append(("note", info.template_notice))
-    demo = catalog.CATALOG[catalog.DEMO_ALIAS]
-    if catalog.lookup(info.spec or "") is demo:
-        rows.append(("what it is", demo.description))
+    entry = catalog.lookup(info.spec or "")
+    if entry is not None and not entry.repo:
+        rows.append(("what it is", entry.description))
     return rows
 
 
@@ -124,7 +124,7 @@ def short_spec(spec: str) -> str:
 
 def short_path(path: Path) -> str:
     """The bundled model by name, others with the home folder as ~ (saved notebooks travel)."""
-    if path == catalog.demo_model_path():
+    if path in catalog.bundled_paths():
         return f"{path.name} (bundled with exaone-jupyter)"
     try:
         return "~/" + str(path.relative_to(Path.home()))
