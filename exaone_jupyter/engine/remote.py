@@ -300,6 +300,7 @@ class RemoteBackend:
         first = last = None
         count = 0
         in_reasoning = False
+        thought_end = ""  # the last reasoning piece: whether the reasoning ended with a newline
         usage = timings = None
         finish: str | None = None
         try:
@@ -330,11 +331,14 @@ class RemoteBackend:
                     content = getattr(delta, "content", None) or ""
                     text = ""
                     if thought:
-                        text += ("" if in_reasoning else opening + "\n") + thought
-                        in_reasoning = True
+                        if not in_reasoning:
+                            text += _opening(opening, thought, reply.thinking_opened)
+                            in_reasoning = True
+                        text += thought
+                        thought_end = thought
                     if content:
                         if in_reasoning:
-                            text += "\n" + closing + "\n\n"
+                            text += _closing(closing, thought_end, content)
                             in_reasoning = False
                         text += content
                     if text:
@@ -347,8 +351,8 @@ class RemoteBackend:
                         yield text
                     if getattr(choice, "finish_reason", None):
                         finish = choice.finish_reason
-            if in_reasoning:
-                yield "\n" + closing + "\n\n"
+            if in_reasoning and not reply.thinking_opened:  # balance the tag written here
+                yield _closing(closing, thought_end, "")
             if finish is None:
                 self._clients.drop(client)
                 if count:
@@ -440,6 +444,23 @@ def _reasoning_of(delta: Any) -> str:
         if isinstance(value, str) and value:
             return value
     return ""
+
+
+def _opening(tag: str, thought: str, opened: bool) -> str:
+    """What goes before the first reasoning piece: nothing when the prompt opened the block (the
+    model wrote no tag, as in a local reply), else the tag, with a newline unless it has one."""
+    if opened:
+        return ""
+    return tag if thought.startswith("\n") else tag + "\n"
+
+
+def _closing(tag: str, thought: str, content: str) -> str:
+    """The closing tag between reasoning and answer. vLLM's parser splits the model's text at the
+    tag and keeps the whitespace around it, so the reply is the model's text exactly (as a local
+    reply is); a server that trims the parts gets the newlines of EXAONE's format back."""
+    before = "" if thought.endswith("\n") else "\n"
+    after = "" if content.startswith("\n") else "\n\n"
+    return before + tag + after
 
 
 def _names(names: list[str]) -> str:
