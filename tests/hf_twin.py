@@ -17,6 +17,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# What every tokenizer judge tokenizes on both sides: scripts, digits, emoji, whitespace, tags.
+SAMPLE_TEXTS = {
+    "korean": "한국의 수도는 어디인가요? 서울입니다. 감사합니다!",
+    "english": "The quick brown fox jumps over the lazy dog. It's they're I'M we'll",
+    "code": 'def f(x):\n    return {"a": x**2}  # 제곱\n\tprint(f"{x!r}")\n',
+    "digits": "1234567 3.14 -0.5 2026년 11월 29일, 10,000원, ０１２",
+    "emoji": "🙂👍🏽 emoji 😀 👨‍👩‍👧 ❤️",
+    "mixed": "EXAONE는 LG AI Research의 모델입니다 (7.8B). Ask: 한국의 수도?",
+    "whitespace": "  leading and trailing  \n\n\t tabs\r\n x  y   z \u00a0nbsp\n\n\n",
+    "think-tags": "a <think>\nwhy</think> b",
+    "empty": "",
+}
+
 # gguf.TokenType's values (gguf-py/gguf/constants.py)
 NORMAL, CONTROL, USER_DEFINED = 1, 3, 4
 

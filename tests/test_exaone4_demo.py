@@ -18,6 +18,7 @@ import pytest
 
 from exaone_jupyter.chat.families import EXAONE4_TEMPLATE, LG_SYSTEM_PROMPT
 from exaone_jupyter.model.catalog import DEMO4_ALIAS, demo_model_path, lookup
+from hf_twin import SAMPLE_TEXTS
 from shared_fixtures import DATA, DIALOGUES
 
 HF_DIR = DATA / "exaone-4.0-demo"
@@ -154,19 +155,9 @@ def test_added_tokens_sit_at_lgs_ids_with_lgs_types(hf, llm):
 
 
 # -- tokenization ----------------------------------------------------------------------------------
-TEXTS = {
-    "korean": "한국의 수도는 어디인가요? 서울입니다. 감사합니다!",
-    "english": "The quick brown fox jumps over the lazy dog. It's they're I'M we'll",
-    "code": 'def f(x):\n    return {"a": x**2}  # 제곱\n\tprint(f"{x!r}")\n',
-    "digits": "1234567 3.14 -0.5 2026년 11월 29일, 10,000원, ０１２",
-    "emoji": "🙂👍🏽 emoji 😀 👨‍👩‍👧 ❤️",
-    "whitespace": "  leading and trailing  \n\n\t tabs\r\n x  y   z \u00a0nbsp\n\n\n",
-    "think-tags": "a <think>\nwhy</think> b",
-    "empty": "",
-}
 
 
-@pytest.mark.parametrize("text", TEXTS.values(), ids=TEXTS.keys())
+@pytest.mark.parametrize("text", SAMPLE_TEXTS.values(), ids=SAMPLE_TEXTS.keys())
 def test_llama_cpp_tokenizes_as_hugging_face(hf, llm, text):
     ids = llm.tokenize(text.encode(), add_bos=False, special=True)
     assert ids == hf(text, add_special_tokens=False)["input_ids"]

@@ -21,7 +21,7 @@ from exaone_jupyter.model.catalog import DEMO4_ALIAS, DEMO_ALIAS, demo_model_pat
 from exaone_jupyter.model.gguf_check import read_gguf
 from exaone_jupyter.session import Session
 from exaone_jupyter.testing import write_random_gguf
-from hf_twin import hf_twin
+from hf_twin import SAMPLE_TEXTS, hf_twin
 from shared_fixtures import DATA, DIALOGUES
 from test_template import CASE_IDS, CASES, msg
 
@@ -96,19 +96,9 @@ def test_the_twin_has_the_gguf_vocabulary_and_special_tokens(hf, demo):
 
 
 # -- tokenization ----------------------------------------------------------------------------------
-TEXTS = {
-    "korean": "한국의 수도는 어디인가요? 서울입니다. 감사합니다!",
-    "english": "The quick brown fox jumps over the lazy dog. It's they're I'M we'll",
-    "code": 'def f(x):\n    return {"a": x**2}  # 제곱\n\tprint(f"{x!r}")\n',
-    "digits": "1234567 3.14 -0.5 2026년 11월 29일, 10,000원, ０１２",
-    "emoji": "🙂👍🏽 emoji 😀 👨‍👩‍👧 ❤️",
-    "mixed": "EXAONE는 LG AI Research의 모델입니다 (7.8B). Ask: 한국의 수도?",
-    "whitespace": "  leading and trailing  \n\n\t tabs\r\n x  y   z \u00a0nbsp",
-    "empty": "",
-}
 
 
-@pytest.mark.parametrize("text", TEXTS.values(), ids=TEXTS.keys())
+@pytest.mark.parametrize("text", SAMPLE_TEXTS.values(), ids=SAMPLE_TEXTS.keys())
 def test_llama_cpp_tokenizes_as_hugging_face(hf, demo, text):
     ids = demo.backend.tokenize(text, special=True)
     assert ids == hf_ids(hf, text)

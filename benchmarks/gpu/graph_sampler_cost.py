@@ -28,8 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from stream_overhead import PROMPT  # noqa: E402
+from stream_overhead import BareLoop  # noqa: E402
 
+from exaone_jupyter.engine import threads  # noqa: E402
 from exaone_jupyter.engine.sampling import Sampler  # noqa: E402
 
 Chain = Callable[[], list]  # the samplers of one case, freshly made
@@ -62,26 +63,12 @@ CASES: dict[str, Chain] = {
 }
 
 
-class Loop:
-    """One context; ``run(n, chain)`` decodes n tokens, sampling in the graph or (chain None) by
-    numpy argmax on the logits."""
+class Loop(BareLoop):
+    """The floor's loop; ``run(n, chain)`` samples in the graph with the chain, or (chain None)
+    by numpy argmax on the logits as the floor does."""
 
     def __init__(self, path: Path) -> None:
-        self.llm = llama_cpp.Llama(str(path), n_ctx=4096, n_gpu_layers=-1, verbose=False)
-        self.ctx = self.llm.ctx
-        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
-        self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-        self.batch = llama_cpp.llama_batch_init(512, 0, 1)
-        self.prompt = self.llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
-
-    def _decode(self, tokens: list[int], position: int) -> None:
-        b = self.batch
-        for i, token in enumerate(tokens):
-            b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0] = token, position + i, 1, 0
-            b.logits[i] = i == len(tokens) - 1
-        b.n_tokens = len(tokens)
-        if llama_cpp.llama_decode(self.ctx, b) != 0:
-            raise SystemExit("llama_decode failed")
+        super().__init__(path, threads.choose_threads().decode, n_gpu_layers=-1)
 
     def _argmax(self) -> int:
         address = ctypes.cast(llama_cpp.llama_get_logits_ith(self.ctx, -1), ctypes.c_void_p)
@@ -128,10 +115,6 @@ class Loop:
         if chain is not None:
             llama_cpp.llama_sampler_free(chain)
         return seconds
-
-    def close(self) -> None:
-        llama_cpp.llama_batch_free(self.batch)
-        self.llm.close()
 
 
 def main(argv: list[str] | None = None) -> int:
