@@ -35,7 +35,7 @@ from exaone_jupyter.engine.sampling import Sampler  # noqa: E402
 
 Chain = Callable[[], list]  # the samplers of one case, freshly made
 DEFAULT = {"temperature": 0.7, "top_k": 40, "top_p": 0.95}
-CUT = "top-k 40 in the graph, then top-p, temp and dist in numpy on the 40 (the engine's default)"
+CUT = "top-k 40 in the graph, then top-p, temp and dist in numpy on the 40"
 
 
 CASES: dict[str, Chain] = {
