@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-t", "--temperature", type=float, default=0.0)
     parser.add_argument("-n", "--max-tokens", type=int, default=256)
     parser.add_argument("--gpu-layers", default="auto")
+    parser.add_argument(
+        "--think", action="store_true", help="reasoning mode, where the model has one (EXAONE 4.0)"
+    )
     args = parser.parse_args(argv)
 
     session = Session()
@@ -32,9 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         backend = session.info().backend
         where = backend.local.offload.label if backend.local else backend.label
         print(f"model: {backend.model} ({where})", file=sys.stderr)
-        reply = session.ask(
-            args.question, Sampling(temperature=args.temperature, max_tokens=args.max_tokens)
-        )
+        sampling = Sampling(temperature=args.temperature, max_tokens=args.max_tokens)
+        turn = session.prepare(args.question, sampling, think=args.think)
+        for note in turn.notes:
+            print(f"note: {note}", file=sys.stderr)
+        reply = session.send(turn)
         for piece in reply:
             print(piece, end="", flush=True)
     except ExaoneError as err:
