@@ -239,11 +239,17 @@ def test_a_marker_in_any_message_is_a_special_token_for_hf_and_text_for_the_pack
     assert hf_result == exaone3_ids(hf, messages, split_special_tokens=False)
     # ...the package reads them as text, so its markers are exactly the clean conversation's.
     assert ids == exaone3_ids(hf, messages, split_special_tokens=True)
+    assert_markers_differ_only_as_injected(
+        ids, hf_result, hf_chat(hf, _conversation("")), special_ids(hf), messages, MARKERS
+    )
+
+
+def assert_markers_differ_only_as_injected(ids, hf_result, clean, specials, messages, markers):
+    """The package's special tokens are exactly the clean conversation's; Hugging Face has one
+    more for each marker typed in a message."""
     assert ids != hf_result
-    specials = special_ids(hf)
-    clean = hf_chat(hf, _conversation(""))
     assert [t for t in ids if t in specials] == [t for t in clean if t in specials]
-    injected = sum(m["content"].count(x) for m in messages for x in MARKERS)
+    injected = sum(m["content"].count(x) for m in messages for x in markers)
     assert injected >= 5
     assert (
         len([t for t in hf_result if t in specials])
@@ -390,13 +396,7 @@ def test_a_marker_in_a_message_is_special_for_hf_and_text_for_the_package_exaone
     assert hf_result == exaone4_ids(hf4, messages, split_special_tokens=False, think=think)
     # ...the package reads them as text, so its markers are exactly the clean conversation's.
     assert ids == exaone4_ids(hf4, messages, split_special_tokens=True, think=think)
-    assert ids != hf_result
-    specials = special_ids(hf4)
     clean = hf_chat(hf4, _conversation(""), enable_thinking=think)
-    assert [t for t in ids if t in specials] == [t for t in clean if t in specials]
-    injected = sum(m["content"].count(x) for m in messages for x in MARKERS4)
-    assert injected >= 5
-    assert (
-        len([t for t in hf_result if t in specials])
-        == len([t for t in clean if t in specials]) + injected
+    assert_markers_differ_only_as_injected(
+        ids, hf_result, clean, special_ids(hf4), messages, MARKERS4
     )

@@ -149,6 +149,48 @@ def test_restart_then_resume_answers_with_the_earlier_context(tmp_path):
         second.shutdown()
 
 
+def test_a_reasoning_conversation_resumes_and_its_cells_rerun_in_place(tmp_path):
+    """EXAONE 4.0 (the bundled 4.0 demo): a --think exchange is saved with its reasoning and
+    comes back as it was; a follow-up and a re-run after the restart behave as before it."""
+    load = "%exaone load exaone-4.0-demo"
+    think, korean = "What is 17 + 25?", "한국의 수도는 어디인가요? Answer in one sentence."
+    notebook = tmp_path / "chat.ipynb"
+    (tmp_path / "one").mkdir()
+    first = start_kernel(tmp_path / "one")
+    try:
+        loaded = first.run(load)
+        reasoned = ask(first, think, "cell-a", "-t 0 --think")
+        assert answer_of(reasoned).endswith("</details>\n\n17 + 25 = 42.")
+        answered = ask(first, korean, "cell-b")
+        save_notebook(
+            notebook,
+            [
+                ("cell-0", load, loaded),
+                ("cell-a", f"%%exaone -t 0 --think\n{think}", reasoned),
+                ("cell-b", f"%%exaone -t 0\n{korean}", answered),
+            ],
+        )
+        before = history(first)
+    finally:
+        first.shutdown()
+    assert before[1][1].endswith("</think>\n\n17 + 25 = 42.")  # the reasoning is kept
+
+    (tmp_path / "two").mkdir()
+    second = start_kernel(tmp_path / "two", JPY_SESSION_NAME=str(notebook))
+    try:
+        assert second.run(load).ok
+        resumed = second.run("%exaone resume")
+        assert resumed.ok and "Resumed 2 turns from chat.ipynb." in resumed.stdout, resumed
+        assert history(second) == before
+        assert answer_of(ask(second, "1 더하기 1은?", "cell-c")) == "1 더하기 1은 2입니다."
+        assert answer_of(ask(second, think, "cell-a", "-t 0 --think")) == answer_of(reasoned)
+        assert [c for _, _, c in history(second)] == ["cell-a"] * 2 + ["cell-b"] * 2 + [
+            "cell-c"
+        ] * 2
+    finally:
+        second.shutdown()
+
+
 def saved_exchange(record: dict) -> str:
     """A notebook (as JSON text) whose one cell's output holds ``record`` as an exchange."""
     return json.dumps({"cells": [{"outputs": [{"data": {EXCHANGE_MIME: record}}]}]})
