@@ -288,6 +288,20 @@ def test_a_prompt_longer_than_the_context_is_a_sentence(tiny_backend):
     )
 
 
+def test_a_token_llama_cpp_refuses_is_a_sentence_and_the_model_stays(tiny_backend, prompt_ids):
+    """A token id outside the vocabulary (from code that builds prompt ids itself)."""
+    ids = prompt_ids(tiny_backend, "a token out of range")
+    reply = tiny_backend.stream(request([*ids, 10**6]))
+    with pytest.raises(ExaoneError) as err:
+        reply.consume()
+    assert str(err.value) == (
+        "llama.cpp failed to evaluate the tokens (llama_decode returned -1); "
+        "start a new conversation with --new and try again."
+    )
+    assert reply.stats.finish_reason == "error"
+    assert tiny_backend.stream(request(ids, max_tokens=3)).consume().stats.completion_tokens == 3
+
+
 def test_a_reply_that_fills_the_context_ends_with_a_note(tiny_backend):
     ids = tiny_backend.tokenize("word " * 200, special=False)[:500]
     assert len(ids) == 500

@@ -23,6 +23,7 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from exaone_jupyter.engine import sampling  # noqa: E402
+from exaone_jupyter.engine import sampling_kernels as kernels  # noqa: E402
 from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling  # noqa: E402
 from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
 from exaone_jupyter.engine.threads import (  # noqa: E402
@@ -99,15 +100,12 @@ def our_kept(logits: np.ndarray, top_k: int, top_p: float) -> set[int]:
     if top_k:
         top = sampling.top_k(logits, top_k)
         if top_p < 1.0:
-            top = top[: sampling._top_p_sorted(logits[top], top_p)]
+            top = top[: kernels.top_p_keep(logits[top], len(top), np.float32(top_p))]
         return set(top.tolist())
-    e = np.zeros(len(logits), np.float32)
-    m = float(logits.max())
-    cut = sampling.top_p_cut(logits, e, m, sampling.exp_sum()(e, logits, m), top_p)
-    keep = logits > cut.threshold
-    keep[cut.tied_in] = True
-    if cut.kept_ids is not None:
-        assert set(cut.kept_ids.tolist()) == set(np.flatnonzero(keep).tolist())
+    last, kept = sampling.top_p_cut(logits, top_p)
+    threshold = logits[last]
+    keep = (logits > threshold) | ((logits == threshold) & (np.arange(len(logits)) <= last))
+    assert keep.sum() == kept
     return set(np.flatnonzero(keep).tolist())
 
 
@@ -244,9 +242,40 @@ def chi_square_p(a: list[int], b: list[int]) -> float:
         total = x + y
         ea, eb = total * na / (na + nb), total * nb / (na + nb)
         stat += (x - ea) ** 2 / ea + (y - eb) ** 2 / eb
-    k = max(len(rows) - 1, 1)
+    return chi_square_tail(stat, max(len(rows) - 1, 1))
+
+
+def chi_square_tail(stat: float, k: int) -> float:
+    """P(chi-square with k degrees of freedom >= stat), Wilson-Hilferty's approximation."""
     z = ((stat / k) ** (1 / 3) - (1 - 2 / (9 * k))) / math.sqrt(2 / (9 * k))
     return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def fit_p(draws: list[int], x: np.ndarray, temperature: float, top_p: float) -> float:
+    """p-value of draws against the definition: top-p's set (float64, ``exact_top_p``), then
+    softmax(x / temperature) on it. Tokens are pooled into 20 groups of equal probability (fewer
+    where one token holds more than a group's share); a
+    draw outside the set (the definition's set and ours may differ by the boundary token) is
+    allowed a handful of times, a probability of ~1e-5 each."""
+    kept = np.array(sorted(exact_top_p(x, top_p)))
+    weights = np.exp((x[kept].astype(np.float64) - x.max()) / temperature)
+    order = np.argsort(weights, kind="stable")
+    cumulative = np.cumsum(weights[order]) / weights.sum()
+    groups = np.minimum((cumulative * 20).astype(int), 19)
+    group_of = dict(zip(kept[order].tolist(), groups.tolist(), strict=True))
+    expected = np.bincount(list(group_of.values()), weights[order] / weights.sum(), 20)
+    observed = np.zeros(20)
+    outside = 0
+    for token in draws:
+        if token in group_of:
+            observed[group_of[token]] += 1
+        else:
+            outside += 1
+    assert outside <= 3, outside
+    expected *= observed.sum()
+    used = expected > 0  # a token of more than a 20th of the mass leaves groups empty
+    stat = ((observed[used] - expected[used]) ** 2 / expected[used]).sum()
+    return chi_square_tail(float(stat), int(used.sum()) - 1)
 
 
 @pytest.mark.parametrize(
@@ -263,6 +292,39 @@ def test_sampled_frequencies_match_llama_cpps_chain(model_logits, setting):
     if setting["temperature"] != 1.0 and setting["top_p"] < 1.0:  # top-k alone: order-free
         wrong = draws_llama(x, setting, 20_000, seed=13, history=history, temperature_first=True)
         assert chi_square_p(ours, wrong) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "scale,temperature,top_p,path",
+    [
+        (0.16, 0.7, 0.95, "uniform proposals"),  # flat: a random-weight model's logits
+        (0.3, 1.6, 0.9, "uniform proposals"),
+        (1.0, 0.7, 0.99, "proposals from exp(x - m)"),
+        (1.0, 1.4, 0.99, "proposals from exp(x - m)"),  # the envelope below the weights
+        (4.0, 0.8, 0.95, "sorted"),  # a small kept set, drawn in llama.cpp's order
+        (1.0, 0.7, 0.99, "direct"),  # where proposals miss too often
+    ],
+)
+def test_top_p_alone_draws_follow_the_definition_on_the_real_vocabulary(
+    scale, temperature, top_p, path
+):
+    """Without a top-k, on 102,400 logits, each way the sampler draws: 10,000 draws against the
+    definition's probabilities at p > 0.001 (fixed seeds: a fixed outcome). The same test
+    rejects draws at twice the temperature."""
+    x = (np.random.default_rng(7).standard_normal(102_400) * scale).astype(np.float32)
+    last, kept = sampling.top_p_cut(x, top_p)
+    assert (kept <= sampling._EXACT_ORDER) == (path == "sorted"), kept
+    flat = np.exp(x - x.max(), dtype=np.float64).mean() > 0.125  # the sampler's own rule
+    assert flat == (path == "uniform proposals")
+
+    def draws(t: float, seed: int) -> list[int]:
+        s = sampling.Sampler(len(x), temperature=t, top_k=0, top_p=top_p, seed=seed)
+        if path == "direct":
+            return [s._draw_masked(x, float(x.max()), last) for _ in range(10_000)]
+        return [s.pick(x) for _ in range(10_000)]
+
+    assert fit_p(draws(temperature, 3), x, temperature, top_p) > 1e-3
+    assert fit_p(draws(temperature * 2, 4), x, temperature, top_p) < 1e-6
 
 
 @pytest.mark.parametrize("setting", [SETTINGS[0], SETTINGS[1], SETTINGS[5]])

@@ -4,9 +4,9 @@ Model: random weights in EXAONE-4.0-1.2B's layout (exaone4, 30 layers, width 204
 feed-forward 4096, 102,400-token vocabulary), Q8_0, every layer offloaded. The floor is the bare
 loop of ``stream_overhead.py`` (``llama_decode`` + numpy ``argmax`` on the logits, wall clock) on
 its own context; the engine runs as a consumer sees it (``LocalBackend.stream``), interleaved with
-the floor round by round, with its default sampler on a GPU (in llama.cpp's graph) and, for
-comparison, the numpy sampler on the copied-back logits. Goal: engine >= 0.97x the floor with
-default sampling (t 0.7, top-k 40, top-p 0.95).
+the floor round by round, with llama.cpp's chain in its graph and with the engine's own
+(compiled) sampler on the logits copied to the host. Goal: engine >= 0.97x the floor with default
+sampling (t 0.7, top-k 40, top-p 0.95).
 
     python3 benchmarks/gpu/speed_gpu.py [--layers 30] [--tokens 100 500] [--rounds 5] [--json F]
 """
@@ -54,6 +54,10 @@ def gpu_name() -> str:
         return "no nvidia-smi"
 
 
+def where(engine: LocalBackend) -> str:
+    return "sampler in llama.cpp's graph" if engine.sample_in_graph else "sampler on the host"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=30)
@@ -80,14 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         print(about, flush=True)
         n_threads = threads.choose_threads().decode
         options = LoadOptions(n_ctx=4096, gpu_layers=gpu_layers, n_threads=n_threads)
+        default_engine = LocalBackend(info, options)
+        other = LocalBackend(
+            info,
+            LoadOptions.from_options(options, sample_in_graph=not default_engine.sample_in_graph),
+        )
         engines = {
-            "engine (default sampler)": LocalBackend(info, options),
-            "engine, numpy sampler": LocalBackend(
-                info, LoadOptions.from_options(options, sample_in_graph=False)
-            ),
+            f"engine (default): {where(default_engine)}": default_engine,
+            f"engine: {where(other)}": other,
         }
         bare = BareLoop(path, n_threads, n_gpu_layers=n_gpu)
-        default_engine = engines["engine (default sampler)"]
         print(f"default sampler: {default_engine.info.local.sampler}", flush=True)
         ids = default_engine.tokenize(PROMPT, special=True)
         for engine in engines.values():
@@ -133,16 +139,13 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['tokens']} | {r['sampling']} | {r['engine']} | {r['floor_tok_s']:,.0f} | "
             f"{r['engine_tok_s']:,.0f} | {r['ratio']:.3f} | {r['beyond_us']:.0f} |"
         )
-    defaults = [
-        r
-        for r in rows
-        if r["engine"] == "engine (default sampler)" and r["sampling"].startswith("default")
-    ]
-    worst = min(r["ratio"] for r in defaults)
-    print(
-        f"\n- default sampling, engine >= {GOAL}x the floor: {'yes' if worst >= GOAL else 'NO'} "
-        f"(worst {worst:.3f}x)"
-    )
+    for name in engines:
+        rows_of = [r for r in rows if r["engine"] == name and r["sampling"].startswith("default")]
+        worst = min(r["ratio"] for r in rows_of)
+        print(
+            f"- {name}, default sampling, >= {GOAL}x the floor: "
+            f"{'yes' if worst >= GOAL else 'NO'} (worst {worst:.3f}x)"
+        )
     if args.json:
         args.json.write_text(json.dumps({"about": about, "rows": rows}, indent=1))
     return 0

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ExaoneError, ModelBusyError
 from .backend import Sampling
-from .sampling import Sampler, llama_chain, logits_view
+from .sampling import LogitsReader, Sampler, llama_chain
 
 if TYPE_CHECKING:
     from .local import LocalBackend
@@ -128,7 +128,7 @@ def generate_batch(
         batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         stop_ids = backend._stop_ids
         vocab = backend._vocab
-        n_vocab = backend._n_vocab
+        logits = LogitsReader(ctx, backend._n_vocab)
         prefix_seq = parallel
         prefix = shared_prefix(prompts)
         head = list(prompts[0][:prefix])
@@ -172,7 +172,7 @@ def generate_batch(
 
         def sample(row: _Running, i: int) -> None:
             if row.sampler is not None:
-                token = row.sampler.pick(logits_view(ctx, i, n_vocab))
+                token = row.sampler.pick(logits(i))
                 row.sampler.accept(token)
             else:
                 token = llama_cpp.llama_sampler_sample(row.chain, ctx, i)

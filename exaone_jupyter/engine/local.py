@@ -42,7 +42,7 @@ from .llama_load import (
 )
 from .offload import GpuInfo, OffloadPlan, plan_offload
 from .reply import Reply
-from .sampling import Sampler, llama_chain, logits_view
+from .sampling import LogitsReader, Sampler, llama_chain
 from .threads import choose_threads, wait_policy
 
 _DEFAULT_OPTIONS = LoadOptions()  # frozen: one shared default is safe
@@ -112,6 +112,11 @@ class LocalBackend:
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self._n_batch = self._llm.n_batch
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        # One token after another: a batch made once that llama.cpp places after the cached
+        # tokens itself, so a token costs one write instead of five.
+        self._next = (llama_cpp.llama_token * 1)()
+        self._next_batch = llama_cpp.llama_batch_get_one(self._next, 1)
+        self._eog: dict[int, bool] = {}  # llama_vocab_is_eog, asked once per token id
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
@@ -290,7 +295,7 @@ class LocalBackend:
             utf8 = codecs.getincrementaldecoder("utf-8")("replace")
             while True:
                 token = pick()
-                if token in self._stop_ids or llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                if token in self._stop_ids or self._is_eog(token):
                     stats.finish_reason = "stop"
                     break
                 stats.completion_tokens += 1
@@ -312,7 +317,7 @@ class LocalBackend:
                 if reply.stop_requested:
                     stats.finish_reason = "interrupted"
                     break
-                self._decode([token], position)
+                self._decode_next(token)
                 position += 1
                 decoded += 1
             tail = utf8.decode(b"", final=True)
@@ -366,13 +371,24 @@ class LocalBackend:
             batch.seq_id[i][0] = 0
             batch.logits[i] = i == n - 1
         batch.n_tokens = n
-        code = llama_cpp.llama_decode(self._llm.ctx, batch)
-        if code != 0:
-            raise ExaoneError(
-                f"llama.cpp failed to evaluate the prompt (llama_decode returned "
-                f"{code}); start a new conversation with --new and try again."
-            )
+        _check_decode(llama_cpp.llama_decode(self._llm.ctx, batch))
         self._kv_ids.extend(tokens)
+
+    def _decode_next(self, token: int) -> None:
+        """``_decode([token], position)`` for the token after the cached ones, in one write."""
+        import llama_cpp
+
+        self._next[0] = token
+        _check_decode(llama_cpp.llama_decode(self._llm.ctx, self._next_batch))
+        self._kv_ids.append(token)
+
+    def _is_eog(self, token: int) -> bool:
+        eog = self._eog.get(token)
+        if eog is None:
+            import llama_cpp
+
+            eog = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return eog
 
     def _picker(self, s: Sampling, prompt: Sequence[int]) -> Callable[[], int]:
         """``pick()``: the next token after each decode, accepted into the sampler's state."""
@@ -381,9 +397,10 @@ class LocalBackend:
         ctx = self._llm.ctx
         if not self.sample_in_graph:
             sampler = self.sampler(s, prompt)
+            logits = LogitsReader(ctx, self._n_vocab)
 
             def pick_with_numpy() -> int:
-                token = sampler.pick(logits_view(ctx, -1, self._n_vocab))
+                token = sampler.pick(logits(-1))
                 sampler.accept(token)
                 return token
 
@@ -442,3 +459,11 @@ class LocalBackend:
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _check_decode(code: int) -> None:
+    if code != 0:
+        raise ExaoneError(
+            f"llama.cpp failed to evaluate the tokens (llama_decode returned {code}); "
+            "start a new conversation with --new and try again."
+        )

@@ -1,27 +1,29 @@
-"""Picking the next token from the logits, in numpy, as llama.cpp's sampler chain picks it.
+"""Picking the next token from the logits in place, as llama.cpp's sampler chain picks it.
 
 Why not ``llama_sampler_sample``: on every token it copies all logits into a 12-byte-per-token
 array (102,400 entries for EXAONE: ~140 µs on one core before any sampler runs), and its top-p
 without a top-k sorts whatever share of the vocabulary the cut needs: all of it when the
-distribution is flat (13 ms a token). This sampler reads the logits in place and does the same
-chain, ``penalties -> top-k -> top-p -> temperature -> dist`` (temperature 0: greedy), with
-partial selections instead of sorts:
+distribution is flat (13 ms a token). This sampler reads the logits where llama.cpp wrote them and
+does the same chain, ``penalties -> top-k -> top-p -> temperature -> dist`` (temperature 0:
+greedy), with partial selections instead of sorts; the passes over the vocabulary are compiled
+(``sampling_kernels``), the rest is numpy:
 
 * greedy: ``argmax`` on the logits; llama.cpp's greedy picks the first maximum too, so the tokens
   are the same.
-* top-k: a threshold from a strided sample of the logits keeps a few hundred candidates (checked:
-  at least k of them, else it lowers the threshold), and only those are sorted.
-* top-p: its kept set is a prefix of the tokens sorted by probability; the cut is found by one
-  pass that keeps the candidates on the smaller side of an estimated cut (the top few when the
-  distribution is peaked, the bottom few when it is flat), checks that the cut lies among them,
-  and sorts only them. Ties at the cut keep the lowest ids (llama.cpp's order there is unspecified).
+* top-k: the k-th largest of the block maxima is a threshold at least k logits reach; only the
+  blocks that reach it are inserted into a sorted list of k.
+* top-p: its kept set is a prefix of the tokens sorted by probability; a strided sample estimates
+  where the cut falls, one pass sums the mass above a band around it, one lists the band, and only
+  the band's value range that holds the cut is sorted. Ties at the cut keep the lowest ids
+  (llama.cpp's order there is unspecified).
 * dist: std::mt19937 seeded as llama.cpp's dist sampler is, and its uniform double draw.
 
-Same seed, same tokens? With a top-k (the default, k 40) the kept tokens are in llama.cpp's order
-(by logit, descending) and the draw is llama.cpp's, so the tokens equal llama.cpp's chain token
-for token, except where float rounding differs at a boundary (``tests/test_speed.py`` counts it).
-Without a top-k, a large kept set is drawn from in token-id order, not sorted: the same
-distribution, other tokens for a given seed. A seed always gives the same tokens here.
+Same seed, same tokens? With a top-k (the default, k 40), or a top-p set of at most 4,096 tokens,
+the kept tokens are in llama.cpp's order (by logit, descending) and the draw is llama.cpp's, so
+the tokens equal llama.cpp's chain token for token, except where float rounding differs at a
+boundary (``tests/test_speed.py`` counts it). A larger top-p set is drawn from by rejection
+sampling: the same distribution (tested against the definition), other tokens for a given seed.
+A seed always gives the same tokens here.
 """
 
 from __future__ import annotations
@@ -36,25 +38,42 @@ from typing import Any
 
 import numpy as np
 
+from . import sampling_kernels as kernels
 from .backend import Sampling
 
 PENALTY_LAST_N = 64  # the tokens the repetition penalty looks back on (llama.cpp's ring buffer)
-_STRIDE = 64  # every 64th logit estimates where a cut falls
-_SMALL = 4096  # up to this many logits, plain sorts are cheap enough
-_BLOCK = 256  # the dist draw finds its block of tokens first, then the token in it
 _EXACT_ORDER = 4096  # a kept set up to this size is drawn from in llama.cpp's (sorted) order
 
 
 def logits_view(ctx: Any, i: int, n_vocab: int) -> np.ndarray:
     """The logits of output ``i`` of the last ``llama_decode`` (-1: the last one) as a numpy view
     of llama.cpp's buffer: no copy. Valid until the next decode."""
-    import llama_cpp
+    return LogitsReader(ctx, n_vocab)(i)
 
-    address = ctypes.cast(llama_cpp.llama_get_logits_ith(ctx, i), ctypes.c_void_p).value
-    if not address:
-        raise RuntimeError(f"llama.cpp has no logits for output {i}")
-    floats: Any = (ctypes.c_float * n_vocab).from_address(address)  # a buffer numpy can view
-    return np.frombuffer(floats, dtype=np.float32)
+
+class LogitsReader:
+    """``logits_view`` for one context, decode after decode: llama.cpp keeps its output buffer,
+    so the numpy view of an address is made once (making one cost ~50 µs after a decode, in
+    place, more than a compiled pick)."""
+
+    def __init__(self, ctx: Any, n_vocab: int) -> None:
+        import llama_cpp
+
+        self._ctx, self._n_vocab = ctx, n_vocab
+        self._get = llama_cpp.llama_get_logits_ith
+        self._views: dict[int, np.ndarray] = {}
+
+    def __call__(self, i: int) -> np.ndarray:
+        address = ctypes.cast(self._get(self._ctx, i), ctypes.c_void_p).value
+        if not address:
+            raise RuntimeError(f"llama.cpp has no logits for output {i}")
+        view = self._views.get(address)
+        if view is None:
+            if len(self._views) > 1024:  # llama.cpp moved its buffer (a larger batch): start over
+                self._views.clear()
+            floats: Any = (ctypes.c_float * self._n_vocab).from_address(address)
+            view = self._views[address] = np.frombuffer(floats, dtype=np.float32)
+        return view
 
 
 def llama_chain(s: Sampling, prompt: Sequence[int], vocab: Any) -> Any:
@@ -190,19 +209,41 @@ class Sampler:
         self._recent: deque[int] = deque(maxlen=PENALTY_LAST_N)
         if repeat_penalty != 1.0 and not self.greedy:
             self._recent.extend(history[-PENALTY_LAST_N:])
-        padded = -(-n_vocab // _BLOCK) * _BLOCK
+        padded = -(-n_vocab // kernels.BLOCK) * kernels.BLOCK
         self._e = np.zeros(padded, np.float32)  # exp(logit - max): the top-p masses
         self._w = np.zeros(padded, np.float32)  # the dist weights (temperature applied)
+        self._ends = np.empty(padded // kernels.BLOCK, np.float64)  # their running block sums
         self._x = np.empty(n_vocab, np.float32)  # penalized logits
         self._scaled = np.empty(n_vocab, np.float32)  # logits / temperature
-        self._ones = np.ones(_BLOCK, np.float32)
+        self._band = np.empty(n_vocab, np.int32)  # top-p's scratch
         self._exp_sum = exp_sum()
+        k = max(self.top_k, 1)
+        self._ids = np.empty(k, np.int64)  # top-k's kept ids and logits, sorted
+        self._vals = np.empty(k, np.float32)
+        self._maxima = np.empty(n_vocab // kernels.BLOCK + 1, np.float32)
+        self._scratch = np.empty(k, np.int64)
+        self._top_p32 = np.float32(self.top_p)
+        self._temperature32 = np.float32(self.temperature) if not self.greedy else np.float32(1)
 
     # -- the chain ------------------------------------------------------------------------------
     def pick(self, logits: np.ndarray) -> int:
         if self.greedy:
             return int(logits.argmax())
         x = self._penalized(logits) if self.penalty != 1.0 else logits
+        if self.top_k and compiled_top_k(self.n, self.top_k):
+            return int(
+                kernels.pick_top_k(
+                    x,
+                    self.top_k,
+                    self._top_p32,
+                    self._temperature32,
+                    uniform(self.rng),
+                    self._ids,
+                    self._vals,
+                    self._maxima,
+                    self._scratch,
+                )
+            )
         if self.top_k:
             top = top_k(x, self.top_k)
             return self._pick_sorted(top, x[top])
@@ -220,10 +261,11 @@ class Sampler:
 
     def _pick_sorted(self, top: np.ndarray, xs: np.ndarray) -> int:
         """Top-p, temperature and dist on candidates sorted by logit, descending."""
+        xs = np.ascontiguousarray(xs, np.float32)
+        keep = len(xs)
         if self.top_p < 1.0:
-            keep = _top_p_sorted(xs, self.top_p)
-            top, xs = top[:keep], xs[:keep]
-        return int(top[self._draw_sorted(xs)])
+            keep = kernels.top_p_keep(xs, keep, self._top_p32)
+        return int(top[self._draw_sorted(xs, keep)])
 
     def accept(self, token: int) -> None:
         if self.penalty != 1.0 and not self.greedy:
@@ -239,186 +281,90 @@ class Sampler:
         return x
 
     # -- dist -----------------------------------------------------------------------------------
-    def _draw_sorted(self, xs: np.ndarray) -> int:
-        """llama.cpp's temperature and dist on candidates sorted by logit, descending: the index."""
-        u = uniform(self.rng)
-        if len(xs) == 1:
-            return 0
-        scaled = xs / np.float32(self.temperature)
-        weights = np.exp(scaled - scaled[0])
-        cumulative = np.cumsum(weights, dtype=np.float64)  # a double sum of floats, in order
-        index = int(np.searchsorted(cumulative, cumulative[-1] * u, side="left"))
-        return min(index, len(xs) - 1)
+    def _draw_sorted(self, xs: np.ndarray, count: int | None = None) -> int:
+        """llama.cpp's temperature and dist on candidates sorted by logit, descending (the first
+        ``count`` of them): the index."""
+        xs = np.ascontiguousarray(xs, np.float32)
+        count = len(xs) if count is None else count
+        return int(kernels.draw_sorted(xs, count, self._temperature32, uniform(self.rng)))
 
-    def _draw_masked(self, x: np.ndarray, m: float, cut: Cut | None = None) -> int:
+    def _draw_masked(self, x: np.ndarray, m: float, last: int | None = None) -> int:
         """A token drawn from softmax(x / temperature) over the vocabulary in id order (``m`` is
-        the largest logit), within top-p's kept set where ``cut`` is given."""
+        the largest logit), within top-p's kept set where ``last`` (``top_p_cut``'s) is given."""
         n, w = self.n, self._w
         scale = 1.0 / self.temperature
         scaled = np.multiply(x, np.float32(scale), out=self._scaled)
         self._exp_sum(w[:n], scaled, m * scale)
-        if cut is not None:
-            w[:n] *= x >= cut.threshold
-            w[cut.tied_out] = 0.0
-        ends = np.cumsum(w.reshape(-1, _BLOCK) @ self._ones, dtype=np.float64)
-        return _pick(w, ends, uniform(self.rng))
+        if last is not None:
+            threshold = x[last]
+            w[:n] *= x >= threshold
+            tied = np.flatnonzero(x == threshold)
+            w[tied[tied > last]] = 0.0
+        kernels.block_ends(w, self._ends)
+        return int(kernels.find(w, self._ends, uniform(self.rng)))
 
     # -- top-p over the whole vocabulary ----------------------------------------------------------
     def _top_p_full(self, x: np.ndarray) -> int:
         e = self._e
-        m = float(x.max())
-        total = self._exp_sum(e[: self.n], x, m)
-        cut = top_p_cut(x, e[: self.n], m, total, self.top_p)
-        kept = cut.kept_ids
-        if kept is not None and len(kept) <= _EXACT_ORDER:  # in llama.cpp's order
-            xs = x[kept]
-            order = np.argsort(-xs, kind="stable")
-            return int(kept[order][self._draw_sorted(xs[order])])
-        if kept is not None:  # in a fixed order (not sorted: a draw needs none)
-            scaled = x[kept] * np.float32(1.0 / self.temperature)
-            weights = np.empty_like(scaled)
-            self._exp_sum(weights, scaled, m / self.temperature)
-            cumulative = np.cumsum(weights, dtype=np.float64)
-            index = int(np.searchsorted(cumulative, cumulative[-1] * uniform(self.rng), "right"))
-            return int(kept[min(index, len(kept) - 1)])
-        # A large kept set (a flat distribution): propose from exp(x - m), which is at hand,
-        # and accept with the ratio of the tempered weight to it (rejection sampling; exact).
-        # A few misses in a row hand over to the direct draw, which is exact too.
-        ends = np.cumsum(e.reshape(-1, _BLOCK) @ self._ones, dtype=np.float64)
-        power = 1.0 / self.temperature - 1.0
-        floor = 1.0 if power >= 0 else math.exp(float(cut.threshold) - m)  # the envelope
-        tied_in = set(cut.tied_in.tolist())
-        for _ in range(8):
-            i = _pick(e, ends, uniform(self.rng))
-            if x[i] < cut.threshold or (x[i] == cut.threshold and i not in tied_in):
-                continue  # not in top-p's set
-            if power == 0 or uniform(self.rng) < (float(e[i]) / floor) ** power:
-                return i
-        return self._draw_masked(x, m, cut)
-
-
-def _pick(weights: np.ndarray, ends: np.ndarray, u: float) -> int:
-    """The token at ``u`` of the way through ``weights`` (``ends``: the running sums of its
-    _BLOCK-sized blocks). A token of weight 0 is never picked."""
-    target = ends[-1] * u
-    b = min(int(np.searchsorted(ends, target, side="right")), len(ends) - 1)
-    block = weights[b * _BLOCK : (b + 1) * _BLOCK]
-    inside = np.cumsum(block, dtype=np.float64) + (ends[b - 1] if b else 0.0)
-    i = int(np.searchsorted(inside, target, side="right"))
-    if i >= _BLOCK or block[i] == 0:  # rounding at the block's end: its last positive token
-        i = int(np.flatnonzero(block)[-1])
-    return b * _BLOCK + i
-
-
-class Cut:
-    """Where top-p cuts: it keeps the tokens whose logit is above ``threshold``, and of those
-    equal to it ``tied_in`` (the lowest ids, up to the cut), not ``tied_out``. ``kept_ids`` lists
-    the kept set where it was found from the top (a peaked distribution), else it is None."""
-
-    def __init__(
-        self,
-        threshold: np.float32,
-        tied_in: np.ndarray,
-        tied_out: np.ndarray,
-        kept_ids: np.ndarray | None,
-    ) -> None:
-        self.threshold = threshold
-        self.tied_in = tied_in
-        self.tied_out = tied_out
-        self.kept_ids = kept_ids
-
-
-def top_p_cut(x: np.ndarray, e: np.ndarray, m: float, total: float, p: float) -> Cut:
-    """Top-p's kept set: the fewest tokens, by logit descending (ties: lowest ids first), whose
-    mass ``e`` (``exp(x - m)``, summing to ``total``) reaches ``p * total``.
-
-    llama.cpp sorts to find it. Here a strided sample of the logits estimates the rank of the cut
-    and a band of logits around it. The mass above the band is summed in one pass, the band is
-    taken out and checked to hold the cut (else it widens), and only the band is sorted. When the
-    kept set is small (a peaked distribution) the tokens above the band are listed too.
-    """
-    n, target = len(x), p * total
-    # The mass below the cut is estimated from the bottom up: the many small logits estimate it
-    # steadily, where the few large ones would make an estimate from the top noisy.
-    ascending = np.sort(x[::_STRIDE])
-    below = np.cumsum(np.exp(ascending - np.float32(m)), dtype=np.float64) * _STRIDE
-    size = len(ascending)
-    sample = ascending[::-1]
-    rank = max(size - 1 - int(np.searchsorted(below, (1.0 - p) * total)), 0)
-    margin = 4 + int(2 * math.sqrt(min(rank, size - rank) + 1))
-    while True:
-        low, high = rank + margin, rank - margin  # sample[low] is below the cut, sample[high] above
-        if n <= _SMALL or (low >= size and high < 0):
-            return _cut_in(x, m, np.arange(n), above=0.0, target=target, listed=np.arange(0))
-        if rank * 2 <= size:  # few tokens are kept: list them
-            candidates = np.flatnonzero(x >= sample[low]) if low < size else np.arange(n)
-            xc, ec = x[candidates], e[candidates]
-            over = xc > sample[high] if high >= 0 else np.zeros(len(xc), bool)
-            inside = np.flatnonzero(~over)
-            band, listed = candidates[inside], candidates[over]
-            above, mass = float(np.dot(ec, over)), float(ec[inside].sum(dtype=np.float64))
+        m = np.float32(x.max())
+        total = self._exp_sum(e[: self.n], x, float(m))
+        ascending = np.sort(x[:: kernels.STRIDE])
+        last, kept = kernels.top_p_cut(x, e, m, total, self.top_p, ascending, self._band)
+        if kept <= _EXACT_ORDER:  # in llama.cpp's order
+            u = uniform(self.rng)
+            return int(kernels.draw_kept(x, last, self._band, self._temperature32, u))
+        # A large kept set: rejection sampling, exact. Where the distribution is flat (the mean
+        # of exp(x - m) above 1/8), propose uniformly and accept with the tempered weight: a few
+        # tries and no pass over the vocabulary. Else propose from exp(x - m), which is at hand,
+        # and accept with the ratio of the tempered weight to it. A run of misses hands over to
+        # the direct draw, exact too.
+        threshold, top = float(x[last]), float(m)
+        if total > 0.125 * self.n:
+            for _ in range(32):
+                i = min(int(uniform(self.rng) * self.n), self.n - 1)
+                xi = float(x[i])
+                if xi < threshold or (xi == threshold and i > last):
+                    continue  # not in top-p's set
+                if uniform(self.rng) < math.exp((xi - top) / self.temperature):
+                    return i
         else:
-            over = x > sample[high] if high >= 0 else np.zeros(n, bool)
-            band = np.flatnonzero((x >= sample[low]) ^ over if low < size else ~over)
-            listed = None
-            above, mass = float(np.dot(e, over)), float(e[band].sum(dtype=np.float64))
-        if above < target <= above + mass:
-            return _cut_in(x, m, band, above=above, target=target, listed=listed)
-        margin *= 4
+            kernels.block_ends(e, self._ends)
+            power = 1.0 / self.temperature - 1.0
+            floor = 1.0 if power >= 0 else math.exp(threshold - top)  # the envelope
+            for _ in range(8):
+                i = int(kernels.find(e, self._ends, uniform(self.rng)))
+                if x[i] < threshold or (x[i] == threshold and i > last):
+                    continue
+                if power == 0 or uniform(self.rng) < (float(e[i]) / floor) ** power:
+                    return i
+        return self._draw_masked(x, float(m), last)
 
 
-def _cut_in(
-    x: np.ndarray,
-    m: float,
-    band: np.ndarray,
-    *,
-    above: float,
-    target: float,
-    listed: np.ndarray | None,
-) -> Cut:
-    """The cut within ``band`` (ascending ids, holding the cut); the tokens above it have mass
-    ``above`` and, where known, the ids ``listed``."""
-    xb = x[band]
-    values = np.ascontiguousarray(np.sort(xb)[::-1])  # logits, descending
-    masses = np.empty_like(values)
-    exp_sum()(masses, values, m)  # the same function as ``e``'s, so the same values
-    reached = above + np.cumsum(masses, dtype=np.float64)
-    c = min(int(np.searchsorted(reached, target, side="left")), len(values) - 1)
-    threshold = values[c]
-    first_tied = int(np.searchsorted(-values, -threshold, side="left"))
-    tied = band[xb == threshold]  # ascending ids: the lowest are in
-    tied_in, tied_out = tied[: c - first_tied + 1], tied[c - first_tied + 1 :]
-    kept = None
-    if listed is not None:
-        kept = np.concatenate([listed, band[xb > threshold], tied_in])
-    return Cut(threshold, tied_in, tied_out, kept)
+def top_p_cut(x: np.ndarray, p: float) -> tuple[int, int]:
+    """``sampling_kernels.top_p_cut`` on logits alone: ``(last, kept)``, for tests and tools."""
+    x = np.ascontiguousarray(x, np.float32)
+    m = np.float32(x.max())
+    e = np.empty_like(x)
+    total = exp_sum()(e, x, float(m))
+    band = np.empty(len(x), np.int32)
+    return kernels.top_p_cut(x, e, m, total, p, np.sort(x[:: kernels.STRIDE]), band)
+
+
+def compiled_top_k(n: int, k: int) -> bool:
+    """Whether ``sampling_kernels.top_k`` is the fast way for k of n logits: k small beside n (its
+    block maxima narrow the search), or small. Else a partition is (e.g. k 1,000 of 102,400)."""
+    return k <= max(n // (4 * kernels.BLOCK), 64)
 
 
 def top_k(x: np.ndarray, k: int) -> np.ndarray:
-    """The ids of the k largest logits, sorted by logit descending (ties: lowest ids first).
-
-    The logits are split into 64-row columns (ids equal modulo n // 64); the k-th largest column
-    maximum is a threshold that at least k logits reach, so the k largest are among the logits at
-    or above it, found in one contiguous pass (gathering the k best columns instead reads
-    scattered cache lines).
-    """
+    """The ids of the k largest logits, sorted by logit descending (ties: lowest ids first)."""
     n = len(x)
-    columns = n // 64
-    if n <= _SMALL or k * 64 * 4 > n:
-        candidates = np.argpartition(x, n - k)[n - k :]
-    else:
-        maxima = x[: 64 * columns].reshape(64, columns).max(axis=0)
-        threshold = np.partition(maxima, columns - k)[columns - k]
-        candidates = np.flatnonzero(x >= threshold)  # every tie at the k-th included
+    if compiled_top_k(n, k):
+        ids, vals = np.empty(k, np.int64), np.empty(k, np.float32)
+        maxima, scratch = np.empty(n // kernels.BLOCK + 1, np.float32), np.empty(k, np.int64)
+        count = kernels.top_k(np.ascontiguousarray(x, np.float32), k, ids, vals, maxima, scratch)
+        return ids[:count]
+    candidates = np.argpartition(x, n - k)[n - k :]
     candidates.sort()  # ascending ids, so that the stable sort puts the lowest tied id first
     order = np.argsort(-x[candidates], kind="stable")[:k]
     return candidates[order]
-
-
-def _top_p_sorted(xs: np.ndarray, p: float) -> int:
-    """How many of the candidates (sorted by logit, descending) llama.cpp's top-p keeps: its
-    float32 softmax and running sum, in its order."""
-    weights = np.exp(xs - xs[0])
-    probs = weights / np.cumsum(weights)[-1]  # cumsum: a sequential float sum, as llama.cpp's
-    reached = np.cumsum(probs)
-    return min(int(np.searchsorted(reached, np.float32(p), side="left")) + 1, len(xs))
