@@ -116,7 +116,7 @@ class LocalBackend:
         # tokens itself, so a token costs one write instead of five.
         self._next = (llama_cpp.llama_token * 1)()
         self._next_batch = llama_cpp.llama_batch_get_one(self._next, 1)
-        self._eog: dict[int, bool] = {}  # llama_vocab_is_eog, asked once per token id
+        self._eog: dict[int, bool] = {}
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
@@ -295,7 +295,10 @@ class LocalBackend:
             utf8 = codecs.getincrementaldecoder("utf-8")("replace")
             while True:
                 token = pick()
-                if token in self._stop_ids or self._is_eog(token):
+                eog = self._eog.get(token)  # llama_vocab_is_eog, asked once per token id
+                if eog is None:
+                    eog = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+                if eog or token in self._stop_ids:
                     stats.finish_reason = "stop"
                     break
                 stats.completion_tokens += 1
@@ -382,14 +385,6 @@ class LocalBackend:
         _check_decode(llama_cpp.llama_decode(self._llm.ctx, self._next_batch))
         self._kv_ids.append(token)
 
-    def _is_eog(self, token: int) -> bool:
-        eog = self._eog.get(token)
-        if eog is None:
-            import llama_cpp
-
-            eog = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
-        return eog
-
     def _picker(self, s: Sampling, prompt: Sequence[int]) -> Callable[[], int]:
         """``pick()``: the next token after each decode, accepted into the sampler's state."""
         import llama_cpp
@@ -398,13 +393,15 @@ class LocalBackend:
         if not self.sample_in_graph:
             sampler = self.sampler(s, prompt)
             logits = LogitsReader(ctx, self._n_vocab)
+            if sampler.greedy:  # nothing to remember between tokens
+                return lambda: int(logits(-1).argmax())
 
-            def pick_with_numpy() -> int:
+            def pick_on_the_host() -> int:
                 token = sampler.pick(logits(-1))
                 sampler.accept(token)
                 return token
 
-            return pick_with_numpy
+            return pick_on_the_host
         chain = llama_chain(s, prompt, self._vocab)
         attached = llama_cpp.llama_set_sampler(ctx, 0, chain)  # replaces the last reply's
         if self._graph_chain is not None:

@@ -222,6 +222,7 @@ class Sampler:
         self._vals = np.empty(k, np.float32)
         self._maxima = np.empty(n_vocab // kernels.BLOCK + 1, np.float32)
         self._scratch = np.empty(k, np.int64)
+        self._compiled_top_k = self.top_k > 0 and compiled_top_k(n_vocab, self.top_k)
         self._top_p32 = np.float32(self.top_p)
         self._temperature32 = np.float32(self.temperature) if not self.greedy else np.float32(1)
 
@@ -230,7 +231,7 @@ class Sampler:
         if self.greedy:
             return int(logits.argmax())
         x = self._penalized(logits) if self.penalty != 1.0 else logits
-        if self.top_k and compiled_top_k(self.n, self.top_k):
+        if self._compiled_top_k:
             return int(
                 kernels.pick_top_k(
                     x,

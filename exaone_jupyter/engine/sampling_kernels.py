@@ -136,24 +136,6 @@ def pick_top_k(x, k, top_p, temperature, u, ids, vals, maxima, scratch):
 
 # -- top-p over the whole vocabulary (no top-k) ---------------------------------------------------
 @njit(
-    "Tuple((float64, int64))(float32[::1], float32[::1], float32)",
-    cache=True,
-    nogil=True,
-    boundscheck=False,
-    fastmath={"reassoc", "nsz", "contract"},  # a vectorized sum; no shortcuts with NaN or inf
-)
-def mass_above(x, e, high):
-    """The sum of ``e`` over the logits above ``high``, and how many they are."""
-    mass = 0.0
-    count = np.float32(0.0)  # a float count vectorizes with the sum (exact below 2**24)
-    for i in range(x.shape[0]):
-        above = x[i] > high
-        mass += np.float64(e[i]) if above else 0.0
-        count += np.float32(1.0) if above else np.float32(0.0)
-    return mass, int(count)
-
-
-@njit(
     "int64(float32[::1], float32, float32, int32[::1])", cache=True, nogil=True, boundscheck=False
 )
 def band_ids(x, low, high, band):
@@ -180,8 +162,8 @@ def top_p_cut(x, e, m, total, p, ascending, band):
     ``x[last]`` and those equal to it with an id up to ``last``; ``kept`` is its size.
 
     llama.cpp sorts the vocabulary to find it. Here ``ascending`` (every STRIDE-th logit, sorted)
-    estimates where the cut falls and a band of logits around it; one pass sums the mass above the
-    band, one lists the band (widened until it holds the cut), and the band's logits are split
+    estimates where the cut falls and a band of logits around it; one pass lists the band and the
+    smaller side of it (widened until the band holds the cut), and the band's logits are split
     into BINS value ranges so that only the range holding the cut is sorted. ``band`` is scratch
     of the vocabulary's size."""
     target = p * total
@@ -198,15 +180,30 @@ def top_p_cut(x, e, m, total, p, ascending, band):
     else:
         rank = 0
     margin = 4 + int(2 * np.sqrt(min(rank, size - rank) + 1))
+    few = rank * 2 <= size
     while True:
         low_rank, high_rank = rank + margin, rank - margin
         low = ascending[size - 1 - low_rank] if low_rank < size else np.float32(-np.inf)
         high = ascending[size - 1 - high_rank] if high_rank >= 0 else np.float32(np.inf)
-        above, n_above = mass_above(x, e, high)
-        count = band_ids(x, low, high, band)
-        mass = 0.0
-        for j in range(count):
-            mass += e[band[j]]
+        # One pass lists the smaller side of the cut with the band: the tokens from ``low`` up
+        # where few are kept (a peaked distribution), else those up to ``high``; the mass on
+        # the other side is the total less what was listed.
+        inf = np.float32(np.inf)
+        listed = band_ids(x, low, inf, band) if few else band_ids(x, -inf, high, band)
+        above, mass, beside, count = 0.0, 0.0, 0.0, 0
+        for j in range(listed):
+            i = band[j]
+            v = x[i]
+            if v > high or v < low:
+                beside += e[i]
+            else:
+                band[count] = i  # the band, still ascending
+                count += 1
+                mass += e[i]
+        if few:
+            above, n_above = beside, listed - count
+        else:
+            above, n_above = total - beside - mass, x.shape[0] - listed
         whole = low_rank >= size and high_rank < 0
         if (above < target and target <= above + mass) or whole:
             break
