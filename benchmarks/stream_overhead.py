@@ -16,7 +16,7 @@ Sections, printed as Markdown and written to ``benchmarks/results/stream_overhea
    tokens (goals: 50, 150 and 500 µs a token), and how the cost grows from 100 to 2,000 tokens;
 3. exactness: greedy tokens identical to the bare loop's.
 
-    .venv/bin/python benchmarks/stream_overhead.py            # full run (~3 minutes on 2 cores)
+    .venv/bin/python benchmarks/stream_overhead.py            # full run (~7 minutes on 2 cores)
     .venv/bin/python benchmarks/stream_overhead.py --quick    # a smoke run, writes no JSON
 """
 
@@ -90,6 +90,9 @@ class BareLoop:
         )
         self.batch = llama_cpp.llama_batch_init(512, 0, 1)
         self.prompt = self.llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
+        self._views: dict[int, np.ndarray] = {}
+        self.tokens: list[int] = []
+        self.position = 0
 
     def set_threads(self, n: int) -> None:
         llama_cpp.llama_set_n_threads(self.ctx, n, n)
@@ -103,27 +106,35 @@ class BareLoop:
         if llama_cpp.llama_decode(self.ctx, b) != 0:
             raise SystemExit("llama_decode failed in the bare loop")
 
-    def run(self, n: int) -> tuple[list[int], float]:
-        """(the n greedy tokens, wall seconds per token over the last n - 1)."""
+    def begin(self) -> None:
+        """A new reply: the prompt decoded, its greedy token picked (not timed)."""
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
         self._decode(self.prompt, 0)
-        views: dict[int, np.ndarray] = {}
+        self.tokens, self.position = [self._argmax()], len(self.prompt)
 
-        def argmax() -> int:
-            address = ctypes.cast(llama_cpp.llama_get_logits_ith(self.ctx, -1), ctypes.c_void_p)
-            view = views.get(address.value or 0)
-            if view is None:
-                buffer = (ctypes.c_float * self.n_vocab).from_address(address.value or 0)
-                view = views[address.value or 0] = np.frombuffer(buffer, np.float32)
-            return int(view.argmax())
+    def step(self) -> float:
+        """Decode the last token and pick the next: the wall seconds it took."""
+        started = time.perf_counter()
+        self._decode([self.tokens[-1]], self.position)
+        self.tokens.append(self._argmax())
+        self.position += 1
+        return time.perf_counter() - started
 
-        tokens, position = [argmax()], len(self.prompt)
+    def _argmax(self) -> int:
+        address = ctypes.cast(llama_cpp.llama_get_logits_ith(self.ctx, -1), ctypes.c_void_p).value
+        view = self._views.get(address or 0)
+        if view is None:
+            buffer = (ctypes.c_float * self.n_vocab).from_address(address or 0)
+            view = self._views[address or 0] = np.frombuffer(buffer, np.float32)
+        return int(view.argmax())
+
+    def run(self, n: int) -> tuple[list[int], float]:
+        """(the n greedy tokens, wall seconds per token over the last n - 1)."""
+        self.begin()
         started = time.perf_counter()
         for _ in range(n - 1):
-            self._decode([tokens[-1]], position)
-            tokens.append(argmax())
-            position += 1
-        return tokens, (time.perf_counter() - started) / (n - 1)
+            self.step()
+        return self.tokens, (time.perf_counter() - started) / (n - 1)
 
     def close(self) -> None:
         llama_cpp.llama_batch_free(self.batch)
@@ -145,6 +156,39 @@ def engine_run(
             decoded = list(backend._kv_ids[len(ids) :])
             return (stats.total_s - stats.ttft_s) / (n - 1), decoded
     raise SystemExit(f"the engine stopped before {n} tokens five times ({stats.finish_reason})")
+
+
+def paired_run(
+    backend: LocalBackend, bare: BareLoop, ids: list[int], sampling_: Sampling, n: int, seed: int
+) -> tuple[float, float, list[int], list[int]]:
+    """(engine, floor) wall seconds per token, and their tokens, measured token by token in turn:
+    after each piece the engine yields, the bare loop decodes as many tokens as the engine made.
+    A shared machine's load changes slowly beside a token (a few ms), so both halves of a pair see
+    the same load. The prompt and first token are left out of both. A sampled reply that stops
+    early is run again with another seed."""
+    for attempt in range(5):
+        s = Sampling.from_options(sampling_, max_tokens=n, seed=seed + attempt)
+        reply = backend.stream(Request(s, prompt_ids=ids))
+        pieces = iter(reply)
+        next(pieces)
+        bare.begin()
+        engine_s = floor_s = 0.0
+        made = first = reply.stats.completion_tokens
+        for _ in range(first - 1):  # the engine's tokens before its first text: not timed
+            bare.step()
+        while True:
+            started = time.perf_counter()
+            ended = next(pieces, None) is None
+            engine_s += time.perf_counter() - started
+            new, made = reply.stats.completion_tokens - made, reply.stats.completion_tokens
+            for _ in range(new):
+                floor_s += bare.step()
+            if ended:
+                break
+        if made == n:
+            decoded = list(backend._kv_ids[len(ids) :])
+            return engine_s / (n - first), floor_s / (n - first), decoded, bare.tokens
+    raise SystemExit(f"the engine stopped before {n} tokens five times")
 
 
 @dataclass
@@ -220,8 +264,9 @@ def sampling_costs(
         for mode, setting in MODES.items():
             floor, engine, beyond = [], [], []
             for r in range(rounds[n]):
-                tokens, floor_s = bare.run(n)
-                engine_s, decoded = engine_run(backend, ids, setting, n, seed=1000 * n + r)
+                engine_s, floor_s, decoded, tokens = paired_run(
+                    backend, bare, ids, setting, n, seed=1000 * n + r
+                )
                 if setting.temperature == 0 and decoded != tokens[: n - 1]:
                     identical = False
                 floor.append(floor_s)
@@ -305,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help=f"where to write the results ({RESULTS})")
     args = parser.parse_args(argv)
     lengths = [100, 2000]
-    rounds = {100: 5, 2000: 2} if args.quick else {100: 25, 2000: 5}
+    rounds = {100: 5, 2000: 2} if args.quick else {100: 41, 2000: 9}
     load_before = os.getloadavg()
     started = time.perf_counter()
 

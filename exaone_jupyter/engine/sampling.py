@@ -60,11 +60,13 @@ class LogitsReader:
         import llama_cpp
 
         self._ctx, self._n_vocab = ctx, n_vocab
-        self._get = llama_cpp.llama_get_logits_ith
+        # llama_get_logits_ith declared to return a plain address: no pointer object to cast
+        function = ctypes.cast(llama_cpp.llama_get_logits_ith, ctypes.c_void_p).value or 0
+        self._get = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32)(function)
         self._views: dict[int, np.ndarray] = {}
 
     def __call__(self, i: int) -> np.ndarray:
-        address = ctypes.cast(self._get(self._ctx, i), ctypes.c_void_p).value
+        address = self._get(self._ctx, i)
         if not address:
             raise RuntimeError(f"llama.cpp has no logits for output {i}")
         view = self._views.get(address)
