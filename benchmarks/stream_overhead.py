@@ -2,9 +2,11 @@
 
 The floor is a bare llama.cpp loop, timed on the wall clock: ``llama_decode`` of one token, numpy
 ``argmax`` on the logits, repeat, at the best thread count found on this machine. It shares no
-code with the engine (its own context, raw llama_cpp calls) and runs interleaved with it, so both
-see the same load on a shared machine. The engine's cost per token beyond it covers sampling,
-detokenizing and the generator hops a consumer sees; llama.cpp's perf counters are not used.
+code with the engine (its own context, raw llama_cpp calls) and runs interleaved with it token by
+token: after each piece the engine yields, the bare loop decodes as many tokens, so both halves of
+a pair see the same load on a shared machine (pairing whole replies seconds apart left ±100-200 µs
+of noise). The engine's cost per token beyond it covers sampling, detokenizing and the generator
+hops a consumer sees; llama.cpp's perf counters are not used.
 
 Sections, printed as Markdown and written to ``benchmarks/results/stream_overhead.json``:
 
@@ -206,7 +208,8 @@ class CostRow:
     engine_tok_s: float
     beyond_us: float  # median over interleaved pairs of (engine - floor) per token
     spread_us: float  # half the interquartile range of those pairs: the noise
-    pick_us: float  # Sampler.pick alone on the model's logits, timed in-process (for reference)
+    pick_us: float  # Sampler.pick alone on warm logits, timed in-process (for reference)
+    in_place_us: float  # Sampler.pick right after each decode, where the loop runs it
     goal_us: float
     runs: int
 
@@ -281,6 +284,7 @@ def sampling_costs(
                 statistics.median(beyond),
                 (quartiles[2] - quartiles[0]) / 2,
                 pick_us(bare, setting),
+                in_place_us(bare, setting),
                 GOALS_US[mode],
                 rounds[n],
             )
@@ -316,6 +320,27 @@ def pick_us(bare: BareLoop, setting: Sampling) -> float:
             sampler.pick(logits)
         best = min(best, (time.perf_counter() - started) / 50)
     return best * 1e6
+
+
+def in_place_us(bare: BareLoop, setting: Sampling, n: int = 200) -> float:
+    """µs per ``Sampler.pick`` on the logits right after each of n bare-loop decodes (median):
+    where the engine picks, with the caches as the decode left them."""
+    sampler = sampling.Sampler(
+        bare.n_vocab,
+        temperature=setting.temperature,
+        top_k=setting.top_k,
+        top_p=setting.top_p,
+        seed=1,
+    )
+    logits = sampling.LogitsReader(bare.ctx, bare.n_vocab)
+    times = []
+    bare.begin()
+    for _ in range(n):
+        bare.step()
+        started = time.perf_counter()
+        sampler.pick(logits(-1))
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e6
 
 
 def machine() -> dict:
@@ -399,17 +424,18 @@ def main(argv: list[str] | None = None) -> int:
     lines += [
         "",
         "Cost per token beyond the bare loop (102,400-token vocabulary; floor at the best fixed "
-        f"count, {best} threads; engine at its default; medians of interleaved pairs)",
+        f"count, {best} threads; engine at its default; medians over replies of pairs interleaved "
+        "token by token)",
         "",
         "| sampling | tokens | floor tok/s | engine tok/s | engine / floor | beyond floor µs/token "
-        "(± noise) | goal µs | pick alone µs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "(± noise) | goal µs | pick alone µs | pick in place µs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in costs:
         lines.append(
             f"| {c.mode} | {c.tokens:,} | {c.floor_tok_s:,.0f} | {c.engine_tok_s:,.0f} | "
             f"{c.engine_tok_s / c.floor_tok_s:.2f} | {c.beyond_us:.0f} (± {c.spread_us:.0f}) | "
-            f"≤ {c.goal_us:.0f} | {c.pick_us:.0f} |"
+            f"≤ {c.goal_us:.0f} | {c.pick_us:.0f} | {c.in_place_us:.0f} |"
         )
     for mode in MODES:
         rows = [c for c in costs if c.mode == mode]

@@ -607,3 +607,18 @@ def test_the_growth_check_catches_a_quadratic_detokenizer(long_model):
         assert cost_growth(backend, long_model, rounds=3) >= 3
     finally:
         backend.close()
+
+
+def test_logits_views_follow_llama_cpps_buffer_and_refuse_a_missing_output(tiny_gguf):
+    """The view of an address is made once; an output llama.cpp did not compute is an error."""
+    backend = LocalBackend(read_gguf(tiny_gguf), LoadOptions(gpu_layers="none"))
+    try:
+        ids = backend.tokenize("hello there", special=False)
+        backend.stream(Request(Sampling(temperature=0, max_tokens=2), prompt_ids=ids)).consume()
+        reader = sampling.LogitsReader(backend._llm.ctx, backend._n_vocab)
+        first = reader(-1)
+        assert len(first) == backend._n_vocab and reader(-1) is first
+        with pytest.raises(RuntimeError, match=r"^llama.cpp has no logits for output 7$"):
+            reader(7)
+    finally:
+        backend.close()

@@ -148,7 +148,7 @@ class LocalBackend:
                 threads_why=f"{self.threads.why}; waiting threads {wait_policy()}",
                 sampler="in llama.cpp's graph (on the output layer's device)"
                 if self.sample_in_graph
-                else "numpy, on llama.cpp's logits in place",
+                else "on the CPU, on llama.cpp's logits in place (compiled with numba)",
                 load_s=load_s,
                 cpu_repack=self.extra_buffers,
                 system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
