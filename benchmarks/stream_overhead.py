@@ -300,19 +300,21 @@ def sampling_costs(
     return rows, identical
 
 
-def pick_us(bare: BareLoop, setting: Sampling) -> float:
-    """µs per ``Sampler.pick`` on the logits after the prompt, the fastest of 5 x 50 picks."""
-    bare.run(2)
-    address = ctypes.cast(llama_cpp.llama_get_logits_ith(bare.ctx, -1), ctypes.c_void_p)
-    buffer = (ctypes.c_float * bare.n_vocab).from_address(address.value or 0)
-    logits = np.array(np.frombuffer(buffer, np.float32))
-    sampler = sampling.Sampler(
+def sampler_for(bare: BareLoop, setting: Sampling) -> sampling.Sampler:
+    return sampling.Sampler(
         bare.n_vocab,
         temperature=setting.temperature,
         top_k=setting.top_k,
         top_p=setting.top_p,
         seed=1,
     )
+
+
+def pick_us(bare: BareLoop, setting: Sampling) -> float:
+    """µs per ``Sampler.pick`` on the logits after the prompt, the fastest of 5 x 50 picks."""
+    bare.run(2)
+    logits = np.array(sampling.LogitsReader(bare.ctx, bare.n_vocab)(-1))
+    sampler = sampler_for(bare, setting)
     best = float("inf")
     for _ in range(5):
         started = time.perf_counter()
@@ -325,13 +327,7 @@ def pick_us(bare: BareLoop, setting: Sampling) -> float:
 def in_place_us(bare: BareLoop, setting: Sampling, n: int = 200) -> float:
     """µs per ``Sampler.pick`` on the logits right after each of n bare-loop decodes (median):
     where the engine picks, with the caches as the decode left them."""
-    sampler = sampling.Sampler(
-        bare.n_vocab,
-        temperature=setting.temperature,
-        top_k=setting.top_k,
-        top_p=setting.top_p,
-        seed=1,
-    )
+    sampler = sampler_for(bare, setting)
     logits = sampling.LogitsReader(bare.ctx, bare.n_vocab)
     times = []
     bare.begin()
