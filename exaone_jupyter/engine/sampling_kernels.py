@@ -1,11 +1,11 @@
 """The sampler's passes over the whole vocabulary, compiled with numba.
 
-Why compiled: after a decode the CPU's caches hold the model, not the sampler, and each numpy call
-of a pick paid for that (5-90 µs each in place; a top-k 40 pick made about ten of them, ~300 µs a
-token on EXAONE's 102,400 logits in ``benchmarks/stream_overhead.py``). Here a top-k pick is one
-call: block maxima in one vectorized pass, the k-th largest of them as a threshold that at least k
-logits reach, and an insertion into a sorted list of k from only the blocks that reach it. The
-arithmetic of top-p, temperature and dist is llama.cpp's, as ``sampling`` documents it.
+Why compiled: after a decode the CPU's caches hold the model, not the sampler, and every numpy
+call of a pick paid for that; a top-k 40 pick made about ten of them (``benchmarks/
+stream_overhead.py`` times a pick where the loop runs it, "pick in place"). Here a top-k pick is
+one call: block maxima in one pass, the k-th largest of them as a threshold that at least k logits
+reach, and an insertion into a sorted list of k from only the blocks that reach it. The arithmetic
+of top-p, temperature and dist is llama.cpp's, as ``sampling`` documents it.
 
 Compiled once per machine (``cache=True``: numba keeps the machine code beside this file, or in
 the user's cache folder where this folder is read-only) and loaded with the model, not at the
