@@ -45,16 +45,11 @@ PENALTY_LAST_N = 64  # the tokens the repetition penalty looks back on (llama.cp
 _EXACT_ORDER = 4096  # a kept set up to this size is drawn from in llama.cpp's (sorted) order
 
 
-def logits_view(ctx: Any, i: int, n_vocab: int) -> np.ndarray:
-    """The logits of output ``i`` of the last ``llama_decode`` (-1: the last one) as a numpy view
-    of llama.cpp's buffer: no copy. Valid until the next decode."""
-    return LogitsReader(ctx, n_vocab)(i)
-
-
 class LogitsReader:
-    """``logits_view`` for one context, decode after decode: llama.cpp keeps its output buffer,
-    so the numpy view of an address is made once (making one cost ~50 µs after a decode, in
-    place, more than a compiled pick)."""
+    """``reader(i)``: the logits of output ``i`` of the last ``llama_decode`` (-1: the last one) as
+    a numpy view of llama.cpp's buffer, no copy, valid until the next decode. llama.cpp keeps its
+    output buffer from decode to decode, so the view of an address is made once: making one after
+    each decode cost more than a compiled pick."""
 
     def __init__(self, ctx: Any, n_vocab: int) -> None:
         import llama_cpp
