@@ -213,6 +213,7 @@ class Sampler:
         self._x = np.empty(n_vocab, np.float32)  # penalized logits
         self._scaled = np.empty(n_vocab, np.float32)  # logits / temperature
         self._band = np.empty(n_vocab, np.int32)  # top-p's scratch
+        self._marks = np.zeros(padded, np.uint8)  # its band, marked (zeros past the vocabulary)
         self._exp_sum = exp_sum()
         k = max(self.top_k, 1)
         self._ids = np.empty(k, np.int64)  # top-k's kept ids and logits, sorted
@@ -307,7 +308,9 @@ class Sampler:
         m = np.float32(x.max())
         total = self._exp_sum(e[: self.n], x, float(m))
         ascending = np.sort(x[:: kernels.STRIDE])
-        last, kept = kernels.top_p_cut(x, e, m, total, self.top_p, ascending, self._band)
+        last, kept = kernels.top_p_cut(
+            x, e, m, total, self.top_p, ascending, self._marks, self._band
+        )
         if kept <= _EXACT_ORDER:  # in llama.cpp's order
             u = uniform(self.rng)
             return int(kernels.draw_kept(x, last, self._band, self._temperature32, u))
@@ -344,8 +347,8 @@ def top_p_cut(x: np.ndarray, p: float) -> tuple[int, int]:
     m = np.float32(x.max())
     e = np.empty_like(x)
     total = exp_sum()(e, x, float(m))
-    band = np.empty(len(x), np.int32)
-    return kernels.top_p_cut(x, e, m, total, p, np.sort(x[:: kernels.STRIDE]), band)
+    marks, band = np.zeros(-(-len(x) // 8) * 8, np.uint8), np.empty(len(x), np.int32)
+    return kernels.top_p_cut(x, e, m, total, p, np.sort(x[:: kernels.STRIDE]), marks, band)
 
 
 def compiled_top_k(n: int, k: int) -> bool:

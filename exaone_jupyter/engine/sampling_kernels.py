@@ -135,37 +135,69 @@ def pick_top_k(x, k, top_p, temperature, u, ids, vals, maxima, scratch):
 
 
 # -- top-p over the whole vocabulary (no top-k) ---------------------------------------------------
+# The cut sums and lists with passes that LLVM vectorizes or that skip what is empty (a single pass
+# that lists ids as it goes cannot be vectorized). Right after a decode, with the caches holding
+# the model, the passes wait on memory either way; the gain shows where they do not (a GPU's host).
 @njit(
-    "int64(float32[::1], float32, float32, int32[::1])", cache=True, nogil=True, boundscheck=False
+    "UniTuple(float64, 2)(float32[::1], float32[::1], float32)",
+    cache=True,
+    nogil=True,
+    boundscheck=False,
+    fastmath={"reassoc", "nsz", "contract"},
 )
-def band_ids(x, low, high, band):
-    """The ids of the logits in ``[low, high]``, ascending, into ``band``; returns how many."""
-    count = 0
-    for i in range(x.shape[0]):  # without a branch: a band's logits come in no predictable order
+def mass_below(x, e, low):
+    """The sum of ``e`` over the logits below ``low``, and how many they are."""
+    mass = 0.0
+    count = 0.0
+    for i in range(x.shape[0]):
+        below = x[i] < low
+        mass += np.float64(e[i]) if below else 0.0
+        count += 1.0 if below else 0.0
+    return mass, count
+
+
+@njit("void(float32[::1], float32, float32, uint8[::1])", cache=True, nogil=True, boundscheck=False)
+def mark_band(x, low, high, marks):
+    """``marks[i]`` = 1 where ``x[i]`` is in ``[low, high]``, else 0 (``marks`` may be longer:
+    its tail stays 0)."""
+    for i in range(x.shape[0]):
         v = x[i]
-        band[count] = i
-        count += (v >= low) & (v <= high)
+        marks[i] = np.uint8((v >= low) & (v <= high))
+
+
+@njit("int64(uint8[::1], int32[::1])", cache=True, nogil=True, boundscheck=False)
+def list_marked(marks, ids):
+    """The ids marked 1, ascending, into ``ids``; returns how many. Eight marks are read as one
+    word, so that a sparse band costs a look per eight logits (``len(marks)`` a multiple of 8)."""
+    words = marks.view(np.uint64)
+    count = 0
+    for w in range(words.shape[0]):
+        if words[w]:
+            for i in range(w * 8, w * 8 + 8):
+                ids[count] = i
+                count += marks[i]
     return count
 
 
 @njit(
     "UniTuple(int64, 2)(float32[::1], float32[::1], float32, float64, float64, float32[::1], "
-    "int32[::1])",
+    "uint8[::1], int32[::1])",
     cache=True,
     nogil=True,
     boundscheck=False,
 )
-def top_p_cut(x, e, m, total, p, ascending, band):
+def top_p_cut(x, e, m, total, p, ascending, marks, band):
     """Top-p's kept set over the whole vocabulary: the fewest tokens, by logit descending (ties:
     lowest ids first), whose mass ``e`` (``exp(x - m)``, summing to ``total``) reaches
     ``p * total``. Returns ``(last, kept)``: the set is every token with a logit above
     ``x[last]`` and those equal to it with an id up to ``last``; ``kept`` is its size.
 
     llama.cpp sorts the vocabulary to find it. Here ``ascending`` (every STRIDE-th logit, sorted)
-    estimates where the cut falls and a band of logits around it; one pass lists the band and the
-    smaller side of it (widened until the band holds the cut), and the band's logits are split
-    into BINS value ranges so that only the range holding the cut is sorted. ``band`` is scratch
-    of the vocabulary's size."""
+    estimates where the cut falls and a band of logits around it; the mass below the band is
+    summed, the band listed (both widened until the band holds the cut), and the band's logits
+    split into BINS value ranges so that only the range holding the cut is sorted. ``marks`` is
+    scratch of the vocabulary's size rounded up to 8 (zeros beyond it), ``band`` of its size."""
+    n = x.shape[0]
     target = p * total
     size = ascending.shape[0]
     # The mass below the cut, estimated from the bottom up: the many small logits estimate it
@@ -180,30 +212,17 @@ def top_p_cut(x, e, m, total, p, ascending, band):
     else:
         rank = 0
     margin = 4 + int(2 * np.sqrt(min(rank, size - rank) + 1))
-    few = rank * 2 <= size
     while True:
         low_rank, high_rank = rank + margin, rank - margin
         low = ascending[size - 1 - low_rank] if low_rank < size else np.float32(-np.inf)
         high = ascending[size - 1 - high_rank] if high_rank >= 0 else np.float32(np.inf)
-        # One pass lists the smaller side of the cut with the band: the tokens from ``low`` up
-        # where few are kept (a peaked distribution), else those up to ``high``; the mass on
-        # the other side is the total less what was listed.
-        inf = np.float32(np.inf)
-        listed = band_ids(x, low, inf, band) if few else band_ids(x, -inf, high, band)
-        above, mass, beside, count = 0.0, 0.0, 0.0, 0
-        for j in range(listed):
-            i = band[j]
-            v = x[i]
-            if v > high or v < low:
-                beside += e[i]
-            else:
-                band[count] = i  # the band, still ascending
-                count += 1
-                mass += e[i]
-        if few:
-            above, n_above = beside, listed - count
-        else:
-            above, n_above = total - beside - mass, x.shape[0] - listed
+        under, n_under = mass_below(x, e, low)
+        mark_band(x, low, high, marks)
+        count = list_marked(marks, band)
+        mass = 0.0
+        for j in range(count):
+            mass += e[band[j]]
+        above, n_above = total - under - mass, n - int(n_under) - count
         whole = low_rank >= size and high_rank < 0
         if (above < target and target <= above + mass) or whole:
             break
