@@ -306,8 +306,8 @@ class Sampler:
     def _top_p_full(self, x: np.ndarray) -> int:
         e = self._e
         m = np.float32(x.max())
+        ascending = np.sort(x[:: kernels.STRIDE])  # while the max's pass left x in the cache
         total = self._exp_sum(e[: self.n], x, float(m))
-        ascending = np.sort(x[:: kernels.STRIDE])
         last, kept = kernels.top_p_cut(
             x, e, m, total, self.top_p, ascending, self._marks, self._band
         )
