@@ -22,7 +22,15 @@ STRIDE = 64  # every 64th logit estimates where top-p cuts
 BINS = 64  # value ranges of the band that holds the cut
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
+def kernel(signature: str, *, summing: bool = False):
+    """``njit`` as every kernel here is: compiled for ``signature`` when this module loads (at the
+    model's load, not the first token), cached on disk, without the GIL or bounds checks.
+    ``summing`` lets LLVM reassociate float sums, so that a sum over the vocabulary vectorizes."""
+    fastmath = {"reassoc", "nsz", "contract"} if summing else False
+    return njit(signature, cache=True, nogil=True, boundscheck=False, fastmath=fastmath)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)  # typed by its callers, the kernels below
 def _insert(x, start, end, k, count, ids, vals):
     """Insert ``x[start:end]`` into the sorted lists ``ids``/``vals`` (``count`` of at most ``k``
     filled); returns the new count. Logit descending; an equal logit goes after the ones already
@@ -45,7 +53,7 @@ def _insert(x, start, end, k, count, ids, vals):
     return count
 
 
-@njit("void(float32[::1], float32[::1])", cache=True, nogil=True, boundscheck=False)
+@kernel("void(float32[::1], float32[::1])")
 def block_maxima(x, out):
     """``out[b]`` = the largest of ``x[b * BLOCK : (b + 1) * BLOCK]``, for every whole block."""
     for b in range(x.shape[0] // BLOCK):
@@ -56,12 +64,7 @@ def block_maxima(x, out):
         out[b] = top
 
 
-@njit(
-    "int64(float32[::1], int64, int64[::1], float32[::1], float32[::1], int64[::1])",
-    cache=True,
-    nogil=True,
-    boundscheck=False,
-)
+@kernel("int64(float32[::1], int64, int64[::1], float32[::1], float32[::1], int64[::1])")
 def top_k(x, k, ids, vals, maxima, scratch):
     """The k largest logits: their ids into ``ids[:k]`` and logits into ``vals[:k]``, by logit
     descending, ties lowest id first; returns how many (k, or fewer logits). ``maxima`` holds a
@@ -83,7 +86,7 @@ def top_k(x, k, ids, vals, maxima, scratch):
     return _insert(x, blocks * BLOCK, n, k, count, ids, vals)  # the last, partial block
 
 
-@njit("int64(float32[::1], int64, float32)", cache=True, nogil=True, boundscheck=False)
+@kernel("int64(float32[::1], int64, float32)")
 def top_p_keep(xs, count, p):
     """How many of ``xs[:count]`` (logits, descending) llama.cpp's top-p keeps: its float32
     softmax, then its float32 running sum until it reaches ``p``."""
@@ -99,7 +102,7 @@ def top_p_keep(xs, count, p):
     return count
 
 
-@njit("int64(float32[::1], int64, float32, float64)", cache=True, nogil=True, boundscheck=False)
+@kernel("int64(float32[::1], int64, float32, float64)")
 def draw_sorted(xs, count, temperature, u):
     """llama.cpp's temperature and dist on ``xs[:count]`` (logits, descending), ``u`` its uniform
     draw in [0, 1): the index drawn. float32 logits over the temperature, float32 weights, a double
@@ -119,12 +122,9 @@ def draw_sorted(xs, count, temperature, u):
     return count - 1
 
 
-@njit(
+@kernel(
     "int64(float32[::1], int64, float32, float32, float64, int64[::1], float32[::1], "
-    "float32[::1], int64[::1])",
-    cache=True,
-    nogil=True,
-    boundscheck=False,
+    "float32[::1], int64[::1])"
 )
 def pick_top_k(x, k, top_p, temperature, u, ids, vals, maxima, scratch):
     """The whole chain after the penalties, with a top-k: top-k, top-p, temperature, dist."""
@@ -136,15 +136,9 @@ def pick_top_k(x, k, top_p, temperature, u, ids, vals, maxima, scratch):
 
 # -- top-p over the whole vocabulary (no top-k) ---------------------------------------------------
 # The cut sums and lists with passes that LLVM vectorizes or that skip what is empty (a single pass
-# that lists ids as it goes cannot be vectorized). Right after a decode, with the caches holding
-# the model, the passes wait on memory either way; the gain shows where they do not (a GPU's host).
-@njit(
-    "UniTuple(float64, 2)(float32[::1], float32[::1], float32)",
-    cache=True,
-    nogil=True,
-    boundscheck=False,
-    fastmath={"reassoc", "nsz", "contract"},
-)
+# that lists ids as it goes cannot be vectorized): faster on warm logits, as on a GPU's host;
+# right after a CPU decode the two ways measured the same.
+@kernel("UniTuple(float64, 2)(float32[::1], float32[::1], float32)", summing=True)
 def mass_below(x, e, low):
     """The sum of ``e`` over the logits below ``low``, and how many they are."""
     mass = 0.0
@@ -156,7 +150,7 @@ def mass_below(x, e, low):
     return mass, count
 
 
-@njit("void(float32[::1], float32, float32, uint8[::1])", cache=True, nogil=True, boundscheck=False)
+@kernel("void(float32[::1], float32, float32, uint8[::1])")
 def mark_band(x, low, high, marks):
     """``marks[i]`` = 1 where ``x[i]`` is in ``[low, high]``, else 0 (``marks`` may be longer:
     its tail stays 0)."""
@@ -165,7 +159,7 @@ def mark_band(x, low, high, marks):
         marks[i] = np.uint8((v >= low) & (v <= high))
 
 
-@njit("int64(uint8[::1], int32[::1])", cache=True, nogil=True, boundscheck=False)
+@kernel("int64(uint8[::1], int32[::1])")
 def list_marked(marks, ids):
     """The ids marked 1, ascending, into ``ids``; returns how many. Eight marks are read as one
     word, so that a sparse band costs a look per eight logits (``len(marks)`` a multiple of 8)."""
@@ -179,12 +173,9 @@ def list_marked(marks, ids):
     return count
 
 
-@njit(
+@kernel(
     "UniTuple(int64, 2)(float32[::1], float32[::1], float32, float64, float64, float32[::1], "
-    "uint8[::1], int32[::1])",
-    cache=True,
-    nogil=True,
-    boundscheck=False,
+    "uint8[::1], int32[::1])"
 )
 def top_p_cut(x, e, m, total, p, ascending, marks, band):
     """Top-p's kept set over the whole vocabulary: the fewest tokens, by logit descending (ties:
@@ -267,12 +258,7 @@ def top_p_cut(x, e, m, total, p, ascending, marks, band):
     return band[in_bin - 1], n_before + in_bin  # rounding: the whole range
 
 
-@njit(
-    "int64(float32[::1], int64, int32[::1], float32, float64)",
-    cache=True,
-    nogil=True,
-    boundscheck=False,
-)
+@kernel("int64(float32[::1], int64, int32[::1], float32, float64)")
 def draw_kept(x, last, ids, temperature, u):
     """llama.cpp's temperature and dist on a small top-p set (``top_p_cut``'s ``last``), in its
     order: by logit descending, ties lowest id first. ``ids`` is scratch; returns the token."""
@@ -291,13 +277,7 @@ def draw_kept(x, last, ids, temperature, u):
     return kept[order[draw_sorted(xs, count, temperature, u)]]
 
 
-@njit(
-    "void(float32[::1], float64[::1])",
-    cache=True,
-    nogil=True,
-    boundscheck=False,
-    fastmath={"reassoc", "nsz", "contract"},
-)
+@kernel("void(float32[::1], float64[::1])", summing=True)
 def block_ends(w, ends):
     """``ends[b]``: the sum of ``w`` over its first ``b + 1`` blocks of BLOCK (``len(w)`` a
     multiple of BLOCK): where ``find`` starts."""
@@ -310,7 +290,7 @@ def block_ends(w, ends):
         ends[b] = running
 
 
-@njit("int64(float32[::1], float64[::1], float64)", cache=True, nogil=True, boundscheck=False)
+@kernel("int64(float32[::1], float64[::1], float64)")
 def find(w, ends, u):
     """The token at ``u`` of the way through the weights ``w`` (``ends``: ``block_ends``'s). A
     token of weight 0 is never found."""
