@@ -159,6 +159,19 @@ def test_top_p_alone_kept_set_is_exact_and_near_llama_cpps(p):
         assert probs[differ].sum() < 1e-3, (scale, len(ours), len(theirs))
 
 
+def test_the_kernels_exp_is_exp_to_float32_rounding():
+    """Top-p's masses come from the kernels' own exp (plain arithmetic, so that its pass
+    vectorizes): within 3e-7 of exp over float32's normal range, 0 below it and at -inf."""
+    r = np.concatenate([np.linspace(-87.0, 0.0, 200_001), [-1e-7, -0.0]]).astype(np.float32)
+    weights = r.copy()
+    total = kernels.weigh(weights, np.float32(0.0))
+    exact = np.exp(r.astype(np.float64))
+    assert np.abs(weights / exact - 1).max() < 3e-7  # two and a half float32 steps
+    assert math.isclose(total, weights.sum(dtype=np.float64), rel_tol=1e-12)  # their sum
+    under = np.array([-87.5, -100.0, -1e30, -np.inf], np.float32)
+    assert kernels.weigh(under, np.float32(0.0)) == 0.0 and not under.any()
+
+
 def test_top_p_small_vocabulary_is_llama_cpps():
     """Equal sets; where the cut falls inside a run of tied logits, llama.cpp keeps some of them
     in its (unspecified) sort order and we keep the lowest ids: the same number of them."""

@@ -307,16 +307,15 @@ class Sampler:
         e = self._e
         m = np.float32(x.max())
         ascending = np.sort(x[:: kernels.STRIDE])  # while the max's pass left x in the cache
-        total = self._exp_sum(e[: self.n], x, float(m))
-        last, kept = kernels.top_p_cut(
-            x, e, m, total, self.top_p, ascending, self._marks, self._band
+        last, kept, total = kernels.top_p_cut(
+            x, e, m, self.top_p, ascending, self._marks, self._band
         )
         if kept <= _EXACT_ORDER:  # in llama.cpp's order
             u = uniform(self.rng)
             return int(kernels.draw_kept(x, last, self._band, self._temperature32, u))
         # A large kept set: rejection sampling, exact. Where the distribution is flat (the mean
         # of exp(x - m) above 1/8), propose uniformly and accept with the tempered weight: a few
-        # tries and no pass over the vocabulary. Else propose from exp(x - m), which is at hand,
+        # tries and no pass over the vocabulary. Else propose from exp(x - m) (one exp pass),
         # and accept with the ratio of the tempered weight to it. A run of misses hands over to
         # the direct draw, exact too.
         threshold, top = float(x[last]), float(m)
@@ -329,6 +328,7 @@ class Sampler:
                 if uniform(self.rng) < math.exp((xi - top) / self.temperature):
                     return i
         else:
+            self._exp_sum(e[: self.n], x, float(m))  # the cut summed the masses without them
             kernels.block_ends(e, self._ends)
             power = 1.0 / self.temperature - 1.0
             floor = 1.0 if power >= 0 else math.exp(threshold - top)  # the envelope
@@ -344,11 +344,11 @@ class Sampler:
 def top_p_cut(x: np.ndarray, p: float) -> tuple[int, int]:
     """``sampling_kernels.top_p_cut`` on logits alone: ``(last, kept)``, for tests and tools."""
     x = np.ascontiguousarray(x, np.float32)
-    m = np.float32(x.max())
-    e = np.empty_like(x)
-    total = exp_sum()(e, x, float(m))
-    marks, band = np.zeros(-(-len(x) // 8) * 8, np.uint8), np.empty(len(x), np.int32)
-    return kernels.top_p_cut(x, e, m, total, p, np.sort(x[:: kernels.STRIDE]), marks, band)
+    e, band = np.empty_like(x), np.empty(len(x), np.int32)
+    marks = np.zeros(-(-len(x) // 8) * 8, np.uint8)
+    ascending = np.sort(x[:: kernels.STRIDE])
+    last, kept, _total = kernels.top_p_cut(x, e, np.float32(x.max()), p, ascending, marks, band)
+    return last, kept
 
 
 def compiled_top_k(n: int, k: int) -> bool:

@@ -14,8 +14,12 @@ first token.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 BLOCK = 64  # logits per block of the maxima pass and of the running sums
 STRIDE = 64  # every 64th logit estimates where top-p cuts
@@ -25,8 +29,9 @@ BINS = 64  # value ranges of the band that holds the cut
 def kernel(signature: str, *, summing: bool = False):
     """``njit`` as every kernel here is: compiled for ``signature`` when this module loads (at the
     model's load, not the first token), cached on disk, without the GIL or bounds checks.
-    ``summing`` lets LLVM reassociate float sums, so that a sum over the vocabulary vectorizes."""
-    fastmath = {"reassoc", "nsz", "contract"} if summing else False
+    ``summing`` lets LLVM reassociate float sums and take the inputs for numbers (no NaN), so
+    that a sum over the vocabulary, and the selects and maxima in it, vectorize."""
+    fastmath = {"reassoc", "nsz", "contract", "nnan"} if summing else False
     return njit(signature, cache=True, nogil=True, boundscheck=False, fastmath=fastmath)
 
 
@@ -135,19 +140,77 @@ def pick_top_k(x, k, top_p, temperature, u, ids, vals, maxima, scratch):
 
 
 # -- top-p over the whole vocabulary (no top-k) ---------------------------------------------------
-# The cut sums and lists with passes that LLVM vectorizes or that skip what is empty (a single pass
-# that lists ids as it goes cannot be vectorized): faster on warm logits, as on a GPU's host;
-# right after a CPU decode the two ways measured the same.
-@kernel("UniTuple(float64, 2)(float32[::1], float32[::1], float32)", summing=True)
-def mass_below(x, e, low):
-    """The sum of ``e`` over the logits below ``low``, and how many they are."""
-    mass = 0.0
-    count = 0.0
-    for i in range(x.shape[0]):
-        below = x[i] < low
-        mass += np.float64(e[i]) if below else 0.0
-        count += 1.0 if below else 0.0
-    return mass, count
+# The cut's passes vectorize or skip what is empty: the masses are summed as they are computed,
+# by an exp of plain arithmetic, never stored; the band is marked, then listed eight at a time.
+def _bits_as_float32(typingctx, bits):
+    """The float32 whose bits are the int32 ``bits`` (a reinterpretation, free in LLVM)."""
+    if bits != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+float_from_bits: Any = intrinsic(_bits_as_float32)  # numba's intrinsic has no static type
+
+
+@njit(inline="always", fastmath={"contract"})
+def exp_neg(r):
+    """exp(r) in float32 for r <= 0: Cephes' expf (r = n ln 2 + g, a degree-7 polynomial in g
+    times 2^n built from its bits), within 3e-7 of exp. Plain arithmetic, so that a pass
+    calling it vectorizes: numba has no vectorized exp (numpy's is a call per element). 0 below
+    -87, where float32 leaves its normal range."""
+    n = np.floor(max(r, np.float32(-87.0)) * np.float32(1.4426950408889634) + np.float32(0.5))
+    g = r - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * g + np.float32(1.3981999507e-3)
+    p = p * g + np.float32(8.3334519073e-3)
+    p = p * g + np.float32(4.1665795894e-2)
+    p = p * g + np.float32(1.6666665459e-1)
+    p = p * g + np.float32(5.0000001201e-1)
+    p = p * g * g + g + np.float32(1.0)
+    scale = float_from_bits(np.int32((n + np.float32(127.0)) * np.float32(8388608.0)))
+    return p * scale if r >= np.float32(-87.0) else np.float32(0.0)
+
+
+@kernel("UniTuple(float64, 3)(float32[::1], float32, float32)", summing=True)
+def masses(x, m, low):
+    """The sum of ``exp(x - m)`` over the vocabulary, its sum over the logits below ``low``, and
+    how many those are; one pass, float32 lanes within a block of BLOCK, float64 across."""
+    total, below, n_below = 0.0, 0.0, 0.0
+    n = x.shape[0]
+    whole = n - n % BLOCK
+    for start in range(0, whole, BLOCK):
+        block_total, block_below, block_count = np.float32(0), np.float32(0), np.float32(0)
+        for i in range(start, start + BLOCK):
+            w = exp_neg(x[i] - m)
+            under = np.float32(x[i] < low)
+            block_total += w
+            block_below += w * under
+            block_count += under
+        total += block_total
+        below += block_below
+        n_below += block_count
+    for i in range(whole, n):
+        w = np.float64(exp_neg(x[i] - m))
+        total += w
+        if x[i] < low:
+            below += w
+            n_below += 1.0
+    return total, below, n_below
+
+
+@kernel("float64(float32[::1], float32)", summing=True)
+def weigh(values, m):
+    """``values`` replaced by ``exp(values - m)``; returns their sum."""
+    total = 0.0
+    for j in range(values.shape[0]):
+        w = exp_neg(values[j] - m)
+        values[j] = w
+        total += np.float64(w)
+    return total
 
 
 @kernel("void(float32[::1], float32, float32, uint8[::1])")
@@ -174,45 +237,48 @@ def list_marked(marks, ids):
 
 
 @kernel(
-    "UniTuple(int64, 2)(float32[::1], float32[::1], float32, float64, float64, float32[::1], "
+    "Tuple((int64, int64, float64))(float32[::1], float32[::1], float32, float64, float32[::1], "
     "uint8[::1], int32[::1])"
 )
-def top_p_cut(x, e, m, total, p, ascending, marks, band):
+def top_p_cut(x, e, m, p, ascending, marks, band):
     """Top-p's kept set over the whole vocabulary: the fewest tokens, by logit descending (ties:
-    lowest ids first), whose mass ``e`` (``exp(x - m)``, summing to ``total``) reaches
-    ``p * total``. Returns ``(last, kept)``: the set is every token with a logit above
-    ``x[last]`` and those equal to it with an id up to ``last``; ``kept`` is its size.
+    lowest ids first), whose mass (``exp(x - m)``, ``m`` the largest logit) reaches ``p`` of the
+    total. Returns ``(last, kept, total)``: the set is every token with a logit above ``x[last]``
+    and those equal to it with an id up to ``last``; ``kept`` is its size, ``total`` the mass of
+    the vocabulary.
 
     llama.cpp sorts the vocabulary to find it. Here ``ascending`` (every STRIDE-th logit, sorted)
-    estimates where the cut falls and a band of logits around it; the mass below the band is
-    summed, the band listed (both widened until the band holds the cut), and the band's logits
-    split into BINS value ranges so that only the range holding the cut is sorted. ``marks`` is
-    scratch of the vocabulary's size rounded up to 8 (zeros beyond it), ``band`` of its size."""
+    estimates where the cut falls and a band of logits around it; one pass sums the masses (all,
+    and below the band) without storing them, the band is listed (both widened until the band
+    holds the cut), and the band's logits are split into BINS value ranges so that only the range
+    holding the cut is sorted. ``e`` is scratch of the vocabulary's size (the band's masses, in
+    the band's order), ``marks`` of that size rounded up to 8 (zeros beyond it), ``band`` of that
+    size."""
     n = x.shape[0]
-    target = p * total
     size = ascending.shape[0]
-    # The mass below the cut, estimated from the bottom up: the many small logits estimate it
-    # steadily, where the few large ones would make an estimate from the top noisy.
+    # Where the cut falls in the sample, from the bottom up: the many small logits estimate the
+    # mass below it steadily, where the few large ones would make an estimate from the top noisy.
+    weights = ascending.copy()
+    estimate = weigh(weights, m)
     below = 0.0
-    rank = size - 1  # in the sample sorted descending: where the cut falls
+    rank = 0  # in the sample sorted descending
     for j in range(size):
-        below += np.float64(np.exp(ascending[j] - m)) * STRIDE
-        if below >= (1.0 - p) * total:
+        below += weights[j]
+        if below >= (1.0 - p) * estimate:
             rank = size - 1 - j
             break
-    else:
-        rank = 0
     margin = 4 + int(2 * np.sqrt(min(rank, size - rank) + 1))
     while True:
         low_rank, high_rank = rank + margin, rank - margin
         low = ascending[size - 1 - low_rank] if low_rank < size else np.float32(-np.inf)
         high = ascending[size - 1 - high_rank] if high_rank >= 0 else np.float32(np.inf)
-        under, n_under = mass_below(x, e, low)
+        total, under, n_under = masses(x, m, low)
         mark_band(x, low, high, marks)
         count = list_marked(marks, band)
-        mass = 0.0
         for j in range(count):
-            mass += e[band[j]]
+            e[j] = x[band[j]]
+        mass = weigh(e[:count], m)  # e[j]: the mass of band[j]
+        target = p * total
         above, n_above = total - under - mass, n - int(n_under) - count
         whole = low_rank >= size and high_rank < 0
         if (above < target and target <= above + mass) or whole:
@@ -228,34 +294,34 @@ def top_p_cut(x, e, m, total, p, ascending, marks, band):
     bins = np.zeros(BINS, np.float64)
     scale = (BINS - 1) / (np.float64(highest) - lowest) if highest > lowest else 0.0
     for j in range(count):
-        bins[int((np.float64(x[band[j]]) - lowest) * scale)] += e[band[j]]
+        bins[int((np.float64(x[band[j]]) - lowest) * scale)] += e[j]
     reached, n_before, chosen = above, n_above, 0
     for b in range(BINS - 1, -1, -1):
         if reached + bins[b] >= target or b == 0:
             chosen = b
             break
         reached += bins[b]
-    in_bin = 0  # the ids of the chosen range, moved to the front of band, ascending
+    in_bin = 0  # the chosen range, moved to the front of band (and e), ascending ids
     for j in range(count):
         b = int((np.float64(x[band[j]]) - lowest) * scale)
         if b > chosen:
             n_before += 1
         elif b == chosen:
-            band[in_bin] = band[j]
+            band[in_bin], e[in_bin] = band[j], e[j]
             in_bin += 1
     # A stable insertion sort by logit, descending: ties keep the lowest ids first.
     for j in range(1, in_bin):
-        token, v = band[j], x[band[j]]
+        token, v, w = band[j], x[band[j]], e[j]
         k = j
         while k > 0 and x[band[k - 1]] < v:
-            band[k] = band[k - 1]
+            band[k], e[k] = band[k - 1], e[k - 1]
             k -= 1
-        band[k] = token
+        band[k], e[k] = token, w
     for j in range(in_bin):
-        reached += e[band[j]]
+        reached += e[j]
         if reached >= target:
-            return band[j], n_before + j + 1
-    return band[in_bin - 1], n_before + in_bin  # rounding: the whole range
+            return band[j], n_before + j + 1, total
+    return band[in_bin - 1], n_before + in_bin, total  # rounding: the whole range
 
 
 @kernel("int64(float32[::1], int64, int32[::1], float32, float64)")
