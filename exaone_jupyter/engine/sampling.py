@@ -207,7 +207,7 @@ class Sampler:
         if repeat_penalty != 1.0 and not self.greedy:
             self._recent.extend(history[-PENALTY_LAST_N:])
         padded = -(-n_vocab // kernels.BLOCK) * kernels.BLOCK
-        self._e = np.zeros(padded, np.float32)  # exp(logit - max): the top-p masses
+        self._e = np.zeros(padded, np.float32)  # top-p: the band's masses; all, for proposals
         self._w = np.zeros(padded, np.float32)  # the dist weights (temperature applied)
         self._ends = np.empty(padded // kernels.BLOCK, np.float64)  # their running block sums
         self._x = np.empty(n_vocab, np.float32)  # penalized logits

@@ -153,7 +153,7 @@ def _bits_as_float32(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
-float_from_bits: Any = intrinsic(_bits_as_float32)  # numba's intrinsic has no static type
+_float_from_bits: Any = intrinsic(_bits_as_float32)  # numba's intrinsic has no static type
 
 
 @njit(inline="always", fastmath={"contract"})
@@ -171,7 +171,7 @@ def exp_neg(r):
     p = p * g + np.float32(1.6666665459e-1)
     p = p * g + np.float32(5.0000001201e-1)
     p = p * g * g + g + np.float32(1.0)
-    scale = float_from_bits(np.int32((n + np.float32(127.0)) * np.float32(8388608.0)))
+    scale = _float_from_bits(np.int32((n + np.float32(127.0)) * np.float32(8388608.0)))
     return p * scale if r >= np.float32(-87.0) else np.float32(0.0)
 
 
