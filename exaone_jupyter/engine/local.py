@@ -402,7 +402,7 @@ class LocalBackend:
                 return token
 
             return pick_on_the_host
-        chain = llama_chain(s, prompt, self._vocab)
+        chain = llama_chain(s, prompt, self._vocab, in_graph=True)
         attached = llama_cpp.llama_set_sampler(ctx, 0, chain)  # replaces the last reply's
         if self._graph_chain is not None:
             llama_cpp.llama_sampler_free(self._graph_chain)

@@ -73,10 +73,13 @@ class LogitsReader:
         return view
 
 
-def llama_chain(s: Sampling, prompt: Sequence[int], vocab: Any) -> Any:
+def llama_chain(s: Sampling, prompt: Sequence[int], vocab: Any, *, in_graph: bool = False) -> Any:
     """The same chain as llama.cpp's own samplers, for where llama.cpp must run it: inside its
-    graph (``LoadOptions.sample_in_graph``), or behind a schema's grammar (a llama.cpp sampler)."""
+    graph (``LoadOptions.sample_in_graph``), or behind a schema's grammar (a llama.cpp sampler).
+    In the graph, top-k is ``graph_top_k``'s: the same cut in small sorts instead of one large."""
     import llama_cpp
+
+    from . import graph_top_k
 
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
@@ -87,7 +90,11 @@ def llama_chain(s: Sampling, prompt: Sequence[int], vocab: Any) -> Any:
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, s.repeat_penalty, 0, 0))
     if s.top_k > 0:
-        add(llama_cpp.llama_sampler_init_top_k(s.top_k))
+        add(
+            graph_top_k.sampler(s.top_k)
+            if in_graph
+            else llama_cpp.llama_sampler_init_top_k(s.top_k)
+        )
     if s.top_p < 1.0:
         add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
     add(llama_cpp.llama_sampler_init_temp(s.temperature))

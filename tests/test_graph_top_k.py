@@ -1,0 +1,161 @@
+"""graph_top_k: llama.cpp's top-k cut as small sorts, computed by ggml and inside a decode.
+
+The GPU is where it pays (benchmarks/gpu/graph_sampler_cost.py); what it computes is the same
+on ggml's CPU backend, which these tests run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from exaone_jupyter.engine import graph_top_k  # noqa: E402
+from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling  # noqa: E402
+from exaone_jupyter.engine.gpu import _load_lib  # noqa: E402
+from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
+from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
+from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
+
+PROMPT = "[|user|]Tell me about Seoul.\n[|assistant|]"
+
+
+def test_levels_split_the_vocabulary_into_rows_a_block_sorts():
+    assert graph_top_k.levels(102_400, 40) == [(1024, 100), (1000, 4), (160, 1)]
+    assert graph_top_k.levels(102_400, 1) == [(1024, 100), (100, 1)]
+    assert graph_top_k.levels(102_400, 100) == [(1024, 100), (1000, 10), (1000, 1)]
+    assert graph_top_k.levels(32_000, 40) == [(1000, 32), (640, 2), (80, 1)]
+    # no split: one ggml_top_k, as llama.cpp's own sampler does
+    assert graph_top_k.levels(268, 40) is None  # fits one row
+    assert graph_top_k.levels(151_936, 40) is None  # 128 x 1,187 (a prime): no second level
+    assert graph_top_k.levels(102_400, 600) is None  # two rows' survivors overflow a row
+
+
+# -- the ops, computed by ggml's CPU backend ------------------------------------------------------
+def ggml_top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """graph_top_k.top_k's (values, ids) of ``x``, built in a ggml context and computed."""
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    base, cpu = _load_lib(lib_dir, "ggml-base"), _load_lib(lib_dir, "ggml-cpu")
+    p = ctypes.c_void_p
+    base.ggml_init.restype, base.ggml_init.argtypes = p, [graph_top_k._InitParams]
+    base.ggml_new_tensor_1d.restype = p
+    base.ggml_new_tensor_1d.argtypes = [p, ctypes.c_int, ctypes.c_int64]
+    base.ggml_get_data.restype, base.ggml_get_data.argtypes = p, [p]
+    base.ggml_new_graph.restype, base.ggml_new_graph.argtypes = p, [p]
+    base.ggml_build_forward_expand.argtypes = [p, p]
+    base.ggml_free.argtypes = [p]
+    cpu.ggml_graph_compute_with_ctx.argtypes = [p, p, ctypes.c_int]
+    ctx = base.ggml_init(graph_top_k._InitParams(64 * 2**20, None, False))
+    try:
+        logits = base.ggml_new_tensor_1d(ctx, graph_top_k.GGML_TYPE_F32, len(x))
+        np.ctypeslib.as_array((ctypes.c_float * len(x)).from_address(base.ggml_get_data(logits)))[
+            :
+        ] = x
+        values, ids = graph_top_k.top_k(ctx, logits, k)
+        graph = base.ggml_new_graph(ctx)
+        base.ggml_build_forward_expand(graph, values)
+        base.ggml_build_forward_expand(graph, ids)
+        assert cpu.ggml_graph_compute_with_ctx(ctx, graph, 2) == 0
+        read = lambda t, c: np.ctypeslib.as_array((c * k).from_address(base.ggml_get_data(t)))  # noqa: E731
+        return read(values, ctypes.c_float).copy(), read(ids, ctypes.c_int32).copy()
+    finally:
+        base.ggml_free(ctx)
+
+
+@pytest.mark.parametrize(
+    ("n", "k"),
+    [(102_400, 40), (102_400, 1), (102_400, 100), (32_000, 40), (268, 40), (151_936, 40)],
+)
+def test_the_cut_keeps_the_k_largest_with_their_logits(n, k):
+    rng = np.random.default_rng(n + k)
+    for _ in range(3):
+        x = (rng.standard_normal(n) * 3).astype(np.float32)
+        values, ids = ggml_top_k(x, k)
+        assert sorted(ids.tolist()) == sorted(np.argsort(-x, kind="stable")[:k].tolist())
+        assert np.array_equal(values, x[ids])  # each id with its own logit
+
+
+def test_a_peak_in_one_row_survives_every_level():
+    """The k largest all in one row of the first level, and at the very end of the vector."""
+    x = np.zeros(102_400, np.float32)
+    x[-40:] = np.arange(1, 41, dtype=np.float32)
+    x[:1024] = -1.0
+    _, ids = ggml_top_k(x, 40)
+    assert sorted(ids.tolist()) == list(range(102_360, 102_400))
+
+
+# -- in a decode: the same draws as llama.cpp's own chain ------------------------------------------
+@pytest.fixture(scope="module")
+def in_graph(tmp_path_factory):
+    path = write_random_gguf(
+        tmp_path_factory.mktemp("g") / "vocab102k.gguf",
+        arch="exaone4",
+        pre="exaone4",
+        n_vocab=102_400,
+        shape=TinyShape(n_ctx=1024),
+    )
+    backend = LocalBackend(read_gguf(path), LoadOptions(gpu_layers="none", sample_in_graph=True))
+    yield path, backend
+    backend.close()
+
+
+def llama_chain_tokens(path: Path, prompt: list[int], s: Sampling, n: int) -> list[int]:
+    """The tokens llama.cpp's own chain (its top-k sampler) draws in its graph: a bare loop."""
+    llm = llama_cpp.Llama(str(path), n_ctx=1024, n_gpu_layers=0, verbose=False)
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    for sampler in (
+        llama_cpp.llama_sampler_init_top_k(s.top_k),
+        llama_cpp.llama_sampler_init_top_p(s.top_p, 1),
+        llama_cpp.llama_sampler_init_temp(s.temperature),
+        llama_cpp.llama_sampler_init_dist(s.seed),
+    ):
+        llama_cpp.llama_sampler_chain_add(chain, sampler)
+    try:
+        assert llama_cpp.llama_set_sampler(llm.ctx, 0, chain)
+        llm.eval(prompt)
+        tokens: list[int] = []
+        for _ in range(n):
+            tokens.append(llama_cpp.llama_get_sampled_token_ith(llm.ctx, -1))
+            llama_cpp.llama_sampler_accept(chain, tokens[-1])
+            llm.eval([tokens[-1]])
+        return tokens
+    finally:
+        llama_cpp.llama_set_sampler(llm.ctx, 0, None)
+        llama_cpp.llama_sampler_free(chain)
+        llm.close()
+
+
+TOP_K = graph_top_k.top_k
+
+
+def test_the_engine_draws_what_llamas_own_chain_draws(in_graph, monkeypatch):
+    path, backend = in_graph
+    built = []
+    monkeypatch.setattr(graph_top_k, "top_k", lambda *a: built.append(a) or TOP_K(*a))
+    ids = backend.tokenize(PROMPT, special=True)
+    for seed, temperature in ((1, 0.7), (2, 1.5)):
+        s = Sampling(temperature=temperature, top_k=40, top_p=0.95, max_tokens=40, seed=seed)
+        backend.stream(Request(s, prompt_ids=ids)).consume()
+        drawn = backend._kv_ids[len(ids) :]  # decoded: all but the last sampled token
+        assert len(drawn) == 39 and drawn == llama_chain_tokens(path, ids, s, 39)
+    assert built  # the blocks were in the graph, not llama.cpp's top-k on the CPU
+
+
+def test_a_cut_that_cannot_be_built_is_llamas_own_and_says_so(in_graph, monkeypatch, caplog):
+    path, backend = in_graph
+
+    def broken(*args):
+        raise RuntimeError("no such op")
+
+    monkeypatch.setattr(graph_top_k, "top_k", broken)
+    ids = backend.tokenize(PROMPT, special=True)
+    s = Sampling(temperature=0.7, top_k=40, top_p=0.95, max_tokens=20, seed=3)
+    with caplog.at_level(logging.ERROR, logger=graph_top_k.__name__):
+        backend.stream(Request(s, prompt_ids=ids)).consume()
+    assert "ggml_top_k does it" in caplog.text
+    assert backend._kv_ids[len(ids) :] == llama_chain_tokens(path, ids, s, 19)
