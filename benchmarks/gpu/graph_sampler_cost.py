@@ -5,7 +5,10 @@ that figure: one context on EXAONE-4.0-1.2B's shape (102,400-token vocabulary), 
 ``llama_decode`` loop, and a chain attached with ``llama_set_sampler`` per case, interleaved round
 by round against the floor of speed_gpu.py (numpy argmax on the copied logits, no sampler). The
 suspect is top-k: ggml's CUDA top-k is CUB's ``DeviceTopK`` only when built with CCCL >= 3.2;
-with older headers (CUDA 13.0's) it sorts the whole row.
+with older headers (CUDA 13.0's) it sorts the whole row. Beside llama.cpp's chains run the
+engine's (``engine/graph_samplers.py``: ending in a sampler that leaves only the token to copy
+back) and the small-sort top-k (rows of 1,024, then their survivors), each checked to draw
+llama.cpp's tokens for the same seed. It runs on a CPU build too (``--model`` any GGUF).
 
     python3 benchmarks/gpu/graph_sampler_cost.py --model /tmp/m.gguf [--tokens 200] [--rounds 3]
 """
@@ -30,36 +33,58 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from stream_overhead import BareLoop  # noqa: E402
 
-from exaone_jupyter.engine import threads  # noqa: E402
+from exaone_jupyter.engine import graph_samplers, threads  # noqa: E402
 from exaone_jupyter.engine.sampling import Sampler  # noqa: E402
 
 Chain = Callable[[], list]  # the samplers of one case, freshly made
 DEFAULT = {"temperature": 0.7, "top_k": 40, "top_p": 0.95}
 CUT = "top-k 40 in the graph, then top-p, temp and dist in numpy on the 40"
+GREEDY, GREEDY_ENGINE = "greedy", "greedy, token only (the engine's)"
+TOP_K, TOP_K_BLOCKS = "top-k 40 + dist", "top-k 40 in blocks + dist"
+DEFAULT_LLAMA = "default (top-k 40, top-p 0.95, temp 0.7, dist)"
+DEFAULT_ENGINE = "default, token only (the engine's)"
+DEFAULT_BLOCKS = "default, top-k in blocks, token only"
+SAME_TOKENS = [  # (llama.cpp's chain, ours): the same seed must draw the same tokens
+    (GREEDY, GREEDY_ENGINE),
+    (TOP_K, TOP_K_BLOCKS),
+    (DEFAULT_LLAMA, DEFAULT_ENGINE),
+    (DEFAULT_LLAMA, DEFAULT_BLOCKS),
+]
+
+
+def default_tail() -> list:
+    return [
+        llama_cpp.llama_sampler_init_top_p(0.95, 1),
+        llama_cpp.llama_sampler_init_temp(0.7),
+        llama_cpp.llama_sampler_init_dist(1),
+    ]
 
 
 CASES: dict[str, Chain] = {
-    "greedy": lambda: [llama_cpp.llama_sampler_init_greedy()],
-    "top-k 40 + dist": lambda: [
-        llama_cpp.llama_sampler_init_top_k(40),
+    GREEDY: lambda: [llama_cpp.llama_sampler_init_greedy()],
+    GREEDY_ENGINE: lambda: [llama_cpp.llama_sampler_init_greedy(), graph_samplers.token_only()],
+    TOP_K: lambda: [llama_cpp.llama_sampler_init_top_k(40), llama_cpp.llama_sampler_init_dist(1)],
+    TOP_K_BLOCKS: lambda: [
+        graph_samplers.top_k(40, blocks=True),
         llama_cpp.llama_sampler_init_dist(1),
     ],
     "temp 0.7 + dist (softmax and cumsum over the vocabulary)": lambda: [
         llama_cpp.llama_sampler_init_temp(0.7),
         llama_cpp.llama_sampler_init_dist(1),
     ],
-    "default (top-k 40, top-p 0.95, temp 0.7, dist)": lambda: [
-        llama_cpp.llama_sampler_init_top_k(40),
-        llama_cpp.llama_sampler_init_top_p(0.95, 1),
-        llama_cpp.llama_sampler_init_temp(0.7),
-        llama_cpp.llama_sampler_init_dist(1),
+    DEFAULT_LLAMA: lambda: [llama_cpp.llama_sampler_init_top_k(40), *default_tail()],
+    DEFAULT_ENGINE: lambda: [
+        graph_samplers.top_k(40),
+        *default_tail(),
+        graph_samplers.token_only(),
+    ],
+    DEFAULT_BLOCKS: lambda: [
+        graph_samplers.top_k(40, blocks=True),
+        *default_tail(),
+        graph_samplers.token_only(),
     ],
     CUT: lambda: [llama_cpp.llama_sampler_init_top_k(40)],
-    "top-p 0.95 alone (+ temp, dist)": lambda: [
-        llama_cpp.llama_sampler_init_top_p(0.95, 1),
-        llama_cpp.llama_sampler_init_temp(0.7),
-        llama_cpp.llama_sampler_init_dist(1),
-    ],
+    "top-p 0.95 alone (+ temp, dist)": lambda: default_tail(),
 }
 
 
@@ -105,10 +130,12 @@ class Loop(BareLoop):
             return token
 
         token, position = pick(), len(self.prompt)
+        self.tokens = [token]  # the last run's, for comparing chains
         started = time.perf_counter()
         for _ in range(n - 1):
             self._decode([token], position)
             token = pick()
+            self.tokens.append(token)
             position += 1
         seconds = (time.perf_counter() - started) / (n - 1)
         llama_cpp.llama_set_sampler(self.ctx, 0, None)
@@ -129,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         loop.run(16, make_chain, finish if name == CUT else None)  # warm-up: graphs reserved
     floor: list[float] = []
     cases: dict[str, list[float]] = {name: [] for name in CASES}
+    drawn: dict[str, list[list[int]]] = {name: [] for name in CASES}
     for _ in range(args.rounds):
         floor.append(loop.run(args.tokens, None))
         for name, make_chain in CASES.items():
             cases[name].append(loop.run(args.tokens, make_chain, finish if name == CUT else None))
+            drawn[name].append(loop.tokens)
     floor_s = statistics.median(floor)
     print(f"floor (numpy argmax on the copied logits): {1 / floor_s:,.0f} tok/s")
     print("\n| in llama.cpp's graph | tok/s | vs the floor | beyond the floor, µs/token |")
@@ -140,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, runs in cases.items():
         s = statistics.median(runs)
         print(f"| {name} | {1 / s:,.0f} | {floor_s / s:.3f}x | {(s - floor_s) * 1e6:.0f} |")
+    for llamas, ours in SAME_TOKENS:
+        same = sum(a == b for a, b in zip(drawn[llamas], drawn[ours], strict=True))
+        print(f"- {ours}: the tokens of {llamas} (seed 1) in {same} of {args.rounds} runs")
     loop.close()
     return 0
 

@@ -19,8 +19,8 @@ def probe_gpu() -> GpuInfo:
         return GpuInfo(False)
     try:  # ggml's device registry: works for CUDA, Metal, Vulkan and ROCm alike
         lib_dir = Path(llama_cpp.__file__).parent / "lib"
-        ggml = _load_lib(lib_dir, "ggml")
-        base = _load_lib(lib_dir, "ggml-base")
+        ggml = load_lib(lib_dir, "ggml")
+        base = load_lib(lib_dir, "ggml-base")
         ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
         ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
         base.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
@@ -43,7 +43,7 @@ def probe_gpu() -> GpuInfo:
     return GpuInfo(True)
 
 
-def _load_lib(lib_dir: Path, stem: str) -> ctypes.CDLL:
+def load_lib(lib_dir: Path, stem: str) -> ctypes.CDLL:
     """The copy of ``stem`` that llama.cpp itself loaded.
 
     A wheel holds libggml.so, libggml.so.0 and libggml.so.0.x as three separate files, and

@@ -32,7 +32,7 @@ import ctypes
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,31 +76,44 @@ class LogitsReader:
 def llama_chain(s: Sampling, prompt: Sequence[int], vocab: Any, *, in_graph: bool = False) -> Any:
     """The same chain as llama.cpp's own samplers, for where llama.cpp must run it: inside its
     graph (``LoadOptions.sample_in_graph``), or behind a schema's grammar (a llama.cpp sampler).
-    In the graph, top-k is ``graph_top_k``'s: the same cut in small sorts instead of one large."""
+    In the graph it ends in ``graph_samplers.token_only``: the token is all the engine reads."""
     import llama_cpp
 
-    from . import graph_top_k
+    from . import graph_samplers
 
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
+    for sampler in _llama_samplers(s, vocab, in_graph=in_graph):
+        llama_cpp.llama_sampler_chain_add(chain, sampler)
+    if in_graph:
+        llama_cpp.llama_sampler_chain_add(chain, graph_samplers.token_only())
+    return _accepted(chain, prompt)
+
+
+def _llama_samplers(s: Sampling, vocab: Any, *, in_graph: bool) -> Iterator[Any]:
+    """llama.cpp's samplers for ``s``, in its order (top-k in the graph: ``graph_samplers``')."""
+    import llama_cpp
+
+    from . import graph_samplers
+
     if s.temperature == 0:
-        add(llama_cpp.llama_sampler_init_greedy())
-        return chain
+        yield llama_cpp.llama_sampler_init_greedy()
+        return
     if s.repeat_penalty != 1.0:
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-        add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, s.repeat_penalty, 0, 0))
+        yield llama_cpp.llama_sampler_init_penalties(
+            n_vocab, PENALTY_LAST_N, s.repeat_penalty, 0, 0
+        )
     if s.top_k > 0:
-        add(
-            graph_top_k.sampler(s.top_k)
+        yield (
+            graph_samplers.top_k(s.top_k)
             if in_graph
             else llama_cpp.llama_sampler_init_top_k(s.top_k)
         )
     if s.top_p < 1.0:
-        add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
-    add(llama_cpp.llama_sampler_init_temp(s.temperature))
+        yield llama_cpp.llama_sampler_init_top_p(s.top_p, 1)
+    yield llama_cpp.llama_sampler_init_temp(s.temperature)
     seed = s.seed if s.seed is not None else random.SystemRandom().getrandbits(32)
-    add(llama_cpp.llama_sampler_init_dist(seed))
-    return _accepted(chain, prompt)
+    yield llama_cpp.llama_sampler_init_dist(seed)
 
 
 def _accepted(chain: Any, prompt: Sequence[int]) -> Any:

@@ -1,7 +1,7 @@
-"""graph_top_k: llama.cpp's top-k cut as small sorts, computed by ggml and inside a decode.
+"""graph_samplers: our samplers in llama.cpp's graph, computed by ggml and inside a decode.
 
-The GPU is where it pays (benchmarks/gpu/graph_sampler_cost.py); what it computes is the same
-on ggml's CPU backend, which these tests run.
+What the ops compute is the same on ggml's CPU backend, which these tests run; the GPU is where
+the small sorts would pay (benchmarks/gpu/graph_sampler_cost.py).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from exaone_jupyter.engine import graph_top_k  # noqa: E402
+from exaone_jupyter.engine import graph_samplers  # noqa: E402
 from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling  # noqa: E402
-from exaone_jupyter.engine.gpu import _load_lib  # noqa: E402
+from exaone_jupyter.engine.gpu import load_lib  # noqa: E402
 from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
 from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
 from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
@@ -26,23 +26,23 @@ PROMPT = "[|user|]Tell me about Seoul.\n[|assistant|]"
 
 
 def test_levels_split_the_vocabulary_into_rows_a_block_sorts():
-    assert graph_top_k.levels(102_400, 40) == [(1024, 100), (1000, 4), (160, 1)]
-    assert graph_top_k.levels(102_400, 1) == [(1024, 100), (100, 1)]
-    assert graph_top_k.levels(102_400, 100) == [(1024, 100), (1000, 10), (1000, 1)]
-    assert graph_top_k.levels(32_000, 40) == [(1000, 32), (640, 2), (80, 1)]
+    assert graph_samplers.levels(102_400, 40) == [(1024, 100), (1000, 4), (160, 1)]
+    assert graph_samplers.levels(102_400, 1) == [(1024, 100), (100, 1)]
+    assert graph_samplers.levels(102_400, 100) == [(1024, 100), (1000, 10), (1000, 1)]
+    assert graph_samplers.levels(32_000, 40) == [(1000, 32), (640, 2), (80, 1)]
     # no split: one ggml_top_k, as llama.cpp's own sampler does
-    assert graph_top_k.levels(268, 40) is None  # fits one row
-    assert graph_top_k.levels(151_936, 40) is None  # 128 x 1,187 (a prime): no second level
-    assert graph_top_k.levels(102_400, 600) is None  # two rows' survivors overflow a row
+    assert graph_samplers.levels(268, 40) is None  # fits one row
+    assert graph_samplers.levels(151_936, 40) is None  # 128 x 1,187 (a prime): no second level
+    assert graph_samplers.levels(102_400, 600) is None  # two rows' survivors overflow a row
 
 
 # -- the ops, computed by ggml's CPU backend ------------------------------------------------------
 def ggml_top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """graph_top_k.top_k's (values, ids) of ``x``, built in a ggml context and computed."""
+    """graph_samplers.build_top_k's (values, ids) of ``x``, built in a ggml context, computed."""
     lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    base, cpu = _load_lib(lib_dir, "ggml-base"), _load_lib(lib_dir, "ggml-cpu")
+    base, cpu = load_lib(lib_dir, "ggml-base"), load_lib(lib_dir, "ggml-cpu")
     p = ctypes.c_void_p
-    base.ggml_init.restype, base.ggml_init.argtypes = p, [graph_top_k._InitParams]
+    base.ggml_init.restype, base.ggml_init.argtypes = p, [graph_samplers.InitParams]
     base.ggml_new_tensor_1d.restype = p
     base.ggml_new_tensor_1d.argtypes = [p, ctypes.c_int, ctypes.c_int64]
     base.ggml_get_data.restype, base.ggml_get_data.argtypes = p, [p]
@@ -50,13 +50,13 @@ def ggml_top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     base.ggml_build_forward_expand.argtypes = [p, p]
     base.ggml_free.argtypes = [p]
     cpu.ggml_graph_compute_with_ctx.argtypes = [p, p, ctypes.c_int]
-    ctx = base.ggml_init(graph_top_k._InitParams(64 * 2**20, None, False))
+    ctx = base.ggml_init(graph_samplers.InitParams(64 * 2**20, None, False))
     try:
-        logits = base.ggml_new_tensor_1d(ctx, graph_top_k.GGML_TYPE_F32, len(x))
+        logits = base.ggml_new_tensor_1d(ctx, graph_samplers.GGML_TYPE_F32, len(x))
         np.ctypeslib.as_array((ctypes.c_float * len(x)).from_address(base.ggml_get_data(logits)))[
             :
         ] = x
-        values, ids = graph_top_k.top_k(ctx, logits, k)
+        values, ids = graph_samplers.build_top_k(ctx, logits, k)
         graph = base.ggml_new_graph(ctx)
         base.ggml_build_forward_expand(graph, values)
         base.ggml_build_forward_expand(graph, ids)
@@ -130,32 +130,85 @@ def llama_chain_tokens(path: Path, prompt: list[int], s: Sampling, n: int) -> li
         llm.close()
 
 
-TOP_K = graph_top_k.top_k
+BUILD = graph_samplers.build_top_k
 
 
-def test_the_engine_draws_what_llamas_own_chain_draws(in_graph, monkeypatch):
+@pytest.fixture
+def built(monkeypatch):
+    """The ``blocks`` argument of every top-k built into a graph while the test runs."""
+    seen: list[bool] = []
+
+    def recorded(*args, blocks=True, **kwargs):
+        seen.append(blocks)
+        return BUILD(*args, blocks=blocks, **kwargs)
+
+    monkeypatch.setattr(graph_samplers, "build_top_k", recorded)
+    return seen
+
+
+def reply(backend, s: Sampling) -> list[int]:
+    """The engine's reply to PROMPT: the tokens it decoded (all but the last sampled)."""
+    ids = backend.tokenize(PROMPT, special=True)
+    backend.stream(Request(s, prompt_ids=ids)).consume()
+    return backend._kv_ids[len(ids) :]
+
+
+def test_the_small_sorts_draw_what_llamas_own_chain_draws(in_graph, built, monkeypatch):
+    """The blocks pay off on a GPU if anywhere; here they run on the CPU, by the test's choice."""
     path, backend = in_graph
-    built = []
-    monkeypatch.setattr(graph_top_k, "top_k", lambda *a: built.append(a) or TOP_K(*a))
+    monkeypatch.setattr(graph_samplers, "pays_off", lambda device: True)
     ids = backend.tokenize(PROMPT, special=True)
     for seed, temperature in ((1, 0.7), (2, 1.5)):
         s = Sampling(temperature=temperature, top_k=40, top_p=0.95, max_tokens=40, seed=seed)
-        backend.stream(Request(s, prompt_ids=ids)).consume()
-        drawn = backend._kv_ids[len(ids) :]  # decoded: all but the last sampled token
+        drawn = reply(backend, s)
         assert len(drawn) == 39 and drawn == llama_chain_tokens(path, ids, s, 39)
-    assert built  # the blocks were in the graph, not llama.cpp's top-k on the CPU
+    assert built and all(built)  # in the graph, as blocks
+
+
+def test_the_engine_cuts_with_llamas_one_sort_until_the_blocks_pay_off(in_graph, built):
+    path, backend = in_graph
+    s = Sampling(temperature=0.7, top_k=40, top_p=0.95, max_tokens=12, seed=4)
+    drawn = reply(backend, s)
+    assert drawn == llama_chain_tokens(path, backend.tokenize(PROMPT, special=True), s, 11)
+    assert built and not any(built)
 
 
 def test_a_cut_that_cannot_be_built_is_llamas_own_and_says_so(in_graph, monkeypatch, caplog):
     path, backend = in_graph
 
-    def broken(*args):
-        raise RuntimeError("no such op")
+    def broken(*args, blocks=True, **kwargs):
+        if blocks:
+            raise RuntimeError("no such op")
+        return BUILD(*args, blocks=False, **kwargs)
 
-    monkeypatch.setattr(graph_top_k, "top_k", broken)
-    ids = backend.tokenize(PROMPT, special=True)
+    monkeypatch.setattr(graph_samplers, "pays_off", lambda device: True)
+    monkeypatch.setattr(graph_samplers, "build_top_k", broken)
     s = Sampling(temperature=0.7, top_k=40, top_p=0.95, max_tokens=20, seed=3)
-    with caplog.at_level(logging.ERROR, logger=graph_top_k.__name__):
-        backend.stream(Request(s, prompt_ids=ids)).consume()
+    with caplog.at_level(logging.ERROR, logger=graph_samplers.__name__):
+        drawn = reply(backend, s)
     assert "ggml_top_k does it" in caplog.text
-    assert backend._kv_ids[len(ids) :] == llama_chain_tokens(path, ids, s, 19)
+    assert drawn == llama_chain_tokens(path, backend.tokenize(PROMPT, special=True), s, 19)
+
+
+@pytest.mark.parametrize("temperature", [0.7, 0])
+def test_only_the_token_comes_back_from_the_graph(in_graph, temperature):
+    """llama.cpp copies back whatever the chain leaves: after greedy, the vocabulary's logits."""
+    _, backend = in_graph
+    ctx = backend._llm.ctx
+    reply(backend, Sampling(temperature=temperature, max_tokens=3, seed=1))
+    counts = (
+        llama_cpp.llama_get_sampled_logits_count_ith(ctx, -1),
+        llama_cpp.llama_get_sampled_probs_count_ith(ctx, -1),
+        llama_cpp.llama_get_sampled_candidates_count_ith(ctx, -1),
+    )
+    assert counts == (0, 0, 0)
+    # what the test tells apart: llama.cpp's chain alone leaves them to copy
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+    try:
+        assert llama_cpp.llama_set_sampler(ctx, 0, chain)
+        backend._decode_next(backend._kv_ids[-1])
+        assert llama_cpp.llama_get_sampled_logits_count_ith(ctx, -1) == backend._n_vocab
+    finally:
+        llama_cpp.llama_set_sampler(ctx, 0, None)  # a chain attaches once: the next reply's
+        llama_cpp.llama_sampler_free(chain)
