@@ -15,7 +15,8 @@ llama.cpp runs a chain in its decode graph when every sampler in it has a backen
   k largest of each of its parts, so the "blocks" form splits the logits into rows of at most
   1,024, which ggml sorts inside one thread block, keeps each row's k largest, and repeats on
   the survivors: three levels for EXAONE's vocabulary and k = 40. It keeps the same tokens
-  with the same logits as llama.cpp's top-k, so the chain after it draws the same tokens.
+  with the same logits as llama.cpp's top-k (where logits tie at the k-th place, maybe another
+  of the tied), so the chain after it draws the same tokens.
   ``pays_off`` decides where it runs.
 """
 
