@@ -4,7 +4,9 @@ imports this module, so the fixtures are available in every test file without an
 Tests run the real llama.cpp engine on models they make (``exaone_jupyter.testing``) or on the
 shipped ``exaone-demo`` model, never a fake backend.
 
-* engine: ``tiny_gguf``, ``tiny_backend``, ``prompt_ids`` (session-wide; loads in milliseconds);
+* engine: ``tiny_gguf``, ``tiny_backend``, ``prompt_ids`` (session-wide; loads in milliseconds),
+  ``vocab102k_gguf`` (the same with EXAONE's 102,400-token vocabulary) and ``in_graph`` (the
+  engine on it, sampling in llama.cpp's graph as it does on a GPU; one per module);
 * chat: ``demo_backend``, ``random_backend`` and ``backend`` (each of the two in turn);
 * server: ``server`` (llama-cpp-python's OpenAI-compatible server on loopback, serving the demo
   model; one per module) and ``vllm_server`` (vLLM's, serving exaone-4.0-demo's Hugging Face
@@ -30,7 +32,7 @@ import pytest
 
 import exaone_jupyter
 from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT
-from exaone_jupyter.testing import write_random_gguf
+from exaone_jupyter.testing import TinyShape, write_random_gguf
 from kernel_helpers import DEMO_ANSWER, DEMO_QUESTION, Snapshot, answer_of, start_kernel
 
 DATA = Path(exaone_jupyter.__file__).parent / "data"
@@ -63,6 +65,31 @@ def _backend(path):
 def tiny_gguf(tmp_path_factory):
     """Path of a ~100K-parameter random-weight GGUF in EXAONE's format (f32, 512-token context)."""
     return write_random_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def vocab102k_gguf(tmp_path_factory):
+    """Path of a tiny random-weight exaone4 GGUF with EXAONE's 102,400-token vocabulary."""
+    return write_random_gguf(
+        tmp_path_factory.mktemp("models") / "vocab102k.gguf",
+        arch="exaone4",
+        pre="exaone4",
+        n_vocab=102_400,
+        shape=TinyShape(n_ctx=1024),
+    )
+
+
+@pytest.fixture(scope="module")
+def in_graph(vocab102k_gguf):
+    """(path, engine): ``vocab102k_gguf`` loaded with ``sample_in_graph`` forced on the CPU."""
+    from exaone_jupyter.engine.backend import LoadOptions
+    from exaone_jupyter.engine.local import LocalBackend
+    from exaone_jupyter.model.gguf_check import read_gguf
+
+    options = LoadOptions(gpu_layers="none", sample_in_graph=True)
+    backend = LocalBackend(read_gguf(vocab102k_gguf), options)
+    yield vocab102k_gguf, backend
+    backend.close()
 
 
 @pytest.fixture(scope="session")

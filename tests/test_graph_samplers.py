@@ -16,11 +16,8 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from exaone_jupyter.engine import graph_samplers  # noqa: E402
-from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling  # noqa: E402
+from exaone_jupyter.engine.backend import Request, Sampling  # noqa: E402
 from exaone_jupyter.engine.gpu import load_lib  # noqa: E402
-from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
-from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
-from exaone_jupyter.testing import TinyShape, write_random_gguf  # noqa: E402
 
 PROMPT = "[|user|]Tell me about Seoul.\n[|assistant|]"
 
@@ -90,20 +87,6 @@ def test_a_peak_in_one_row_survives_every_level():
 
 
 # -- in a decode: the same draws as llama.cpp's own chain ------------------------------------------
-@pytest.fixture(scope="module")
-def in_graph(tmp_path_factory):
-    path = write_random_gguf(
-        tmp_path_factory.mktemp("g") / "vocab102k.gguf",
-        arch="exaone4",
-        pre="exaone4",
-        n_vocab=102_400,
-        shape=TinyShape(n_ctx=1024),
-    )
-    backend = LocalBackend(read_gguf(path), LoadOptions(gpu_layers="none", sample_in_graph=True))
-    yield path, backend
-    backend.close()
-
-
 def llama_chain_tokens(path: Path, prompt: list[int], s: Sampling, n: int) -> list[int]:
     """The tokens llama.cpp's own chain (its top-k sampler) draws in its graph: a bare loop."""
     llm = llama_cpp.Llama(str(path), n_ctx=1024, n_gpu_layers=0, verbose=False)

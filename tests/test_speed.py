@@ -362,16 +362,9 @@ def test_mt19937_is_the_c_plus_plus_one():
 
 # -- the engine on a 102,400-token vocabulary -----------------------------------------------------
 @pytest.fixture(scope="module")
-def vocab102k(tmp_path_factory):
-    path = write_random_gguf(
-        tmp_path_factory.mktemp("v") / "vocab102k.gguf",
-        arch="exaone4",
-        pre="exaone4",
-        n_vocab=102_400,
-        shape=TinyShape(n_ctx=1024),
-    )
-    backend = LocalBackend(read_gguf(path), LoadOptions(gpu_layers="none"))
-    yield path, backend
+def vocab102k(vocab102k_gguf):
+    backend = LocalBackend(read_gguf(vocab102k_gguf), LoadOptions(gpu_layers="none"))
+    yield vocab102k_gguf, backend
     backend.close()
 
 
@@ -403,15 +396,7 @@ def test_greedy_tokens_equal_a_bare_argmax_loop(vocab102k):
     assert engine_tokens == bare_greedy(path, ids, 59)
 
 
-# -- sampling in llama.cpp's graph (the GPU default; forced here on the CPU) -----------------------
-@pytest.fixture(scope="module")
-def in_graph(vocab102k):
-    path, _ = vocab102k
-    backend = LocalBackend(read_gguf(path), LoadOptions(gpu_layers="none", sample_in_graph=True))
-    yield path, backend
-    backend.close()
-
-
+# -- sampling in llama.cpp's graph (the GPU default; forced here on the CPU: ``in_graph``) ---------
 def test_the_sampler_sits_where_the_output_layer_runs(vocab102k, in_graph):
     (_, on_cpu), (_, forced) = vocab102k, in_graph
     assert not on_cpu.sample_in_graph and on_cpu.info.local.sampler.startswith("on the CPU")
