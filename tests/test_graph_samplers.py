@@ -195,3 +195,20 @@ def test_only_the_token_comes_back_from_the_graph(in_graph, temperature):
     finally:
         llama_cpp.llama_set_sampler(ctx, 0, None)  # a chain attaches once: the next reply's
         llama_cpp.llama_sampler_free(chain)
+
+
+def test_a_clone_is_a_sampler_of_its_own():
+    """llama.cpp clones a chain sampler by sampler; each clone is freed on its own."""
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    llama_cpp.llama_sampler_chain_add(chain, graph_samplers.top_k(40))
+    llama_cpp.llama_sampler_chain_add(chain, graph_samplers.token_only())
+    copy = llama_cpp.llama_sampler_clone(chain)
+    names = [
+        llama_cpp.llama_sampler_name(llama_cpp.llama_sampler_chain_get(copy, i)) for i in range(2)
+    ]
+    assert names == [b"top-k", b"token only"]
+    before = len(graph_samplers._samplers)
+    llama_cpp.llama_sampler_free(chain)
+    assert len(graph_samplers._samplers) == before - 2  # the copy's are still there
+    llama_cpp.llama_sampler_free(copy)
+    assert len(graph_samplers._samplers) == before - 4

@@ -165,7 +165,8 @@ class _Sampler:
         """On the CPU, where the chain does not run in the graph."""
 
     def clone(self) -> _Sampler:
-        return self
+        """A new sampler in this one's state, with resources of its own."""
+        raise NotImplementedError
 
     def free(self) -> None:
         """Release what the sampler holds besides itself."""
