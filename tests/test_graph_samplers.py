@@ -50,9 +50,8 @@ def ggml_top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     ctx = base.ggml_init(graph_samplers.InitParams(64 * 2**20, None, False))
     try:
         logits = base.ggml_new_tensor_1d(ctx, graph_samplers.GGML_TYPE_F32, len(x))
-        np.ctypeslib.as_array((ctypes.c_float * len(x)).from_address(base.ggml_get_data(logits)))[
-            :
-        ] = x
+        data = (ctypes.c_float * len(x)).from_address(base.ggml_get_data(logits))
+        np.ctypeslib.as_array(data)[:] = x
         values, ids = graph_samplers.build_top_k(ctx, logits, k)
         graph = base.ggml_new_graph(ctx)
         base.ggml_build_forward_expand(graph, values)
@@ -81,7 +80,6 @@ def test_a_peak_in_one_row_survives_every_level():
     """The k largest all in one row of the first level, and at the very end of the vector."""
     x = np.zeros(102_400, np.float32)
     x[-40:] = np.arange(1, 41, dtype=np.float32)
-    x[:1024] = -1.0
     _, ids = ggml_top_k(x, 40)
     assert sorted(ids.tolist()) == list(range(102_360, 102_400))
 
