@@ -23,6 +23,7 @@ llama.cpp runs a chain in its decode graph when every sampler in it has a backen
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import logging
 from pathlib import Path
@@ -112,15 +113,10 @@ class _Ggml:
         raise AttributeError(name)
 
 
-_ggml: _Ggml | None = None
-
-
+@functools.cache
 def ggml() -> _Ggml:
     """The ggml functions, bound on first use."""
-    global _ggml
-    if _ggml is None:
-        _ggml = _Ggml()
-    return _ggml
+    return _Ggml()
 
 
 def build_top_k(
@@ -258,18 +254,14 @@ def top_k(k: int, *, blocks: bool | None = None) -> Any:
 # -- llama.cpp's side: one interface whose callbacks find the sampler by its ctx ------------------
 _samplers: dict[int, _Sampler] = {}
 _keys = itertools.count(1)
-_interface: Any = None
 
 
 def _make(sampler: _Sampler) -> Any:
     import llama_cpp
 
-    global _interface
-    if _interface is None:
-        _interface = _callbacks()  # lives as long as the process: samplers point at it
     key = next(_keys)
     _samplers[key] = sampler
-    return llama_cpp.llama_sampler_init(ctypes.byref(_interface), key)
+    return llama_cpp.llama_sampler_init(ctypes.byref(_interface()), key)
 
 
 def _of(smpl: Any) -> _Sampler:
@@ -282,7 +274,9 @@ def _free(smpl: Any) -> None:
         sampler.free()
 
 
-def _callbacks() -> Any:
+@functools.cache
+def _interface() -> Any:
+    """The one ``llama_sampler_i``; cached for the process, as every sampler points at it."""
     import llama_cpp as lc
 
     # ctypes callbacks cannot return a char* or a struct pointer: these return addresses

@@ -29,6 +29,7 @@ A seed always gives the same tokens here.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import random
 from collections import deque
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from . import graph_samplers
 from . import sampling_kernels as kernels
 from .backend import Sampling
 
@@ -79,8 +81,6 @@ def llama_chain(s: Sampling, prompt: Sequence[int], vocab: Any, *, in_graph: boo
     In the graph it ends in ``graph_samplers.token_only``: the token is all the engine reads."""
     import llama_cpp
 
-    from . import graph_samplers
-
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     for sampler in _llama_samplers(s, vocab, in_graph=in_graph):
         llama_cpp.llama_sampler_chain_add(chain, sampler)
@@ -92,8 +92,6 @@ def llama_chain(s: Sampling, prompt: Sequence[int], vocab: Any, *, in_graph: boo
 def _llama_samplers(s: Sampling, vocab: Any, *, in_graph: bool) -> Iterator[Any]:
     """llama.cpp's samplers for ``s``, in its order (top-k in the graph: ``graph_samplers``')."""
     import llama_cpp
-
-    from . import graph_samplers
 
     if s.temperature == 0:
         yield llama_cpp.llama_sampler_init_greedy()
@@ -187,14 +185,10 @@ def _load_ggml_exp_sum() -> ExpSum:
     return _numpy_exp_sum
 
 
-_exp_sum: ExpSum | None = None
-
-
+@functools.cache
 def exp_sum() -> ExpSum:
-    global _exp_sum
-    if _exp_sum is None:
-        _exp_sum = _load_ggml_exp_sum()
-    return _exp_sum
+    """``out = exp(x - shift)`` and its sum: ggml's kernel where it checks out, else numpy's."""
+    return _load_ggml_exp_sum()
 
 
 class Sampler:
