@@ -193,27 +193,29 @@ class Session:
         run: int | None = None,
         adapt_max_tokens: bool = False,
     ) -> Turn:
-        """Build the prompt for ``question``; nothing is generated or remembered yet.
+        """Build the prompt for ``question``; nothing is generated, remembered or changed yet.
 
         ``cell``: the notebook cell asking; a cell that asked before replaces its exchange, and
-        sees only the history before it. ``adapt_max_tokens``: when ``sampling.max_tokens`` is a
-        default that leaves the prompt less than half the context, the reply gets what is left
-        instead of a refusal (with a note); an explicit max_tokens is kept or refused.
+        sees only the history before it. ``new`` and ``system`` shape this prompt at once and
+        the conversation only when the reply has said something, so a refused question, a dry
+        run or a busy model leave it as it was. ``adapt_max_tokens``: when
+        ``sampling.max_tokens`` is a default that leaves the prompt less than half the context,
+        the reply gets what is left instead of a refusal (with a note); an explicit max_tokens
+        is kept or refused.
         """
         backend = self.require_backend()
         if not question.strip():
             raise ExaoneError("The message is empty; write a question in the cell.")
-        if new:
-            self.reset()
-        if system is not None:
-            self.set_system(system)
         notes: list[str] = []
         family = self._family()
         if think and not (family and family.reasoning_tags):
             notes.append("This model has no reasoning mode, so --think changes nothing.")
-        source = (
-            self.conversation.before(cell) if history else Conversation(self.conversation.system)
-        )
+        asked_under = self.conversation.system if system is None else (system or None)
+        if new or not history:
+            source = Conversation(asked_under)
+        else:
+            source = self.conversation.before(cell)
+            source.system = asked_under
         turn = build_turn(
             source,
             question,
@@ -228,7 +230,7 @@ class Session:
             adapt_max_tokens=adapt_max_tokens,
             notes=notes,
         )
-        turn.new = new
+        turn.new, turn.sets_system = new, system is not None
         return turn
 
     def send(self, turn: Turn) -> Reply:
@@ -246,8 +248,7 @@ class Session:
         reply = backend.stream(request)
         previous, self.last_reply = self.last_reply, reply
         reply.on_finish(lambda r: self._keep_last(previous, r))
-        if turn.remember:
-            reply.on_finish(lambda r: self._remember(turn, r))
+        reply.on_finish(lambda r: self._settle(turn, r))
         return reply
 
     def ask(self, question: str, sampling: Sampling | None = None, **options: Any) -> Reply:
@@ -262,10 +263,22 @@ class Session:
         if reply.stats.finish_reason == "error" and not reply.text and self.last_reply is reply:
             self.last_reply = previous
 
-    def _remember(self, turn: Turn, reply: Reply) -> None:
+    def _settle(self, turn: Turn, reply: Reply) -> None:
+        """The turn changes the conversation once its reply has said something: a fresh start
+        (--new), the system prompt (-s), then its exchange, which replaces the cell's earlier
+        one; a one-off question from that cell (--no-history) removes it, as the saved notebook,
+        which keeps no one-off exchange, will after a resume."""
         if reply.stats.finish_reason == "error" and not reply.text:
             return  # nothing was said: the conversation stays as it was
-        self.conversation.put(self.exchange(turn, reply).messages, cell=turn.cell, run=turn.run)
+        if turn.new:
+            self.conversation.reset()
+        if turn.sets_system:
+            self.conversation.system = turn.system
+            self._system_set_by_user = True
+        if turn.remember:
+            self.conversation.put(self.exchange(turn, reply).messages, cell=turn.cell, run=turn.run)
+        elif turn.cell:
+            self.conversation.forget(turn.cell)
         self._changed("conversation")
 
     def exchange(self, turn: Turn, reply: Reply) -> Exchange:

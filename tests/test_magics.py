@@ -152,6 +152,10 @@ def test_dry_run_shows_the_prompt_and_its_token_count(kernel):
     assert not [m for m in cell.of_type("display_data") if "tok/s" in json.dumps(m.content)]
     assert kernel.eval("exaone_jupyter.last_reply().stats.completion_tokens") == before
     assert kernel.eval("exaone_jupyter.get_session().conversation.turns") == 1
+    # nor changed: a dry run of --new and -s leaves the conversation and its system prompt
+    assert kernel.run("%%exaone --dry-run --new -s 'Be brief.'\nHello!").ok
+    assert kernel.eval("exaone_jupyter.get_session().conversation.turns") == 1
+    assert kernel.eval("exaone_jupyter.get_session().conversation.system") == LG_SYSTEM_PROMPT
 
 
 def test_names_in_the_cell_come_from_the_notebook(kernel):

@@ -96,6 +96,15 @@ def test_a_rerun_cell_replaces_its_exchange_in_place(kernel):
     assert shown.count("*(a notebook cell)*") == 2, shown
 
 
+def test_a_cell_rerun_as_a_one_off_gives_up_its_exchange(kernel):
+    """The saved notebook keeps no exchange for a one-off reply, so the live conversation
+    keeps none either: a resume after a restart would rebuild the same one."""
+    ask(kernel, FRANCE, "cell-a")
+    ask(kernel, JAPAN, "cell-b")
+    assert exchange_of(ask(kernel, FRANCE, "cell-a", "-t 0 --no-history")) is None
+    assert history(kernel) == [("user", JAPAN, "cell-b"), ("assistant", TOKYO, "cell-b")]
+
+
 def test_cells_without_an_id_append_as_before(kernel):
     ask(kernel, FRANCE, None)
     ask(kernel, FRANCE, None)

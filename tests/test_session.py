@@ -176,6 +176,24 @@ def test_think_on_a_model_without_reasoning_says_so(demo):
     assert turn.prompt.text.endswith("[|user|]Hello!\n[|assistant|]")
 
 
+def test_new_and_system_take_effect_only_when_the_reply_comes(demo):
+    """A refused question or one never sent (a dry run) leaves the conversation as it was."""
+    demo.set_system(LG_SYSTEM_PROMPT)
+    demo.ask("Hi", GREEDY, new=True).consume()
+    kept = Conversation(LG_SYSTEM_PROMPT, [dict(m) for m in demo.conversation.messages])
+    with pytest.raises(ExaoneError):
+        demo.prepare("word " * 3000, GREEDY, new=True, system="Be brief.")
+    turn = demo.prepare("Hello!", GREEDY, new=True, system="Be brief.")
+    assert turn.messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello!"},
+    ]
+    assert demo.conversation == kept
+    demo.send(turn).consume()
+    assert demo.conversation.system == "Be brief." and demo.conversation.turns == 1
+    assert demo.conversation.messages[0] == {"role": "user", "content": "Hello!"}
+
+
 # -- the context budget -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def eos_session(tmp_path_factory):

@@ -76,6 +76,12 @@ class Conversation:
         kept = self.messages if span is None else self.messages[: span.start]
         return Conversation(self.system, [dict(m) for m in kept])
 
+    def forget(self, cell: str) -> None:
+        """Remove the exchange ``cell`` made, if any (the cell now asks a one-off question)."""
+        span = self.exchange_of(cell)
+        if span is not None:
+            del self.messages[span]
+
     def put(self, exchange: list[dict], *, cell: str | None = None, run: int | None = None) -> None:
         """Add an exchange (a question and its reply). One from a cell that made one before
         replaces it in place; without a cell it is appended."""

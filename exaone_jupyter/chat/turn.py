@@ -30,7 +30,8 @@ class Turn:
     cell: str | None = None  # the notebook cell it came from, and that cell's execution count
     run: int | None = None
     system: str | None = None  # the system prompt it was asked under
-    new: bool = False  # it started a fresh conversation
+    new: bool = False  # it starts a fresh conversation (once its reply has said something)
+    sets_system: bool = False  # its system prompt stays for later questions (-s)
 
     @property
     def template_kwargs(self) -> dict[str, Any]:
