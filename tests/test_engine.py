@@ -7,12 +7,14 @@ output predictable where a test needs to know the answer.
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 
 import pytest
 
 from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling
+from exaone_jupyter.engine.batch import generate_batch
 from exaone_jupyter.engine.local import LocalBackend
 from exaone_jupyter.errors import ExaoneError, ModelBusyError
 from exaone_jupyter.model.gguf_check import read_gguf
@@ -196,6 +198,73 @@ def test_close_ends_a_reply_that_was_never_iterated(tiny_backend, prompt_ids):
     )
 
 
+def test_closing_a_reply_never_read_leaves_the_cache_and_a_running_reply_alone(
+    tiny_backend, prompt_ids
+):
+    """It ends without running the engine: no busy error, no prefix trimmed."""
+    ids = prompt_ids(tiny_backend, "kept in the cache")
+    tiny_backend.stream(request(ids, max_tokens=2)).consume()
+    running = tiny_backend.stream(request(ids, max_tokens=5))
+    next(iter(running))
+    other = tiny_backend.stream(request(prompt_ids(tiny_backend, "something else")))
+    other.close()
+    assert other.done and other.stats.finish_reason == "interrupted" and other.text == ""
+    running.close()
+    again = tiny_backend.stream(request(ids, max_tokens=2)).consume()
+    assert again.stats.prompt_tokens_evaluated == 1
+
+
+# -- unloading ----------------------------------------------------------------------------------
+@pytest.fixture()
+def own_backend(tiny_gguf):
+    """A model of the test's own, to unload."""
+    backend = LocalBackend(read_gguf(tiny_gguf))
+    yield backend
+    backend.close()
+
+
+UNLOADED = "This model was unloaded; load it again with `%exaone load`."
+
+
+def test_unloading_finishes_a_reply_this_thread_left_half_read(own_backend, prompt_ids):
+    reply = own_backend.stream(request(prompt_ids(own_backend, "half read"), max_tokens=200))
+    pieces = iter(reply)  # held: the reply stays suspended between two pieces
+    first = next(pieces)
+    own_backend.close()
+    assert reply.done and reply.stats.finish_reason == "interrupted"
+    assert reply.text.startswith(first) and reply.stats.completion_tokens < 200
+    with pytest.raises(ExaoneError, match=re.escape(UNLOADED)):
+        own_backend.stream(request([1, 2, 3]))
+
+
+def test_unloading_stops_a_reply_another_thread_writes(own_backend, prompt_ids):
+    reply = own_backend.stream(request(prompt_ids(own_backend, "a long one"), max_tokens=400))
+    started = threading.Event()
+
+    def read() -> None:
+        for _ in reply:
+            started.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert started.wait(60)
+    closers = [threading.Thread(target=own_backend.close) for _ in range(2)]  # freed once
+    for closer in closers:
+        closer.start()
+    for thread in (*closers, reader):
+        thread.join(60)
+        assert not thread.is_alive()
+    assert reply.stats.finish_reason == "interrupted" and reply.stats.completion_tokens < 400
+
+
+def test_a_reply_read_after_unloading_is_a_sentence(own_backend, prompt_ids):
+    reply = own_backend.stream(request(prompt_ids(own_backend, "read too late")))
+    own_backend.close()
+    with pytest.raises(ExaoneError, match=re.escape(UNLOADED)):
+        reply.consume()
+    assert reply.stats.finish_reason == "error" and reply.error == UNLOADED
+
+
 # -- UTF-8 --------------------------------------------------------------------------------------
 def test_korean_round_trips_through_the_tokenizer(tiny_backend):
     text = "안녕하세요 world, 한국어 [|user|] 텍스트"
@@ -277,6 +346,12 @@ def test_an_empty_prompt_is_a_sentence(tiny_backend):
             tiny_backend.stream(Request(GREEDY, prompt_ids=ids))
 
 
+def test_an_empty_prompt_in_a_batch_is_a_sentence(tiny_backend, prompt_ids):
+    with pytest.raises(ExaoneError, match=r"^Prompt 1 has no tokens; give every row something"):
+        generate_batch(tiny_backend, [prompt_ids(tiny_backend, "Hi"), []], GREEDY, parallel=2)
+    assert tiny_backend.stream(request([1, 2, 3], max_tokens=2)).consume().stats.completion_tokens
+
+
 def test_a_prompt_longer_than_the_context_is_a_sentence(tiny_backend):
     ids = tiny_backend.tokenize("word " * 600, special=False)
     assert len(ids) > 512
@@ -319,6 +394,23 @@ def test_the_same_seed_gives_the_same_text(tiny_backend, prompt_ids):
     one = tiny_backend.stream(Request(sampling, prompt_ids=ids)).consume()
     two = tiny_backend.stream(Request(sampling, prompt_ids=ids)).consume()
     assert one.text == two.text and one.stats.completion_tokens == 60
+
+
+def test_a_seed_in_the_graph_gives_the_same_text_however_the_prompt_was_split(tiny_gguf):
+    """Only the prompt's last token has logits: a chain in llama.cpp's graph samples every
+    output, so logits for each chunk of the prompt would spend the seed's first draws there."""
+    options = LoadOptions(gpu_layers="none", sample_in_graph=True, n_batch=8)
+    backend = LocalBackend(read_gguf(tiny_gguf), options)
+    try:
+        ids = backend.tokenize("Tell me a story about cats and a long river. " * 3, special=False)
+        sampling = Sampling(temperature=0.9, max_tokens=40, seed=7)
+        whole = backend.stream(Request(sampling, prompt_ids=ids)).consume()
+        cached = backend.stream(Request(sampling, prompt_ids=ids)).consume()
+        assert whole.stats.prompt_tokens_evaluated == len(ids) > 3 * 8
+        assert cached.stats.prompt_tokens_evaluated == 1
+        assert whole.text == cached.text
+    finally:
+        backend.close()
 
 
 def test_no_seed_gives_different_text(tiny_backend, prompt_ids):
@@ -388,6 +480,7 @@ def test_a_smaller_n_ctx_is_used(tiny_gguf, prompt_ids):
         ({"max_tokens": 2.5}, "max_tokens must be a whole number"),
         ({"top_p": 0}, "top_p must be above 0"),
         ({"seed": -1}, "seed must be a whole number of 0 or more"),
+        ({"top_k": 40.0}, "top_k must be a whole number"),
         ({"temprature": 0.5}, "Unknown sampling option 'temprature'"),
         ({"max_new_tokens": 5}, "Unknown sampling option 'max_new_tokens'"),
     ],

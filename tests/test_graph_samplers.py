@@ -171,6 +171,14 @@ def test_a_cut_that_cannot_be_built_is_llamas_own_and_says_so(in_graph, monkeypa
     assert drawn == llama_chain_tokens(path, backend.tokenize(PROMPT, special=True), s, 19)
 
 
+def test_a_top_k_of_the_whole_vocabulary_or_more_cuts_nothing(in_graph):
+    """As llama.cpp's own top-k and the host sampler treat it (ggml_top_k would abort)."""
+    _, backend = in_graph
+    uncut = reply(backend, Sampling(temperature=0.7, top_k=0, max_tokens=12, seed=5))
+    for k in (backend._n_vocab, 200_000):
+        assert reply(backend, Sampling(temperature=0.7, top_k=k, max_tokens=12, seed=5)) == uncut
+
+
 @pytest.mark.parametrize("temperature", [0.7, 0])
 def test_only_the_token_comes_back_from_the_graph(in_graph, temperature):
     """llama.cpp copies back whatever the chain leaves: after greedy, the vocabulary's logits."""

@@ -221,6 +221,17 @@ def test_stop_from_another_thread_ends_the_stream_and_frees_the_server(remote, s
     assert answer.text == _answer("Hello!") and answer.stats.ttft_s < 5
 
 
+def test_closing_a_reply_never_read_ends_its_request(remote, served):
+    """The request went out when the reply was made; closing it unread closes the stream."""
+    reply = remote.ask("Tell me about the weather on Mars.", served.ramble)
+    reply.close()
+    assert reply.stats.finish_reason == "interrupted" and reply.text == ""
+    assert remote.backend._clients._in_use == {}  # the client is given back
+    remote.reset()
+    answer = remote.ask("Hello!", GREEDY).consume()
+    assert answer.text == _answer("Hello!") and answer.stats.ttft_s < 5
+
+
 def test_think_is_sent_as_chat_template_kwargs(server):
     # llama-cpp-python's server ignores the field; the point is that it is accepted on the wire.
     remote = Session()

@@ -74,8 +74,9 @@ class Sampling:
         for name, value, ok, want in checks:
             if not _is_number(value) or not ok(value):
                 raise ExaoneError(f"{name} must be {want}, not {value!r}.")
-        if not _is_count(self.max_tokens):
-            raise ExaoneError(f"max_tokens must be a whole number, not {self.max_tokens!r}.")
+        for name in ("max_tokens", "top_k"):
+            if not _is_count(getattr(self, name)):
+                raise ExaoneError(f"{name} must be a whole number, not {getattr(self, name)!r}.")
         if self.seed is not None and (not _is_count(self.seed) or self.seed < 0):
             raise ExaoneError(f"seed must be a whole number of 0 or more, not {self.seed!r}.")
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ExaoneError, ModelBusyError
+from ..errors import ExaoneError
 from .backend import Sampling
 from .sampling import LogitsReader, Sampler, llama_chain
 
@@ -98,150 +98,149 @@ def generate_batch(
     outputs = [RowOutput() for _ in prompts]
     if not prompts:
         return outputs
-    if getattr(backend, "_closed", False):
-        raise ExaoneError("This model was unloaded; load it again with `%exaone load`.")
-    if not backend._lock.acquire(blocking=False):
-        raise ModelBusyError(
-            "The model is busy with another reply; wait for it to finish or press Stop."
-        )
-    ctx = batch = None
-    running: dict[int, _Running] = {}
-    try:  # from here on, whatever happens (Ctrl-C included), the finally frees and unlocks
-        parallel = max(1, min(parallel, len(prompts)))
-        need = context_need(prompts, sampling.max_tokens, parallel)
-        n_ctx = max(need + 1, 32)
-        n_batch = backend._n_batch
-        params = llama_cpp.llama_context_params.from_buffer_copy(backend._llm.context_params)
-        params.n_ctx = n_ctx
-        params.n_batch = n_batch
-        params.n_ubatch = min(params.n_ubatch, n_batch)
-        params.n_seq_max = parallel + 1
-        params.kv_unified = True  # one cache: the prefix cells are shared, not copied
-        params.no_perf = True
-        ctx = llama_cpp.llama_init_from_model(backend._llm.model, params)
-        if not ctx:
-            raise ExaoneError(
-                f"llama.cpp could not make a {n_ctx}-token context for {parallel} sequences; "
-                "use a smaller parallel or max_tokens."
-            )
-        memory = llama_cpp.llama_get_memory(ctx)
-        batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
-        stop_ids = backend._stop_ids
-        vocab = backend._vocab
-        logits = LogitsReader(ctx, backend._n_vocab)
-        prefix_seq = parallel
-        prefix = shared_prefix(prompts)
-        head = list(prompts[0][:prefix])
-
-        def decode(entries: list[tuple[int, int, int, _Running | None]]) -> None:
-            """Decode (token, position, seq, row-wanting-logits) entries in n_batch chunks; a
-            row samples right after the chunk that holds its logits."""
-            for start in range(0, len(entries), n_batch):
-                chunk = entries[start : start + n_batch]
-                for i, (token, pos, seq, row) in enumerate(chunk):
-                    batch.token[i] = token
-                    batch.pos[i] = pos
-                    batch.n_seq_id[i] = 1
-                    batch.seq_id[i][0] = seq
-                    batch.logits[i] = row is not None
-                batch.n_tokens = len(chunk)
-                code = llama_cpp.llama_decode(ctx, batch)
-                if code != 0:
-                    raise ExaoneError(
-                        f"llama.cpp failed to evaluate a batch (llama_decode returned {code}); "
-                        "use a smaller parallel and try again."
-                    )
-                sampled = 0
-                for i, (_, _, _, row) in enumerate(chunk):
-                    if row is not None:
-                        sample(row, i)
-                        sampled += 1
-                if sampled and on_tokens is not None:
-                    on_tokens(sampled)
-
-        def finish(row: _Running, reason: str) -> None:
-            row.out.finish_reason = reason
-            row.out.text = codecs.decode(bytes(row.raw), "utf-8", "replace")
-            if row.chain is not None:
-                llama_cpp.llama_sampler_free(row.chain)
-                row.chain = None
-            llama_cpp.llama_memory_seq_rm(memory, row.slot, -1, -1)
-            del running[row.slot]
-            if on_row is not None:
-                on_row(row.index, row.out)
-
-        def sample(row: _Running, i: int) -> None:
-            if row.sampler is not None:
-                token = row.sampler.pick(logits(i))
-                row.sampler.accept(token)
-            else:
-                token = llama_cpp.llama_sampler_sample(row.chain, ctx, i)
-            if token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token):
-                finish(row, "stop")
-                return
-            row.out.completion_tokens += 1
-            row.raw += backend._piece(token)
-            if row.out.completion_tokens >= sampling.max_tokens:
-                finish(row, "length")
-                return
-            row.pending = [token]
-
-        for start in range(0, len(head), n_batch):  # the shared prefix, once
-            chunk = head[start : start + n_batch]
-            decode([(t, start + i, prefix_seq, None) for i, t in enumerate(chunk)])
-
-        waiting = iter(range(len(prompts)))
-        free_slots = list(range(parallel))
-        exhausted = False
-        while True:
-            if should_stop is not None and should_stop():
-                break
-            while free_slots and not exhausted:  # refill the slots that finished
-                index = next(waiting, None)
-                if index is None:
-                    exhausted = True
-                    break
-                slot = free_slots.pop(0)
-                ids = list(prompts[index])
-                if prefix:
-                    llama_cpp.llama_memory_seq_cp(memory, prefix_seq, slot, -1, -1)
-                grammared = grammar is not None
-                running[slot] = _Running(
-                    index=index,
-                    slot=slot,
-                    ids=ids,
-                    sampler=None if grammared else backend.sampler(sampling, ids),
-                    chain=_with_grammar(llama_chain(sampling, ids, vocab), vocab, grammar)
-                    if grammar is not None
-                    else None,
-                    position=prefix,
-                    pending=ids[prefix:],
+    empty = next((i for i, ids in enumerate(prompts) if not ids), None)
+    if empty is not None:
+        raise ExaoneError(f"Prompt {empty} has no tokens; give every row something to ask.")
+    with backend.exclusive() as llm:
+        ctx = batch = None
+        running: dict[int, _Running] = {}
+        try:  # from here on, whatever happens (Ctrl-C included), the finally frees
+            parallel = max(1, min(parallel, len(prompts)))
+            need = context_need(prompts, sampling.max_tokens, parallel)
+            n_ctx = max(need + 1, 32)
+            n_batch = backend._n_batch
+            params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+            params.n_ctx = n_ctx
+            params.n_batch = n_batch
+            params.n_ubatch = min(params.n_ubatch, n_batch)
+            params.n_seq_max = parallel + 1
+            params.kv_unified = True  # one cache: the prefix cells are shared, not copied
+            params.no_perf = True
+            ctx = llama_cpp.llama_init_from_model(llm.model, params)
+            if not ctx:
+                raise ExaoneError(
+                    f"llama.cpp could not make a {n_ctx}-token context for {parallel} sequences; "
+                    "use a smaller parallel or max_tokens."
                 )
-                outputs[index] = running[slot].out
-            if not running:
-                break
-            entries: list[tuple[int, int, int, _Running | None]] = []
+            memory = llama_cpp.llama_get_memory(ctx)
+            batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+            stop_ids = backend._stop_ids
+            vocab = backend._vocab
+            logits = LogitsReader(ctx, backend._n_vocab)
+            prefix_seq = parallel
+            prefix = shared_prefix(prompts)
+            head = list(prompts[0][:prefix])
+
+            def decode(entries: list[tuple[int, int, int, _Running | None]]) -> None:
+                """Decode (token, position, seq, row-wanting-logits) entries in n_batch chunks; a
+                row samples right after the chunk that holds its logits."""
+                for start in range(0, len(entries), n_batch):
+                    chunk = entries[start : start + n_batch]
+                    for i, (token, pos, seq, row) in enumerate(chunk):
+                        batch.token[i] = token
+                        batch.pos[i] = pos
+                        batch.n_seq_id[i] = 1
+                        batch.seq_id[i][0] = seq
+                        batch.logits[i] = row is not None
+                    batch.n_tokens = len(chunk)
+                    code = llama_cpp.llama_decode(ctx, batch)
+                    if code != 0:
+                        raise ExaoneError(
+                            f"llama.cpp failed to evaluate a batch (llama_decode returned {code}); "
+                            "use a smaller parallel and try again."
+                        )
+                    sampled = 0
+                    for i, (_, _, _, row) in enumerate(chunk):
+                        if row is not None:
+                            sample(row, i)
+                            sampled += 1
+                    if sampled and on_tokens is not None:
+                        on_tokens(sampled)
+
+            def finish(row: _Running, reason: str) -> None:
+                row.out.finish_reason = reason
+                row.out.text = codecs.decode(bytes(row.raw), "utf-8", "replace")
+                if row.chain is not None:
+                    llama_cpp.llama_sampler_free(row.chain)
+                    row.chain = None
+                llama_cpp.llama_memory_seq_rm(memory, row.slot, -1, -1)
+                del running[row.slot]
+                if on_row is not None:
+                    on_row(row.index, row.out)
+
+            def sample(row: _Running, i: int) -> None:
+                if row.sampler is not None:
+                    token = row.sampler.pick(logits(i))
+                    row.sampler.accept(token)
+                else:
+                    token = llama_cpp.llama_sampler_sample(row.chain, ctx, i)
+                if token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish(row, "stop")
+                    return
+                row.out.completion_tokens += 1
+                row.raw += backend._piece(token)
+                if row.out.completion_tokens >= sampling.max_tokens:
+                    finish(row, "length")
+                    return
+                row.pending = [token]
+
+            for start in range(0, len(head), n_batch):  # the shared prefix, once
+                chunk = head[start : start + n_batch]
+                decode([(t, start + i, prefix_seq, None) for i, t in enumerate(chunk)])
+
+            waiting = iter(range(len(prompts)))
+            free_slots = list(range(parallel))
+            exhausted = False
+            while True:
+                if should_stop is not None and should_stop():
+                    break
+                while free_slots and not exhausted:  # refill the slots that finished
+                    index = next(waiting, None)
+                    if index is None:
+                        exhausted = True
+                        break
+                    slot = free_slots.pop(0)
+                    ids = list(prompts[index])
+                    if prefix:
+                        llama_cpp.llama_memory_seq_cp(memory, prefix_seq, slot, -1, -1)
+                    grammared = grammar is not None
+                    running[slot] = _Running(
+                        index=index,
+                        slot=slot,
+                        ids=ids,
+                        sampler=None if grammared else backend.sampler(sampling, ids),
+                        chain=_with_grammar(llama_chain(sampling, ids, vocab), vocab, grammar)
+                        if grammar is not None
+                        else None,
+                        position=prefix,
+                        pending=ids[prefix:],
+                    )
+                    outputs[index] = running[slot].out
+                if not running:
+                    break
+                entries: list[tuple[int, int, int, _Running | None]] = []
+                for row in list(running.values()):
+                    last = len(row.pending) - 1
+                    for i, token in enumerate(row.pending):
+                        entries.append(
+                            (token, row.position + i, row.slot, row if i == last else None)
+                        )
+                    row.position += len(row.pending)
+                    row.pending = []
+                decode(entries)
+                free_slots = sorted(set(range(parallel)) - set(running))
+        except KeyboardInterrupt:
+            pass
+        finally:
             for row in list(running.values()):
-                last = len(row.pending) - 1
-                for i, token in enumerate(row.pending):
-                    entries.append((token, row.position + i, row.slot, row if i == last else None))
-                row.position += len(row.pending)
-                row.pending = []
-            decode(entries)
-            free_slots = sorted(set(range(parallel)) - set(running))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for row in list(running.values()):
-            row.out.finish_reason = "interrupted"
-            row.out.text = codecs.decode(bytes(row.raw), "utf-8", "replace")
-            if row.chain is not None:
-                llama_cpp.llama_sampler_free(row.chain)
-        if batch is not None:
-            llama_cpp.llama_batch_free(batch)
-        if ctx is not None:
-            llama_cpp.llama_free(ctx)
-        backend._lock.release()
+                row.out.finish_reason = "interrupted"
+                row.out.text = codecs.decode(bytes(row.raw), "utf-8", "replace")
+                if row.chain is not None:
+                    llama_cpp.llama_sampler_free(row.chain)
+            if batch is not None:
+                llama_cpp.llama_batch_free(batch)
+            if ctx is not None:
+                llama_cpp.llama_free(ctx)
     for out in outputs:
         if out.finish_reason is None:
             out.finish_reason = "interrupted"

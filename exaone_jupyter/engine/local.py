@@ -17,7 +17,8 @@ import ctypes
 import random
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ExaoneError, ModelBusyError
@@ -46,6 +47,17 @@ from .sampling import LogitsReader, Sampler, llama_chain
 from .threads import choose_threads, wait_policy
 
 _DEFAULT_OPTIONS = LoadOptions()  # frozen: one shared default is safe
+BUSY = "The model is busy with another reply; wait for it to finish or press Stop."
+UNLOADED = "This model was unloaded; load it again with `%exaone load`."
+CLOSE_WAIT_S = 30.0  # how long an unload waits for a stopped generation to let go of the model
+
+
+@dataclass(frozen=True)
+class _Holder:
+    """Who has the model: the reply it is writing (None for a batch) and the thread asking."""
+
+    reply: Reply | None
+    thread: int
 
 
 class LocalBackend:
@@ -122,7 +134,8 @@ class LocalBackend:
         self._pieces: dict[int, bytes] = {}
         self._control_texts: list[str] | None = None
         self._kv_ids: list[int] = []  # the tokens whose keys and values sit in the cache
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held by one generation at a time (``exclusive``)
+        self._holder: _Holder | None = None
         self._closed = False
         self.eos_text = self.token_text(self._llm.token_eos())
         self.bos_text = self.token_text(self._llm.token_bos())
@@ -255,7 +268,7 @@ class LocalBackend:
                 "shorten it, or load the model with a larger n_ctx."
             )
         if self._closed:
-            raise ExaoneError("This model was unloaded; load it again with `%exaone load`.")
+            raise ExaoneError(UNLOADED)
         return Reply(
             lambda reply: self._generate(reply, ids, request.sampling),
             prompt_tokens=len(ids),
@@ -266,16 +279,20 @@ class LocalBackend:
     def _generate(
         self, reply: Reply, ids: list[int], sampling: Sampling
     ) -> Generator[str, None, None]:
+        with self.exclusive(reply):
+            yield from self._write(reply, ids, sampling)
+
+    def _write(
+        self, reply: Reply, ids: list[int], sampling: Sampling
+    ) -> Generator[str, None, None]:
+        """The reply's tokens as text, the model held: the prompt's new tokens, then one token
+        after another until the end of the turn, max_tokens, a full context or a stop."""
         import llama_cpp
 
-        if not self._lock.acquire(blocking=False):
-            raise ModelBusyError(
-                "The model is busy with another reply; wait for it to finish or press Stop."
-            )
         stats, ctx = reply.stats, self._llm.ctx
         started = time.perf_counter()
         decoded = 0  # decode steps of the reply (the last sampled token is never decoded)
-        try:  # from here on, whatever happens (Ctrl-C included), the finally releases the lock
+        try:  # from here on, whatever happens (Ctrl-C included), the figures are finished
             pick = self._picker(sampling, ids)
             position = self._reuse_prefix(ids)
             todo = ids[position:]
@@ -285,7 +302,9 @@ class LocalBackend:
                     stats.finish_reason = "interrupted"
                     return
                 chunk = todo[start : start + self._n_batch]
-                self._decode(chunk, position)
+                # Only the prompt's last token needs logits: a chain in the graph samples every
+                # output, and a draw for an earlier chunk would shift a seeded reply.
+                self._decode(chunk, position, logits=start + len(chunk) == len(todo))
                 position += len(chunk)
             llama_cpp.llama_synchronize(ctx)  # a GPU decode returns before it is computed
             prompt_done = time.perf_counter()
@@ -330,12 +349,27 @@ class LocalBackend:
             stats.finish_reason = "interrupted"
         finally:
             stats.total_s = time.perf_counter() - started
+            if stats.finish_reason is None:
+                stats.finish_reason = "interrupted"
             if decoded:
                 perf = llama_cpp.llama_perf_context(ctx)
                 if perf.t_eval_ms > 0:
                     stats.decode_tok_s = decoded / (perf.t_eval_ms / 1000)
-            if stats.finish_reason is None:
-                stats.finish_reason = "interrupted"
+
+    @contextlib.contextmanager
+    def exclusive(self, reply: Reply | None = None) -> Iterator[Any]:
+        """The model for one generation (a reply, or a batch of them), as llama-cpp-python's
+        ``Llama``: ModelBusyError while another generation has it, ExaoneError once unloaded.
+        ``reply`` is what ``close`` stops before it frees the model."""
+        if not self._lock.acquire(blocking=False):
+            raise ModelBusyError(BUSY)
+        try:  # whatever happens from here (Ctrl-C included), the model is let go
+            if self._closed:
+                raise ExaoneError(UNLOADED)
+            self._holder = _Holder(reply, threading.get_ident())
+            yield self._llm
+        finally:
+            self._holder = None
             self._lock.release()
 
     def _reuse_prefix(self, ids: list[int]) -> int:
@@ -362,7 +396,8 @@ class LocalBackend:
         self._kv_ids = ids[:keep]
         return keep
 
-    def _decode(self, tokens: Sequence[int], position: int) -> None:
+    def _decode(self, tokens: Sequence[int], position: int, *, logits: bool = True) -> None:
+        """Evaluate ``tokens`` from ``position``; ``logits``: for the last of them."""
         import llama_cpp
 
         batch = self._batch
@@ -372,7 +407,7 @@ class LocalBackend:
             batch.pos[i] = position + i
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = 0
-            batch.logits[i] = i == n - 1
+            batch.logits[i] = logits and i == n - 1
         batch.n_tokens = n
         _check_decode(llama_cpp.llama_decode(self._llm.ctx, batch))
         self._kv_ids.extend(tokens)
@@ -437,21 +472,41 @@ class LocalBackend:
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
-        """Free the model and its context (the weights' memory, on the GPU too)."""
+        """Free the model and its context (the weights' memory, on the GPU too). A reply being
+        written is stopped first (its text so far kept); one this thread left half-read is
+        finished here, since nothing else would resume it."""
+        holder = self._holder
         if self._closed:
             return
-        with self._lock:
-            import llama_cpp
-
-            self._closed = True
-            llama_cpp.llama_batch_free(self._batch)
-            llm, self._llm = self._llm, None  # its numpy buffers go with the object
-            llm.close()
-            del llm
-            if self._graph_chain is not None:
-                llama_cpp.llama_sampler_free(self._graph_chain)
-                self._graph_chain = None
+        if holder is not None and holder.reply is not None:
+            if holder.thread == threading.get_ident():
+                holder.reply.close()
+            else:
+                holder.reply.stop()
+        if not self._lock.acquire(timeout=CLOSE_WAIT_S):
+            raise ModelBusyError(
+                "The model is still busy (a reply or a map); press Stop or wait for it to "
+                "finish, then unload again."
+            )
+        try:
+            if self._closed:  # another unload came first, while this one waited
+                return
+            self._free()
+        finally:
+            self._lock.release()
         heap.release_free_pages()  # else glibc keeps llama.cpp's freed blocks resident
+
+    def _free(self) -> None:
+        import llama_cpp
+
+        self._closed = True
+        llama_cpp.llama_batch_free(self._batch)
+        llm, self._llm = self._llm, None  # its numpy buffers go with the object
+        llm.close()
+        del llm
+        if self._graph_chain is not None:
+            llama_cpp.llama_sampler_free(self._graph_chain)
+            self._graph_chain = None
 
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
         with contextlib.suppress(Exception):

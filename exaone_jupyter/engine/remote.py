@@ -213,7 +213,17 @@ class RemoteBackend:
             thinking_opened=request.opens_reasoning,
         )
         reply.note = note
+        # On the reply's end, however it ends: read, stopped, failed, or closed before reading.
+        reply.on_finish(lambda _: self._let_go(client, chunks))
         return reply
+
+    def _let_go(self, client, chunks) -> None:
+        """Close the stream (which tells the server to stop generating) and give back the
+        client."""
+        if chunks is not None:
+            with contextlib.suppress(Exception):
+                chunks.close()
+        self._clients.release(client)
 
     def _open(self, client, messages: list[dict], request: Request) -> tuple[Any, str | None]:
         """The stream, and a note when the server refused every spelling of response_format."""
@@ -370,10 +380,6 @@ class RemoteBackend:
         except KeyboardInterrupt:
             stats.finish_reason = "interrupted"
         finally:
-            if chunks is not None:
-                with contextlib.suppress(Exception):
-                    chunks.close()  # tells the server to stop generating
-            self._clients.release(client)
             stats.total_s = time.perf_counter() - started
             self._figures(stats, usage, timings, count, first, last)
 

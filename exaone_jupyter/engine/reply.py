@@ -7,6 +7,7 @@ ends cleanly with the partial text kept and ``finish_reason == "interrupted"``.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -109,10 +110,15 @@ class Reply:
         return self._stop.is_set()
 
     def close(self) -> None:
-        """End now (e.g. after Ctrl-C landed in the consumer): finish the figures, keep the text."""
+        """End now (e.g. after Ctrl-C landed in the consumer): finish the figures, keep the text.
+        A reply that never started ends without starting: its engine never runs."""
         if self._done:
             return
         self._stop.set()
+        if inspect.getgeneratorstate(self._source) == inspect.GEN_CREATED:
+            self._source.close()
+            self._finish()
+            return
         try:  # let the engine's loop see the stop flag and finish its figures
             for piece in self._source:
                 self._parts.append(piece)

@@ -96,12 +96,12 @@ def _llama_samplers(s: Sampling, vocab: Any, *, in_graph: bool) -> Iterator[Any]
     if s.temperature == 0:
         yield llama_cpp.llama_sampler_init_greedy()
         return
+    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
     if s.repeat_penalty != 1.0:
-        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         yield llama_cpp.llama_sampler_init_penalties(
             n_vocab, PENALTY_LAST_N, s.repeat_penalty, 0, 0
         )
-    if s.top_k > 0:
+    if 0 < s.top_k < n_vocab:  # k >= vocabulary cuts nothing (and ggml_top_k asserts k <= n)
         yield (
             graph_samplers.top_k(s.top_k)
             if in_graph
