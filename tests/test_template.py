@@ -559,6 +559,30 @@ def test_hugging_faces_generation_tag_renders_its_body():
     assert template.render(HELLO, add_generation_prompt=False) == "< Hello >Hi there<Who are you>"
 
 
+_TOOLS_AND_DOCUMENTS = (
+    "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+    "{% if tools is not none %}[TOOLS]{{ tools | tojson }}{% endif %}"
+    "{% if documents is defined %}[DOCS]{{ documents | tojson }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [{}, {"tools": [{"name": "clock"}]}, {"documents": [{"title": "t", "text": "본문"}]}],
+    ids=["neither", "tools", "documents"],
+)
+def test_tools_and_documents_default_to_none_as_in_hugging_face(variables):
+    """transformers always passes ``tools`` and ``documents`` (``None`` when not given)."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    messages = [msg("user", "안녕")]
+    ours = ChatTemplate(_TOOLS_AND_DOCUMENTS, family=None).render(messages, **variables)
+    rendered, _ = render_jinja_template(
+        [messages], chat_template=_TOOLS_AND_DOCUMENTS, add_generation_prompt=True, **variables
+    )
+    assert ours == rendered[0]
+
+
 # -- no template in the GGUF --------------------------------------------------------------------
 def test_no_template_means_the_family_template_with_a_notice():
     for missing in (None, ""):

@@ -196,8 +196,16 @@ class ChatTemplate:
 
         ``variables`` reach the template as Hugging Face's extra kwargs do (``enable_thinking``,
         ``tools``...); ``bos_token``/``eos_token`` among them override the model's own.
+        ``tools`` and ``documents`` are ``None`` unless given, as Hugging Face always passes them
+        (a template's ``tools is not none`` must branch as it does there).
         """
-        context = {"bos_token": self.bos_token, "eos_token": self.eos_token, **variables}
+        context = {
+            "tools": None,
+            "documents": None,
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            **variables,
+        }
         try:
             return self._compiled.render(
                 messages=[dict(m) for m in messages],
