@@ -17,7 +17,7 @@ from checks import one_sentence
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.model import catalog
 from exaone_jupyter.model.gguf_check import read_gguf
-from exaone_jupyter.model.resolve import resolve
+from exaone_jupyter.model.resolve import local_path, resolve
 from exaone_jupyter.testing import TinyShape, write_random_gguf
 
 REDOWNLOAD = "delete it and download or convert it again"
@@ -198,6 +198,23 @@ def test_a_missing_path_is_a_sentence(tmp_path):
     with pytest.raises(ExaoneError) as err:
         resolve(str(tmp_path / "missing.gguf"))
     one_sentence(err, "There is no file at", "missing.gguf")
+
+
+def test_an_existing_file_wins_over_reading_its_path_as_repo_file(tmp_path, tiny_gguf, monkeypatch):
+    """``models/demo:q8.gguf`` also reads as REPO:FILE; the file that is there is what was meant."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "demo:q8.gguf").write_bytes(Path(tiny_gguf).read_bytes())
+    resolved = resolve("models/demo:q8.gguf", cache_dir=tmp_path)
+    assert resolved.source == "file" and resolved.path == tmp_path / "models" / "demo:q8.gguf"
+    assert local_path("models/demo:q8.gguf").resolve() == resolved.path
+
+
+def test_a_missing_upper_case_gguf_path_is_a_missing_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ExaoneError) as err:
+        resolve("models/DEMO.GGUF", cache_dir=tmp_path)
+    one_sentence(err, "There is no file at", "models/DEMO.GGUF")
 
 
 def test_the_demo_alias_resolves_to_the_bundled_file():
