@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from pathlib import Path
 
 import gguf
@@ -115,6 +116,28 @@ def test_no_tokenizer(tmp_path):
     with pytest.raises(ExaoneError) as err:
         read_gguf(path)
     one_sentence(err, "has no tokenizer", "convert_hf_to_gguf.py")
+
+
+def with_block_count(tmp_path, source, count: int) -> Path:
+    """A copy of ``source`` whose llama.block_count (a uint32) says ``count``."""
+    data = Path(source).read_bytes()
+    key = b"llama.block_count"
+    at = data.index(key) + len(key)
+    assert struct.unpack_from("<I", data, at)[0] == gguf.GGUFValueType.UINT32
+    at += 4  # the value follows its type
+    path = tmp_path / f"blocks-{count}.gguf"
+    path.write_bytes(data[:at] + struct.pack("<I", count) + data[at + 4 :])
+    return path
+
+
+@pytest.mark.parametrize("count", [0xFFFFFFF0, TinyShape().n_layer + 1])
+def test_a_block_count_the_tensors_contradict_is_corrupt(tmp_path, tiny_gguf, count):
+    """A count read from a damaged file sizes no list (0xFFFFFFF0 would exhaust memory)."""
+    with pytest.raises(ExaoneError) as err:
+        read_gguf(with_block_count(tmp_path, tiny_gguf, count))
+    one_sentence(
+        err, "is corrupt", f"block_count says {count:,} layers", f"hold {TinyShape().n_layer}"
+    )
 
 
 # -- gguf_check: the facts ----------------------------------------------------------------------
