@@ -596,6 +596,12 @@ def test_no_template_means_the_family_template_with_a_notice():
     assert own.family is EXAONE_DEEP and own.notice is None
 
 
+def test_no_template_in_a_model_that_is_not_exaone_is_a_stand_in_without_a_family():
+    t = ChatTemplate.for_model(None, model_name="llama.gguf", is_exaone=False)
+    assert t.source == EXAONE3_TEMPLATE and t.family is None and t.default_system is None
+    one_sentence(t.notice, "llama.gguf is not an EXAONE model", "exaone3 template stands in")
+
+
 # -- reasoning ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "family, text, opened, expected",

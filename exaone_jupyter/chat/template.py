@@ -165,11 +165,29 @@ class ChatTemplate:
         bos_token: str = "",
         eos_token: str = "",
         model_name: str = "the model",
+        is_exaone: bool = True,
     ) -> ChatTemplate:
-        """The GGUF's own template, or its family's official one with a notice when it has none."""
+        """The GGUF's own template, or its family's official one with a notice when it has none.
+
+        A model that is not EXAONE and has no template gets EXAONE 3's format only as a stand-in,
+        without a family: nothing EXAONE's (LG's system prompt) is said to a model of another kind.
+        """
         if template:
             return cls(
                 template, family=detect_family(template), bos_token=bos_token, eos_token=eos_token
+            )
+        if not is_exaone:
+            notice = (
+                f"{model_name} is not an EXAONE model and carries no chat template, so its "
+                f"prompt format is unknown and the {EXAONE3.name} template stands in; for "
+                "replies in its own format, load a GGUF that carries its template."
+            )
+            return cls(
+                EXAONE3.template,
+                family=None,
+                bos_token=bos_token,
+                eos_token=eos_token,
+                notice=notice,
             )
         family = FAMILIES.get(family_hint or "", EXAONE3)
         notice = (
