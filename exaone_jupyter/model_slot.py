@@ -119,6 +119,7 @@ class ModelSlot:
             gguf.chat_template,
             family_hint=resolved.family_hint or family_of_architecture(gguf.architecture),
             model_name=gguf.path.name,
+            is_exaone=gguf.is_exaone_arch,
         )
         previous = self._local if self.backend is not None else None
         self.unload()  # free the old weights before the new ones take memory
@@ -139,7 +140,8 @@ class ModelSlot:
         notices = list(self.require_backend().info.notices)
         if template.notice:
             notices.append(template.notice)
-        if not gguf.is_exaone_arch and template.family is None:
+        # Without a template of its own, the template's notice already says it is not EXAONE.
+        if not gguf.is_exaone_arch and gguf.chat_template and template.family is None:
             notices.append(
                 f"{gguf.name} is not an EXAONE model (architecture {gguf.architecture}); "
                 "it loads, but its template is not one this package knows."

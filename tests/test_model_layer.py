@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from pathlib import Path
 
 import gguf
@@ -17,7 +18,7 @@ from checks import one_sentence
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.model import catalog
 from exaone_jupyter.model.gguf_check import read_gguf
-from exaone_jupyter.model.resolve import resolve
+from exaone_jupyter.model.resolve import local_path, resolve
 from exaone_jupyter.testing import TinyShape, write_random_gguf
 
 REDOWNLOAD = "delete it and download or convert it again"
@@ -117,6 +118,28 @@ def test_no_tokenizer(tmp_path):
     one_sentence(err, "has no tokenizer", "convert_hf_to_gguf.py")
 
 
+def with_block_count(tmp_path, source, count: int) -> Path:
+    """A copy of ``source`` whose llama.block_count (a uint32) says ``count``."""
+    data = Path(source).read_bytes()
+    key = b"llama.block_count"
+    at = data.index(key) + len(key)
+    assert struct.unpack_from("<I", data, at)[0] == gguf.GGUFValueType.UINT32
+    at += 4  # the value follows its type
+    path = tmp_path / f"blocks-{count}.gguf"
+    path.write_bytes(data[:at] + struct.pack("<I", count) + data[at + 4 :])
+    return path
+
+
+@pytest.mark.parametrize("count", [0xFFFFFFF0, TinyShape().n_layer + 1])
+def test_a_block_count_the_tensors_contradict_is_corrupt(tmp_path, tiny_gguf, count):
+    """A count read from a damaged file sizes no list (0xFFFFFFF0 would exhaust memory)."""
+    with pytest.raises(ExaoneError) as err:
+        read_gguf(with_block_count(tmp_path, tiny_gguf, count))
+    one_sentence(
+        err, "is corrupt", f"block_count says {count:,} layers", f"hold {TinyShape().n_layer}"
+    )
+
+
 # -- gguf_check: the facts ----------------------------------------------------------------------
 N_VOCAB = 7 + 256 + 5  # special tokens, bytes, merges
 
@@ -198,6 +221,23 @@ def test_a_missing_path_is_a_sentence(tmp_path):
     with pytest.raises(ExaoneError) as err:
         resolve(str(tmp_path / "missing.gguf"))
     one_sentence(err, "There is no file at", "missing.gguf")
+
+
+def test_an_existing_file_wins_over_reading_its_path_as_repo_file(tmp_path, tiny_gguf, monkeypatch):
+    """``models/demo:q8.gguf`` also reads as REPO:FILE; the file that is there is what was meant."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "demo:q8.gguf").write_bytes(Path(tiny_gguf).read_bytes())
+    resolved = resolve("models/demo:q8.gguf", cache_dir=tmp_path)
+    assert resolved.source == "file" and resolved.path == tmp_path / "models" / "demo:q8.gguf"
+    assert local_path("models/demo:q8.gguf").resolve() == resolved.path
+
+
+def test_a_missing_upper_case_gguf_path_is_a_missing_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ExaoneError) as err:
+        resolve("models/DEMO.GGUF", cache_dir=tmp_path)
+    one_sentence(err, "There is no file at", "models/DEMO.GGUF")
 
 
 def test_the_demo_alias_resolves_to_the_bundled_file():

@@ -286,6 +286,29 @@ def test_a_gguf_without_a_template_gets_the_family_template_with_a_notice(tmp_pa
         s.unload()
 
 
+def test_a_model_that_is_not_exaone_and_has_no_template_says_its_format_is_unknown(tmp_path):
+    """EXAONE 3's format stands in, with one notice, and LG's system prompt is not used."""
+    path = write_random_gguf(
+        tmp_path / "tiny-llama.gguf", name="Tiny llama", template=None, favour_token=EOS_ID
+    )
+    s = Session()
+    notices = s.load(str(path))
+    try:
+        [notice] = notices
+        one_sentence(
+            notice,
+            "tiny-llama.gguf is not an EXAONE model and carries no chat template",
+            "prompt format is unknown",
+            "exaone3 template stands in",
+        )
+        assert s.conversation.system is None
+        text, _ids = s.render_prompt([{"role": "user", "content": "Hi"}])
+        assert text == "[|system|][|endofturn|]\n[|user|]Hi\n[|assistant|]"  # no LG prompt
+        assert s.send(s.prepare("Hi", SHORT)).consume().stats.finish_reason == "stop"
+    finally:
+        s.unload()
+
+
 def test_a_template_that_raises_ends_in_one_sentence_and_the_model_stays(tmp_path):
     path = write_random_gguf(
         tmp_path / "raises.gguf",

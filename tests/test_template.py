@@ -559,6 +559,30 @@ def test_hugging_faces_generation_tag_renders_its_body():
     assert template.render(HELLO, add_generation_prompt=False) == "< Hello >Hi there<Who are you>"
 
 
+_TOOLS_AND_DOCUMENTS = (
+    "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+    "{% if tools is not none %}[TOOLS]{{ tools | tojson }}{% endif %}"
+    "{% if documents is defined %}[DOCS]{{ documents | tojson }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [{}, {"tools": [{"name": "clock"}]}, {"documents": [{"title": "t", "text": "본문"}]}],
+    ids=["neither", "tools", "documents"],
+)
+def test_tools_and_documents_default_to_none_as_in_hugging_face(variables):
+    """transformers always passes ``tools`` and ``documents`` (``None`` when not given)."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    messages = [msg("user", "안녕")]
+    ours = ChatTemplate(_TOOLS_AND_DOCUMENTS, family=None).render(messages, **variables)
+    rendered, _ = render_jinja_template(
+        [messages], chat_template=_TOOLS_AND_DOCUMENTS, add_generation_prompt=True, **variables
+    )
+    assert ours == rendered[0]
+
+
 # -- no template in the GGUF --------------------------------------------------------------------
 def test_no_template_means_the_family_template_with_a_notice():
     for missing in (None, ""):
@@ -570,6 +594,12 @@ def test_no_template_means_the_family_template_with_a_notice():
     assert t4.family is EXAONE4 and "exaone4" in t4.notice
     own = ChatTemplate.for_model(EXAONE_DEEP_TEMPLATE, family_hint="exaone4")
     assert own.family is EXAONE_DEEP and own.notice is None
+
+
+def test_no_template_in_a_model_that_is_not_exaone_is_a_stand_in_without_a_family():
+    t = ChatTemplate.for_model(None, model_name="llama.gguf", is_exaone=False)
+    assert t.source == EXAONE3_TEMPLATE and t.family is None and t.default_system is None
+    one_sentence(t.notice, "llama.gguf is not an EXAONE model", "exaone3 template stands in")
 
 
 # -- reasoning ----------------------------------------------------------------------------------

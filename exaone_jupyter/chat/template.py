@@ -165,11 +165,29 @@ class ChatTemplate:
         bos_token: str = "",
         eos_token: str = "",
         model_name: str = "the model",
+        is_exaone: bool = True,
     ) -> ChatTemplate:
-        """The GGUF's own template, or its family's official one with a notice when it has none."""
+        """The GGUF's own template, or its family's official one with a notice when it has none.
+
+        A model that is not EXAONE and has no template gets EXAONE 3's format only as a stand-in,
+        without a family: nothing EXAONE's (LG's system prompt) is said to a model of another kind.
+        """
         if template:
             return cls(
                 template, family=detect_family(template), bos_token=bos_token, eos_token=eos_token
+            )
+        if not is_exaone:
+            notice = (
+                f"{model_name} is not an EXAONE model and carries no chat template, so its "
+                f"prompt format is unknown and the {EXAONE3.name} template stands in; for "
+                "replies in its own format, load a GGUF that carries its template."
+            )
+            return cls(
+                EXAONE3.template,
+                family=None,
+                bos_token=bos_token,
+                eos_token=eos_token,
+                notice=notice,
             )
         family = FAMILIES.get(family_hint or "", EXAONE3)
         notice = (
@@ -196,8 +214,16 @@ class ChatTemplate:
 
         ``variables`` reach the template as Hugging Face's extra kwargs do (``enable_thinking``,
         ``tools``...); ``bos_token``/``eos_token`` among them override the model's own.
+        ``tools`` and ``documents`` are ``None`` unless given, as Hugging Face always passes them
+        (a template's ``tools is not none`` must branch as it does there).
         """
-        context = {"bos_token": self.bos_token, "eos_token": self.eos_token, **variables}
+        context = {
+            "tools": None,
+            "documents": None,
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            **variables,
+        }
         try:
             return self._compiled.render(
                 messages=[dict(m) for m in messages],

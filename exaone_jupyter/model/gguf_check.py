@@ -153,12 +153,18 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
         if not isinstance(v, int) or v <= 0:
             raise ExaoneError(f"{shown} lacks a valid {key}; {_REDOWNLOAD}.")
 
+    layers_held = 1 + max((_layer_of(t.name) for t in reader.tensors), default=-1)
+    if n_layers > layers_held:  # before sizing a list by it: 0xFFFFFFF0 would exhaust memory
+        raise ExaoneError(
+            f"{shown} is corrupt: its {arch}.block_count says {n_layers:,} layers but its "
+            f"tensors hold {layers_held}; {_REDOWNLOAD}."
+        )
     layer_bytes = [0] * n_layers
     other = 0
     for t in reader.tensors:
-        parts = t.name.split(".")
-        if parts[0] == "blk" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < n_layers:
-            layer_bytes[int(parts[1])] += int(t.n_bytes)
+        layer = _layer_of(t.name)
+        if 0 <= layer < n_layers:
+            layer_bytes[layer] += int(t.n_bytes)
         else:
             other += int(t.n_bytes)
 
@@ -203,6 +209,14 @@ def _tensor_end(table: dict) -> int | None:
         return end
     except Exception:
         return None
+
+
+def _layer_of(tensor_name: str) -> int:
+    """N of a layer's ``blk.N.*`` tensor; -1 for the rest (embeddings, output head, norms)."""
+    parts = tensor_name.split(".")
+    if parts[0] == "blk" and len(parts) > 1 and parts[1].isdigit():
+        return int(parts[1])
+    return -1
 
 
 def _int(v, default: int) -> int:

@@ -65,10 +65,14 @@ def resolve(
         path = _hub_file(entry.repo, entry.filename, cache_dir)
         return Resolved(path, spec, "hub", entry.repo, entry.family)
 
+    path = Path(spec).expanduser()
+    if path.exists():  # before the Hub readings: "models/demo:q8.gguf" is a file, not REPO:FILE
+        return Resolved(path.resolve(), spec, "file")
     repo, sep, filename = spec.partition(":")
     if sep and _REPO.match(repo) and filename:
         return Resolved(_hub_file(repo, filename, cache_dir), spec, "hub", repo)
-    if _REPO.match(spec) and not os.path.exists(spec) and not spec.endswith(".gguf"):
+    names_a_gguf = spec.lower().endswith(".gguf")  # DEMO.GGUF is a file name too
+    if _REPO.match(spec) and not names_a_gguf:
         if not file_glob:
             raise ExaoneError(
                 f"{spec} looks like a Hugging Face repository: add the file as "
@@ -77,14 +81,10 @@ def resolve(
         name = _match_hub_file(spec, file_glob, cache_dir)
         return Resolved(_hub_file(spec, name, cache_dir), spec, "hub", spec)
 
-    path = Path(spec).expanduser()
-    if path.exists() or spec.endswith(".gguf") or os.sep in spec:
-        if not path.exists():
-            raise ExaoneError(
-                f"There is no file at {spec}; check the path, or name a model "
-                "from `%exaone models`."
-            )
-        return Resolved(path.resolve(), spec, "file")
+    if names_a_gguf or os.sep in spec:
+        raise ExaoneError(
+            f"There is no file at {spec}; check the path, or name a model from `%exaone models`."
+        )
     raise ExaoneError(
         f"Unknown model '{spec}': give a path to a .gguf file, REPO:FILE on the "
         "Hugging Face Hub, or a catalog alias from `%exaone models`."
