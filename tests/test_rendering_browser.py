@@ -97,6 +97,24 @@ NO_MATH = (
         ("``a ` $b``", "``a ` $b``", False),
         ("```sh\necho $HOME <b>\n```\n$5", "```sh\necho $HOME <b>\n```\n\\$5", True),
         ("~~~\n$x\n", "~~~\n$x\n", False),  # still open: still code
+        # a fence in a list item sits at the item's indentation: still code, blank lines and all
+        (
+            "1. Run:\n\n    ```sh\n    a=$1\n\n    echo $HOME <b>\n    ```\n2. It costs $5",
+            "1. Run:\n\n    ```sh\n    a=$1\n\n    echo $HOME <b>\n    ```\n2. It costs \\$5",
+            True,
+        ),
+        ("- a\n  - b:\n    ~~~\n    $x\n    ~~~", "- a\n  - b:\n    ~~~\n    $x\n    ~~~", False),
+        # a line further left ends the item and its block; a fence there opens a block of its own
+        ("1. Run:\n    ```\n    $x\nThen $5", "1. Run:\n    ```\n    $x\nThen \\$5", True),
+        ("1. Run:\n    ```\n    $x\n```\n$5", "1. Run:\n    ```\n    $x\n```\n$5", False),
+        # four spaces after a blank line: an indented code block, unless a list came first
+        (
+            "Run:\n\n    echo $HOME <b>\n\nIt costs $5",
+            "Run:\n\n    echo $HOME <b>\n\nIt costs \\$5",
+            True,
+        ),
+        ("- Run:\n\n    it costs $5 <b>", "- Run:\n\n    it costs \\$5 \\<b>", True),
+        ("Run:\n    it costs $5", "Run:\n    it costs \\$5", True),  # no blank line: prose
         # the model's own escapes stay Markdown escapes; a lone \( keeps its backslash
         (r"\*not bold\* and \$5", r"\*not bold\* and \$5", True),
         (r"a lone \( here", r"a lone \\( here", False),
