@@ -154,6 +154,20 @@ def test_dry_run_shows_the_prompt_and_its_token_count(kernel):
     assert kernel.eval("exaone_jupyter.get_session().conversation.turns") == 1
 
 
+def test_dry_run_prompt_stays_in_its_code_block(kernel):
+    """A question with a code fence in it: the prompt's fence outruns it, the text is exact."""
+    question = "Fix this:\n```python\nprint('$5 <b>')\n```\nand ````this````."
+    cell = kernel.run(f"%%exaone --dry-run --new\n{question}")
+    assert cell.ok and not cell.stderr
+    [shown] = cell.of_type("display_data")
+    messages = [
+        {"role": "system", "content": LG_SYSTEM_PROMPT},
+        {"role": "user", "content": question},
+    ]
+    prompt_text, _ = kernel.eval(f"exaone_jupyter.render_prompt({messages!r})")
+    assert f"`````text\n{prompt_text}\n`````\n\nids: `[" in shown.content["data"]["text/markdown"]
+
+
 def test_names_in_the_cell_come_from_the_notebook(kernel):
     kernel.run("country = 'Korea'\nprice = 5")
     [(_q, a)] = trained("What is the capital of Korea?")

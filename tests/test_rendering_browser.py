@@ -30,7 +30,7 @@ from browser_helpers import (
     write_notebook,
 )
 from exaone_jupyter.ui.markup import markdown_html
-from exaone_jupyter.ui.render import as_written, reply_markdown
+from exaone_jupyter.ui.render import as_written, code_block, reply_markdown
 
 MODEL = "exaone-3.0-test"
 URL = ("https://example.com/search?q=" + "0123456789abcdefghij" * 8)[:150]  # no break in it
@@ -143,6 +143,14 @@ def test_reply_markdown_wraps_only_replies_that_need_it():
     assert markdown.startswith(NO_MATH) and "cost \\$5" in markdown and markdown.endswith("</div>")
     markdown = reply_markdown("It costs $5", finish_reason="interrupted")  # the note comes last
     assert markdown == f"{NO_MATH}\n\nIt costs \\$5\n\n</div>\n\n*⏹ interrupted*"
+
+
+@pytest.mark.parametrize(
+    "text, fence",
+    [("a = 1", "```"), ("```sh\necho $5\n```", "````"), ("a ````` b", "``````")],
+)
+def test_code_block_fence_outruns_the_backticks_in_the_text(text, fence):
+    assert code_block(text, "text") == f"{fence}text\n{text}\n{fence}"
 
 
 def test_nbconvert_html_shows_the_reply_as_written():

@@ -222,6 +222,14 @@ def close_fences(text: str, *, cursor: bool = False) -> str:
     return text
 
 
+def code_block(text: str, info: str = "") -> str:
+    """``text`` as a fenced code block that shows it exactly: the fence is longer than any run of
+    backticks in the text (CommonMark), so no line of it can close the block early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text}\n{fence}"
+
+
 class _Bundle:
     """Several mimetypes in one object: each frontend shows the best one it knows."""
 

@@ -12,7 +12,7 @@ from ..chat.conversation import Conversation
 from ..chat.turn import Turn
 from ..model import catalog
 from ..session import SessionInfo
-from .render import show_markdown
+from .render import code_block, show_markdown
 
 
 def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
@@ -100,8 +100,8 @@ def show_loaded(info: SessionInfo) -> None:
 def show_dry_run(turn: Turn) -> None:
     if turn.prompt is None:
         show_markdown(
-            "The server applies its own chat template; these messages would be sent:"
-            "\n\n```json\n" + json.dumps(turn.messages, ensure_ascii=False, indent=1) + "\n```"
+            "The server applies its own chat template; these messages would be sent:\n\n"
+            + code_block(json.dumps(turn.messages, ensure_ascii=False, indent=1), "json")
         )
         return
     ids = turn.prompt.ids
@@ -111,7 +111,7 @@ def show_dry_run(turn: Turn) -> None:
         shown = ", ".join(map(str, ids))
     show_markdown(
         f"**Prompt: {len(ids)} tokens** (nothing generated)\n\n"
-        f"```text\n{turn.prompt.text}\n```\n\nids: `[{shown}]`"
+        f"{code_block(turn.prompt.text, 'text')}\n\nids: `[{shown}]`"
     )
 
 
