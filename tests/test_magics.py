@@ -108,6 +108,18 @@ def test_system_prompt_option_and_no_system_prompt(kernel):
     assert ask(kernel, q) == english
 
 
+def test_history_shows_each_message_as_a_reply_is_shown(kernel):
+    """``$``, tags and an open code fence in a question: the history's Markdown shows them as
+    written (escaped, the fence closed before the next message); its text/plain is exact."""
+    question = "It costs $5 and $10; is <b>bold</b> ok?\n```python\nx = 1"
+    assert kernel.run(f"%%exaone -t 0 -n 3 --new\n{question}").ok
+    [shown] = kernel.run("%exaone history").displays
+    markdown = shown["text/markdown"]
+    assert r"It costs \$5 and \$10; is \<b>bold\</b> ok?" in markdown
+    assert "```python\nx = 1\n```\n\n</div>\n\n**assistant**" in markdown
+    assert f"**user**: {question}\n\n**assistant**: " in shown["text/plain"]
+
+
 # -- options ------------------------------------------------------------------------------------
 def test_out_stores_the_reply_text(kernel):
     ask(kernel, README_QUESTION, "-t 0 --new -o answer")

@@ -29,8 +29,10 @@ from browser_helpers import (
     wait_cells_done,
     write_notebook,
 )
+from exaone_jupyter.chat.conversation import Conversation
 from exaone_jupyter.ui.markup import markdown_html
 from exaone_jupyter.ui.render import as_written, code_block, reply_markdown
+from exaone_jupyter.ui.reports import history_markdown
 
 MODEL = "exaone-3.0-test"
 URL = ("https://example.com/search?q=" + "0123456789abcdefghij" * 8)[:150]  # no break in it
@@ -151,6 +153,23 @@ def test_reply_markdown_wraps_only_replies_that_need_it():
 )
 def test_code_block_fence_outruns_the_backticks_in_the_text(text, fence):
     assert code_block(text, "text") == f"{fence}text\n{text}\n{fence}"
+
+
+def test_history_shows_each_message_as_a_reply_is_shown():
+    conversation = Conversation(
+        system="Answer with prices in $.",
+        messages=[
+            {"role": "user", "content": "Is <b>bold</b> ok?", "cell": "c1", "run": 3},
+            {"role": "assistant", "content": "```sh\necho $HOME", "interrupted": True},
+            {"role": "user", "content": "It costs $5 and $10."},
+        ],
+    )
+    assert history_markdown(conversation) == (
+        f"**system**:\n\n{NO_MATH}\n\nAnswer with prices in \\$.\n\n</div>\n\n"
+        "**user** *(cell In [3])*:\n\nIs \\<b>bold\\</b> ok?\n\n"
+        "**assistant** *(interrupted)*:\n\n```sh\necho $HOME\n```\n\n"
+        f"**user**:\n\n{NO_MATH}\n\nIt costs \\$5 and \\$10.\n\n</div>"
+    )
 
 
 def test_nbconvert_html_shows_the_reply_as_written():

@@ -240,11 +240,11 @@ class _Bundle:
         return self.data
 
 
-def show_markdown(text: str) -> None:
-    """Markdown in a notebook, the same text readable in a terminal."""
+def show_markdown(text: str, *, plain: str | None = None) -> None:
+    """Markdown in a notebook; in a terminal ``plain``, or the same text (readable as it is)."""
     from IPython.display import display
 
-    display(_Bundle({"text/markdown": text, "text/plain": text}))
+    display(_Bundle({"text/markdown": text, "text/plain": text if plain is None else plain}))
 
 
 class CellRenderer:
