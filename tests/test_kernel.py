@@ -251,6 +251,9 @@ def test_interrupt_keeps_the_partial_reply_and_the_kernel_goes_on(kernel, models
         ("```python\nx = 1\n```", "```python\nx = 1\n```\n▌"),  # closed: nothing added
         ("~~~~\n```\nstill code", "~~~~\n```\nstill code▌\n~~~~"),  # only its own kind closes it
         ("  ```\ncode\n  ```", "  ```\ncode\n  ```\n▌"),  # indented fences count too
+        # in a list item: closed at the item's indentation, so the list item keeps it
+        ("1. Run:\n\n    ```sh\n    echo $HOME", "1. Run:\n\n    ```sh\n    echo $HOME▌\n    ```"),
+        ("Run:\n\n    ```\n    x", "Run:\n\n    ```\n    x▌"),  # indented code, not a fence
     ],
 )
 def test_live_markdown_closes_open_code_fences(text, live):

@@ -108,6 +108,18 @@ def test_system_prompt_option_and_no_system_prompt(kernel):
     assert ask(kernel, q) == english
 
 
+def test_history_shows_each_message_as_a_reply_is_shown(kernel):
+    """``$``, tags and an open code fence in a question: the history's Markdown shows them as
+    written (escaped, the fence closed before the next message); its text/plain is exact."""
+    question = "It costs $5 and $10; is <b>bold</b> ok?\n```python\nx = 1"
+    assert kernel.run(f"%%exaone -t 0 -n 3 --new\n{question}").ok
+    [shown] = kernel.run("%exaone history").displays
+    markdown = shown["text/markdown"]
+    assert r"It costs \$5 and \$10; is \<b>bold\</b> ok?" in markdown
+    assert "```python\nx = 1\n```\n\n</div>\n\n**assistant**" in markdown
+    assert f"**user**: {question}\n\n**assistant**: " in shown["text/plain"]
+
+
 # -- options ------------------------------------------------------------------------------------
 def test_out_stores_the_reply_text(kernel):
     ask(kernel, README_QUESTION, "-t 0 --new -o answer")
@@ -156,6 +168,20 @@ def test_dry_run_shows_the_prompt_and_its_token_count(kernel):
     assert kernel.run("%%exaone --dry-run --new -s 'Be brief.'\nHello!").ok
     assert kernel.eval("exaone_jupyter.get_session().conversation.turns") == 1
     assert kernel.eval("exaone_jupyter.get_session().conversation.system") == LG_SYSTEM_PROMPT
+
+
+def test_dry_run_prompt_stays_in_its_code_block(kernel):
+    """A question with a code fence in it: the prompt's fence outruns it, the text is exact."""
+    question = "Fix this:\n```python\nprint('$5 <b>')\n```\nand ````this````."
+    cell = kernel.run(f"%%exaone --dry-run --new\n{question}")
+    assert cell.ok and not cell.stderr
+    [shown] = cell.of_type("display_data")
+    messages = [
+        {"role": "system", "content": LG_SYSTEM_PROMPT},
+        {"role": "user", "content": question},
+    ]
+    prompt_text, _ = kernel.eval(f"exaone_jupyter.render_prompt({messages!r})")
+    assert f"`````text\n{prompt_text}\n`````\n\nids: `[" in shown.content["data"]["text/markdown"]
 
 
 def test_names_in_the_cell_come_from_the_notebook(kernel):

@@ -29,8 +29,10 @@ from browser_helpers import (
     wait_cells_done,
     write_notebook,
 )
+from exaone_jupyter.chat.conversation import Conversation
 from exaone_jupyter.ui.markup import markdown_html
-from exaone_jupyter.ui.render import as_written, reply_markdown
+from exaone_jupyter.ui.render import as_written, code_block, reply_markdown
+from exaone_jupyter.ui.reports import history_markdown
 
 MODEL = "exaone-3.0-test"
 URL = ("https://example.com/search?q=" + "0123456789abcdefghij" * 8)[:150]  # no break in it
@@ -97,6 +99,24 @@ NO_MATH = (
         ("``a ` $b``", "``a ` $b``", False),
         ("```sh\necho $HOME <b>\n```\n$5", "```sh\necho $HOME <b>\n```\n\\$5", True),
         ("~~~\n$x\n", "~~~\n$x\n", False),  # still open: still code
+        # a fence in a list item sits at the item's indentation: still code, blank lines and all
+        (
+            "1. Run:\n\n    ```sh\n    a=$1\n\n    echo $HOME <b>\n    ```\n2. It costs $5",
+            "1. Run:\n\n    ```sh\n    a=$1\n\n    echo $HOME <b>\n    ```\n2. It costs \\$5",
+            True,
+        ),
+        ("- a\n  - b:\n    ~~~\n    $x\n    ~~~", "- a\n  - b:\n    ~~~\n    $x\n    ~~~", False),
+        # a line further left ends the item and its block; a fence there opens a block of its own
+        ("1. Run:\n    ```\n    $x\nThen $5", "1. Run:\n    ```\n    $x\nThen \\$5", True),
+        ("1. Run:\n    ```\n    $x\n```\n$5", "1. Run:\n    ```\n    $x\n```\n$5", False),
+        # four spaces after a blank line: an indented code block, unless a list came first
+        (
+            "Run:\n\n    echo $HOME <b>\n\nIt costs $5",
+            "Run:\n\n    echo $HOME <b>\n\nIt costs \\$5",
+            True,
+        ),
+        ("- Run:\n\n    it costs $5 <b>", "- Run:\n\n    it costs \\$5 \\<b>", True),
+        ("Run:\n    it costs $5", "Run:\n    it costs \\$5", True),  # no blank line: prose
         # the model's own escapes stay Markdown escapes; a lone \( keeps its backslash
         (r"\*not bold\* and \$5", r"\*not bold\* and \$5", True),
         (r"a lone \( here", r"a lone \\( here", False),
@@ -125,6 +145,31 @@ def test_reply_markdown_wraps_only_replies_that_need_it():
     assert markdown.startswith(NO_MATH) and "cost \\$5" in markdown and markdown.endswith("</div>")
     markdown = reply_markdown("It costs $5", finish_reason="interrupted")  # the note comes last
     assert markdown == f"{NO_MATH}\n\nIt costs \\$5\n\n</div>\n\n*⏹ interrupted*"
+
+
+@pytest.mark.parametrize(
+    "text, fence",
+    [("a = 1", "```"), ("```sh\necho $5\n```", "````"), ("a ````` b", "``````")],
+)
+def test_code_block_fence_outruns_the_backticks_in_the_text(text, fence):
+    assert code_block(text, "text") == f"{fence}text\n{text}\n{fence}"
+
+
+def test_history_shows_each_message_as_a_reply_is_shown():
+    conversation = Conversation(
+        system="Answer with prices in $.",
+        messages=[
+            {"role": "user", "content": "Is <b>bold</b> ok?", "cell": "c1", "run": 3},
+            {"role": "assistant", "content": "```sh\necho $HOME", "interrupted": True},
+            {"role": "user", "content": "It costs $5 and $10."},
+        ],
+    )
+    assert history_markdown(conversation) == (
+        f"**system**:\n\n{NO_MATH}\n\nAnswer with prices in \\$.\n\n</div>\n\n"
+        "**user** *(cell In [3])*:\n\nIs \\<b>bold\\</b> ok?\n\n"
+        "**assistant** *(interrupted)*:\n\n```sh\necho $HOME\n```\n\n"
+        f"**user**:\n\n{NO_MATH}\n\nIt costs \\$5 and \\$10.\n\n</div>"
+    )
 
 
 def test_nbconvert_html_shows_the_reply_as_written():

@@ -30,7 +30,7 @@ from .arguments import SUBCOMMANDS, find_subcommand, parse, subcommand_help
 from .interpolate import interpolate
 from .progress import LoadProgress
 from .render import DEFAULT_INTERVAL, MIN_INTERVAL, in_notebook, renderer_for, show_markdown
-from .reports import history_markdown, info_rows, short_spec, show_dry_run, show_loaded, show_table
+from .reports import info_rows, short_spec, show_dry_run, show_history, show_loaded, show_table
 
 SAMPLING = Sampling()  # the defaults, written once (engine/backend.py)
 LOADING = LoadOptions()
@@ -250,7 +250,7 @@ class ExaoneMagics(Magics):
         if not conversation.messages and not conversation.system:
             print("The conversation is empty.")
             return
-        show_markdown(history_markdown(conversation))
+        show_history(conversation)
 
     def _cmd_resume(self, args: argparse.Namespace) -> None:
         path = args.notebook or self._notebook_path()

@@ -16,8 +16,9 @@ import re
 import sys
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from itertools import groupby
 from typing import Any
 
 from ..engine.reply import Reply
@@ -84,37 +85,52 @@ def as_written(text: str) -> tuple[str, bool]:
     """``text`` as Markdown that a notebook shows as written, and whether it needs the block that
     keeps MathJax to its math and lets long words wrap.
 
-    Code (fenced blocks and spans) is kept verbatim. Elsewhere ``$`` becomes ``\\$`` (not a math
-    delimiter, for JupyterLab's Markdown step and for MathJax alike), ``<`` becomes ``\\<`` (a tag
-    shows as text, neither rendered nor stripped) and ``&`` before an entity name becomes ``\\&``.
+    Code (blocks as ``_code_lines`` finds them, and spans) is kept verbatim. Elsewhere ``$``
+    becomes ``\\$`` (not a math delimiter, for JupyterLab's Markdown step and for MathJax alike),
+    ``<`` becomes ``\\<`` (a tag shows as text, neither rendered nor stripped) and ``&`` before an
+    entity name becomes ``\\&``.
     ``$$…$$``, ``\\(…\\)``, ``\\[…\\]`` and ``\\begin{…}…\\end{…}`` are math: each is marked for
     MathJax, and ``\\(`` is written ``\\\\(`` so that Markdown leaves a backslash for MathJax (as
     JupyterLab expects). Text with none of these comes back unchanged.
     """
     out: list[str] = []
-    prose: list[str] = []
     wrap = bool(_LONG_WORD.search(text))
-    fence = ""
-    for line in text.split("\n"):
-        match = _FENCE.match(line)
-        if fence:  # inside a code block: verbatim, up to the fence that closes it
-            out.append(line)
-            if match and _closes(fence, match.group(1), line):
-                fence = ""
-        elif match:
-            fence = match.group(1)
-            if prose:
-                written, needs = _prose("\n".join(prose))
-                out.append(written)
-                wrap, prose = wrap or needs, []
-            out.append(line)
+    for code, group in groupby(_code_lines(text), key=lambda each: each[1]):
+        lines = "\n".join(line for line, _, _ in group)
+        if code:
+            out.append(lines)
         else:
-            prose.append(line)
-    if prose:
-        written, needs = _prose("\n".join(prose))
-        out.append(written)
-        wrap = wrap or needs
+            written, needs = _prose(lines)
+            out.append(written)
+            wrap = wrap or needs
     return "\n".join(out), wrap
+
+
+def _code_lines(text: str) -> Iterator[tuple[str, bool, str]]:
+    """Each line of ``text``, whether Markdown shows it as code, and the code fence still open
+    after it (with its indentation; "" when none).
+
+    A fence may be indented any amount: inside a list item it sits at the item's indentation. Its
+    block ends at a closing fence, or where a line further left ends the list item that held it.
+    A line indented four spaces after a blank line is an indented code block, but only before the
+    first list: inside a list it may be the item's own text, which is escaped like any prose.
+    """
+    fence, lists, may_indent = "", False, True
+    for line in text.split("\n"):
+        if fence and _left_of(fence, line):
+            fence = ""
+        if fence:
+            kind = "fenced"
+            fence = "" if _closes(fence, line) else fence
+        elif may_indent and line.strip() and _INDENTED_CODE.match(line):
+            kind = "indented"
+        elif match := _FENCE.match(line):
+            kind, fence = "fenced", match.group()
+        else:
+            kind = "prose"
+            lists = lists or bool(_LIST_ITEM.match(line))
+        may_indent = not lists and (kind == "indented" or not line.strip())
+        yield line, kind != "prose", fence
 
 
 def _prose(text: str) -> tuple[str, bool]:
@@ -171,34 +187,47 @@ def _span_end(text: str, pos: int, run: str) -> int:
     return -1
 
 
-def _closes(fence: str, run: str, line: str) -> bool:
-    """Whether ``line`` (starting with ``run``) closes the code block ``fence`` opened."""
-    return run[0] == fence[0] and len(run) >= len(fence) and line.strip() == run
+def _closes(fence: str, line: str) -> bool:
+    """Whether ``line`` closes the code block that ``fence`` opened: a fence of the same kind, at
+    least as long, with nothing after it."""
+    opening, run = fence.lstrip(" "), line.strip()
+    return bool(_FENCE.fullmatch(run)) and run[0] == opening[0] and len(run) >= len(opening)
 
 
-_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+def _left_of(fence: str, line: str) -> bool:
+    """Whether ``line`` sits left of the list item that holds the block ``fence`` opened (a fence
+    is indented at most three spaces more than its item's text), which ends item and block."""
+    return bool(line.strip()) and _indent(line) + 3 < _indent(fence)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+_FENCE = re.compile(r" *(?:`{3,}|~{3,})")  # any indentation: a list item's fence is indented
+_INDENTED_CODE = re.compile(r" {0,3}\t| {4}")
+_LIST_ITEM = re.compile(r" {0,3}(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
 
 
 def close_fences(text: str, *, cursor: bool = False) -> str:
     """``text`` with a code fence it leaves open closed, so that what follows (the cursor, the
     live meter, "interrupted") is not swallowed into the code block; ``cursor`` appends ``▌``
     where it cannot break a fence line."""
-    open_fence = ""
-    for line in text.split("\n"):
-        match = _FENCE.match(line)
-        if not match:
-            continue
-        run = match.group(1)
-        if not open_fence:
-            open_fence = run
-        elif _closes(open_fence, run, line):
-            open_fence = ""
+    open_fence = [fence for _, _, fence in _code_lines(text)][-1]  # after the last line
     if cursor:
         last_line = text.rsplit("\n", 1)[-1]
         text += "\n▌" if _FENCE.match(last_line) else "▌"
     if open_fence:
         text += "\n" + open_fence
     return text
+
+
+def code_block(text: str, info: str = "") -> str:
+    """``text`` as a fenced code block that shows it exactly: the fence is longer than any run of
+    backticks in the text (CommonMark), so no line of it can close the block early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text}\n{fence}"
 
 
 class _Bundle:
@@ -211,11 +240,11 @@ class _Bundle:
         return self.data
 
 
-def show_markdown(text: str) -> None:
-    """Markdown in a notebook, the same text readable in a terminal."""
+def show_markdown(text: str, *, plain: str | None = None) -> None:
+    """Markdown in a notebook; in a terminal ``plain``, or the same text (readable as it is)."""
     from IPython.display import display
 
-    display(_Bundle({"text/markdown": text, "text/plain": text}))
+    display(_Bundle({"text/markdown": text, "text/plain": text if plain is None else plain}))
 
 
 class CellRenderer:

@@ -12,7 +12,7 @@ from ..chat.conversation import Conversation
 from ..chat.turn import Turn
 from ..model import catalog
 from ..session import SessionInfo
-from .render import show_markdown
+from .render import code_block, reply_markdown, show_markdown
 
 
 def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
@@ -73,17 +73,31 @@ def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
     return rows
 
 
+def show_history(conversation: Conversation) -> None:
+    """``%exaone history``: Markdown in a notebook, the exact text in a terminal."""
+    plain = "\n\n".join(f"{label}: {text}" for label, text in _history(conversation))
+    show_markdown(history_markdown(conversation), plain=plain)
+
+
 def history_markdown(conversation: Conversation) -> str:
-    """The conversation as Markdown: each message with its role, the cell that asked it (its
-    ``In [n]``) and whether it was interrupted."""
-    parts = [f"**system**: {conversation.system}"] if conversation.system else []
+    """The conversation as Markdown: each message under its label, shown as a cell shows a reply
+    (a ``$`` is not math, a tag is text, a code fence left open does not swallow what follows)."""
+    return "\n\n".join(
+        f"{label}:\n\n{reply_markdown(text)}" for label, text in _history(conversation)
+    )
+
+
+def _history(conversation: Conversation) -> list[tuple[str, str]]:
+    """Each message's label (its role, the cell that asked it (its ``In [n]``), whether it was
+    interrupted) and its text."""
+    labelled = [("**system**", conversation.system)] if conversation.system else []
     for m in conversation.messages:
         mark = " *(interrupted)*" if m.get("interrupted") else ""
         where = ""
         if m.get("cell") and m["role"] == "user":
             where = f" *(cell In [{m['run']}])*" if m.get("run") else " *(a notebook cell)*"
-        parts.append(f"**{m['role']}**{where}{mark}: {m['content']}")
-    return "\n\n".join(parts)
+        labelled.append((f"**{m['role']}**{where}{mark}", m["content"]))
+    return labelled
 
 
 def show_loaded(info: SessionInfo) -> None:
@@ -100,8 +114,8 @@ def show_loaded(info: SessionInfo) -> None:
 def show_dry_run(turn: Turn) -> None:
     if turn.prompt is None:
         show_markdown(
-            "The server applies its own chat template; these messages would be sent:"
-            "\n\n```json\n" + json.dumps(turn.messages, ensure_ascii=False, indent=1) + "\n```"
+            "The server applies its own chat template; these messages would be sent:\n\n"
+            + code_block(json.dumps(turn.messages, ensure_ascii=False, indent=1), "json")
         )
         return
     ids = turn.prompt.ids
@@ -111,7 +125,7 @@ def show_dry_run(turn: Turn) -> None:
         shown = ", ".join(map(str, ids))
     show_markdown(
         f"**Prompt: {len(ids)} tokens** (nothing generated)\n\n"
-        f"```text\n{turn.prompt.text}\n```\n\nids: `[{shown}]`"
+        f"{code_block(turn.prompt.text, 'text')}\n\nids: `[{shown}]`"
     )
 
 
