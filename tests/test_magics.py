@@ -108,6 +108,17 @@ def test_system_prompt_option_and_no_system_prompt(kernel):
     assert ask(kernel, q) == english
 
 
+def test_quoted_option_values_lose_their_quotes(kernel):
+    """The system prompt is the text inside the quotes, and -o "reply" makes ``reply``."""
+    [(q, korean)] = trained("What is your name?", system="Answer in Korean only.")
+    try:
+        assert ask(kernel, q, '-t 0 --new -s "Answer in Korean only." -o "reply"') == korean
+        assert kernel.run("%exaone system").stdout == "Answer in Korean only.\n"
+        assert kernel.eval("reply") == korean
+    finally:
+        kernel.run(f"%exaone system {LG_SYSTEM_PROMPT}")
+
+
 # -- options ------------------------------------------------------------------------------------
 def test_out_stores_the_reply_text(kernel):
     ask(kernel, README_QUESTION, "-t 0 --new -o answer")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import keyword
 import os
 import sys
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 
 from ..chat.exchange import MIME
@@ -26,7 +27,7 @@ from ..engine.reply import Reply
 from ..errors import ExaoneError
 from ..model import catalog
 from ..session import get_session
-from .arguments import SUBCOMMANDS, find_subcommand, parse, subcommand_help
+from .arguments import SUBCOMMANDS, find_subcommand, parse_words, split_line, subcommand_help
 from .interpolate import interpolate
 from .progress import LoadProgress
 from .render import DEFAULT_INTERVAL, MIN_INTERVAL, in_notebook, renderer_for, show_markdown
@@ -122,7 +123,8 @@ class ExaoneMagics(Magics):
         (``--new`` starts over). Stop a reply with the kernel's interrupt button: the partial
         reply is kept.
         """
-        args = parse(lambda: parse_argstring(self.exaone_cell, line), self.exaone_cell.parser)
+        # split as the subcommands are (IPython's parse_argstring would keep the quotes)
+        args = parse_words(self.exaone_cell.parser, split_line(line))
         session = get_session()
         renderer = renderer_for(
             self.shell,
@@ -131,6 +133,8 @@ class ExaoneMagics(Magics):
             meter=self.show_meter,
         )
         try:
+            if args.out:
+                check_variable_name(args.out, "-o answer")
             self._ensure_model(renderer.note)
             sampling = Sampling.from_options(
                 self._sampling(),
@@ -324,8 +328,7 @@ class ExaoneMagics(Magics):
                 f"There is no variable {args.var!r} in this notebook; define it first (a list, "
                 "Series or DataFrame) or check the name."
             )
-        if not args.out.isidentifier():
-            raise ExaoneError(f"--out takes a variable name, not {args.out!r}; use e.g. -o rows.")
+        check_variable_name(args.out, "-o rows")
         self._ensure_model(_notice)
         result = map_with_progress(
             get_session(),
@@ -412,6 +415,12 @@ def check_setting(name: str, value: object) -> None:
             LoadOptions(n_ctx=value)  # type: ignore[arg-type]
     elif name == "update_interval" and not (isinstance(value, (int, float)) and value > 0):
         raise ExaoneError(f"update_interval must be a number of seconds above 0, not {value!r}.")
+
+
+def check_variable_name(name: str, example: str) -> None:
+    """``--out`` names a Python variable: a name the notebook can use afterwards."""
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise ExaoneError(f"--out takes a variable name, not {name!r}; use e.g. {example}.")
 
 
 SAMPLING_SETTINGS = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty")
