@@ -232,6 +232,25 @@ def test_configured_system_prompt_and_meter(kernel):
         )
 
 
+def test_a_prompt_set_later_outlives_the_configured_one_and_none_restores_the_default(kernel):
+    def system() -> str:
+        return kernel.run("%exaone system").stdout.strip()
+
+    try:
+        kernel.run("%config ExaoneMagics.system = 'Answer in Korean only.'")
+        kernel.run("%exaone system Be brief.")
+        kernel.run("%exaone load exaone-demo")  # the load used to put the configured one back
+        assert system() == "Be brief."
+        kernel.run("%reload_ext exaone_jupyter")  # and so did a reload
+        assert system() == "Be brief."
+        kernel.run("%config ExaoneMagics.system = None")  # the family's default, at once
+        assert system() == LG_SYSTEM_PROMPT
+        kernel.run("%exaone load exaone-demo")
+        assert system() == LG_SYSTEM_PROMPT
+    finally:
+        kernel.run(f"%config ExaoneMagics.system = None\n%exaone system {LG_SYSTEM_PROMPT}")
+
+
 # -- help and errors ----------------------------------------------------------------------------
 def test_help(kernel):
     page = kernel.run("%%exaone?").page

@@ -26,7 +26,7 @@ from ..engine.backend import DEFAULT_MAX_CTX, LoadOptions, Sampling
 from ..engine.reply import Reply
 from ..errors import ExaoneError
 from ..model import catalog
-from ..session import get_session
+from ..session import Session, get_session
 from .arguments import SUBCOMMANDS, find_subcommand, parse_words, split_line, subcommand_help
 from .interpolate import interpolate
 from .progress import LoadProgress
@@ -61,7 +61,9 @@ class ExaoneMagics(Magics):
         SAMPLING.repeat_penalty, help="LG advises no penalty above 1.0 for EXAONE."
     ).tag(config=True)
     system = Unicode(
-        None, allow_none=True, help="System prompt; None = the model family's default."
+        None,
+        allow_none=True,
+        help="System prompt; None = the model family's default (setting None restores it).",
     ).tag(config=True)
     update_interval = Float(
         DEFAULT_INTERVAL,
@@ -92,8 +94,19 @@ class ExaoneMagics(Magics):
 
     @observe("system")
     def _system_changed(self, change) -> None:
-        if change["new"] is not None:  # %config ExaoneMagics.system = "..." applies at once
-            get_session().set_system(change["new"])
+        """``%config ExaoneMagics.system = "..."`` applies at once, ``None`` gives the model
+        family's default back at once; a load keeps whichever prompt was set last (this one, or
+        one set since with ``%exaone system`` or ``-s``)."""
+        session = get_session()
+        if not self._constructed and session.conversation.system != family_default(session):
+            return  # %reload_ext: the prompt the user set since the last %config stays
+        session.set_system(change["new"] if change["new"] is not None else family_default(session))
+
+    _constructed = False  # the configured values are being set (%load_ext, %reload_ext)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._constructed = True
 
     # -- %%exaone -------------------------------------------------------------------------------
     @no_var_expand
@@ -220,8 +233,6 @@ class ExaoneMagics(Magics):
         spec = args.spec or session.default_spec(self.model or None)
         for notice in self._load(spec, file_glob=args.file, **options):
             _notice(notice)
-        if self.system is not None:  # the configured system prompt wins over the model's default
-            session.set_system(self.system)
         show_loaded(session.info())
 
     def _cmd_unload(self, args: argparse.Namespace) -> None:
@@ -386,8 +397,6 @@ class ExaoneMagics(Magics):
         note(f"No model was loaded, so loading {spec}.")
         for notice in self._load(spec, **self._load_options()):
             note(notice)
-        if self.system is not None:
-            session.set_system(self.system)
 
     def _load(self, spec: str, **options: Any) -> list[str]:
         """Load with a progress bar that follows llama.cpp (in a notebook)."""
@@ -415,6 +424,11 @@ def check_setting(name: str, value: object) -> None:
             LoadOptions(n_ctx=value)  # type: ignore[arg-type]
     elif name == "update_interval" and not (isinstance(value, (int, float)) and value > 0):
         raise ExaoneError(f"update_interval must be a number of seconds above 0, not {value!r}.")
+
+
+def family_default(session: Session) -> str | None:
+    """The system prompt the loaded model's family brings (None: no model, or none)."""
+    return session.template.default_system if session.template else None
 
 
 def check_variable_name(name: str, example: str) -> None:
