@@ -272,7 +272,7 @@ class ExaoneMagics(Magics):
         conversation, notices = get_session().resume(path)
         for notice in notices:
             _notice(notice)
-        print(f"Resumed {conversation.turns} turns from {Path(path).name}.")
+        print(f"Resumed {turns(conversation.turns)} from {Path(path).name}.")
 
     def _notebook_path(self) -> str:
         """The notebook this kernel serves, as the frontend told it (JupyterLab and Notebook 7
@@ -294,11 +294,11 @@ class ExaoneMagics(Magics):
     def _cmd_save(self, args: argparse.Namespace) -> None:
         session = get_session()
         path = session.conversation.save(args.path)
-        print(f"Saved {session.conversation.turns} turns to {path.name}.")
+        print(f"Saved {turns(session.conversation.turns)} to {path.name}.")
 
     def _cmd_restore(self, args: argparse.Namespace) -> None:
         conversation = get_session().restore(args.path)
-        print(f"Restored {conversation.turns} turns.")
+        print(f"Restored {turns(conversation.turns)}.")
 
     def _cmd_system(self, args: argparse.Namespace) -> None:
         session = get_session()
@@ -323,7 +323,7 @@ class ExaoneMagics(Magics):
 
         from .panel import ChatPanel
 
-        display(ChatPanel())
+        display(ChatPanel(sampling=self._sampling(), interval=self.update_interval))
 
     def _cmd_connect(self, args: argparse.Namespace) -> None:
         session = get_session()
@@ -367,7 +367,7 @@ class ExaoneMagics(Magics):
         Notebook 7 and VS Code send it; ipykernel 6+ hands it on; None elsewhere), and its
         In [n] (IPython has already counted the cell by then: n is the count less one)."""
         self._cell_id = getattr(info, "cell_id", None) or None
-        stored = getattr(info, "store_history", False) and self.shell is not None
+        stored = getattr(info, "store_history", False)
         self._cell_run = self.shell.execution_count - 1 if stored and self.shell else None
 
     @property
@@ -424,6 +424,11 @@ def check_setting(name: str, value: object) -> None:
             LoadOptions(n_ctx=value)  # type: ignore[arg-type]
     elif name == "update_interval" and not (isinstance(value, (int, float)) and value > 0):
         raise ExaoneError(f"update_interval must be a number of seconds above 0, not {value!r}.")
+
+
+def turns(n: int) -> str:
+    """``1 turn``, ``2 turns``."""
+    return f"{n} turn{'' if n == 1 else 's'}"
 
 
 def family_default(session: Session) -> str | None:
