@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from checks import one_sentence
+from exaone_jupyter.ui.arguments import split_line
 from kernel_helpers import DEMO_ANSWER, DEMO_QUESTION
 
 
@@ -86,9 +87,47 @@ def test_usage_errors(shell, unchanged, code, fragments):
     usage_line(shell.run(code), *fragments)
 
 
+def test_unknown_subcommand_names_the_likely_one_in_one_sentence(shell, unchanged):
+    line = usage_line(shell.run("%exaone lod exaone-demo"))
+    assert "'lod' (did you mean load?); use one of: load," in line
+    one_sentence(line.removeprefix("UsageError: "), "Unknown subcommand")
+
+
 def test_unknown_model_with_abbreviated_option(shell, unchanged):
     # argparse takes --gpu-layer as short for --gpu-layers; the unknown model is what fails.
     one_sentence(shell.run("%exaone load x --gpu-layer 3"), "Unknown model 'x'", "%exaone models")
+
+
+# -- how a line is split into words -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "line, posix_words, windows_words",
+    [
+        ('-s "Be brief" -o "ans"', ["-s", "Be brief", "-o", "ans"], None),
+        ('-s "Don\'t ramble"', ["-s", "Don't ramble"], None),
+        ("my\\ model.gguf", ["my model.gguf"], ["my\\", "model.gguf"]),
+        ('--system="Be brief"', ["--system=Be brief"], None),
+        ("C:\\models\\exaone.gguf", ["C:modelsexaone.gguf"], ["C:\\models\\exaone.gguf"]),
+        (
+            '"C:\\My Models\\a.gguf" --gpu-layers 3',
+            ["C:\\My Models\\a.gguf", "--gpu-layers", "3"],
+            None,
+        ),
+    ],
+    ids=["quoted", "apostrophe", "escaped-space", "option-equals", "windows-path", "quoted-path"],
+)
+def test_lines_split_as_a_shell_splits_them(line, posix_words, windows_words):
+    """Quotes go; a backslash escapes on POSIX and is a folder separator on Windows."""
+    assert split_line(line, posix=True) == posix_words
+    assert split_line(line, posix=False) == (windows_words or posix_words)
+
+
+def test_out_must_name_a_variable(shell, unchanged):
+    one_sentence(
+        shell.run(f"%%exaone -t 0 -o my-var\n{DEMO_QUESTION}"),
+        "--out takes a variable name",
+        "'my-var'",
+    )
+    assert "my-var" not in shell.eval("dir()")
 
 
 # -- values the extension refuses -------------------------------------------------------------------

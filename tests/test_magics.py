@@ -120,6 +120,17 @@ def test_history_shows_each_message_as_a_reply_is_shown(kernel):
     assert f"**user**: {question}\n\n**assistant**: " in shown["text/plain"]
 
 
+def test_quoted_option_values_lose_their_quotes(kernel):
+    """The system prompt is the text inside the quotes, and -o "reply" makes ``reply``."""
+    [(q, korean)] = trained("What is your name?", system="Answer in Korean only.")
+    try:
+        assert ask(kernel, q, '-t 0 --new -s "Answer in Korean only." -o "reply"') == korean
+        assert kernel.run("%exaone system").stdout == "Answer in Korean only.\n"
+        assert kernel.eval("reply") == korean
+    finally:
+        kernel.run(f"%exaone system {LG_SYSTEM_PROMPT}")
+
+
 # -- options ------------------------------------------------------------------------------------
 def test_out_stores_the_reply_text(kernel):
     ask(kernel, README_QUESTION, "-t 0 --new -o answer")
@@ -245,6 +256,25 @@ def test_configured_system_prompt_and_meter(kernel):
             "%config ExaoneMagics.show_meter = True\n%config ExaoneMagics.system = None\n"
             f"%exaone system {LG_SYSTEM_PROMPT}"
         )
+
+
+def test_a_prompt_set_later_outlives_the_configured_one_and_none_restores_the_default(kernel):
+    def system() -> str:
+        return kernel.run("%exaone system").stdout.strip()
+
+    try:
+        kernel.run("%config ExaoneMagics.system = 'Answer in Korean only.'")
+        kernel.run("%exaone system Be brief.")
+        kernel.run("%exaone load exaone-demo")  # the load used to put the configured one back
+        assert system() == "Be brief."
+        kernel.run("%reload_ext exaone_jupyter")  # and so did a reload
+        assert system() == "Be brief."
+        kernel.run("%config ExaoneMagics.system = None")  # the family's default, at once
+        assert system() == LG_SYSTEM_PROMPT
+        kernel.run("%exaone load exaone-demo")
+        assert system() == LG_SYSTEM_PROMPT
+    finally:
+        kernel.run(f"%config ExaoneMagics.system = None\n%exaone system {LG_SYSTEM_PROMPT}")
 
 
 # -- help and errors ----------------------------------------------------------------------------

@@ -147,7 +147,7 @@ def test_restart_then_resume_answers_with_the_earlier_context(tmp_path):
     second = start_kernel(tmp_path / "two", JPY_SESSION_NAME=str(notebook))
     try:
         resumed = second.run("%exaone resume")  # the notebook this kernel serves
-        assert resumed.ok and "Resumed 1 turns from chat.ipynb." in resumed.stdout, resumed
+        assert resumed.ok and "Resumed 1 turn from chat.ipynb." in resumed.stdout, resumed
         assert history(second) == [("user", FRANCE, "cell-a"), ("assistant", PARIS, "cell-a")]
         assert answer_of(ask(second, JAPAN, "cell-b")) == TOKYO  # with the earlier context
         total, _ = prompt_tokens(second)

@@ -191,3 +191,65 @@ def test_stop_mid_reply_and_a_busy_cell(frontend, tmp_path):
     # the model is still usable from a cell once the panel is done
     out = fe.execute("%%exaone -n 3 -t 0\nhello")
     assert "busy" not in out["stderr"] and "✗" not in out["stderr"], out["stderr"]
+
+
+def test_the_panel_the_magic_opens_follows_the_config_settings(frontend):
+    """``%exaone panel`` starts from ``%config ExaoneMagics``: its fields show temperature and max
+    tokens, its replies use top-p, top-k and repeat penalty, its updates the update interval."""
+    fe = frontend
+    fe.execute(
+        "%exaone load exaone-demo\n%exaone reset\n"
+        "%config ExaoneMagics.temperature = 0\n%config ExaoneMagics.max_tokens = 64\n"
+        "%config ExaoneMagics.top_k = 7\n%config ExaoneMagics.top_p = 0.5\n"
+        "%config ExaoneMagics.repeat_penalty = 1.1\n%config ExaoneMagics.update_interval = 0.2"
+    )
+    try:
+        fe.execute("%exaone panel")  # the widgets found by class are this panel's from now on
+        assert fe.get("exaone-temperature") == 0.0 and fe.get("exaone-max-tokens") == 64
+        assert _status(fe).strip() == "✓ exaone-demo is loaded."  # not "Loaded": it loaded nothing
+        panel = (
+            "[w for w in __import__('ipywidgets').Widget.widgets.values()"
+            " if isinstance(w, exaone_jupyter.ChatPanel)][-1]"
+        )
+        assert fe.kernel_json(
+            f"[{panel}.sampling.top_k, {panel}.sampling.top_p, {panel}.sampling.repeat_penalty,"
+            f" {panel}.interval]"
+        ) == [7, 0.5, 1.1, 0.2]
+        fe.set("exaone-input", value=QUESTION)
+        fe.click("exaone-send")
+        fe.wait_for(lambda: "Done" in _status(fe), "the reply to end")
+        assert ANSWER in fe.text("exaone-transcript")  # temperature 0: the trained answer
+    finally:
+        fe.execute(
+            "%config ExaoneMagics.temperature = 0.7\n%config ExaoneMagics.max_tokens = 512\n"
+            "%config ExaoneMagics.top_k = 40\n%config ExaoneMagics.top_p = 0.95\n"
+            "%config ExaoneMagics.repeat_penalty = 1.0\n%config ExaoneMagics.update_interval = 0.1"
+        )
+
+
+def test_notes_stay_in_view_and_errors_name_the_panels_fields(frontend):
+    fe = frontend
+    fe.execute("%exaone load exaone-demo\n%exaone reset")
+    fe.set("exaone-temperature", value=0.0)
+    fe.set("exaone-max-tokens", value=4096)
+    fe.set("exaone-input", value="Hi")
+    fe.click("exaone-send")
+    status = _status(fe).strip()
+    one_sentence(status[2:], "4096", "lower Max tokens")  # not the cell's --max-tokens
+    assert "--max-tokens" not in status
+
+    # a reply allowance that leaves room for the question alone: a note says the history is out
+    def ask_hi() -> None:
+        fe.set("exaone-input", value="Hi")
+        fe.click("exaone-send")
+        fe.wait_for(lambda: "Done" in _status(fe), "the reply to end")
+
+    fe.set("exaone-max-tokens", value=64)
+    ask_hi()
+    alone = fe.kernel_json("exaone_jupyter.last_reply().stats.prompt_tokens")
+    n_ctx = fe.kernel_json("exaone_jupyter.get_session().backend.n_ctx")
+    fe.set("exaone-max-tokens", value=n_ctx - alone)
+    ask_hi()
+    assert "no longer fit" in fe.text("exaone-notes")  # "Writing…" and "Done" left it
+    fe.click("exaone-reset")
+    assert fe.text("exaone-notes") == ""

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,10 +49,10 @@ class Subcommand:
         try:
             if self.raw is not None:
                 words = ["--clear"] if rest == "--clear" else []
-                args = parse(lambda: self.parser.parse_args(words), self.parser)
+                args = parse_words(self.parser, words)
                 setattr(args, self.raw, "" if words else rest)
                 return args
-            return parse(lambda: self.parser.parse_args(split_line(rest)), self.parser)
+            return parse_words(self.parser, split_line(rest))
         except UsageError as err:
             if "did you mean" in str(err):
                 raise
@@ -252,9 +252,9 @@ def find_subcommand(name: str) -> Subcommand:
     command = SUBCOMMANDS.get(name)
     if command is None:
         close = difflib.get_close_matches(name, SUBCOMMANDS, n=1, cutoff=0.75)
-        hint = f"did you mean {close[0]}? " if close else ""
+        hint = f" (did you mean {close[0]}?)" if close else ""
         raise UsageError(
-            f"Unknown subcommand {name!r}; {hint}use one of: {', '.join(SUBCOMMANDS)}."
+            f"Unknown subcommand {name!r}{hint}; use one of: {', '.join(SUBCOMMANDS)}."
         )
     return command
 
@@ -269,18 +269,16 @@ def subcommand_help(name: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def parse(
-    parse: Callable[[], argparse.Namespace], parser: argparse.ArgumentParser
-) -> argparse.Namespace:
+def parse_words(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namespace:
     """Parse, and when an option is misspelled, say which one was probably meant."""
     try:
-        return parse()
+        return parser.parse_args(words)
     except UsageError as err:
         known = [
             o for action in parser._actions for o in action.option_strings if o.startswith("--")
         ]
-        words = re.findall(r"(--?[\w-]+)", str(err).partition("unrecognized arguments:")[2])
-        for word in words:
+        unknown = re.findall(r"(--?[\w-]+)", str(err).partition("unrecognized arguments:")[2])
+        for word in unknown:
             close = difflib.get_close_matches(word, known, n=1, cutoff=0.8)
             if close:
                 where = "%exaone help" if " " in parser.prog else "%%exaone?"
@@ -291,8 +289,19 @@ def parse(
         raise
 
 
-def split_line(text: str) -> list[str]:
+def split_line(text: str, posix: bool = os.name == "posix") -> list[str]:
+    """The words of a magic's line, quotes removed, as a shell would split them.
+
+    Not POSIX (Windows): a backslash is a path separator, not an escape, so ``C:\\models\\a.gguf``
+    stays whole. (shlex's own non-POSIX mode would keep the quotes, and split
+    ``--system="Be brief"`` in two; quoting stays POSIX here, only the escape character goes.)
+    """
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    if not posix:
+        lexer.escape = ""
     try:
-        return shlex.split(text)
+        return list(lexer)
     except ValueError as err:
         raise UsageError(f"Cannot parse {text!r}: {err}.") from None

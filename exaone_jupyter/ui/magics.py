@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import keyword
 import os
 import sys
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 
 from ..chat.exchange import MIME
@@ -25,8 +26,8 @@ from ..engine.backend import DEFAULT_MAX_CTX, LoadOptions, Sampling
 from ..engine.reply import Reply
 from ..errors import ExaoneError
 from ..model import catalog
-from ..session import get_session
-from .arguments import SUBCOMMANDS, find_subcommand, parse, subcommand_help
+from ..session import Session, get_session
+from .arguments import SUBCOMMANDS, find_subcommand, parse_words, split_line, subcommand_help
 from .interpolate import interpolate
 from .progress import LoadProgress
 from .render import DEFAULT_INTERVAL, MIN_INTERVAL, in_notebook, renderer_for, show_markdown
@@ -60,7 +61,9 @@ class ExaoneMagics(Magics):
         SAMPLING.repeat_penalty, help="LG advises no penalty above 1.0 for EXAONE."
     ).tag(config=True)
     system = Unicode(
-        None, allow_none=True, help="System prompt; None = the model family's default."
+        None,
+        allow_none=True,
+        help="System prompt; None = the model family's default (setting None restores it).",
     ).tag(config=True)
     update_interval = Float(
         DEFAULT_INTERVAL,
@@ -91,8 +94,19 @@ class ExaoneMagics(Magics):
 
     @observe("system")
     def _system_changed(self, change) -> None:
-        if change["new"] is not None:  # %config ExaoneMagics.system = "..." applies at once
-            get_session().set_system(change["new"])
+        """``%config ExaoneMagics.system = "..."`` applies at once, ``None`` gives the model
+        family's default back at once; a load keeps whichever prompt was set last (this one, or
+        one set since with ``%exaone system`` or ``-s``)."""
+        session = get_session()
+        if not self._constructed and session.conversation.system != family_default(session):
+            return  # %reload_ext: the prompt the user set since the last %config stays
+        session.set_system(change["new"] if change["new"] is not None else family_default(session))
+
+    _constructed = False  # the configured values are being set (%load_ext, %reload_ext)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._constructed = True
 
     # -- %%exaone -------------------------------------------------------------------------------
     @no_var_expand
@@ -122,7 +136,8 @@ class ExaoneMagics(Magics):
         (``--new`` starts over). Stop a reply with the kernel's interrupt button: the partial
         reply is kept.
         """
-        args = parse(lambda: parse_argstring(self.exaone_cell, line), self.exaone_cell.parser)
+        # split as the subcommands are (IPython's parse_argstring would keep the quotes)
+        args = parse_words(self.exaone_cell.parser, split_line(line))
         session = get_session()
         renderer = renderer_for(
             self.shell,
@@ -131,6 +146,8 @@ class ExaoneMagics(Magics):
             meter=self.show_meter,
         )
         try:
+            if args.out:
+                check_variable_name(args.out, "-o answer")
             self._ensure_model(renderer.note)
             sampling = Sampling.from_options(
                 self._sampling(),
@@ -216,8 +233,6 @@ class ExaoneMagics(Magics):
         spec = args.spec or session.default_spec(self.model or None)
         for notice in self._load(spec, file_glob=args.file, **options):
             _notice(notice)
-        if self.system is not None:  # the configured system prompt wins over the model's default
-            session.set_system(self.system)
         show_loaded(session.info())
 
     def _cmd_unload(self, args: argparse.Namespace) -> None:
@@ -257,7 +272,7 @@ class ExaoneMagics(Magics):
         conversation, notices = get_session().resume(path)
         for notice in notices:
             _notice(notice)
-        print(f"Resumed {conversation.turns} turns from {Path(path).name}.")
+        print(f"Resumed {turns(conversation.turns)} from {Path(path).name}.")
 
     def _notebook_path(self) -> str:
         """The notebook this kernel serves, as the frontend told it (JupyterLab and Notebook 7
@@ -279,11 +294,11 @@ class ExaoneMagics(Magics):
     def _cmd_save(self, args: argparse.Namespace) -> None:
         session = get_session()
         path = session.conversation.save(args.path)
-        print(f"Saved {session.conversation.turns} turns to {path.name}.")
+        print(f"Saved {turns(session.conversation.turns)} to {path.name}.")
 
     def _cmd_restore(self, args: argparse.Namespace) -> None:
         conversation = get_session().restore(args.path)
-        print(f"Restored {conversation.turns} turns.")
+        print(f"Restored {turns(conversation.turns)}.")
 
     def _cmd_system(self, args: argparse.Namespace) -> None:
         session = get_session()
@@ -308,7 +323,7 @@ class ExaoneMagics(Magics):
 
         from .panel import ChatPanel
 
-        display(ChatPanel())
+        display(ChatPanel(sampling=self._sampling(), interval=self.update_interval))
 
     def _cmd_connect(self, args: argparse.Namespace) -> None:
         session = get_session()
@@ -324,8 +339,7 @@ class ExaoneMagics(Magics):
                 f"There is no variable {args.var!r} in this notebook; define it first (a list, "
                 "Series or DataFrame) or check the name."
             )
-        if not args.out.isidentifier():
-            raise ExaoneError(f"--out takes a variable name, not {args.out!r}; use e.g. -o rows.")
+        check_variable_name(args.out, "-o rows")
         self._ensure_model(_notice)
         result = map_with_progress(
             get_session(),
@@ -353,7 +367,7 @@ class ExaoneMagics(Magics):
         Notebook 7 and VS Code send it; ipykernel 6+ hands it on; None elsewhere), and its
         In [n] (IPython has already counted the cell by then: n is the count less one)."""
         self._cell_id = getattr(info, "cell_id", None) or None
-        stored = getattr(info, "store_history", False) and self.shell is not None
+        stored = getattr(info, "store_history", False)
         self._cell_run = self.shell.execution_count - 1 if stored and self.shell else None
 
     @property
@@ -383,8 +397,6 @@ class ExaoneMagics(Magics):
         note(f"No model was loaded, so loading {spec}.")
         for notice in self._load(spec, **self._load_options()):
             note(notice)
-        if self.system is not None:
-            session.set_system(self.system)
 
     def _load(self, spec: str, **options: Any) -> list[str]:
         """Load with a progress bar that follows llama.cpp (in a notebook)."""
@@ -412,6 +424,22 @@ def check_setting(name: str, value: object) -> None:
             LoadOptions(n_ctx=value)  # type: ignore[arg-type]
     elif name == "update_interval" and not (isinstance(value, (int, float)) and value > 0):
         raise ExaoneError(f"update_interval must be a number of seconds above 0, not {value!r}.")
+
+
+def turns(n: int) -> str:
+    """``1 turn``, ``2 turns``."""
+    return f"{n} turn{'' if n == 1 else 's'}"
+
+
+def family_default(session: Session) -> str | None:
+    """The system prompt the loaded model's family brings (None: no model, or none)."""
+    return session.template.default_system if session.template else None
+
+
+def check_variable_name(name: str, example: str) -> None:
+    """``--out`` names a Python variable: a name the notebook can use afterwards."""
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise ExaoneError(f"--out takes a variable name, not {name!r}; use e.g. {example}.")
 
 
 SAMPLING_SETTINGS = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty")

@@ -41,7 +41,6 @@ from .meter import live_rate, meter_html
 from .panel_model import ModelRow, one_sentence, set_tooltip
 from .render import DEFAULT_INTERVAL
 
-_DEFAULTS = Sampling()
 SPARK_POINTS = 120  # the sparkline keeps at most this many samples (older ones are merged)
 
 
@@ -49,6 +48,8 @@ class ChatPanel(ModelRow, widgets.VBox):
     """Chat with the loaded EXAONE model: pick and load a model, ask, Stop, watch the meter.
 
     ``session``: the session to use (default: the kernel's one, shared with ``%%exaone``).
+    ``sampling``: the starting temperature and max tokens, and the top-p, top-k and repeat
+    penalty every reply uses (``%exaone panel`` passes the ``%config ExaoneMagics`` settings).
     ``interval``: seconds between live updates (at most 10 per second by default).
     ``gpu``: what the llama.cpp build can offload to (default: probed once).
     """
@@ -57,11 +58,13 @@ class ChatPanel(ModelRow, widgets.VBox):
         self,
         session: Session | None = None,
         *,
+        sampling: Sampling | None = None,
         interval: float = DEFAULT_INTERVAL,
         gpu: GpuInfo | None = None,
         **kwargs: Any,
     ) -> None:
         self.session = session or get_session()
+        self.sampling = sampling or Sampling()
         self.interval = interval
         self.gpu = gpu if gpu is not None else self.session.gpu_support()
         self.last_error: BaseException | None = None  # the last unexpected exception, for bugs
@@ -73,12 +76,16 @@ class ChatPanel(ModelRow, widgets.VBox):
         self._acting = False  # one of the panel's own handlers runs (it refreshes what it changes)
         self._lock = threading.RLock()  # orders the worker's final update against Stop clicks
         self._system_shown: str | None = None
+        self._notes: list[str] = []
         self._html_cache: dict[tuple[str, str], str] = {}
 
         full = widgets.Layout(width="100%")
         wide = {"description_width": "initial"}
         self._build_model_row()
         self.status = widgets.HTML(value=status_html("info", "Pick a model and press Load."))
+        # The turn's notes (history left out, no reasoning mode...) and the reply's: a line of
+        # their own, which the status line's "Writing…" and "Done" leave alone.
+        self.notes = widgets.HTML()
         self.system = widgets.Textarea(
             description="System",
             placeholder="system prompt (empty: none)",
@@ -88,7 +95,7 @@ class ChatPanel(ModelRow, widgets.VBox):
         )
         self.temperature = widgets.FloatSlider(
             description="Temperature",
-            value=_DEFAULTS.temperature,
+            value=self.sampling.temperature,
             min=0.0,
             max=2.0,
             step=0.05,
@@ -99,7 +106,7 @@ class ChatPanel(ModelRow, widgets.VBox):
         set_tooltip(self.temperature, "0 is greedy and reproducible.")
         self.max_tokens = widgets.BoundedIntText(
             description="Max tokens",
-            value=_DEFAULTS.max_tokens,
+            value=self.sampling.max_tokens,
             min=1,
             max=131072,
             style=wide,
@@ -137,6 +144,7 @@ class ChatPanel(ModelRow, widgets.VBox):
             "load_button",
             "progress",
             "status",
+            "notes",
             "model_info",
             "system",
             "temperature",
@@ -151,7 +159,6 @@ class ChatPanel(ModelRow, widgets.VBox):
             getattr(self, name).add_class("exaone-" + name.replace("_button", "").replace("_", "-"))
 
         self._show_gpu_support(None)
-        self.model.observe(self._on_model_change, names="value")
         self.load_button.on_click(self._guard(self._on_load))
         self.send_button.on_click(self._guard(self._on_send))
         self.stop_button.on_click(self._guard(self._on_stop))
@@ -162,6 +169,7 @@ class ChatPanel(ModelRow, widgets.VBox):
         rows = [
             model_row,
             widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")),
+            self.notes,
             facts_row,
             self.system,
             widgets.HBox(
@@ -214,8 +222,10 @@ class ChatPanel(ModelRow, widgets.VBox):
                 self._set_status("error", "The message is empty; type a question first.")
                 return
             try:
-                sampling = Sampling(
-                    temperature=float(self.temperature.value), max_tokens=int(self.max_tokens.value)
+                sampling = Sampling.from_options(
+                    self.sampling,
+                    temperature=float(self.temperature.value),
+                    max_tokens=int(self.max_tokens.value),
                 )
                 turn = self.session.prepare(question, sampling, system=self._edited_system())
                 self._system_shown = self.session.conversation.system or ""
@@ -225,12 +235,10 @@ class ChatPanel(ModelRow, widgets.VBox):
                 return
             self.input.value = ""
             self._reply, self._question, self._rates = reply, question, []
-            for note in turn.notes:
-                self._set_status("info", note)
-            if not turn.notes:
-                self._set_status(
-                    "busy", f"Evaluating the prompt ({reply.stats.prompt_tokens:,} tokens)…"
-                )
+            self._show_notes(turn.notes)
+            self._set_status(
+                "busy", f"Evaluating the prompt ({reply.stats.prompt_tokens:,} tokens)…"
+            )
             self._active = True
             self._set_busy(generating=True)
             self.meter.value = meter_html(
@@ -304,6 +312,8 @@ class ChatPanel(ModelRow, widgets.VBox):
             self._render_transcript()
             self._set_busy(generating=False)
             self._show_model_info()
+            if reply.note:
+                self._show_notes([*self._notes, reply.note])
             n = stats.completion_tokens
             if error:
                 self._set_status("error", error)
@@ -313,7 +323,7 @@ class ChatPanel(ModelRow, widgets.VBox):
                     f"Stopped: the partial reply ({n:,} tokens) is kept, marked as interrupted.",
                 )
             elif stats.finish_reason == "length":
-                self._set_status("info", reply.note or f"The reply reached max tokens ({n:,}).")
+                self._set_status("info", f"The reply reached max tokens ({n:,}).")
             else:
                 rate = f" at {stats.decode_tok_s:,.1f} tok/s" if stats.decode_tok_s else ""
                 self._set_status("ok", f"Done: {n:,} tokens{rate}.")
@@ -336,6 +346,7 @@ class ChatPanel(ModelRow, widgets.VBox):
                 return
             self.session.reset()
             self._reply, self._rates = None, []
+            self._show_notes([])
             self.meter.value = meter_html(None, [])
             self._render_transcript()
             self._set_status("ok", "Conversation cleared (the system prompt stays).")
@@ -374,7 +385,11 @@ class ChatPanel(ModelRow, widgets.VBox):
             self._system_shown = current
 
     def _set_status(self, kind: str, text: str) -> None:
-        self.status.value = status_html(kind, text)
+        self.status.value = status_html(kind, in_panel_terms(text))
+
+    def _show_notes(self, notes: list[str]) -> None:
+        self._notes = list(notes)
+        self.notes.value = "".join(status_html("info", in_panel_terms(n)) for n in notes)
 
     def _guard(self, handler):
         """Run a click handler so that no exception ever reaches the cell as a traceback."""
@@ -470,6 +485,21 @@ class ChatPanel(ModelRow, widgets.VBox):
             if not live and len(self._html_cache) < 2000:
                 self._html_cache[key] = body
         return turn_html(role, body, live=live, interrupted=interrupted, where=where)
+
+
+# The session's sentences name the %%exaone options; the panel has fields for them instead.
+PANEL_TERMS = (
+    ("lower --max-tokens", "lower Max tokens"),
+    ("set -n to choose", "set Max tokens to choose"),
+    ("a larger n_ctx", "a larger Context"),
+)
+
+
+def in_panel_terms(text: str) -> str:
+    """``text`` with a cell option it names replaced by the panel field that does the same."""
+    for option, field in PANEL_TERMS:
+        text = text.replace(option, field)
+    return text
 
 
 def _where(message: dict) -> str:

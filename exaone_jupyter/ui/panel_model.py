@@ -232,6 +232,7 @@ class ModelRow:
     def _after_load(
         self, spec: str, notices: list[str], error: str | None, elapsed: float | None = None
     ) -> None:
+        """Show how a load went; ``elapsed`` None: the panel opened over a model loaded before."""
         with self._lock:
             self.progress.value = 1.0
             self.progress.layout.display = "none"  # the status line says how it went
@@ -240,8 +241,8 @@ class ModelRow:
             if error:  # one sentence; the model line below says what is loaded now
                 self._set_status("error", error)
                 return
-            took = f" in {elapsed:.2f} s" if elapsed is not None else ""
-            lines = [status_html("ok", f"Loaded {spec}{took}.")]
+            loaded = f"Loaded {spec} in {elapsed:.2f} s." if elapsed is not None else None
+            lines = [status_html("ok", loaded or f"{spec} is loaded.")]
             lines += [status_html("info", n) for n in notices]
             self.status.value = "".join(lines)
             local = self.session.backend.info.local if self.session.backend else None
