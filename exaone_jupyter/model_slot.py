@@ -119,7 +119,7 @@ class ModelSlot:
             gguf.chat_template,
             family_hint=resolved.family_hint or family_of_architecture(gguf.architecture),
             model_name=gguf.path.name,
-            is_exaone=gguf.is_exaone_arch,
+            is_exaone=gguf.is_exaone_arch or resolved.family_hint is not None,
         )
         previous = self._local if self.backend is not None else None
         self.unload()  # free the old weights before the new ones take memory

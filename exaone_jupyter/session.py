@@ -121,6 +121,17 @@ class Session:
         self._system_set_by_user = True
         self._changed("conversation")
 
+    def use_family_system(self) -> None:
+        """Back to the model family's default prompt, which later loads follow again."""
+        self._system_set_by_user = False
+        self.conversation.system = self.template.default_system if self.template else None
+        self._changed("conversation")
+
+    @property
+    def system_chosen(self) -> bool:
+        """Whether the system prompt is one a user set (a load keeps it), not the family's."""
+        return self._system_set_by_user
+
     def reset(self) -> None:
         self.conversation.reset()
         self._changed("conversation")

@@ -271,6 +271,7 @@ def test_a_prompt_set_later_outlives_the_configured_one_and_none_restores_the_de
         assert system() == "Be brief."
         kernel.run("%config ExaoneMagics.system = None")  # the family's default, at once
         assert system() == LG_SYSTEM_PROMPT
+        assert kernel.eval("exaone_jupyter.get_session().system_chosen") is False  # loads follow
         kernel.run("%exaone load exaone-demo")
         assert system() == LG_SYSTEM_PROMPT
     finally:

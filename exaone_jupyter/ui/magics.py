@@ -26,7 +26,7 @@ from ..engine.backend import DEFAULT_MAX_CTX, LoadOptions, Sampling
 from ..engine.reply import Reply
 from ..errors import ExaoneError
 from ..model import catalog
-from ..session import Session, get_session
+from ..session import get_session
 from .arguments import SUBCOMMANDS, find_subcommand, parse_words, split_line, subcommand_help
 from .interpolate import interpolate
 from .progress import LoadProgress
@@ -65,6 +65,7 @@ class ExaoneMagics(Magics):
         allow_none=True,
         help="System prompt; None = the model family's default (setting None restores it).",
     ).tag(config=True)
+    _constructed = False  # True once the configured values are set (%load_ext, %reload_ext)
     update_interval = Float(
         DEFAULT_INTERVAL,
         help="Seconds between live updates of a streaming "
@@ -95,17 +96,17 @@ class ExaoneMagics(Magics):
     @observe("system")
     def _system_changed(self, change) -> None:
         """``%config ExaoneMagics.system = "..."`` applies at once, ``None`` gives the model
-        family's default back at once; a load keeps whichever prompt was set last (this one, or
-        one set since with ``%exaone system`` or ``-s``)."""
+        family's default back at once (later loads follow the family again). While the
+        extension loads (``%reload_ext``), a prompt chosen since with ``%exaone system`` or
+        ``-s`` stays."""
         session = get_session()
-        if not self._constructed and session.conversation.system != family_default(session):
-            return  # %reload_ext: the prompt the user set since the last %config stays
-        session.set_system(change["new"] if change["new"] is not None else family_default(session))
-
-    _constructed = False  # the configured values are being set (%load_ext, %reload_ext)
+        if change["new"] is None:
+            session.use_family_system()
+        elif self._constructed or not session.system_chosen:
+            session.set_system(change["new"])
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # sets the configured traits (their observers run first)
         self._constructed = True
 
     # -- %%exaone -------------------------------------------------------------------------------
@@ -429,11 +430,6 @@ def check_setting(name: str, value: object) -> None:
 def turns(n: int) -> str:
     """``1 turn``, ``2 turns``."""
     return f"{n} turn{'' if n == 1 else 's'}"
-
-
-def family_default(session: Session) -> str | None:
-    """The system prompt the loaded model's family brings (None: no model, or none)."""
-    return session.template.default_system if session.template else None
 
 
 def check_variable_name(name: str, example: str) -> None:
