@@ -10,6 +10,7 @@ Series or DataFrame is recognised by its methods.
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
 import time
@@ -63,6 +64,7 @@ class MapProgress:
     done: int = 0
     from_cache: int = 0
     from_disk: int = 0  # of those from the cache, the rows read from the disk cache
+    settled_at_start: int = 0  # rows done before anything ran: from the cache, or refused
     errors: int = 0
     tokens: int = 0
     elapsed_s: float = 0.0
@@ -71,7 +73,8 @@ class MapProgress:
 
     @property
     def rows_per_s(self) -> float | None:
-        computed = self.done - self.from_cache
+        """Rows this run computed a second (not those it found settled: cached, or refused)."""
+        computed = self.done - self.settled_at_start
         return computed / self.elapsed_s if computed and self.elapsed_s > 0 else None
 
     @property
@@ -212,7 +215,7 @@ def run_map(
     except BaseException:
         store.close()
         raise
-    progress.done = len(rows) - len(todo)
+    progress.done = progress.settled_at_start = len(rows) - len(todo)
     progress.errors = sum(isinstance(v, RowError) for v in values)
     progress.from_cache = sum(1 for r in rows if r.cached)
     progress.from_disk = sum(1 for r in rows if r.cached == "disk")
@@ -377,8 +380,9 @@ def _render_all(rows: list[Any], prompt: Any) -> list[str | RowError]:
             f"prompt must be a string with {{}} or {{column}} placeholders, or a function of "
             f"the row, not {type(prompt).__name__}."
         )
-    names = [m.group(2) for m in _PLACEHOLDER.finditer(prompt) if m.group(1) is None]
-    if not any(m.group(1) is None for m in _PLACEHOLDER.finditer(prompt)):
+    # what each placeholder names (None: the plain item); {{...}} is written as is, {{}} too
+    names = [m.group(2) for m in _PLACEHOLDER.finditer(prompt) if not m.group(0).startswith("{{")]
+    if not names:
         raise ExaoneError(
             "The prompt has no {} or {column} placeholder, so every row would ask the same "
             "question; put {} where the item goes."
@@ -403,7 +407,18 @@ def _render_all(rows: list[Any], prompt: Any) -> list[str | RowError]:
                 f"The prompt's {{{first}}} names a column, but the items are plain values; use "
                 "{} for the item, or pass a DataFrame or dicts."
             )
-    return [_fill(prompt, row) for row in rows]
+    return [_fill_or_refuse(prompt, row, names) for row in rows]
+
+
+def _fill_or_refuse(prompt: str, row: Any, names: list[str | None]) -> str | RowError:
+    """The row's question; a placeholder that would be filled with a missing value (None, NaN:
+    pandas' empty cell) asks nothing real ("nan is nan years old"), so that row is an error."""
+    for name in names:
+        value = row if name is None else row[name]
+        missing = type(value).__name__ in ("NAType", "NaTType")  # pandas' own missing values
+        if value is None or missing or (isinstance(value, numbers.Real) and value != value):
+            return RowError("the item is empty" if name is None else f"its {name} is empty")
+    return _fill(prompt, row)
 
 
 def _fill(prompt: str, row: Any) -> str:

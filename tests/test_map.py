@@ -13,7 +13,7 @@ from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT
 from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.engine.batch import context_need, shared_prefix
 from exaone_jupyter.errors import ExaoneError
-from exaone_jupyter.mapping import MapResult, RowError, run_map
+from exaone_jupyter.mapping import MapProgress, MapResult, RowError, run_map
 from kernel_helpers import DEMO_ANSWER, DEMO_QUESTION, Message, answer_of, live_text
 from shared_fixtures import DIALOGUES
 
@@ -147,6 +147,37 @@ def test_dict_rows_a_prompt_function_and_escaped_braces(session):
     # {{q}} is a literal {q}; the model was not trained on it, so the answer differs
     literal = run_map(session, rows, "{q} {{q}}", max_tokens=5)
     assert literal[0] != by_name[0]
+
+
+def test_an_escaped_empty_placeholder_is_text_not_the_item(session):
+    """``{{}}`` writes ``{}``: with columns it is no plain-item placeholder, alone it is none."""
+    session.set_system(LG_SYSTEM_PROMPT)
+    answered = run_map(session, [{"q": "Hello!"}], "{q} {{}}", max_tokens=5)
+    assert answered[0] and not answered.errors
+    with pytest.raises(ExaoneError) as err:
+        run_map(session, ["a", "b"], "Print {{}} literally", max_tokens=5)
+    one_sentence(err, "no {} or {column} placeholder")
+
+
+def test_a_row_with_an_empty_cell_is_that_rows_error_and_is_not_asked(session):
+    import pandas as pd
+
+    session.set_system(LG_SYSTEM_PROMPT)
+    df = pd.DataFrame({"q": ["Hello!", None, "Goodbye."], "n": [1.0, 2.0, float("nan")]})
+    result = run_map(session, df, "{q}", max_tokens=40)
+    assert result[0].startswith("Hello!") and result[2] == "Goodbye! See you next time."
+    assert result.errors == [(1, "its q is empty")]
+    assert run_map(session, df, "{q} {n}", max_tokens=5).errors == [
+        (1, "its q is empty"),
+        (2, "its n is empty"),
+    ]
+    items = pd.Series(["Hello!", pd.NA, float("nan")])
+    assert [i for i, _ in run_map(session, items, "{}", max_tokens=5).errors] == [1, 2]
+
+
+def test_the_row_rate_counts_only_the_rows_the_run_computed():
+    progress = MapProgress(total=10, done=6, settled_at_start=4, elapsed_s=2.0)
+    assert progress.rows_per_s == 1.0 and progress.eta_s == 4.0
 
 
 def test_a_failing_prompt_function_is_that_rows_error_not_the_runs(session):
