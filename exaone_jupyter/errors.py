@@ -14,3 +14,12 @@ class ExaoneError(Exception):
 
 class ModelBusyError(ExaoneError):
     """Another generation holds the model (the panel's worker, or another cell)."""
+
+
+class PromptTooLong(ExaoneError):
+    """Even the system prompt and the question alone take more than a prompt may: ``need``
+    tokens (the caller words the advice: what left the prompt too little room)."""
+
+    def __init__(self, message: str, need: int) -> None:
+        super().__init__(message)
+        self.need = need

@@ -6,6 +6,7 @@ layers never touch llama_cpp, and this layer never touches IPython.
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 import weakref
@@ -52,7 +53,7 @@ class Session:
         """Call ``callback("conversation")`` or ``callback("model")`` after each change, in the
         thread that made it: a panel shows what a ``%%exaone`` cell said. A bound method is held
         weakly, so a panel that is gone is not kept alive by the session."""
-        if hasattr(callback, "__self__"):
+        if inspect.ismethod(callback):
             self._watchers.append(weakref.WeakMethod(callback))
         else:
             self._watchers.append(lambda: callback)

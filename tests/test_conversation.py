@@ -75,6 +75,17 @@ def test_save_and_restore_round_trip_exactly(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json", "empty.json", "plain.json"]
 
 
+def test_a_saved_file_has_the_mode_any_new_file_gets(tmp_path):
+    """Readable by whom the umask says, as a file open() makes (not only by its owner)."""
+    umask = os.umask(0o022)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        path = sample().save(tmp_path / "chat.json")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o644
+
+
 @pytest.mark.parametrize(
     "content, words",
     [

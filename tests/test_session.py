@@ -170,6 +170,16 @@ def test_an_interrupted_reply_is_kept_marked_and_survives_save_and_restore(demo,
     assert demo.conversation is before
 
 
+def test_a_plain_function_can_watch_the_session():
+    """Bound methods are held weakly; a function (a builtin too) as it is."""
+    seen: list[str] = []
+    s = Session()
+    s.watch(print)
+    s.watch(seen.append)
+    s.set_system("x")
+    assert seen == ["conversation"]
+
+
 def test_think_on_a_model_without_reasoning_says_so(demo):
     turn = demo.prepare("Hello!", GREEDY, new=True, system=LG_SYSTEM_PROMPT, think=True)
     assert any("no reasoning mode" in n for n in turn.notes)
@@ -203,6 +213,14 @@ def eos_session(tmp_path_factory):
     s.load(str(path), n_ctx=256)
     yield s
     s.unload()
+
+
+def test_a_question_too_long_for_the_context_names_no_option_that_was_not_given(eos_session):
+    """Without -n the reply's length adapts, so lowering max_tokens cannot help."""
+    with pytest.raises(ExaoneError) as err:
+        eos_session.prepare("단어 " * 400, Sampling(), adapt_max_tokens=True)
+    one_sentence(err, "alone take", "of the 256-token context", "no room for a reply")
+    assert "max-tokens" not in str(err.value) and "max_tokens" not in str(err.value)
 
 
 def test_old_turns_leave_the_prompt_when_the_context_is_full(eos_session):

@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeGuard, TypeVar
 
-from ..errors import ExaoneError
+from ..errors import ExaoneError, PromptTooLong
 
 FORMAT = "exaone-jupyter/conversation"
 VERSION = 1
@@ -110,7 +110,7 @@ class Conversation:
         count) takes at most ``limit`` tokens. The system prompt and ``question`` always stay;
         turns leave oldest first, whole (a user message and what answered it). The prompt comes
         back with the messages, so the caller never renders it again. Raises ExaoneError when
-        even the system prompt and the question alone do not fit.
+        even the system prompt and the question alone do not fit (PromptTooLong).
         """
         # Where each droppable turn starts; the last candidate drops the whole history.
         starts = (
@@ -143,10 +143,11 @@ class Conversation:
                 "This message and the system prompt need" if self.system else "This message needs"
             )
             need = len(measured[last][1])
-            raise ExaoneError(
+            raise PromptTooLong(
                 f"{what} {need} tokens, more than the {limit} the context "
                 "leaves after the reply's max_tokens; shorten it, lower "
-                "--max-tokens, or load the model with a larger n_ctx."
+                "--max-tokens, or load the model with a larger n_ctx.",
+                need,
             )
         # Fewer messages never make a longer prompt, so the fewest turns to drop is a bisection.
         lo, hi = 0, last  # fits(lo) is False, fits(hi) is True
@@ -177,23 +178,21 @@ class Conversation:
         """Write the conversation as JSON; the file is replaced whole or not at all."""
         path = Path(path).expanduser()
         text = self.to_json() + "\n"
-        tmp = None
+        # a fresh name beside the file, made by open() so it gets the umask's mode (mkstemp
+        # makes files only their owner can read)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else "."
-            )
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
+            with open(tmp, "x", encoding="utf-8") as out:
                 out.write(text)
             os.replace(tmp, path)
-            tmp = None
-        except OSError as err:
-            raise ExaoneError(
-                f"Could not write {path} ({err.strerror or err}); choose a writable path."
-            ) from None
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+        except BaseException as err:  # Ctrl-C included: no half-written file is left behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(err, OSError):
+                raise ExaoneError(
+                    f"Could not write {path} ({err.strerror or err}); choose a writable path."
+                ) from None
+            raise
         return path
 
     @classmethod

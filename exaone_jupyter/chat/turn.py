@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..engine.backend import Sampling, Tokenizer
-from ..errors import ExaoneError
+from ..errors import ExaoneError, PromptTooLong
 from .conversation import Conversation
 from .template import ChatTemplate, Prompt
 
@@ -77,8 +77,16 @@ def build_turn(
         # history when it can, then let the reply have whatever the prompt leaves.
         try:
             fitted = source.fit(current, measure, n_ctx - n_ctx // 2)
-        except ExaoneError:
-            fitted = source.fit(current, measure, n_ctx - 1)
+        except PromptTooLong:
+            try:
+                fitted = source.fit(current, measure, n_ctx - 1)
+            except PromptTooLong as err:  # no max_tokens was asked for: it is not the reason
+                what = "This message and the system prompt" if source.system else "This message"
+                raise ExaoneError(
+                    f"{what} alone take {err.need} tokens of the {n_ctx}-token context, which "
+                    "leaves no room for a reply; shorten it, or load the model with a larger "
+                    "n_ctx."
+                ) from None
         room = n_ctx - len(fitted.prompt)
         if room < wanted:
             sampling = replace(sampling, max_tokens=room)
