@@ -11,6 +11,7 @@ a socket that never answers.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -227,6 +228,19 @@ def test_closing_a_reply_never_read_ends_its_request(remote, served):
     reply.close()
     assert reply.stats.finish_reason == "interrupted" and reply.text == ""
     assert remote.backend._clients._in_use == {}  # the client is given back
+    remote.reset()
+    answer = remote.ask("Hello!", GREEDY).consume()
+    assert answer.text == _answer("Hello!") and answer.stats.ttft_s < 5
+
+
+def test_a_reply_dropped_unread_ends_its_request(remote, served):
+    reply = remote.ask("Tell me about the weather on Mars.", served.ramble)
+    clients = remote.backend._clients
+    assert clients._in_use
+    del reply
+    remote.last_reply = None  # the session's last reply was this one
+    gc.collect()  # the reply and its generator refer to each other
+    assert clients._in_use == {}
     remote.reset()
     answer = remote.ask("Hello!", GREEDY).consume()
     assert answer.text == _answer("Hello!") and answer.stats.ttft_s < 5

@@ -18,7 +18,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Generator
+import weakref
+from collections.abc import Callable, Generator
 from typing import Any
 
 from ..errors import ExaoneError
@@ -213,8 +214,11 @@ class RemoteBackend:
             thinking_opened=request.opens_reasoning,
         )
         reply.note = note
-        # On the reply's end, however it ends: read, stopped, failed, or closed before reading.
-        reply.on_finish(lambda _: self._let_go(client, chunks))
+        # Once the reply ends, however it ends (read, stopped, failed, closed before reading),
+        # or is dropped unread: the request went out already, and would run to max_tokens.
+        let_go = _once(lambda: self._let_go(client, chunks))
+        reply.on_finish(lambda _: let_go())
+        weakref.finalize(reply, let_go)
         return reply
 
     def _let_go(self, client, chunks) -> None:
@@ -471,3 +475,17 @@ def _closing(tag: str, thought: str, content: str) -> str:
 
 def _names(names: list[str]) -> str:
     return ", ".join(repr(n) for n in names) if names else "no models"
+
+
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    """``action``, run by the first call only (from whichever thread makes it)."""
+    lock, done = threading.Lock(), [False]
+
+    def run() -> None:
+        with lock:
+            if done[0]:
+                return
+            done[0] = True
+        action()
+
+    return run
