@@ -94,8 +94,8 @@ def test_a_rerun_replaces_and_a_restart_resumes(jupyterlab, chromium_browser):
         history = _last_output(page)
         # In [1] loaded, [2] France, [3] Japan, re-run as [4] and [5]: the history says so
         assert history.count(JAPAN) == 1, history
-        assert f"user (cell In [2]): {FRANCE}" in history, history
-        assert f"user (cell In [5]): {JAPAN}" in history, history
+        assert f"user (cell In [2]):\n\n{FRANCE}" in history, history
+        assert f"user (cell In [5]):\n\n{JAPAN}" in history, history
         screenshot(page.locator(VISIBLE_NOTEBOOK), "rerun_history.png")
         page.evaluate(ADD_AND_RUN, "%exaone panel")  # the panel marks each question's cell too
         transcript = page.locator(f"{VISIBLE_NOTEBOOK} .exaone-panel .exaone-transcript")
