@@ -219,6 +219,13 @@ def test_panel_html_shows_the_reply_as_written():
     assert "<em>" not in markdown_html(r"\(a*b*c\) and $$x *y* z$$")  # math is left alone
 
 
+def test_panel_html_shows_a_list_items_code_block_as_code():
+    """A fence indented with its list item opens a block, as in the cell, less that indent."""
+    out = markdown_html('1. Run this:\n\n    ```bash\n    echo "$5"\n      two\n    ```\n2. Done')
+    assert "<code>echo &quot;$5&quot;\n  two</code></pre>" in out
+    assert "bash" not in out and "<li>Done</li>" in out
+
+
 class _Handler(BaseHTTPRequestHandler):
     """/v1/models lists one model; /v1/chat/completions streams REPLY in small pieces."""
 

@@ -16,7 +16,7 @@ import re
 
 from ..engine.backend import BackendInfo
 
-_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_FENCE = re.compile(r"( *)(`{3,}|~{3,})")  # any indentation: a list item's fence is indented
 _NO_BLANK_LINE = r"(?:(?!\n[ \t]*\n).)+?"
 _PROTECTED = re.compile(  # code spans and math: their text is shown as it is
     rf"(?P<code>(?P<ticks>`+)(?P<code_text>.+?)(?<!`)(?P=ticks)(?!`))"
@@ -49,23 +49,20 @@ def markdown_html(text: str) -> str:
     out: list[str] = []
     prose: list[str] = []
     code: list[str] | None = None
-    fence = ""
+    fence, indent = "", 0
     for line in text.split("\n"):
         match = _FENCE.match(line)
         if code is not None:
-            if (
-                match
-                and match.group(1)[0] == fence[0]
-                and len(match.group(1)) >= len(fence)
-                and line.strip() == match.group(1)
-            ):
+            run = match.group(2) if match else ""
+            if run[:1] == fence[0] and len(run) >= len(fence) and line.strip() == run:
                 out.append(_pre(code))
                 code = None
-            else:
-                code.append(line)
+            else:  # the block's lines, less the indentation its fence had
+                code.append(line[min(indent, len(line) - len(line.lstrip(" "))) :])
         elif match:
             out.append(_blocks(prose))
-            prose, code, fence = [], [], match.group(1)
+            prose, code = [], []
+            indent, fence = len(match.group(1)), match.group(2)
         else:
             prose.append(line)
     out.append(_blocks(prose) if code is None else _pre(code))
