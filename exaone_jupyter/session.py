@@ -161,10 +161,15 @@ class Session:
         self._changed("conversation")
         notices = []
         dropped = self._turns_beyond_context()
-        if dropped:
+        if dropped == 1:
             notices.append(
-                f"The {dropped} oldest turn{'s' if dropped > 1 else ''} no longer fit the "
-                "context; the next prompt leaves them out (the history keeps them)."
+                "The oldest turn no longer fits the context; the next prompt leaves it out "
+                "(the history keeps it)."
+            )
+        elif dropped:
+            notices.append(
+                f"The {dropped} oldest turns no longer fit the context; the next prompt leaves "
+                "them out (the history keeps them)."
             )
         return conversation, notices
 

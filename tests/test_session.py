@@ -239,12 +239,13 @@ def test_old_turns_leave_the_prompt_when_the_context_is_full(eos_session):
     assert full + 64 > 256  # it would not fit whole
     dropped = (len(history) - (len(turn.messages) - 2)) // 2
     assert dropped >= 1
-    plural = dropped > 1
-    assert turn.notes == [
-        f"The {dropped} oldest turn{'s' if plural else ''} no longer fit the "
-        f"256-token context and {'were' if plural else 'was'} left out of "
-        "this prompt (the history keeps them)."
-    ]
+    if dropped == 1:
+        expected = "The oldest turn no longer fits the 256-token context and was left out of "
+        expected += "this prompt (the history keeps it)."
+    else:
+        expected = f"The {dropped} oldest turns no longer fit the 256-token context and were "
+        expected += "left out of this prompt (the history keeps them)."
+    assert turn.notes == [expected]
     assert turn.messages[0] == {"role": "system", "content": "시스템 프롬프트는 남아야 합니다."}
     assert turn.messages[1:-1] == history[2 * dropped :]
     assert turn.messages[-1] == {"role": "user", "content": "마지막 질문"}

@@ -101,11 +101,14 @@ def build_turn(
                 f"{n_ctx}-token context; lower --max-tokens."
             )
         fitted = source.fit(current, measure, n_ctx - wanted)
-    if fitted.dropped:
-        n = fitted.dropped
+    if fitted.dropped == 1:
         notes.append(
-            f"The {n} oldest turn{'s' if n > 1 else ''} no longer fit the "
-            f"{n_ctx}-token context and {'were' if n > 1 else 'was'} "
-            "left out of this prompt (the history keeps them)."
+            f"The oldest turn no longer fits the {n_ctx}-token context and was left out of "
+            "this prompt (the history keeps it)."
+        )
+    elif fitted.dropped:
+        notes.append(
+            f"The {fitted.dropped} oldest turns no longer fit the {n_ctx}-token context and "
+            "were left out of this prompt (the history keeps them)."
         )
     return Turn(question, fitted.messages, fitted.prompt, sampling, think, remember, notes, **where)
