@@ -295,13 +295,13 @@ def test_streaming_decodes_exactly_like_decoding_the_whole_reply(
 ):
     # Random weights emit random bytes, so invalid UTF-8 (and U+FFFD) is legitimate here. What
     # streaming must not do is add damage: the pieces must equal decoding all bytes at once.
-    tokens, real_piece = [], tiny_backend._piece
+    tokens, real_piece = [], tiny_backend.piece
 
     def recording_piece(token):
         tokens.append(token)
         return real_piece(token)
 
-    monkeypatch.setattr(tiny_backend, "_piece", recording_piece)
+    monkeypatch.setattr(tiny_backend, "piece", recording_piece)
     seen = ""
     for seed in range(1, 50):  # sampled replies end early at a sampled end-of-turn: run several
         tokens.clear()
@@ -514,7 +514,7 @@ def test_an_exaone4_model_with_the_real_vocabulary_size_loads_and_answers(tmp_pa
     try:
         import llama_cpp
 
-        assert llama_cpp.llama_vocab_n_tokens(backend._vocab) == 102_400
+        assert llama_cpp.llama_vocab_n_tokens(backend.vocab) == 102_400
         ids = backend.tokenize("[|user|]hello\n[|assistant|]", special=True)
         reply = backend.stream(request(ids, Sampling(temperature=0, max_tokens=8))).consume()
         again = backend.stream(request(ids, Sampling(temperature=0, max_tokens=8))).consume()

@@ -175,7 +175,7 @@ def test_a_top_k_of_the_whole_vocabulary_or_more_cuts_nothing(in_graph):
     """As llama.cpp's own top-k and the host sampler treat it (ggml_top_k would abort)."""
     _, backend = in_graph
     uncut = reply(backend, Sampling(temperature=0.7, top_k=0, max_tokens=12, seed=5))
-    for k in (backend._n_vocab, 200_000):
+    for k in (backend.n_vocab, 200_000):
         assert reply(backend, Sampling(temperature=0.7, top_k=k, max_tokens=12, seed=5)) == uncut
 
 
@@ -197,7 +197,7 @@ def test_only_the_token_comes_back_from_the_graph(in_graph, temperature):
     try:
         assert llama_cpp.llama_set_sampler(ctx, 0, chain)
         backend._decode_next(backend._kv_ids[-1])
-        assert llama_cpp.llama_get_sampled_logits_count_ith(ctx, -1) == backend._n_vocab
+        assert llama_cpp.llama_get_sampled_logits_count_ith(ctx, -1) == backend.n_vocab
     finally:
         llama_cpp.llama_set_sampler(ctx, 0, None)  # a chain attaches once: the next reply's
         llama_cpp.llama_sampler_free(chain)
@@ -206,7 +206,7 @@ def test_only_the_token_comes_back_from_the_graph(in_graph, temperature):
 def test_a_clone_is_a_sampler_of_its_own():
     """llama.cpp clones a chain sampler by sampler; each clone is freed on its own."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    llama_cpp.llama_sampler_chain_add(chain, graph_samplers.top_k(40))
+    llama_cpp.llama_sampler_chain_add(chain, graph_samplers.top_k(40, 102_400))
     llama_cpp.llama_sampler_chain_add(chain, graph_samplers.token_only())
     copy = llama_cpp.llama_sampler_clone(chain)
     names = [

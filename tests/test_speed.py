@@ -503,10 +503,10 @@ class QuadraticDetokenizer(LocalBackend):
     """The engine with a detokenizer that re-reads the whole context on every token, as
     create_chat_completion's streaming does: the regression the check below must catch."""
 
-    def _piece(self, token: int) -> bytes:
-        whole = b"".join(LocalBackend._piece(self, t) for t in self._kv_ids)
+    def piece(self, token: int) -> bytes:
+        whole = b"".join(LocalBackend.piece(self, t) for t in self._kv_ids)
         whole.decode("utf-8", "replace")  # the whole context so far, every token
-        return LocalBackend._piece(self, token)
+        return LocalBackend.piece(self, token)
 
 
 class BareLoop:
@@ -613,9 +613,9 @@ def test_logits_views_follow_llama_cpps_buffer_and_refuse_a_missing_output(tiny_
     try:
         ids = backend.tokenize("hello there", special=False)
         backend.stream(Request(Sampling(temperature=0, max_tokens=2), prompt_ids=ids)).consume()
-        reader = sampling.LogitsReader(backend._llm.ctx, backend._n_vocab)
+        reader = sampling.LogitsReader(backend._llm.ctx, backend.n_vocab)
         first = reader(-1)
-        assert len(first) == backend._n_vocab and reader(-1) is first
+        assert len(first) == backend.n_vocab and reader(-1) is first
         with pytest.raises(RuntimeError, match=r"^llama.cpp has no logits for output 7$"):
             reader(7)
     finally:

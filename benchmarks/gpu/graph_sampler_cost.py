@@ -36,7 +36,7 @@ from stream_overhead import BareLoop  # noqa: E402
 from exaone_jupyter.engine import graph_samplers, threads  # noqa: E402
 from exaone_jupyter.engine.sampling import Sampler  # noqa: E402
 
-Chain = Callable[[], list]  # the samplers of one case, freshly made
+Chain = Callable[[int], list]  # the samplers of one case for a vocabulary size, freshly made
 DEFAULT = {"temperature": 0.7, "top_k": 40, "top_p": 0.95}
 CUT = "top-k 40 in the graph, then top-p, temp and dist in numpy on the 40"
 GREEDY, GREEDY_ENGINE = "greedy", "greedy, token only (the engine's)"
@@ -61,30 +61,30 @@ def default_tail() -> list:
 
 
 CASES: dict[str, Chain] = {
-    GREEDY: lambda: [llama_cpp.llama_sampler_init_greedy()],
-    GREEDY_ENGINE: lambda: [llama_cpp.llama_sampler_init_greedy(), graph_samplers.token_only()],
-    TOP_K: lambda: [llama_cpp.llama_sampler_init_top_k(40), llama_cpp.llama_sampler_init_dist(1)],
-    TOP_K_BLOCKS: lambda: [
-        graph_samplers.top_k(40, blocks=True),
+    GREEDY: lambda n: [llama_cpp.llama_sampler_init_greedy()],
+    GREEDY_ENGINE: lambda n: [llama_cpp.llama_sampler_init_greedy(), graph_samplers.token_only()],
+    TOP_K: lambda n: [llama_cpp.llama_sampler_init_top_k(40), llama_cpp.llama_sampler_init_dist(1)],
+    TOP_K_BLOCKS: lambda n: [
+        graph_samplers.top_k(40, n, blocks=True),
         llama_cpp.llama_sampler_init_dist(1),
     ],
-    "temp 0.7 + dist (softmax and cumsum over the vocabulary)": lambda: [
+    "temp 0.7 + dist (softmax and cumsum over the vocabulary)": lambda n: [
         llama_cpp.llama_sampler_init_temp(0.7),
         llama_cpp.llama_sampler_init_dist(1),
     ],
-    DEFAULT_LLAMA: lambda: [llama_cpp.llama_sampler_init_top_k(40), *default_tail()],
-    DEFAULT_ENGINE: lambda: [
-        graph_samplers.top_k(40),
+    DEFAULT_LLAMA: lambda n: [llama_cpp.llama_sampler_init_top_k(40), *default_tail()],
+    DEFAULT_ENGINE: lambda n: [
+        graph_samplers.top_k(40, n),
         *default_tail(),
         graph_samplers.token_only(),
     ],
-    DEFAULT_BLOCKS: lambda: [
-        graph_samplers.top_k(40, blocks=True),
+    DEFAULT_BLOCKS: lambda n: [
+        graph_samplers.top_k(40, n, blocks=True),
         *default_tail(),
         graph_samplers.token_only(),
     ],
-    CUT: lambda: [llama_cpp.llama_sampler_init_top_k(40)],
-    "top-p 0.95 alone (+ temp, dist)": lambda: default_tail(),
+    CUT: lambda n: [llama_cpp.llama_sampler_init_top_k(40)],
+    "top-p 0.95 alone (+ temp, dist)": lambda n: default_tail(),
 }
 
 
@@ -107,7 +107,7 @@ class Loop(BareLoop):
             chain = llama_cpp.llama_sampler_chain_init(
                 llama_cpp.llama_sampler_chain_default_params()
             )
-            for sampler in make_chain():
+            for sampler in make_chain(self.n_vocab):
                 llama_cpp.llama_sampler_chain_add(chain, sampler)
             if not llama_cpp.llama_set_sampler(self.ctx, 0, chain):
                 raise SystemExit("llama.cpp would not run this chain in its graph")

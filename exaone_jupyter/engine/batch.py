@@ -108,7 +108,7 @@ def generate_batch(
             parallel = max(1, min(parallel, len(prompts)))
             need = context_need(prompts, sampling.max_tokens, parallel)
             n_ctx = max(need + 1, 32)
-            n_batch = backend._n_batch
+            n_batch = backend.n_batch
             params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
             params.n_ctx = n_ctx
             params.n_batch = n_batch
@@ -124,9 +124,9 @@ def generate_batch(
                 )
             memory = llama_cpp.llama_get_memory(ctx)
             batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
-            stop_ids = backend._stop_ids
-            vocab = backend._vocab
-            logits = LogitsReader(ctx, backend._n_vocab)
+            stop_ids = backend.stop_ids
+            vocab = backend.vocab
+            logits = LogitsReader(ctx, backend.n_vocab)
             prefix_seq = parallel
             prefix = shared_prefix(prompts)
             head = list(prompts[0][:prefix])
@@ -178,7 +178,7 @@ def generate_batch(
                     finish(row, "stop")
                     return
                 row.out.completion_tokens += 1
-                row.raw += backend._piece(token)
+                row.raw += backend.piece(token)
                 if row.out.completion_tokens >= sampling.max_tokens:
                     finish(row, "length")
                     return

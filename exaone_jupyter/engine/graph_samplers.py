@@ -188,10 +188,10 @@ class _TokenOnly(_Sampler):
 class _TopK(_Sampler):
     name = ctypes.create_string_buffer(b"top-k")
 
-    def __init__(self, k: int, blocks: bool | None) -> None:
+    def __init__(self, k: int, n_vocab: int, blocks: bool | None) -> None:
         import llama_cpp
 
-        self.k = k
+        self.k, self.n_vocab = k, n_vocab
         self.wants_blocks = blocks  # None: where pays_off says
         self.blocks = False  # in this graph (backend_init decides)
         self.on_cpu = llama_cpp.llama_sampler_init_top_k(k)  # llama.cpp's, for the CPU chain
@@ -202,7 +202,7 @@ class _TopK(_Sampler):
         llama_cpp.llama_sampler_apply(self.on_cpu, cur_p)
 
     def clone(self) -> _Sampler:
-        return _TopK(self.k, self.wants_blocks)
+        return _TopK(self.k, self.n_vocab, self.wants_blocks)
 
     def free(self) -> None:
         import llama_cpp
@@ -215,12 +215,13 @@ class _TopK(_Sampler):
         return not device or self.blocks or self._runs_on(device, blocks=False)
 
     def _runs_on(self, device: int, *, blocks: bool) -> bool:
-        """Whether ``device`` runs every op of this top-k (built on a scratch context)."""
+        """Whether ``device`` runs every op of this top-k on this vocabulary (built on a scratch
+        context: a device may support a sort only up to some length)."""
         g = ggml()
         scratch = g.init(InitParams(256 * g.tensor_overhead(), None, True))
         try:
             made: list[int] = []
-            logits = g.new_tensor_1d(scratch, GGML_TYPE_F32, 102_400)
+            logits = g.new_tensor_1d(scratch, GGML_TYPE_F32, self.n_vocab)
             build_top_k(scratch, logits, self.k, blocks=blocks, made=made)
             return all(g.backend_dev_supports_op(device, op) for op in made)
         finally:
@@ -245,10 +246,10 @@ def token_only() -> Any:
     return _make(_TokenOnly())
 
 
-def top_k(k: int, *, blocks: bool | None = None) -> Any:
+def top_k(k: int, n_vocab: int, *, blocks: bool | None = None) -> Any:
     """A llama.cpp sampler keeping the ``k`` largest logits, as ``llama_sampler_init_top_k(k)``;
     in the graph as small sorts where ``blocks`` (None: where ``pays_off``)."""
-    return _make(_TopK(k, blocks))
+    return _make(_TopK(k, n_vocab, blocks))
 
 
 # -- llama.cpp's side: one interface whose callbacks find the sampler by its ctx ------------------

@@ -121,15 +121,18 @@ class LocalBackend:
         load_s = time.perf_counter() - started
         llama_gpu_layers = offloaded_from_log(llama_log.since(position, 2))
 
-        self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
-        self._n_batch = self._llm.n_batch
-        self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        # What a generation needs of the model, public for batch.py's rows as for our replies:
+        # the vocabulary, its size, the largest batch one decode takes, the tokens that end a
+        # turn (``stop_ids``) and each token's bytes (``piece``).
+        self.vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_batch = self._llm.n_batch
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         # One token after another: a batch made once that llama.cpp places after the cached
         # tokens itself, so a token costs one write instead of five.
         self._next = (llama_cpp.llama_token * 1)()
         self._next_batch = llama_cpp.llama_batch_get_one(self._next, 1)
         self._eog: dict[int, bool] = {}
-        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self._control_texts: list[str] | None = None
@@ -139,7 +142,7 @@ class LocalBackend:
         self._closed = False
         self.eos_text = self.token_text(self._llm.token_eos())
         self.bos_text = self.token_text(self._llm.token_bos())
-        self._stop_ids = self._end_of_turn_ids()
+        self.stop_ids = self._end_of_turn_ids()
         self.sample_in_graph = (
             options.sample_in_graph
             if options.sample_in_graph is not None
@@ -210,7 +213,7 @@ class LocalBackend:
         size = len(data) + 1
         for _ in range(2):
             buf = (llama_cpp.llama_token * size)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, size, False, special)
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, size, False, special)
             if n >= 0:
                 return list(buf[:n])
             size = -n
@@ -221,11 +224,10 @@ class LocalBackend:
         if self._control_texts is None:
             import llama_cpp
 
-            n = llama_cpp.llama_vocab_n_tokens(self._vocab)
             self._control_texts = [
                 self.token_text(t)
-                for t in range(n)
-                if llama_cpp.llama_vocab_get_attr(self._vocab, t)
+                for t in range(self.n_vocab)
+                if llama_cpp.llama_vocab_get_attr(self.vocab, t)
                 & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
             ]
             self._control_texts = [t for t in self._control_texts if t]
@@ -238,20 +240,21 @@ class LocalBackend:
         import llama_cpp
 
         return bool(
-            llama_cpp.llama_vocab_get_attr(self._vocab, token)
+            llama_cpp.llama_vocab_get_attr(self.vocab, token)
             & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED)
         )
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        return b"".join(self._piece(t) for t in ids).decode("utf-8", "replace")
+        return b"".join(self.piece(t) for t in ids).decode("utf-8", "replace")
 
-    def _piece(self, token: int) -> bytes:
+    def piece(self, token: int) -> bytes:
+        """The bytes ``token`` stands for (a piece of a UTF-8 character, maybe), cached."""
         piece = self._pieces.get(token)
         if piece is None:
             import llama_cpp
 
             n = llama_cpp.llama_token_to_piece(
-                self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False
+                self.vocab, token, self._piece_buf, len(self._piece_buf), 0, False
             )
             piece = self._piece_buf.raw[: max(n, 0)]
             self._pieces[token] = piece
@@ -297,11 +300,11 @@ class LocalBackend:
             position = self._reuse_prefix(ids)
             todo = ids[position:]
             stats.prompt_tokens_evaluated = len(todo)
-            for start in range(0, len(todo), self._n_batch):
+            for start in range(0, len(todo), self.n_batch):
                 if reply.stop_requested:
                     stats.finish_reason = "interrupted"
                     return
-                chunk = todo[start : start + self._n_batch]
+                chunk = todo[start : start + self.n_batch]
                 # Only the prompt's last token needs logits: a chain in the graph samples every
                 # output, and a draw for an earlier chunk would shift a seeded reply.
                 self._decode(chunk, position, logits=start + len(chunk) == len(todo))
@@ -316,14 +319,14 @@ class LocalBackend:
                 token = pick()
                 eog = self._eog.get(token)  # llama_vocab_is_eog, asked once per token id
                 if eog is None:
-                    eog = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
-                if eog or token in self._stop_ids:
+                    eog = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+                if eog or token in self.stop_ids:
                     stats.finish_reason = "stop"
                     break
                 stats.completion_tokens += 1
                 if stats.ttft_s is None:
                     stats.ttft_s = time.perf_counter() - started
-                text = utf8.decode(self._piece(token))
+                text = utf8.decode(self.piece(token))
                 if text:
                     yield text
                 if stats.completion_tokens >= sampling.max_tokens:
@@ -427,7 +430,7 @@ class LocalBackend:
         ctx = self._llm.ctx
         if not self.sample_in_graph:
             sampler = self.sampler(s, prompt)
-            logits = LogitsReader(ctx, self._n_vocab)
+            logits = LogitsReader(ctx, self.n_vocab)
             if sampler.greedy:  # nothing to remember between tokens
                 return lambda: int(logits(-1).argmax())
 
@@ -437,7 +440,7 @@ class LocalBackend:
                 return token
 
             return pick_on_the_host
-        chain = llama_chain(s, prompt, self._vocab, in_graph=True)
+        chain = llama_chain(s, prompt, self.vocab, in_graph=True)
         attached = llama_cpp.llama_set_sampler(ctx, 0, chain)  # replaces the last reply's
         if self._graph_chain is not None:
             llama_cpp.llama_sampler_free(self._graph_chain)
@@ -461,7 +464,7 @@ class LocalBackend:
 
         seed = s.seed if s.seed is not None else random.SystemRandom().getrandbits(32)
         return Sampler(
-            self._n_vocab,
+            self.n_vocab,
             temperature=s.temperature,
             top_k=s.top_k,
             top_p=s.top_p,

@@ -103,7 +103,7 @@ def _llama_samplers(s: Sampling, vocab: Any, *, in_graph: bool) -> Iterator[Any]
         )
     if 0 < s.top_k < n_vocab:  # k >= vocabulary cuts nothing (and ggml_top_k asserts k <= n)
         yield (
-            graph_samplers.top_k(s.top_k)
+            graph_samplers.top_k(s.top_k, n_vocab)
             if in_graph
             else llama_cpp.llama_sampler_init_top_k(s.top_k)
         )
