@@ -33,9 +33,12 @@ def test_missing_path_says_there_is_no_file(tmp_path):
 
 def test_directory_says_give_the_file_and_lists_what_is_inside(tmp_path, tiny_gguf):
     (tmp_path / "model.gguf").write_bytes(Path(tiny_gguf).read_bytes()[:100])
+    (tmp_path / "Other.GGUF").write_bytes(b"")  # .gguf in any case, as a load takes it
+    (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(ExaoneError) as err:
         read_gguf(tmp_path)
-    one_sentence(err, "is a directory", "model.gguf", "path of the .gguf file")
+    one_sentence(err, "is a directory", "Other.GGUF, model.gguf)", "path of the .gguf file")
+    assert "notes.txt" not in str(err.value)
 
 
 def test_empty_file_says_interrupted_download(tmp_path):

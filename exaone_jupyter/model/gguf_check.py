@@ -62,7 +62,7 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
             f"There is no file at {path}; check the path, or name a model from `%exaone models`."
         )
     if path.is_dir():
-        inside = sorted(p.name for p in path.glob("*.gguf"))[:3]
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() == ".gguf")[:3]
         hint = f" (it holds {', '.join(inside)})" if inside else ""
         raise ExaoneError(f"{path} is a directory{hint}; give the path of the .gguf file itself.")
     size = path.stat().st_size
