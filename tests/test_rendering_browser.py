@@ -14,6 +14,7 @@ tests of the Markdown and the panel's HTML come first. Screenshots land in ``art
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +31,7 @@ from browser_helpers import (
     write_notebook,
 )
 from exaone_jupyter.chat.conversation import Conversation
+from exaone_jupyter.ui import code_blocks
 from exaone_jupyter.ui.markup import markdown_html
 from exaone_jupyter.ui.render import as_written, code_block, reply_markdown
 from exaone_jupyter.ui.reports import history_markdown
@@ -117,6 +119,7 @@ NO_MATH = (
         ),
         ("- Run:\n\n    it costs $5 <b>", "- Run:\n\n    it costs \\$5 \\<b>", True),
         ("Run:\n    it costs $5", "Run:\n    it costs \\$5", True),  # no blank line: prose
+        ("```\na\n```\n    $b <c>", "```\na\n```\n    $b <c>", False),  # after a fence: code
         # the model's own escapes stay Markdown escapes; a lone \( keeps its backslash
         (r"\*not bold\* and \$5", r"\*not bold\* and \$5", True),
         (r"a lone \( here", r"a lone \\( here", False),
@@ -224,6 +227,38 @@ def test_panel_html_shows_a_list_items_code_block_as_code():
     out = markdown_html('1. Run this:\n\n    ```bash\n    echo "$5"\n      two\n    ```\n2. Done')
     assert "<code>echo &quot;$5&quot;\n  two</code></pre>" in out
     assert "bash" not in out and "<li>Done</li>" in out
+
+
+PRE = "<pre style='{}'><code>".format(
+    "background:rgba(127,127,127,0.12);border-radius:4px;padding:6px 8px;margin:4px 0;"
+    "white-space:pre-wrap;font-size:0.92em"
+)
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        # indented code, blank lines and all, less its four spaces (or tab)
+        (
+            "Run:\n\n    a = $1 <b>\n\n\n\tb = 2\n\nDone",
+            ["Run:", "a = $1 &lt;b&gt;\n\n\nb = 2", "Done"],
+        ),
+        ("```\na\n```\n    b", ["a", "b"]),  # after a closing fence too
+        ("Run:\n    b", ["Run:<br>    b"]),  # no blank line: the paragraph goes on
+        ("- Run:\n\n    b", ["Run:", "    b"]),  # in a list: the item's text, not code
+        # a line further left ends the list item, and the block the item held
+        ("1. Run:\n    ```\n    $x\nThen $5", ["Run:", "$x", "Then $5"]),
+        ("~~~\na\n```\n", ["a\n```\n"]),  # only its own kind of fence closes a block
+    ],
+)
+def test_panel_shows_code_where_the_cell_does(text, shown):
+    """The panel's blocks are the lines the cell keeps as code (``as_written``'s cases above),
+    less their fences and the indentation that made them code; the rest is its prose."""
+    out = markdown_html(text)
+    blocks = re.findall(re.escape(PRE) + r"(.*?)</code></pre>", out, re.S)
+    prose = re.findall(r"(?:<p [^>]*>|<li>)(.*?)</(?:p|li)>", out, re.S)
+    assert sorted(blocks + prose) == sorted(shown)
+    assert len(blocks) == sum(code for code, _ in code_blocks.runs(text))
 
 
 class _Handler(BaseHTTPRequestHandler):

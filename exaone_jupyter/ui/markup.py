@@ -15,8 +15,8 @@ import html
 import re
 
 from ..engine.backend import BackendInfo
+from . import code_blocks
 
-_FENCE = re.compile(r"( *)(`{3,}|~{3,})")  # any indentation: a list item's fence is indented
 _NO_BLANK_LINE = r"(?:(?!\n[ \t]*\n).)+?"
 _PROTECTED = re.compile(  # code spans and math: their text is shown as it is
     rf"(?P<code>(?P<ticks>`+)(?P<code_text>.+?)(?<!`)(?P=ticks)(?!`))"
@@ -44,29 +44,15 @@ _QUOTE_STYLE = "border-left:3px solid rgba(127,127,127,0.4);padding-left:8px;mar
 
 
 def markdown_html(text: str) -> str:
-    """A small, safe Markdown renderer: paragraphs, headings, lists, tables, quotes, rules, fenced
-    and inline code, bold, italic; math kept as written."""
-    out: list[str] = []
-    prose: list[str] = []
-    code: list[str] | None = None
-    fence, indent = "", 0
-    for line in text.split("\n"):
-        match = _FENCE.match(line)
-        if code is not None:
-            run = match.group(2) if match else ""
-            if run[:1] == fence[0] and len(run) >= len(fence) and line.strip() == run:
-                out.append(_pre(code))
-                code = None
-            else:  # the block's lines, less the indentation its fence had
-                code.append(line[min(indent, len(line) - len(line.lstrip(" "))) :])
-        elif match:
-            out.append(_blocks(prose))
-            prose, code = [], []
-            indent, fence = len(match.group(1)), match.group(2)
-        else:
-            prose.append(line)
-    out.append(_blocks(prose) if code is None else _pre(code))
-    return "".join(out)
+    """A small, safe Markdown renderer: paragraphs, headings, lists, tables, quotes, rules, code
+    blocks (where ``code_blocks`` finds them, as the cell does) and spans, bold, italic; math
+    kept as written."""
+    return "".join(
+        _pre([line.code_text for line in run if not line.is_fence])
+        if code
+        else _blocks([line.text for line in run])
+        for code, run in code_blocks.runs(text)
+    )
 
 
 def _pre(lines: list[str]) -> str:

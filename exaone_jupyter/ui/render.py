@@ -16,12 +16,12 @@ import re
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from itertools import groupby
 from typing import Any
 
 from ..engine.reply import Reply
+from . import code_blocks
 from .meter import live_rate, meter_line_data, meter_line_html, meter_text
 
 DEFAULT_INTERVAL = 0.1  # seconds between live updates of a streaming reply (cells and panel)
@@ -85,7 +85,7 @@ def as_written(text: str) -> tuple[str, bool]:
     """``text`` as Markdown that a notebook shows as written, and whether it needs the block that
     keeps MathJax to its math and lets long words wrap.
 
-    Code (blocks as ``_code_lines`` finds them, and spans) is kept verbatim. Elsewhere ``$``
+    Code (blocks as ``code_blocks`` reads them, and spans) is kept verbatim. Elsewhere ``$``
     becomes ``\\$`` (not a math delimiter, for JupyterLab's Markdown step and for MathJax alike),
     ``<`` becomes ``\\<`` (a tag shows as text, neither rendered nor stripped) and ``&`` before an
     entity name becomes ``\\&``.
@@ -95,8 +95,8 @@ def as_written(text: str) -> tuple[str, bool]:
     """
     out: list[str] = []
     wrap = bool(_LONG_WORD.search(text))
-    for code, group in groupby(_code_lines(text), key=lambda each: each[1]):
-        lines = "\n".join(line for line, _, _ in group)
+    for code, run in code_blocks.runs(text):
+        lines = "\n".join(line.text for line in run)
         if code:
             out.append(lines)
         else:
@@ -104,33 +104,6 @@ def as_written(text: str) -> tuple[str, bool]:
             out.append(written)
             wrap = wrap or needs
     return "\n".join(out), wrap
-
-
-def _code_lines(text: str) -> Iterator[tuple[str, bool, str]]:
-    """Each line of ``text``, whether Markdown shows it as code, and the code fence still open
-    after it (with its indentation; "" when none).
-
-    A fence may be indented any amount: inside a list item it sits at the item's indentation. Its
-    block ends at a closing fence, or where a line further left ends the list item that held it.
-    A line indented four spaces after a blank line is an indented code block, but only before the
-    first list: inside a list it may be the item's own text, which is escaped like any prose.
-    """
-    fence, lists, may_indent = "", False, True
-    for line in text.split("\n"):
-        if fence and _left_of(fence, line):
-            fence = ""
-        if fence:
-            kind = "fenced"
-            fence = "" if _closes(fence, line) else fence
-        elif may_indent and line.strip() and _INDENTED_CODE.match(line):
-            kind = "indented"
-        elif match := _FENCE.match(line):
-            kind, fence = "fenced", match.group()
-        else:
-            kind = "prose"
-            lists = lists or bool(_LIST_ITEM.match(line))
-        may_indent = not lists and (kind == "indented" or not line.strip())
-        yield line, kind != "prose", fence
 
 
 def _prose(text: str) -> tuple[str, bool]:
@@ -187,36 +160,14 @@ def _span_end(text: str, pos: int, run: str) -> int:
     return -1
 
 
-def _closes(fence: str, line: str) -> bool:
-    """Whether ``line`` closes the code block that ``fence`` opened: a fence of the same kind, at
-    least as long, with nothing after it."""
-    opening, run = fence.lstrip(" "), line.strip()
-    return bool(_FENCE.fullmatch(run)) and run[0] == opening[0] and len(run) >= len(opening)
-
-
-def _left_of(fence: str, line: str) -> bool:
-    """Whether ``line`` sits left of the list item that holds the block ``fence`` opened (a fence
-    is indented at most three spaces more than its item's text), which ends item and block."""
-    return bool(line.strip()) and _indent(line) + 3 < _indent(fence)
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-_FENCE = re.compile(r" *(?:`{3,}|~{3,})")  # any indentation: a list item's fence is indented
-_INDENTED_CODE = re.compile(r" {0,3}\t| {4}")
-_LIST_ITEM = re.compile(r" {0,3}(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
-
-
 def close_fences(text: str, *, cursor: bool = False) -> str:
     """``text`` with a code fence it leaves open closed, so that what follows (the cursor, the
     live meter, "interrupted") is not swallowed into the code block; ``cursor`` appends ``▌``
     where it cannot break a fence line."""
-    open_fence = [fence for _, _, fence in _code_lines(text)][-1]  # after the last line
+    *_, last = code_blocks.lines(text)
+    open_fence = last.open_fence
     if cursor:
-        last_line = text.rsplit("\n", 1)[-1]
-        text += "\n▌" if _FENCE.match(last_line) else "▌"
+        text += "\n▌" if last.is_fence else "▌"
     if open_fence:
         text += "\n" + open_fence
     return text
