@@ -74,10 +74,8 @@ class Schema:
 
     def grammar(self) -> str:
         """The llama.cpp grammar (GBNF) that only lets the model write JSON of this schema."""
-        from llama_cpp.llama_grammar import json_schema_to_gbnf
-
         try:
-            return json_schema_to_gbnf(json.dumps(self.json_schema))
+            return _json_schema_to_gbnf(self.json_schema)
         except Exception as err:
             raise ExaoneError(
                 f"llama.cpp cannot turn this JSON Schema into a grammar ({_first_line(err)}); "
@@ -111,6 +109,26 @@ class Schema:
         if problem:
             raise ReplyParseError(f"the reply does not fit the schema ({problem})")
         return value
+
+
+# A character inside a JSON string: llama-cpp-python's converter allows any but " and \, so a
+# model could write a raw newline that no JSON parser accepts; JSON forbids U+0000-U+001F there
+# (llama.cpp's own converter leaves out U+007F too).
+_JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+
+
+def _json_schema_to_gbnf(schema: dict) -> str:
+    """llama-cpp-python's ``json_schema_to_gbnf``, with only the characters JSON allows inside a string."""
+    from llama_cpp.llama_grammar import BuiltinRule, SchemaConverter
+
+    class Converter(SchemaConverter):
+        def _add_primitive(self, name: str, rule: BuiltinRule) -> str:
+            return super()._add_primitive(name, BuiltinRule(_JSON_CHAR) if name == "char" else rule)
+
+    converter = Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    copy = json.loads(json.dumps(schema))  # resolve_refs rewrites the $refs it follows
+    converter.visit(converter.resolve_refs(copy, "stdin"), "")
+    return converter.format_grammar()
 
 
 def _shorthand(text: str) -> dict:

@@ -238,6 +238,16 @@ def test_a_pydantic_class_gives_instances_and_the_shorthand_gives_dicts(session)
     assert isinstance(short[0], dict) and isinstance(short[0]["ok"], bool)
 
 
+def test_a_string_field_is_written_as_json_with_no_raw_control_characters(session):
+    """JSON forbids a raw newline inside a string; the grammar must too, or a reply the grammar
+    let through fails to parse (the demo model writes newlines in free text)."""
+    note = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    result = run_map(session, ["hello", "bye"], "{}", schema=note, max_tokens=40)
+    assert result[1] == {"a": " in a nice day.김치? 저는 작은 데모 모델입니다"}, result.summary()
+    for _, message in result.errors:  # only a reply cut short may fail to parse
+        assert "control character" not in message and "raise max_tokens" in message
+
+
 def test_a_reply_cut_by_max_tokens_is_that_rows_error(session):
     result = run_map(session, ["a", "b"], "Describe {}", schema="name, note", max_tokens=8)
     assert all(isinstance(v, RowError) for v in result)
