@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 DEFAULT_PARALLEL = 8  # sequences at a time when ``parallel`` is not given (fewer if n_ctx is short)
 DEFAULT_MAX_TOKENS = 256  # a row's reply; a map wants short answers
 _NAME = r"[^\W\d]\w*"
+_WORD = re.compile(_NAME)
 _PLACEHOLDER = re.compile(rf"\{{\{{({_NAME})?\}}\}}|\{{({_NAME})?\}}")
 __all__ = ["MapProgress", "MapResult", "RowError", "clear_cache", "run_map"]
 
@@ -382,6 +383,12 @@ def _render_all(rows: list[Any], prompt: Any) -> list[str | RowError]:
         )
     # what each placeholder names (None: the plain item); {{...}} is written as is, {{}} too
     names = [m.group(2) for m in _PLACEHOLDER.finditer(prompt) if not m.group(0).startswith("{{")]
+    unnamable = _unnamable_column(prompt, rows[0])
+    if unnamable is not None:
+        raise ExaoneError(
+            f"The prompt's {{{unnamable}}} cannot name a column: a placeholder takes a name like "
+            "{text}, so rename that column or pass a function of the row (lambda row: ...)."
+        )
     if not names:
         raise ExaoneError(
             "The prompt has no {} or {column} placeholder, so every row would ask the same "
@@ -391,9 +398,16 @@ def _render_all(rows: list[Any], prompt: Any) -> list[str | RowError]:
         if isinstance(row, dict):
             columns = ", ".join(map(str, row)) or "none"
             if None in names:
+                word = next((str(c) for c in row if _WORD.fullmatch(str(c))), None)
+                advice = (
+                    f"name one, like {{{word}}}"
+                    if word is not None
+                    else "a placeholder takes a name like {text}, so rename them or pass a "
+                    "function of the row (lambda row: ...)"
+                )
                 raise ExaoneError(
                     f"The prompt's {{}} stands for a plain item, but the rows have columns "
-                    f"({columns}); name one, like {{{next(iter(row), 'column')}}}."
+                    f"({columns}); {advice}."
                 )
             missing = [n for n in names if n not in row]
             if missing:
@@ -408,6 +422,17 @@ def _render_all(rows: list[Any], prompt: Any) -> list[str | RowError]:
                 "{} for the item, or pass a DataFrame or dicts."
             )
     return [_fill_or_refuse(prompt, row, names) for row in rows]
+
+
+def _unnamable_column(prompt: str, row: Any) -> str | None:
+    """A column of ``row`` written in braces in ``prompt`` though its name is no word (``{Review
+    Text}``, ``{0}``): no placeholder, so it would be asked as those characters."""
+    if isinstance(row, dict):
+        for column in map(str, row):
+            written = re.search(rf"(?<!\{{)\{{{re.escape(column)}\}}(?!\}})", prompt)
+            if written and not _WORD.fullmatch(column):
+                return column
+    return None
 
 
 def _fill_or_refuse(prompt: str, row: Any, names: list[str | None]) -> str | RowError:

@@ -284,6 +284,12 @@ def test_a_rerun_computes_only_the_rows_that_changed(session):
         ([{"text": "a"}], "{txt}", {}, ("{txt} names no column", "text")),
         (["a"], "{text}", {}, ("names a column", "plain values")),
         ([{"text": "a"}], "{}", {}, ("plain item", "{text}")),
+        # a column whose name is no word (read_csv's "Review Text", header=None's 0) cannot be
+        # a placeholder: never advised as one, never left in the prompt as text
+        ([{"Review Text": "a"}], "{}", {}, ("plain item", "rename", "function of the row")),
+        ([{"Review Text": "a"}], "{Review Text}", {}, ("{Review Text}", "rename", "function")),
+        ([{"n": 1, "Review Text": "a"}], "{n}: {Review Text}", {}, ("{Review Text}", "rename")),
+        ([{0: "a"}], "{0}", {}, ("{0} cannot name", "rename")),
         (["a"], "{}", {"parallel": 0}, ("parallel must be", "1 or more")),
         (["a"] * 4, "{}", {"parallel": 4, "max_tokens": 1000}, ("need", "n_ctx=", "parallel=2")),
         (["a"], "{}", {"schema": {"type": 5}}, ("not valid JSON Schema",)),
