@@ -125,10 +125,36 @@ def _json_schema_to_gbnf(schema: dict) -> str:
         def _add_primitive(self, name: str, rule: BuiltinRule) -> str:
             return super()._add_primitive(name, BuiltinRule(_JSON_CHAR) if name == "char" else rule)
 
+        def _format_literal(self, literal: str) -> str:
+            return _gbnf_literal(literal)
+
     converter = Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     copy = json.loads(json.dumps(schema))  # resolve_refs rewrites the $refs it follows
     converter.visit(converter.resolve_refs(copy, "stdin"), "")
     return converter.format_grammar()
+
+
+# json.dumps' escapes: an escaped backslash, a surrogate pair, one code point
+_JSON_ESCAPE = re.compile(
+    r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}"
+)
+
+
+def _gbnf_literal(text: str) -> str:
+    r"""JSON text that ``json.dumps`` wrote (an enum value, a field name) as a GBNF literal that
+    matches exactly it. llama-cpp-python's own leaves \ as it is, so a quote in a value broke
+    the grammar and a backslash began a GBNF escape (the model had to write C:	emp, a tab). A
+    non-ASCII character is itself, not its \uXXXX, so the model writes 이름 as it reads it."""
+
+    def unescape(match: re.Match) -> str:
+        char = json.loads(f'"{match.group(0)}"')
+        keep = ord(char[0]) < 0x80 or 0xD800 <= ord(char[0]) <= 0xDFFF  # lone surrogate
+        return match.group(0) if keep else char
+
+    text = _JSON_ESCAPE.sub(unescape, text)
+    for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\r", "\\r"), ("\n", "\\n")):
+        text = text.replace(raw, escaped)
+    return f'"{text}"'
 
 
 def _shorthand(text: str) -> dict:

@@ -14,6 +14,7 @@ from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.engine.batch import context_need, shared_prefix
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.mapping import MapProgress, MapResult, RowError, run_map
+from exaone_jupyter.structured import Schema
 from kernel_helpers import DEMO_ANSWER, DEMO_QUESTION, Message, answer_of, live_text
 from shared_fixtures import DIALOGUES
 
@@ -246,6 +247,22 @@ def test_a_string_field_is_written_as_json_with_no_raw_control_characters(sessio
     assert result[1] == {"a": " in a nice day.김치? 저는 작은 데모 모델입니다"}, result.summary()
     for _, message in result.errors:  # only a reply cut short may fail to parse
         assert "control character" not in message and "raise max_tokens" in message
+
+
+def test_enum_values_and_field_names_are_written_exactly_quotes_and_backslashes_too(session):
+    """A literal of the schema (an enum value, a field name) is matched character for character:
+    a backslash stays one (the grammar had "C:\\temp" written as a tab), a quote does not end the
+    grammar's literal, and a Korean name is written as itself, not as \\uXXXX."""
+    values = {"enum": ["C:\\temp", 'a "quoted" word', "줄\n바꿈"]}
+    result = run_map(session, ["hello", "bye", "Goodbye."], "{}", schema=values, max_tokens=30)
+    assert result.errors == [] and all(v in values["enum"] for v in result), result.summary()
+    odd = {
+        "type": "object",
+        "properties": {'say "hi"': {"type": "boolean"}},
+        "required": ['say "hi"'],
+    }
+    assert set(run_map(session, ["hello"], "{}", schema=odd, max_tokens=30)[0]) == {'say "hi"'}
+    assert '"\\"이름\\""' in Schema.of("이름, 나이 int").grammar()
 
 
 def test_a_reply_cut_by_max_tokens_is_that_rows_error(session):
