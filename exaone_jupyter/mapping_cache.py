@@ -68,8 +68,14 @@ def clear_cache(disk: Any = None) -> None:
     if folder is not None and folder.is_dir():
         import diskcache
 
-        with diskcache.Cache(str(folder)) as store:
-            store.clear()
+        try:
+            with diskcache.Cache(str(folder)) as store:
+                store.clear()
+        except Exception as err:  # the disk's boundary: whatever broke, one sentence
+            raise ExaoneError(
+                f"The disk cache at {folder} could not be cleared ({_reason(folder, err)}); "
+                "delete that folder to empty it."
+            ) from None
 
 
 class RowCache:
@@ -138,13 +144,17 @@ class RowCache:
             with contextlib.suppress(Exception):  # already failing; the note says so
                 disk.close()
         if self.note is None:
-            if self.folder is not None and self.folder.exists() and not self.folder.is_dir():
-                reason = "it is a file, not a folder"
-            elif isinstance(err, OSError) and err.strerror:
-                reason = err.strerror  # "Permission denied", without the errno and the path
-            else:
-                reason = " ".join(str(err).split()).rstrip(".") or type(err).__name__
             self.note = (
-                f"The disk cache at {self.folder} could not be {what} ({reason}), so this run's "
-                "rows are cached in memory only; fix or delete that folder, or pass cache=True."
+                f"The disk cache at {self.folder} could not be {what} "
+                f"({_reason(self.folder, err)}), so this run's rows are cached in memory only; "
+                "fix or delete that folder, or pass cache=True."
             )
+
+
+def _reason(folder: Path | None, err: BaseException) -> str:
+    """Why a disk cache failed, in a few words for a sentence."""
+    if folder is not None and folder.exists() and not folder.is_dir():
+        return "it is a file, not a folder"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror  # "Permission denied", without the errno and the path
+    return " ".join(str(err).split()).rstrip(".") or type(err).__name__

@@ -120,6 +120,11 @@ def test_a_disk_cache_that_cannot_be_used_is_one_sentence_and_the_rows_still_com
     assert result.summary().splitlines() == ["4 rows: 4 answered.", result.notes[0]]
     # the rows were kept in memory all the same
     assert run_map(session, QUESTIONS, "{}", max_tokens=60).progress.from_cache == 4
+    if damage == "corrupt":  # clearing it, as the note suggests, is one sentence too
+        with pytest.raises(ExaoneError) as err:
+            clear_cache(str(folder))
+        one_sentence(err, f"The disk cache at {folder} could not be cleared", "delete that folder")
+        assert run_map(session, QUESTIONS, "{}", max_tokens=60).progress.from_cache == 0
 
 
 @pytest.mark.parametrize("cache", ["dsik", "", None])
