@@ -205,7 +205,8 @@ def run_map(
             if len(row.ids) + sampling.max_tokens > n_ctx:
                 values[row.index] = RowError(
                     f"the prompt is {len(row.ids)} tokens, which with max_tokens="
-                    f"{sampling.max_tokens} does not fit the {n_ctx}-token context"
+                    f"{sampling.max_tokens} does not fit the {n_ctx}-token context; shorten it, "
+                    "lower max_tokens, or load the model with a larger n_ctx"
                 )
                 row.ids = None
 

@@ -9,6 +9,7 @@ or validate raises ``ReplyParseError`` (one sentence), which ``map`` turns into 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -93,11 +94,13 @@ class Schema:
     def parse(self, text: str) -> Any:
         """The reply as the schema's value; ``ReplyParseError`` when it is not."""
         try:
-            value = json.loads(text)
+            value = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
         except json.JSONDecodeError as err:
             raise ReplyParseError(
                 f"the reply is not complete JSON ({err.msg.removesuffix(' at')}, character {err.pos})"
             ) from None
+        except ValueError as err:
+            raise ReplyParseError(f"the reply is not usable JSON ({err})") from None
         if self.model is not None:
             try:
                 return self.model.model_validate(value)
@@ -155,6 +158,20 @@ def _gbnf_literal(text: str) -> str:
     for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\r", "\\r"), ("\n", "\\n")):
         text = text.replace(raw, escaped)
     return f'"{text}"'
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; one too large for a float (``1e999``) would be ``inf``, which
+    passes any minimum and fits no column."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]}{'...' if len(text) > 20 else ''} is too large")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    """``NaN`` and ``Infinity`` are not JSON, though Python's reader takes them."""
+    raise ValueError(f"{text} is not a JSON number")
 
 
 def _shorthand(text: str) -> dict:

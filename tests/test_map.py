@@ -200,8 +200,10 @@ def test_a_failing_prompt_function_is_that_rows_error_not_the_runs(session):
 def test_a_row_too_long_for_the_context_is_an_error_value(session):
     result = run_map(session, ["Hello!", "word " * 1500], "{}", max_tokens=40)
     assert result[0].startswith("Hello!")
-    assert isinstance(result[1], RowError) and "does not fit the 2048-token context" in str(
-        result[1]
+    assert isinstance(result[1], RowError)
+    assert result[1].message.endswith(
+        "does not fit the 2048-token context; shorten it, lower max_tokens, or load the model "
+        "with a larger n_ctx"
     )
 
 
@@ -263,6 +265,15 @@ def test_enum_values_and_field_names_are_written_exactly_quotes_and_backslashes_
     }
     assert set(run_map(session, ["hello"], "{}", schema=odd, max_tokens=30)[0]) == {'say "hi"'}
     assert '"\\"이름\\""' in Schema.of("이름, 나이 int").grammar()
+
+
+def test_a_number_too_large_for_a_float_is_that_rows_error_not_inf(session):
+    """Python reads 1e999 as inf, which passes any minimum; the demo model writes such a number
+    for "hello" (greedy, so every run)."""
+    result = run_map(session, ["hello"], "{}", schema={"type": "number", "minimum": 0.5})
+    assert isinstance(result[0], RowError), result[0]
+    assert result[0].message.startswith("the reply is not usable JSON (the number 1.9")
+    assert result[0].message.endswith("is too large)")
 
 
 def test_a_reply_cut_by_max_tokens_is_that_rows_error(session):
