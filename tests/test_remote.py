@@ -222,6 +222,35 @@ def test_stop_from_another_thread_ends_the_stream_and_frees_the_server(remote, s
     assert answer.text == _answer("Hello!") and answer.stats.ttft_s < 5
 
 
+def test_disconnect_while_a_reply_streams_stops_it_keeping_the_text(server):
+    """As an unload stops a local reply: the reply in progress (the panel's worker) ends as
+    interrupted with what it wrote, not as a failure of the server ("Bad file descriptor")."""
+    session = Session()
+    session.connect(server.url)
+    reply = session.ask("Tell me about the weather on Mars.", RAMBLE)
+    first, failed = threading.Event(), []
+
+    def read() -> None:
+        try:
+            for _ in reply:
+                first.set()
+        except ExaoneError as err:
+            failed.append(str(err))
+
+    worker = threading.Thread(target=read)
+    worker.start()
+    assert first.wait(30)
+    assert session.disconnect() is True
+    worker.join(30)
+    assert not worker.is_alive() and failed == []
+    assert reply.stats.finish_reason == "interrupted" and reply.error is None and reply.text
+    assert session.conversation.messages[-1] == {
+        "role": "assistant",
+        "content": reply.text,
+        "interrupted": True,
+    }
+
+
 def test_closing_a_reply_never_read_ends_its_request(remote, served):
     """The request went out when the reply was made; closing it unread closes the stream."""
     reply = remote.ask("Tell me about the weather on Mars.", served.ramble)

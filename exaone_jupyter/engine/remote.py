@@ -84,6 +84,8 @@ class RemoteBackend:
         self._api_key = api_key
         self._formats_lock = threading.Lock()
         self._clients = SharedClient(self._new_client)  # shared by concurrent streams (map)
+        # The replies streaming now: ``close`` stops them, as an unload stops a local reply.
+        self._replies: weakref.WeakSet[Reply] = weakref.WeakSet()
         try:
             served, entry = self._list_models(model)
         except BaseException:
@@ -214,6 +216,8 @@ class RemoteBackend:
             thinking_opened=request.opens_reasoning,
         )
         reply.note = note
+        self._replies.add(reply)
+        reply.on_finish(self._replies.discard)
         # Once the reply ends, however it ends (read, stopped, failed, closed before reading),
         # or is dropped unread: the request went out already, and would run to max_tokens.
         let_go = _once(lambda: self._let_go(client, chunks))
@@ -330,7 +334,7 @@ class RemoteBackend:
                 except StopIteration:
                     break
                 except Exception as err:  # the network boundary: whatever broke, one sentence
-                    if reply.stop_requested:
+                    if reply.stop_requested:  # closed under it (``close``)
                         stats.finish_reason = "interrupted"
                         return
                     self._clients.drop(client)
@@ -428,6 +432,10 @@ class RemoteBackend:
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
+        """Stop the replies still streaming (each keeps its text, marked interrupted, as a local
+        reply does when its model is unloaded), then close the connections."""
+        for reply in list(self._replies):
+            reply.stop()
         self._clients.close()
 
 
