@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import llama_cpp.server.app  # noqa: F401  (llama-cpp-python[server], a test dependency)
@@ -220,6 +221,59 @@ def test_stop_from_another_thread_ends_the_stream_and_frees_the_server(remote, s
     remote.reset()
     answer = remote.ask("Hello!", GREEDY).consume()
     assert answer.text == _answer("Hello!") and answer.stats.ttft_s < 5
+
+
+class _Waiting(BaseHTTPRequestHandler):
+    """A server that takes the request, then sends nothing until ``release`` is set: one still
+    evaluating a long prompt, or queueing the request behind other replies."""
+
+    protocol_version = "HTTP/1.1"
+    release = threading.Event()
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        body = json.dumps({"object": "list", "data": [{"id": "exaone-3.0-7.8b"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.flush()
+        self.release.wait(60)
+
+
+def test_stop_while_the_server_has_sent_nothing_yet_ends_the_reply_at_once():
+    """Stop (the panel's button, from another thread) does not wait for the first piece."""
+    _Waiting.release.clear()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Waiting)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    session = Session()
+    try:
+        session.connect(f"http://127.0.0.1:{httpd.server_address[1]}/v1")
+        reply = session.ask("Hello!", GREEDY)
+        worker = threading.Thread(target=reply.consume)
+        worker.start()
+        time.sleep(0.5)  # the worker waits in the stream's first read
+        started = time.monotonic()
+        reply.stop()
+        worker.join(10)
+        assert not worker.is_alive() and time.monotonic() - started < 5
+        assert reply.stats.finish_reason == "interrupted" and reply.error is None
+        assert session.backend._clients._in_use == {}  # the client is given back
+    finally:
+        _Waiting.release.set()
+        session.disconnect()
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_disconnect_while_a_reply_streams_stops_it_keeping_the_text(server):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -223,6 +224,7 @@ class RemoteBackend:
         let_go = _once(lambda: self._let_go(client, chunks))
         reply.on_finish(lambda _: let_go())
         weakref.finalize(reply, let_go)
+        reply.on_stop(lambda: _wake(chunks))
         return reply
 
     def _let_go(self, client, chunks) -> None:
@@ -332,9 +334,12 @@ class RemoteBackend:
                 try:
                     chunk = next(chunks)
                 except StopIteration:
+                    if finish is None and reply.stop_requested:  # ended under it (``_wake``)
+                        stats.finish_reason = "interrupted"
+                        return
                     break
                 except Exception as err:  # the network boundary: whatever broke, one sentence
-                    if reply.stop_requested:  # closed under it (``close``)
+                    if reply.stop_requested:  # closed under it (``_wake``, ``close``)
                         stats.finish_reason = "interrupted"
                         return
                     self._clients.drop(client)
@@ -479,6 +484,20 @@ def _closing(tag: str, thought: str, content: str) -> str:
     before = "" if thought.endswith("\n") else "\n"
     after = "" if content.startswith("\n") else "\n\n"
     return before + tag + after
+
+
+def _wake(chunks) -> None:
+    """End the stream's wait for the server (a long prompt, a queue): a stop only sets a flag,
+    which the reading loop sees after the next chunk. Shutting the socket down ends the read at
+    once (closing it would not, from another thread), and the server sees the client gone."""
+    response = getattr(chunks, "response", None)
+    if response is None or response.is_closed:  # ended: the connection may serve another stream
+        return
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _names(names: list[str]) -> str:

@@ -59,10 +59,16 @@ class Reply:
         self._source = pieces(self)
         self._done = False
         self._on_finish: list[Callable[[Reply], None]] = []
+        self._on_stop: list[Callable[[], None]] = []
 
     def on_finish(self, callback: Callable[[Reply], None]) -> None:
         """Call ``callback(reply)`` once when the reply has ended, however it ended."""
         self._on_finish.append(callback)
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` at each ``stop()``, in the thread that stops: an engine that waits
+        outside its loop (a server's socket) is woken there, since its loop cannot see the flag."""
+        self._on_stop.append(callback)
 
     def _finish(self) -> None:
         self._done = True
@@ -104,6 +110,8 @@ class Reply:
     def stop(self) -> None:
         """Ask the engine to end after the current token; safe from any thread."""
         self._stop.set()
+        for callback in self._on_stop:
+            callback()
 
     @property
     def stop_requested(self) -> bool:
