@@ -38,7 +38,8 @@ def run_remote(
     then on one request goes out at a time: llama-cpp-python's server ends the reply it streams
     when another request arrives (unless it runs with ``--interrupt_requests False``). Once the
     server cannot be reached, the rows not yet sent are not sent; the sentence that says so is
-    returned.
+    returned. The map holds the server throughout (``exclusive``), as a local map holds the model:
+    while a reply streams it is busy (ModelBusyError), and a cell asked meanwhile is told so.
     """
     workers = parallel or DEFAULT_REMOTE_PARALLEL
     serial = threading.Event()  # set once the server cut a reply short
@@ -58,7 +59,7 @@ def run_remote(
             gate = one_at_a_time if serial.is_set() else contextlib.nullcontext()
             with gate:
                 try:
-                    reply = backend.stream(request)
+                    reply = backend.stream(request, held=True)
                     live.add(reply)
                     try:
                         text = "".join(reply)
@@ -80,7 +81,7 @@ def run_remote(
             return text, reply.stats.finish_reason or "stop", reply.error
         return "", "error", error
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with backend.exclusive(), ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(ask, row): row for row in todo}
         try:
             for future in as_completed(futures):

@@ -223,6 +223,44 @@ def test_stop_from_another_thread_ends_the_stream_and_frees_the_server(remote, s
     assert answer.text == _answer("Hello!") and answer.stats.ttft_s < 5
 
 
+def test_asking_while_a_reply_streams_is_busy_and_leaves_that_reply_alone(server):
+    """As with a local model: a cell run while the panel writes says the model is busy, and the
+    panel's reply goes on (llama-cpp-python's server would cut it short for the new request)."""
+    from exaone_jupyter.errors import ModelBusyError
+    from exaone_jupyter.mapping import run_map
+
+    session = Session()
+    session.connect(server.url)
+    reply = session.ask("Tell me about the weather on Mars.", RAMBLE)
+    first, failed = threading.Event(), []
+
+    def read() -> None:
+        try:
+            for _ in reply:
+                first.set()
+        except ExaoneError as err:
+            failed.append(str(err))
+
+    worker = threading.Thread(target=read)
+    worker.start()
+    try:
+        assert first.wait(30)
+        with pytest.raises(ModelBusyError) as info:
+            session.ask("Hello!", GREEDY)
+        one_sentence(info, "busy with another reply", "wait for it to finish or press Stop")
+        with pytest.raises(ModelBusyError):
+            run_map(session, ["Hello!", "Goodbye."], "{}", cache=False)
+    finally:
+        worker.join(60)
+    assert failed == [] and reply.stats.finish_reason in ("stop", "length"), failed
+    assert [m["content"] for m in session.conversation.messages] == [
+        "Tell me about the weather on Mars.",
+        reply.text,
+    ]
+    assert session.ask("Hello!", GREEDY).consume().text.startswith("Hello!")  # free again
+    session.disconnect()
+
+
 class _Waiting(BaseHTTPRequestHandler):
     """A server that takes the request, then sends nothing until ``release`` is set: one still
     evaluating a long prompt, or queueing the request behind other replies."""

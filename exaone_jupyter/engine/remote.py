@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
-from ..errors import ExaoneError
+from ..errors import ExaoneError, ModelBusyError
 from .backend import BackendInfo, ReasoningTags, Request, Sampling, ServerFacts
 from .reply import Reply
 from .server_errors import (
@@ -37,6 +37,7 @@ from .server_errors import (
 from .shared_client import SharedClient
 
 CONNECT_TIMEOUT_S = 10.0
+BUSY = "The model is busy with another reply; wait for it to finish or press Stop."
 # How reasoning that a server sends apart is marked in the reply when the request names no family.
 DEFAULT_REASONING_TAGS: ReasoningTags = ("<think>", "</think>")
 # How a request's response_format is spelled, in the order tried: OpenAI's json_schema (vLLM,
@@ -84,6 +85,7 @@ class RemoteBackend:
         # Never fall back to OPENAI_API_KEY: that key belongs to OpenAI, not to this server.
         self._api_key = api_key
         self._formats_lock = threading.Lock()
+        self._lock = threading.Lock()  # held by the reply being read, or a map (``exclusive``)
         self._clients = SharedClient(self._new_client)  # shared by concurrent streams (map)
         # The replies streaming now: ``close`` stops them, as an unload stops a local reply.
         self._replies: weakref.WeakSet[Reply] = weakref.WeakSet()
@@ -190,16 +192,31 @@ class RemoteBackend:
             return None
 
     # -- generation -----------------------------------------------------------------------------
-    def stream(self, request: Request) -> Reply:
+    @contextlib.contextmanager
+    def exclusive(self) -> Generator[None, None, None]:
+        """The server for one reply, or for a map's rows together, as the local engine's model:
+        ModelBusyError while another has it. Else a cell run while the panel writes would be
+        sent beside it (llama-cpp-python's server cuts the reply it streams short for it)."""
+        if not self._lock.acquire(blocking=False):
+            raise ModelBusyError(BUSY)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def stream(self, request: Request, *, held: bool = False) -> Reply:
         """Send the request now (a refused or rejected request raises here, one sentence); the
-        pieces come as the Reply is read. A failure mid-reply raises ExaoneError from the
-        iteration, as the local engine does: the Reply keeps the partial text, with
+        pieces come as the Reply is read, which holds the server (``exclusive``) unless the caller
+        holds it already (``held``: a map's rows). A failure mid-reply raises ExaoneError from
+        the iteration, as the local engine does: the Reply keeps the partial text, with
         ``finish_reason == "error"`` and ``reply.error`` set. ``reply.stop()`` and Ctrl-C close the
-        stream at the next piece, which tells the server to stop generating.
+        stream, which tells the server to stop generating.
         """
         messages = [{"role": m["role"], "content": m["content"]} for m in request.messages or ()]
         if not messages:
             raise ExaoneError("The prompt is empty; write something to ask.")
+        if not held and self._lock.locked():  # before sending: the request is what interferes
+            raise ModelBusyError(BUSY)
         started = time.perf_counter()
         client = self._clients.take()
         note = None
@@ -212,7 +229,7 @@ class RemoteBackend:
             raise
         tags = request.reasoning_tags or DEFAULT_REASONING_TAGS
         reply = Reply(
-            lambda reply: self._generate(reply, client, chunks, started, tags),
+            lambda reply: self._read(reply, client, chunks, started, tags, held),
             n_ctx=self.n_ctx,
             thinking_opened=request.opens_reasoning,
         )
@@ -310,6 +327,12 @@ class RemoteBackend:
                 if not (stale and attempt == 1):
                     raise
         raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _read(
+        self, reply: Reply, client, chunks, started: float, tags: ReasoningTags, held: bool
+    ) -> Generator[str, None, None]:
+        with contextlib.nullcontext() if held else self.exclusive():
+            yield from self._generate(reply, client, chunks, started, tags)
 
     def _generate(
         self, reply: Reply, client, chunks, started: float, tags: ReasoningTags
