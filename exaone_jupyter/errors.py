@@ -13,7 +13,13 @@ class ExaoneError(Exception):
 
 
 class ModelBusyError(ExaoneError):
-    """Another generation holds the model (the panel's worker, or another cell)."""
+    """Another generation holds the model (the panel's worker, another cell, a map)."""
+
+    def __init__(
+        self,
+        message: str = "The model is busy with another reply; wait for it to finish or press Stop.",
+    ) -> None:
+        super().__init__(message)
 
 
 class PromptTooLong(ExaoneError):

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import llama_cpp.server.app  # noqa: F401  (llama-cpp-python[server], a test dependency)
 import openai  # noqa: F401  (the remote extra, a test dependency)
@@ -267,6 +268,7 @@ class _Waiting(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     release = threading.Event()
+    first: ClassVar[list[dict]] = []  # deltas sent before the wait: a reply that has begun
 
     def log_message(self, *args) -> None:  # quiet
         pass
@@ -285,6 +287,12 @@ class _Waiting(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
+        for delta in self.first:
+            choice = {"index": 0, "delta": delta, "finish_reason": None}
+            chunk = {"object": "chat.completion.chunk", "model": "exaone-3.0-7.8b", "created": 0}
+            self.wfile.write(
+                f"data: {json.dumps({**chunk, 'id': 'c', 'choices': [choice]})}\n\n".encode()
+            )
         self.wfile.flush()
         self.release.wait(60)
 
@@ -309,6 +317,31 @@ def test_stop_while_the_server_has_sent_nothing_yet_ends_the_reply_at_once():
         assert session.backend._clients._in_use == {}  # the client is given back
     finally:
         _Waiting.release.set()
+        session.disconnect()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_reasoning_stopped_part_way_keeps_its_tags_balanced():
+    """A server that sends reasoning apart, for a prompt that did not open it: the engine writes
+    the opening tag, and a stop part-way closes it, as the answer's start would have."""
+    _Waiting.release.clear()
+    _Waiting.first = [{"reasoning_content": "Let me think"}, {"reasoning_content": " more"}]
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Waiting)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    session = Session()
+    try:
+        session.connect(f"http://127.0.0.1:{httpd.server_address[1]}/v1")
+        reply = session.ask("Hello!", GREEDY)
+        for i, _ in enumerate(reply):
+            if i == 1:
+                reply.stop()  # the server sends nothing more: the stop wakes the read
+        assert reply.stats.finish_reason == "interrupted"
+        assert reply.text == "<think>\nLet me think more\n</think>\n\n"
+        assert session.conversation.messages[-1]["content"] == reply.text
+    finally:
+        _Waiting.release.set()
+        _Waiting.first = []
         session.disconnect()
         httpd.shutdown()
         httpd.server_close()
@@ -667,7 +700,13 @@ def test_prompt_longer_than_the_servers_context_is_one_sentence(remote, served):
         with pytest.raises(ExaoneError) as info:
             reply.consume()
         # it ends the stream cleanly or abruptly, depending on timing: either way, one sentence
-        one_sentence(info, f"The server at {remote.backend.url} ", "the reply before any text came")
+        one_sentence(
+            info,
+            f"The server at {remote.backend.url} ",
+            "the reply before any text came",
+            "shorten the conversation",
+            "`%%exaone --new` starts afresh",
+        )
         assert reply.stats.finish_reason == "error" and reply.text == ""
     # nothing was said: nothing is remembered, and the server stays usable
     assert remote.conversation.turns == 0

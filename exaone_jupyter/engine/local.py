@@ -47,7 +47,6 @@ from .sampling import LogitsReader, Sampler, llama_chain
 from .threads import choose_threads, wait_policy
 
 _DEFAULT_OPTIONS = LoadOptions()  # frozen: one shared default is safe
-BUSY = "The model is busy with another reply; wait for it to finish or press Stop."
 UNLOADED = "This model was unloaded; load it again with `%exaone load`."
 CLOSE_WAIT_S = 30.0  # how long an unload waits for a stopped generation to let go of the model
 
@@ -365,7 +364,7 @@ class LocalBackend:
         ``Llama``: ModelBusyError while another generation has it, ExaoneError once unloaded.
         ``reply`` is what ``close`` stops before it frees the model."""
         if not self._lock.acquire(blocking=False):
-            raise ModelBusyError(BUSY)
+            raise ModelBusyError()
         try:  # whatever happens from here (Ctrl-C included), the model is let go
             if self._closed:
                 raise ExaoneError(UNLOADED)

@@ -37,11 +37,10 @@ from .server_errors import (
 from .shared_client import SharedClient
 
 CONNECT_TIMEOUT_S = 10.0
-BUSY = "The model is busy with another reply; wait for it to finish or press Stop."
 # How reasoning that a server sends apart is marked in the reply when the request names no family.
 DEFAULT_REASONING_TAGS: ReasoningTags = ("<think>", "</think>")
 # How a request's response_format is spelled, in the order tried: OpenAI's json_schema (vLLM,
-# llama-server), then json_object with a "schema" (llama-cpp-python's server, which answers 422
+# llama-server), then json_object with a "schema" (llama-cpp-python's server, which answers 500
 # to json_schema). A server that rejects both gets none, and the reply is only checked afterwards.
 RESPONSE_FORMATS = ("json_schema", "json_object")
 
@@ -198,7 +197,7 @@ class RemoteBackend:
         ModelBusyError while another has it. Else a cell run while the panel writes would be
         sent beside it (llama-cpp-python's server cuts the reply it streams short for it)."""
         if not self._lock.acquire(blocking=False):
-            raise ModelBusyError(BUSY)
+            raise ModelBusyError()
         try:
             yield
         finally:
@@ -216,7 +215,7 @@ class RemoteBackend:
         if not messages:
             raise ExaoneError("The prompt is empty; write something to ask.")
         if not held and self._lock.locked():  # before sending: the request is what interferes
-            raise ModelBusyError(BUSY)
+            raise ModelBusyError()
         started = time.perf_counter()
         client = self._clients.take()
         note = None
@@ -350,21 +349,20 @@ class RemoteBackend:
             if chunks is None:
                 stats.finish_reason = "interrupted"
                 return
+            stopped = False
             while True:
                 if reply.stop_requested:
-                    stats.finish_reason = "interrupted"
-                    return
+                    stopped = True
+                    break
                 try:
                     chunk = next(chunks)
                 except StopIteration:
-                    if finish is None and reply.stop_requested:  # ended under it (``_wake``)
-                        stats.finish_reason = "interrupted"
-                        return
+                    stopped = finish is None and reply.stop_requested  # ended under ``_wake``
                     break
                 except Exception as err:  # the network boundary: whatever broke, one sentence
                     if reply.stop_requested:  # closed under it (``_wake``, ``close``)
-                        stats.finish_reason = "interrupted"
-                        return
+                        stopped = True
+                        break
                     self._clients.drop(client)
                     raise ExaoneError(
                         broken_reply(err, url=self.url, timeout=self.timeout, kept=bool(count))
@@ -399,6 +397,9 @@ class RemoteBackend:
                         finish = choice.finish_reason
             if in_reasoning and not reply.thinking_opened:  # balance the tag written here
                 yield _closing(closing, thought_end, "")
+            if stopped:
+                stats.finish_reason = "interrupted"
+                return
             if finish is None:
                 self._clients.drop(client)
                 if count:
@@ -410,11 +411,14 @@ class RemoteBackend:
                 raise ReplyCutShort(
                     f"The server at {self.url} ended the reply before any text came "
                     "(it may have failed on the prompt, e.g. one longer than its "
-                    "context); check the server's log."
+                    "context); check the server's log, or shorten the conversation "
+                    "(`%%exaone --new` starts afresh)."
                 )
             stats.finish_reason = {"eos": "stop", "stop_sequence": "stop"}.get(finish, finish)
         except KeyboardInterrupt:
             stats.finish_reason = "interrupted"
+            if in_reasoning and not reply.thinking_opened:
+                yield _closing(closing, thought_end, "")
         finally:
             stats.total_s = time.perf_counter() - started
             self._figures(stats, usage, timings, count, first, last)

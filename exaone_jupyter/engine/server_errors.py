@@ -95,7 +95,8 @@ def broken_reply(err: BaseException, *, url: str, timeout: float, kept: bool) ->
         )
     return (
         f"The server at {url} broke off the reply before any text came ({why}); "
-        "check the server and ask again."
+        "check the server and ask again, or shorten the conversation if the prompt may be "
+        "longer than its context (`%%exaone --new` starts afresh)."
     )
 
 
