@@ -4,7 +4,7 @@ Why a context of its own: the model's conversation context is created with one s
 KV cache holds the conversation a follow-up cell reuses. A map makes a second context on the same
 weights with ``parallel + 1`` sequences and a unified KV cache (the sequences share the cells of
 the common prefix), and frees it at the end; the conversation's cache is untouched. It costs one
-more KV cache of ``n_ctx`` tokens while the map runs.
+more KV cache while the map runs, sized to what the rows need (``context_need``).
 
 How: the prompts' common prefix (system prompt and template head) is evaluated once, on sequence
 ``parallel``, and copied (``llama_memory_seq_cp``, which shares cells) to each slot it refills.

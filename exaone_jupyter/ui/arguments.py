@@ -104,7 +104,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                     type=int,
                     default=None,
                     metavar="N",
-                    help="CPU threads (default: llama-cpp-python's)",
+                    help="CPU threads (default: one per usable core; %exaone info says why)",
                 ),
                 _arg(
                     "--flash-attn",
