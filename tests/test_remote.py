@@ -224,12 +224,9 @@ def test_stop_from_another_thread_ends_the_stream_and_frees_the_server(remote, s
     assert answer.text == _answer("Hello!") and answer.stats.ttft_s < 5
 
 
-def test_asking_while_a_reply_streams_is_busy_and_leaves_that_reply_alone(server):
-    """As with a local model: a cell run while the panel writes says the model is busy, and the
-    panel's reply goes on (llama-cpp-python's server would cut it short for the new request)."""
-    from exaone_jupyter.errors import ModelBusyError
-    from exaone_jupyter.mapping import run_map
-
+def _long_reply_read_by_another_thread(server):
+    """A session on ``server`` whose long reply another thread reads (as the panel's worker
+    does), once its first piece came: (session, reply, reader, the errors the reader met)."""
     session = Session()
     session.connect(server.url)
     reply = session.ask("Tell me about the weather on Mars.", RAMBLE)
@@ -244,8 +241,18 @@ def test_asking_while_a_reply_streams_is_busy_and_leaves_that_reply_alone(server
 
     worker = threading.Thread(target=read)
     worker.start()
+    assert first.wait(30)
+    return session, reply, worker, failed
+
+
+def test_asking_while_a_reply_streams_is_busy_and_leaves_that_reply_alone(server):
+    """As with a local model: a cell run while the panel writes says the model is busy, and the
+    panel's reply goes on (llama-cpp-python's server would cut it short for the new request)."""
+    from exaone_jupyter.errors import ModelBusyError
+    from exaone_jupyter.mapping import run_map
+
+    session, reply, worker, failed = _long_reply_read_by_another_thread(server)
     try:
-        assert first.wait(30)
         with pytest.raises(ModelBusyError) as info:
             session.ask("Hello!", GREEDY)
         one_sentence(info, "busy with another reply", "wait for it to finish or press Stop")
@@ -350,21 +357,7 @@ def test_reasoning_stopped_part_way_keeps_its_tags_balanced():
 def test_disconnect_while_a_reply_streams_stops_it_keeping_the_text(server):
     """As an unload stops a local reply: the reply in progress (the panel's worker) ends as
     interrupted with what it wrote, not as a failure of the server ("Bad file descriptor")."""
-    session = Session()
-    session.connect(server.url)
-    reply = session.ask("Tell me about the weather on Mars.", RAMBLE)
-    first, failed = threading.Event(), []
-
-    def read() -> None:
-        try:
-            for _ in reply:
-                first.set()
-        except ExaoneError as err:
-            failed.append(str(err))
-
-    worker = threading.Thread(target=read)
-    worker.start()
-    assert first.wait(30)
+    session, reply, worker, failed = _long_reply_read_by_another_thread(server)
     assert session.disconnect() is True
     worker.join(30)
     assert not worker.is_alive() and failed == []
