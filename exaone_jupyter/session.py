@@ -282,13 +282,14 @@ class Session:
 
     def _settle(self, turn: Turn, reply: Reply) -> None:
         """The turn changes the conversation once its reply has said something: a fresh start
-        (--new), the system prompt (-s), then its exchange, which replaces the cell's earlier
-        one; a one-off question from that cell (--no-history) removes it, as the saved notebook,
-        which keeps no one-off exchange, will after a resume."""
+        (--new, from the cell's earlier exchange on), the system prompt (-s), then its exchange,
+        which replaces the cell's earlier one; a one-off question from that cell (--no-history)
+        removes it, as the saved notebook, which keeps no one-off exchange, will after a
+        resume."""
         if reply.stats.finish_reason == "error" and not reply.text:
             return  # nothing was said: the conversation stays as it was
         if turn.new:
-            self.conversation.reset()
+            self.conversation.start_at(turn.cell)
         if turn.sets_system:
             self.conversation.system = turn.system
             self._system_set_by_user = True

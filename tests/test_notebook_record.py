@@ -105,6 +105,28 @@ def test_a_cell_rerun_as_a_one_off_gives_up_its_exchange(kernel):
     assert history(kernel) == [("user", JAPAN, "cell-b"), ("assistant", TOKYO, "cell-b")]
 
 
+def test_a_rerun_new_cell_keeps_the_exchanges_after_it_as_a_resume_does(kernel, tmp_path):
+    """--new leaves what came before the cell; the cells after it, whose outputs still show
+    their exchanges, stay in the conversation, as a resume of the saved notebook has them."""
+    colours = ask(kernel, COLOURS, "cell-0")
+    ask(kernel, FRANCE, "cell-a", "-t 0 --new")
+    japan = ask(kernel, JAPAN, "cell-b")
+    france = ask(kernel, FRANCE, "cell-a", "-t 0 --new")  # a typo fixed, run again
+    expected = [
+        ("user", FRANCE, "cell-a"),
+        ("assistant", PARIS, "cell-a"),
+        ("user", JAPAN, "cell-b"),
+        ("assistant", TOKYO, "cell-b"),
+    ]
+    assert history(kernel) == expected
+    notebook = tmp_path / "chat.ipynb"
+    save_notebook(
+        notebook, [("cell-0", "", colours), ("cell-a", "", france), ("cell-b", "", japan)]
+    )
+    assert kernel.run(f"%exaone resume {notebook}").ok
+    assert history(kernel) == expected
+
+
 def test_cells_without_an_id_append_as_before(kernel):
     ask(kernel, FRANCE, None)
     ask(kernel, FRANCE, None)

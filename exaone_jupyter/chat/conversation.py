@@ -76,6 +76,13 @@ class Conversation:
         kept = self.messages if span is None else self.messages[: span.start]
         return Conversation(self.system, [dict(m) for m in kept])
 
+    def start_at(self, cell: str | None) -> None:
+        """A fresh start (``--new``) at ``cell``: what precedes its earlier exchange leaves, the
+        exchanges that first ran after it stay, as a resume of the saved notebook keeps them
+        (everything leaves when the cell has none)."""
+        span = self.exchange_of(cell) if cell else None
+        del self.messages[: len(self.messages) if span is None else span.start]
+
     def forget(self, cell: str) -> None:
         """Remove the exchange ``cell`` made, if any (the cell now asks a one-off question)."""
         span = self.exchange_of(cell)
