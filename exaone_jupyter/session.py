@@ -45,6 +45,7 @@ class Session:
         self.conversation = Conversation()
         self.last_reply: Reply | None = None
         self._system_set_by_user = False
+        self._records: dict[str, Exchange] = {}  # each cell's exchange, as its output carries it
         self.models = ModelSlot(on_change=self._model_changed)
         self._watchers: list[Callable[[], Callable[[str], None] | None]] = []
 
@@ -156,6 +157,8 @@ class Session:
         conversation = Conversation(exchanges[-1].system)
         for exchange in exchanges:
             conversation.put(exchange.messages, cell=exchange.cell)
+            if exchange.cell:
+                self._records[exchange.cell] = exchange
         self.conversation = conversation
         self._system_set_by_user = True
         self._changed("conversation")
@@ -294,10 +297,22 @@ class Session:
             self.conversation.system = turn.system
             self._system_set_by_user = True
         if turn.remember:
-            self.conversation.put(self.exchange(turn, reply).messages, cell=turn.cell, run=turn.run)
+            exchange = self.exchange(turn, reply)
+            self.conversation.put(exchange.messages, cell=turn.cell, run=turn.run)
+            if turn.cell:
+                self._records[turn.cell] = exchange
         elif turn.cell:
             self.conversation.forget(turn.cell)
         self._changed("conversation")
+
+    def kept_exchange(self, cell: str | None) -> Exchange | None:
+        """The exchange the conversation keeps for ``cell``, as the cell's output last carried
+        it (None when it keeps none). A run of the cell that gives no reply (an error, a dry run)
+        shows it again: the saved notebook must still hold what the conversation holds."""
+        record = self._records.get(cell) if cell else None
+        if record is None or self.conversation.messages_of(record.cell or "") != record.messages:
+            return None  # a reset, restore, resume or --new has left it
+        return record
 
     def exchange(self, turn: Turn, reply: Reply) -> Exchange:
         """The record of one question and its reply, as a notebook output keeps it."""

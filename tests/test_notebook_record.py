@@ -127,6 +127,30 @@ def test_a_rerun_new_cell_keeps_the_exchanges_after_it_as_a_resume_does(kernel, 
     assert history(kernel) == expected
 
 
+@pytest.mark.parametrize(
+    "options",
+    ["-t 0 --dry-run", "-t 0 -n 99999999", "-t 0 --no-such-option", "-t 0 -o 1x"],
+)
+def test_a_rerun_that_gives_no_reply_keeps_the_cells_exchange_in_its_output(
+    kernel, tmp_path, options
+):
+    """The conversation keeps the cell's exchange, so its output carries it on, and a resume of
+    the saved notebook rebuilds the same conversation."""
+    france = ask(kernel, FRANCE, "cell-a")
+    ask(kernel, JAPAN, "cell-b")
+    record = exchange_of(france)
+    expected = history(kernel)
+    rerun = kernel.run(f"%%exaone {options}\n{FRANCE}", cell_id="cell-a")
+    assert exchange_of(rerun) == record
+    assert history(kernel) == expected
+    japan = kernel.run(f"%%exaone {options}\n{JAPAN}", cell_id="cell-b")
+    notebook = tmp_path / "chat.ipynb"
+    save_notebook(notebook, [("cell-a", "", rerun), ("cell-b", "", japan)])
+    assert kernel.run("%exaone reset").ok
+    assert kernel.run(f"%exaone resume {notebook}").ok
+    assert history(kernel) == expected
+
+
 def test_cells_without_an_id_append_as_before(kernel):
     ask(kernel, FRANCE, None)
     ask(kernel, FRANCE, None)

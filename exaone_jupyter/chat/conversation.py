@@ -69,6 +69,11 @@ class Conversation:
         where = [i for i, m in enumerate(self.messages) if m.get("cell") == cell]
         return slice(where[0], where[-1] + 1) if where else None
 
+    def messages_of(self, cell: str) -> list[dict]:
+        """The messages of the exchange ``cell`` made, without the bookkeeping ([] if none)."""
+        span = self.exchange_of(cell)
+        return _for_model(self.messages[span]) if span else []
+
     def before(self, cell: str | None) -> Conversation:
         """The history a question from ``cell`` sees: what precedes the cell's earlier exchange
         (everything, when the cell has none)."""

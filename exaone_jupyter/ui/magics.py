@@ -30,7 +30,14 @@ from ..session import get_session
 from .arguments import SUBCOMMANDS, find_subcommand, parse_words, split_line, subcommand_help
 from .interpolate import interpolate
 from .progress import LoadProgress
-from .render import DEFAULT_INTERVAL, MIN_INTERVAL, in_notebook, renderer_for, show_markdown
+from .render import (
+    DEFAULT_INTERVAL,
+    MIN_INTERVAL,
+    in_notebook,
+    publish,
+    renderer_for,
+    show_markdown,
+)
 from .reports import info_rows, short_spec, show_dry_run, show_history, show_loaded, show_table
 
 SAMPLING = Sampling()  # the defaults, written once (engine/backend.py)
@@ -137,6 +144,20 @@ class ExaoneMagics(Magics):
         (``--new`` starts over). Stop a reply with the kernel's interrupt button: the partial
         reply is kept.
         """
+        cell_id, self._cell_id = self._cell_id, None  # a second call in this cell appends
+        recorded: list[bool] = []  # set once this run's output carries its own exchange
+        try:
+            self._ask(line, cell, cell_id, recorded)
+        finally:
+            # No new exchange (an error, a dry run, a busy model): the conversation keeps the
+            # cell's earlier one, so its output carries it on for the saved notebook to resume.
+            kept = None if recorded else get_session().kept_exchange(cell_id)
+            if kept is not None:
+                publish({"text/plain": "", MIME: kept.to_json()})
+
+    def _ask(self, line: str, cell: str, cell_id: str | None, recorded: list[bool]) -> None:
+        """The body of ``%%exaone``; ``recorded`` gets an item when the reply's output carries
+        the exchange."""
         # split as the subcommands are (IPython's parse_argstring would keep the quotes)
         args = parse_words(self.exaone_cell.parser, split_line(line))
         session = get_session()
@@ -160,7 +181,6 @@ class ExaoneMagics(Magics):
                 seed=args.seed,
             )
             question = interpolate(cell.strip("\n"), self._namespace)
-            cell_id, self._cell_id = self._cell_id, None  # a second call in this cell appends
             turn = session.prepare(
                 question,
                 sampling,
@@ -180,6 +200,7 @@ class ExaoneMagics(Magics):
 
             def record(reply: Reply) -> dict[str, Any]:
                 """The exchange, kept in the saved notebook (not for a one-off question)."""
+                recorded.append(True)
                 return {MIME: session.exchange(turn, reply).to_json()} if turn.remember else {}
 
             reply = renderer.stream(
