@@ -188,6 +188,8 @@ class VllmServer(_ServerProcess):
             # no torch.compile warm-up: it buys nothing for a few dozen short replies and costs
             # ~10 s of the ~60 s start on 2 cores (51 s instead of 62, measured)
             "--enforce-eager",
+            # its log says when it aborts a request whose client went away (tests read it)
+            "--enable-log-requests",
             # JSON without free whitespace: by default xgrammar lets a model write spaces and
             # newlines between tokens without end, and a small one does until max_tokens
             "--structured-outputs-config",

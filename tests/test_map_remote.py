@@ -178,19 +178,15 @@ def test_a_server_killed_mid_map_keeps_the_answered_rows(local):
 def test_ctrl_c_keeps_the_answered_rows_and_stops_the_requests_in_flight(local, remote):
     """Ctrl-C lands in the main thread, which is where the rows end (``on_progress`` runs there:
     raising KeyboardInterrupt in it is what the kernel's interrupt does at that moment)."""
-    import time
-
     questions = ["Hello!", "Goodbye.", "Tell me about the weather on Mars."] * 3
 
     def interrupt_after_two(progress) -> None:
         if progress.done >= 2 and not progress.finished:
             raise KeyboardInterrupt
 
-    started = time.monotonic()
     result = run_map(
         remote, questions, "{}", parallel=2, max_tokens=400, on_progress=interrupt_after_two
     )
-    assert time.monotonic() - started < 60
     assert result.interrupted and result.summary().splitlines()[0].endswith("; interrupted.")
     expected = _one_by_one(local, questions, 400)
     answered = [i for i, v in enumerate(result) if not isinstance(v, RowError)]

@@ -207,21 +207,36 @@ def test_stop_mid_reply_keeps_the_partial_text(remote):
     ]
 
 
+def _requests_ended_for_a_gone_client(served: Served) -> int:
+    """How many requests the server ended because their client went away, as its own log says:
+    llama-cpp-python's "Disconnected from client", vLLM's "Aborted request" (--enable-log-requests)."""
+    mark = "Aborted request" if served.kind == "vllm" else "Disconnected from client"
+    return served.server.log_tail(10**9).count(mark)
+
+
+def _server_ends_the_request(served: Served, before: int) -> bool:
+    """Whether the server says it ended one more request for a gone client than ``before`` (its
+    log may trail the client a little: waited for, up to 30 s)."""
+    deadline = time.monotonic() + 30
+    while _requests_ended_for_a_gone_client(served) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _requests_ended_for_a_gone_client(served) == before + 1
+
+
 def test_stop_from_another_thread_ends_the_stream_and_frees_the_server(remote, served):
+    before = _requests_ended_for_a_gone_client(served)
     reply = remote.ask("Tell me about the weather on Mars.", served.ramble)
     first = threading.Event()
     stopper = threading.Thread(target=lambda: (first.wait(10), reply.stop()))
     stopper.start()
-    started = time.monotonic()
     for _ in reply:
         first.set()
     stopper.join()
     assert reply.stats.finish_reason == "interrupted" and reply.text
-    assert time.monotonic() - started < 10  # the ramble takes far longer when left running
-    # The server stopped generating when the stream closed: the next answer comes at once.
+    # The server stopped generating when the stream closed, and answers the next question.
+    assert _server_ends_the_request(served, before)
     remote.reset()
-    answer = remote.ask("Hello!", GREEDY).consume()
-    assert answer.text == _answer("Hello!") and answer.stats.ttft_s < 5
+    assert remote.ask("Hello!", GREEDY).consume().text == _answer("Hello!")
 
 
 def _long_reply_read_by_another_thread(server):
@@ -316,10 +331,9 @@ def test_stop_while_the_server_has_sent_nothing_yet_ends_the_reply_at_once():
         worker = threading.Thread(target=reply.consume)
         worker.start()
         time.sleep(0.5)  # the worker waits in the stream's first read
-        started = time.monotonic()
         reply.stop()
-        worker.join(10)
-        assert not worker.is_alive() and time.monotonic() - started < 5
+        worker.join(30)  # the server would send nothing for 60 s
+        assert not worker.is_alive()
         assert reply.stats.finish_reason == "interrupted" and reply.error is None
         assert session.backend._clients._in_use == {}  # the client is given back
     finally:
@@ -371,16 +385,18 @@ def test_disconnect_while_a_reply_streams_stops_it_keeping_the_text(server):
 
 def test_closing_a_reply_never_read_ends_its_request(remote, served):
     """The request went out when the reply was made; closing it unread closes the stream."""
+    before = _requests_ended_for_a_gone_client(served)
     reply = remote.ask("Tell me about the weather on Mars.", served.ramble)
     reply.close()
     assert reply.stats.finish_reason == "interrupted" and reply.text == ""
     assert remote.backend._clients._in_use == {}  # the client is given back
+    assert _server_ends_the_request(served, before)
     remote.reset()
-    answer = remote.ask("Hello!", GREEDY).consume()
-    assert answer.text == _answer("Hello!") and answer.stats.ttft_s < 5
+    assert remote.ask("Hello!", GREEDY).consume().text == _answer("Hello!")
 
 
 def test_a_reply_dropped_unread_ends_its_request(remote, served):
+    before = _requests_ended_for_a_gone_client(served)
     reply = remote.ask("Tell me about the weather on Mars.", served.ramble)
     clients = remote.backend._clients
     assert clients._in_use
@@ -388,9 +404,9 @@ def test_a_reply_dropped_unread_ends_its_request(remote, served):
     remote.last_reply = None  # the session's last reply was this one
     gc.collect()  # the reply and its generator refer to each other
     assert clients._in_use == {}
+    assert _server_ends_the_request(served, before)
     remote.reset()
-    answer = remote.ask("Hello!", GREEDY).consume()
-    assert answer.text == _answer("Hello!") and answer.stats.ttft_s < 5
+    assert remote.ask("Hello!", GREEDY).consume().text == _answer("Hello!")
 
 
 def test_think_is_sent_as_chat_template_kwargs(server):
