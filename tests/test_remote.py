@@ -11,6 +11,7 @@ a socket that never answers.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -319,14 +321,29 @@ class _Waiting(BaseHTTPRequestHandler):
         self.release.wait(60)
 
 
-def test_stop_while_the_server_has_sent_nothing_yet_ends_the_reply_at_once():
-    """Stop (the panel's button, from another thread) does not wait for the first piece."""
+@contextlib.contextmanager
+def _connected_to_a_waiting_server(first: Sequence[dict] = ()):
+    """A session connected to a ``_Waiting`` server that streams the deltas ``first``, then
+    nothing until the test is over."""
     _Waiting.release.clear()
+    _Waiting.first = list(first)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Waiting)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     session = Session()
     try:
         session.connect(f"http://127.0.0.1:{httpd.server_address[1]}/v1")
+        yield session
+    finally:
+        _Waiting.release.set()
+        _Waiting.first = []
+        session.disconnect()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_stop_while_the_server_has_sent_nothing_yet_ends_the_reply_at_once():
+    """Stop (the panel's button, from another thread) does not wait for the first piece."""
+    with _connected_to_a_waiting_server() as session:
         reply = session.ask("Hello!", GREEDY)
         worker = threading.Thread(target=reply.consume)
         worker.start()
@@ -336,23 +353,13 @@ def test_stop_while_the_server_has_sent_nothing_yet_ends_the_reply_at_once():
         assert not worker.is_alive()
         assert reply.stats.finish_reason == "interrupted" and reply.error is None
         assert session.backend._clients._in_use == {}  # the client is given back
-    finally:
-        _Waiting.release.set()
-        session.disconnect()
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_reasoning_stopped_part_way_keeps_its_tags_balanced():
     """A server that sends reasoning apart, for a prompt that did not open it: the engine writes
     the opening tag, and a stop part-way closes it, as the answer's start would have."""
-    _Waiting.release.clear()
-    _Waiting.first = [{"reasoning_content": "Let me think"}, {"reasoning_content": " more"}]
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Waiting)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    session = Session()
-    try:
-        session.connect(f"http://127.0.0.1:{httpd.server_address[1]}/v1")
+    thoughts = [{"reasoning_content": "Let me think"}, {"reasoning_content": " more"}]
+    with _connected_to_a_waiting_server(thoughts) as session:
         reply = session.ask("Hello!", GREEDY)
         for i, _ in enumerate(reply):
             if i == 1:
@@ -360,12 +367,6 @@ def test_reasoning_stopped_part_way_keeps_its_tags_balanced():
         assert reply.stats.finish_reason == "interrupted"
         assert reply.text == "<think>\nLet me think more\n</think>\n\n"
         assert session.conversation.messages[-1]["content"] == reply.text
-    finally:
-        _Waiting.release.set()
-        _Waiting.first = []
-        session.disconnect()
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_disconnect_while_a_reply_streams_stops_it_keeping_the_text(server):
