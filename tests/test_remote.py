@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import json
 import os
 import socket
@@ -347,7 +348,9 @@ def test_stop_while_the_server_has_sent_nothing_yet_ends_the_reply_at_once():
         reply = session.ask("Hello!", GREEDY)
         worker = threading.Thread(target=reply.consume)
         worker.start()
-        time.sleep(0.5)  # the worker waits in the stream's first read
+        while inspect.getgeneratorstate(reply._source) == inspect.GEN_CREATED:
+            time.sleep(0.01)  # until the worker is in the engine's loop, where it reads the stream
+        time.sleep(0.2)  # past its stop check, into the read (a stop before it proves nothing)
         reply.stop()
         worker.join(30)  # the server would send nothing for 60 s
         assert not worker.is_alive()
