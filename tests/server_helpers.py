@@ -75,9 +75,12 @@ class _ServerProcess:
         self.ready_after_s: float | None = None
 
     def log_tail(self, chars: int = 3000) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()[-chars:]
+        """The end of the server's log. Read with pread: the server writes through the same
+        open file, so a seek here would move its offset and its next line would overwrite the
+        log's start (a test counting lines while the server logs would miscount)."""
+        fd = self.log.fileno()
+        data = os.pread(fd, os.fstat(fd).st_size, 0)
+        return data.decode("utf-8", "replace")[-chars:]
 
     def wait(self, timeout: float = 60.0) -> _ServerProcess:
         request = urllib.request.Request(

@@ -219,8 +219,7 @@ def _requests_ended_for_a_gone_client(served: Served) -> int:
 
 def _server_ends_the_request(served: Served, before: int) -> bool:
     """Whether the server says it ended a request for a gone client since it counted ``before``
-    (its log may trail the client a little: waited for, up to 30 s). More than one may show: vLLM
-    can log one abort from its API layer and one from its engine."""
+    (its log may trail the client a little: waited for, up to 30 s)."""
     deadline = time.monotonic() + 30
     while _requests_ended_for_a_gone_client(served) == before and time.monotonic() < deadline:
         time.sleep(0.1)
