@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import llama_cpp
 import numpy as np
 
-from exaone_jupyter.engine import sampling, threads
 from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling
-from exaone_jupyter.engine.local import LocalBackend
+from exaone_jupyter.engine.llama import sampling, threads
+from exaone_jupyter.engine.llama.local import LocalBackend
 from exaone_jupyter.model.gguf_check import read_gguf
 from exaone_jupyter.testing import TinyShape, write_random_gguf
 

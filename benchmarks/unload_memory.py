@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import llama_cpp  # noqa: F401  (before numpy, as Session.load does)
 import psutil
 
-from exaone_jupyter.engine import heap
 from exaone_jupyter.engine.backend import Sampling
+from exaone_jupyter.engine.llama import heap
 from exaone_jupyter.session import Session
 from exaone_jupyter.testing import TinyShape, write_random_gguf
 

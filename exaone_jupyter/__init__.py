@@ -62,6 +62,7 @@ def map(  # shadows the builtin inside this module only; nothing here uses it
     system: str | None = None,
     schema: Any = None,
     parallel: int | None = None,
+    memory_mb: int | None = None,
     cache: Any = True,
     progress: bool = True,
     **sampling: Any,
@@ -75,7 +76,8 @@ def map(  # shadows the builtin inside this module only; nothing here uses it
     prompt) with no history. ``schema``: a JSON Schema dict, a pydantic model class or a field
     list such as ``"name, age int"``; each result is then the parsed value (a server is sent
     it as ``response_format``). ``parallel``: sequences decoded together (default 8, fewer when
-    the context is short), or requests at once to a server (default 4). ``sampling``:
+    their KV cache would pass ``memory_mb``, default 1024 MiB), or requests at once to a server
+    (default 4). Each row must fit the model's trained context on its own. ``sampling``:
     ``temperature`` (default 0 here), ``max_tokens`` (default 256), ``top_p``, ``top_k``,
     ``repeat_penalty``, ``seed``.
 
@@ -109,6 +111,7 @@ def map(  # shadows the builtin inside this module only; nothing here uses it
         system=system,
         schema=schema,
         parallel=parallel,
+        memory_mb=memory_mb,
         cache=cache,
         **sampling,
     )

@@ -57,7 +57,7 @@ class ModelSlot:
         try:
             import llama_cpp  # noqa: F401  (before numpy: see load)
 
-            from .engine.gpu import probe_gpu
+            from .engine.llama.gpu import probe_gpu
 
             return probe_gpu()
         except Exception:
@@ -100,7 +100,7 @@ class ModelSlot:
         # every model load segfault (benchmarks/gpu/RESULTS.md).
         import llama_cpp  # noqa: F401
 
-        from .engine.local import LocalBackend
+        from .engine.llama.local import LocalBackend
         from .model.gguf_check import read_gguf
         from .model.probe import probe
         from .model.resolve import resolve
@@ -151,7 +151,7 @@ class ModelSlot:
     def _attach_local(
         self, load: _LocalLoad, on_progress: Callable[[float], None] | None = None
     ) -> None:
-        from .engine.local import LocalBackend
+        from .engine.llama.local import LocalBackend
 
         backend = LocalBackend(load.gguf, load.options, on_progress=on_progress)
         self._attach(
@@ -202,7 +202,7 @@ class ModelSlot:
         The server applies its own chat template; the model's name picks the EXAONE family for
         the default system prompt and the reasoning tags. A failed connect changes nothing.
         """
-        from .engine.remote import RemoteBackend
+        from .engine.server.remote import RemoteBackend
 
         api_key = None
         if api_key_env:

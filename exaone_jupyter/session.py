@@ -271,6 +271,18 @@ class Session:
         reply.on_finish(lambda r: self._settle(turn, r))
         return reply
 
+    def one_off(
+        self, messages: list[dict], sampling: Sampling, *, response_format: dict | None = None
+    ) -> Request:
+        """The request for a question outside the conversation (a map's row): the engine gets
+        the token ids of the template's prompt where it is fed ids, the messages where a server
+        renders them itself."""
+        backend = self.require_backend()
+        ids = None
+        if backend.tokenizer is not None and self.template is not None:
+            ids = self.template.prompt(messages, backend.tokenizer).ids
+        return Request(sampling, prompt_ids=ids, messages=messages, response_format=response_format)
+
     def ask(self, question: str, sampling: Sampling | None = None, **options: Any) -> Reply:
         """``prepare`` + ``send``, for code that does not need the notes (scripts, the API)."""
         return self.send(self.prepare(question, sampling or Sampling(), **options))

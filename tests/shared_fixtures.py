@@ -54,7 +54,7 @@ def find_dialogue(
 
 
 def _backend(path):
-    from exaone_jupyter.engine.local import LocalBackend
+    from exaone_jupyter.engine.llama.local import LocalBackend
     from exaone_jupyter.model.gguf_check import read_gguf
 
     return LocalBackend(read_gguf(path))
@@ -83,7 +83,7 @@ def vocab102k_gguf(tmp_path_factory):
 def in_graph(vocab102k_gguf):
     """(path, engine): ``vocab102k_gguf`` loaded with ``sample_in_graph`` forced on the CPU."""
     from exaone_jupyter.engine.backend import LoadOptions
-    from exaone_jupyter.engine.local import LocalBackend
+    from exaone_jupyter.engine.llama.local import LocalBackend
     from exaone_jupyter.model.gguf_check import read_gguf
 
     options = LoadOptions(gpu_layers="none", sample_in_graph=True)

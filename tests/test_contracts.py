@@ -15,7 +15,7 @@ from IPython.core.error import UsageError
 from exaone_jupyter.chat.families import EXAONE3
 from exaone_jupyter.chat.template import ChatTemplate
 from exaone_jupyter.engine.backend import BackendInfo, LoadOptions, Sampling
-from exaone_jupyter.engine.local import LocalBackend
+from exaone_jupyter.engine.llama.local import LocalBackend
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.model.gguf_check import read_gguf
 from exaone_jupyter.session import Session

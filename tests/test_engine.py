@@ -14,8 +14,8 @@ import threading
 import pytest
 
 from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling
-from exaone_jupyter.engine.batch import generate_batch
-from exaone_jupyter.engine.local import LocalBackend
+from exaone_jupyter.engine.llama.batch import generate_batch
+from exaone_jupyter.engine.llama.local import LocalBackend
 from exaone_jupyter.errors import ExaoneError, ModelBusyError
 from exaone_jupyter.model.gguf_check import read_gguf
 from exaone_jupyter.testing import EOS_ID, write_random_gguf

@@ -15,9 +15,9 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from exaone_jupyter.engine import graph_samplers  # noqa: E402
 from exaone_jupyter.engine.backend import Request, Sampling  # noqa: E402
-from exaone_jupyter.engine.gpu import load_lib  # noqa: E402
+from exaone_jupyter.engine.llama import graph_samplers  # noqa: E402
+from exaone_jupyter.engine.llama.gpu import load_lib  # noqa: E402
 
 PROMPT = "[|user|]Tell me about Seoul.\n[|assistant|]"
 

@@ -16,7 +16,7 @@ import pytest
 from exaone_jupyter.chat.families import EXAONE4, LG_SYSTEM_PROMPT
 from exaone_jupyter.chat.template import ChatTemplate
 from exaone_jupyter.engine.backend import Sampling
-from exaone_jupyter.engine.local import LocalBackend
+from exaone_jupyter.engine.llama.local import LocalBackend
 from exaone_jupyter.model.catalog import DEMO4_ALIAS, DEMO_ALIAS, demo_model_path
 from exaone_jupyter.model.gguf_check import read_gguf
 from exaone_jupyter.session import Session

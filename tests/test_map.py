@@ -11,10 +11,10 @@ import pytest
 from checks import one_sentence
 from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT
 from exaone_jupyter.engine.backend import Sampling
-from exaone_jupyter.engine.batch import context_need, shared_prefix
+from exaone_jupyter.engine.llama.batch import context_need, shared_prefix
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.mapping import MapProgress, MapResult, RowError, run_map
-from exaone_jupyter.structured import Schema
+from exaone_jupyter.mapping.structured import Schema
 from kernel_helpers import DEMO_ANSWER, DEMO_QUESTION, Message, answer_of, live_text
 from shared_fixtures import DIALOGUES
 
@@ -202,9 +202,35 @@ def test_a_row_too_long_for_the_context_is_an_error_value(session):
     assert result[0].startswith("Hello!")
     assert isinstance(result[1], RowError)
     assert result[1].message.endswith(
-        "does not fit the 2048-token context; shorten it, lower max_tokens, or load the model "
-        "with a larger n_ctx"
+        "does not fit the model's 2048-token context; shorten it or lower max_tokens"
     )
+
+
+def test_a_batch_needs_memory_not_the_conversations_context():
+    """Eight rows with a 512-token conversation context need more positions than that
+    together: the batch's own context holds them (a memory budget), and every answer equals
+    the one the same prompt gets alone (greedy, on the conversation's context)."""
+    from exaone_jupyter.session import Session
+
+    session = Session()
+    session.load("exaone-demo", n_ctx=512)
+    try:
+        backend = session.require_backend()
+        assert backend.n_ctx == 512
+        questions = _groups()[LG_SYSTEM_PROMPT][:8]
+        result = run_map(session, questions, "{}", parallel=8, max_tokens=60, cache=False)
+        assert result.errors == []
+        greedy = Sampling(temperature=0, max_tokens=60)
+        system = [{"role": "system", "content": session.conversation.system}]
+        requests = [
+            session.one_off([*system, {"role": "user", "content": q}], greedy) for q in questions
+        ]
+        need = sum(len(r.prompt_ids) + 60 for r in requests)
+        assert need > 512, need  # more than the model's context, together
+        alone = [backend.stream(r).consume().text for r in requests]
+        assert list(result) == alone
+    finally:
+        session.unload()
 
 
 # -- structured output ------------------------------------------------------------------------------
@@ -319,7 +345,13 @@ def test_a_rerun_computes_only_the_rows_that_changed(session):
         ([{"n": 1, "Review Text": "a"}], "{n}: {Review Text}", {}, ("{Review Text}", "rename")),
         ([{0: "a"}], "{0}", {}, ("{0} cannot name", "rename")),
         (["a"], "{}", {"parallel": 0}, ("parallel must be", "1 or more")),
-        (["a"] * 4, "{}", {"parallel": 4, "max_tokens": 1000}, ("need", "n_ctx=", "parallel=2")),
+        (
+            ["a"] * 4,
+            "{}",
+            {"parallel": 4, "max_tokens": 1000, "memory_mb": 4},
+            ("need", "MiB of KV cache", "parallel=2", "memory_mb to 8"),
+        ),
+        (["a"], "{}", {"memory_mb": 0}, ("memory_mb must be", "1 or more")),
         (["a"], "{}", {"schema": {"type": 5}}, ("not valid JSON Schema",)),
         (["a"], "{}", {"schema": "name, age integerish"}, ("'age integerish'", "name, age int")),
         (["a"], "{}", {"schema": 42}, ("schema must be", "not int")),

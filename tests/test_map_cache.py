@@ -18,7 +18,7 @@ import pytest
 from checks import one_sentence
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.mapping import clear_cache, run_map
-from exaone_jupyter.mapping_cache import default_dir
+from exaone_jupyter.mapping.cache import default_dir
 
 QUESTIONS = ["Hello!", "Goodbye.", "What is 2 + 2?", "What is 10 times 3?"]
 ANSWERS = [

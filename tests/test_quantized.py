@@ -16,7 +16,7 @@ def test_q8_0_model_answers_a_multi_token_prompt(tmp_path):
     script = textwrap.dedent(f"""
         from exaone_jupyter.testing import TinyShape, write_random_gguf
         from exaone_jupyter.model.gguf_check import read_gguf
-        from exaone_jupyter.engine.local import LocalBackend
+        from exaone_jupyter.engine.llama.local import LocalBackend
         from exaone_jupyter.engine.backend import Request, Sampling
         path = write_random_gguf({str(tmp_path / "q8.gguf")!r}, dtype="q8_0",
                                  shape=TinyShape(n_embd=256, n_head=8, n_head_kv=2, n_ff=512))

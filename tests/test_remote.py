@@ -35,7 +35,7 @@ import exaone_jupyter
 from checks import one_sentence
 from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT
 from exaone_jupyter.engine.backend import Sampling
-from exaone_jupyter.engine.remote import RemoteBackend
+from exaone_jupyter.engine.server.remote import RemoteBackend
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.session import Session
 from server_helpers import Server, VllmServer, free_port
@@ -656,7 +656,7 @@ def test_magics_connect_ask_dry_run_and_disconnect(server, capsys):
 
 def test_import_does_not_import_openai():
     code = (
-        "import sys, exaone_jupyter, exaone_jupyter.session, exaone_jupyter.engine.remote; "
+        "import sys, exaone_jupyter, exaone_jupyter.session, exaone_jupyter.engine.server.remote; "
         "print('openai' in sys.modules)"
     )
     out = subprocess.run(
@@ -782,7 +782,7 @@ def test_server_figures_win_over_the_clients():
     ],
 )
 def test_urls_are_normalized(given, expected):
-    from exaone_jupyter.engine.remote import normalize_url
+    from exaone_jupyter.engine.server.remote import normalize_url
 
     assert normalize_url(given) == expected
 
@@ -791,7 +791,7 @@ def test_reasoning_sent_apart_is_joined_back_as_the_model_wrote_it():
     """vLLM's parser splits the model's text at the tags and keeps the whitespace around them:
     joined back, the reply is the text exactly (as a local reply is). A server that trims the
     parts gets EXAONE's newlines back. The prompt that opened the block gets no tag from here."""
-    from exaone_jupyter.engine.remote import _closing, _opening
+    from exaone_jupyter.engine.server.remote import _closing, _opening
 
     def joined(reasoning: str, content: str, *, opened: bool) -> str:
         tags = ("<think>", "</think>")

@@ -416,7 +416,7 @@ def test_an_unload_hands_the_heaps_free_pages_back():
     (benchmarks/unload_memory.py); the unload returns them, so a second trim finds little."""
     import psutil
 
-    from exaone_jupyter.engine import heap
+    from exaone_jupyter.engine.llama import heap
 
     # glibc has malloc_trim, so on Linux (the platform the figures are for) this cannot skip
     if platform.libc_ver()[0] != "glibc":

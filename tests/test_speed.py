@@ -22,11 +22,11 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from exaone_jupyter.engine import sampling  # noqa: E402
-from exaone_jupyter.engine import sampling_kernels as kernels  # noqa: E402
 from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling  # noqa: E402
-from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
-from exaone_jupyter.engine.threads import (  # noqa: E402
+from exaone_jupyter.engine.llama import sampling  # noqa: E402
+from exaone_jupyter.engine.llama import sampling_kernels as kernels  # noqa: E402
+from exaone_jupyter.engine.llama.local import LocalBackend  # noqa: E402
+from exaone_jupyter.engine.llama.threads import (  # noqa: E402
     choose_threads,
     plan_threads,
     wait_policy,

@@ -28,7 +28,7 @@ import llama_cpp  # noqa: E402  isort: skip
 from stream_overhead import PROMPT, BareLoop  # noqa: E402
 
 from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling  # noqa: E402
-from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
+from exaone_jupyter.engine.llama.local import LocalBackend  # noqa: E402
 from exaone_jupyter.mapping import run_map  # noqa: E402
 from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
 from exaone_jupyter.session import Session  # noqa: E402

@@ -38,14 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 # every larger model load segfault (RESULTS.md).
 import llama_cpp
 
-from exaone_jupyter.engine import llama_log
 from exaone_jupyter.engine.backend import (
     LoadOptions,
     Request,
     Sampling,
 )
-from exaone_jupyter.engine.gpu import probe_gpu
-from exaone_jupyter.engine.local import LocalBackend
+from exaone_jupyter.engine.llama import llama_log
+from exaone_jupyter.engine.llama.gpu import probe_gpu
+from exaone_jupyter.engine.llama.local import LocalBackend
 from exaone_jupyter.engine.offload import RESERVE_BYTES, GpuInfo
 from exaone_jupyter.model.gguf_check import read_gguf
 from exaone_jupyter.testing import EXAONE_SPECIAL_TOKENS, TinyShape, write_random_gguf
@@ -549,7 +549,7 @@ def main() -> int:
 
     # auto on a GPU that is too small: first told so, then really so
     if gpu.supports_offload and gpu.free_bytes:
-        from exaone_jupyter.engine.llama_load import kv_bytes_per_layer
+        from exaone_jupyter.engine.llama.llama_load import kv_bytes_per_layer
 
         per_layer = info.layer_bytes[0] + kv_bytes_per_layer(info, args.n_ctx)
         fake_free = RESERVE_BYTES + middle * per_layer + per_layer // 2

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from stream_overhead import BareLoop  # noqa: E402
 
-from exaone_jupyter.engine import graph_samplers, threads  # noqa: E402
-from exaone_jupyter.engine.sampling import Sampler  # noqa: E402
+from exaone_jupyter.engine.llama import graph_samplers, threads  # noqa: E402
+from exaone_jupyter.engine.llama.sampling import Sampler  # noqa: E402
 
 Chain = Callable[[int], list]  # the samplers of one case for a vocabulary size, freshly made
 DEFAULT = {"temperature": 0.7, "top_k": 40, "top_p": 0.95}

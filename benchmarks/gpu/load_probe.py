@@ -29,18 +29,18 @@ print(llm("hello", max_tokens=4, temperature=0)["choices"][0]["text"].encode())"
 llm = llama_cpp.Llama(PATH, n_gpu_layers=-1, n_ctx=512, verbose=False)
 print(llm("hello", max_tokens=4, temperature=0)["choices"][0]["text"].encode())""",
     "our log callback, then raw Llama, verbose": """
-from exaone_jupyter.engine import llama_log
+from exaone_jupyter.engine.llama import llama_log
 llama_log.install()
 llm = llama_cpp.Llama(PATH, n_gpu_layers=-1, n_ctx=512, verbose=True)
 print(llm("hello", max_tokens=4, temperature=0)["choices"][0]["text"].encode())""",
     "probe_gpu, then raw Llama, verbose": """
-from exaone_jupyter.engine.gpu import probe_gpu
+from exaone_jupyter.engine.llama.gpu import probe_gpu
 print(probe_gpu())
 llm = llama_cpp.Llama(PATH, n_gpu_layers=-1, n_ctx=512, verbose=True)
 print(llm("hello", max_tokens=4, temperature=0)["choices"][0]["text"].encode())""",
     "LocalBackend, verbose": """
 from exaone_jupyter.engine.backend import LoadOptions
-from exaone_jupyter.engine.local import LocalBackend
+from exaone_jupyter.engine.llama.local import LocalBackend
 from exaone_jupyter.model.gguf_check import read_gguf
 _init = llama_cpp.Llama.__init__
 llama_cpp.Llama.__init__ = lambda self, *a, **k: _init(self, *a, **{**k, "verbose": True})

@@ -33,9 +33,9 @@ import llama_cpp  # noqa: E402  isort: skip
 
 from stream_overhead import MODES, PROMPT, BareLoop, engine_run  # noqa: E402
 
-from exaone_jupyter.engine import graph_samplers, threads  # noqa: E402
 from exaone_jupyter.engine.backend import LoadOptions  # noqa: E402
-from exaone_jupyter.engine.local import LocalBackend  # noqa: E402
+from exaone_jupyter.engine.llama import graph_samplers, threads  # noqa: E402
+from exaone_jupyter.engine.llama.local import LocalBackend  # noqa: E402
 from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
 from exaone_jupyter.testing import write_exaone4_1_2b_shape  # noqa: E402
 

@@ -1,16 +1,17 @@
 """What every engine offers the layers above: settings in, a streaming Reply out, facts typed.
 
 The local llama.cpp engine and the remote OpenAI-compatible one both implement ``Backend``. The
-layers above ask it one way: ``backend.info`` (a ``BackendInfo``) says what it is, and
-``backend.tokenizer`` is there when the engine is fed our token ids (local) and None when a
-server applies its own template. Settings live here with their defaults, the one place they are
-written: the magics, the panel and the engines read them from these classes.
+layers above ask it one way: ``stream`` for one reply, ``generate_many`` for many one-off rows
+(one llama batch locally, concurrent requests to a server); ``backend.info`` (a ``BackendInfo``)
+says what it is, and ``backend.tokenizer`` is there when the engine is fed our token ids (local)
+and None when a server applies its own template. Settings live here with their defaults, the
+one place they are written: the magics, the panel and the engines read them from these classes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -127,9 +128,32 @@ class Request:
     reasoning_tags: ReasoningTags | None = None
     opens_reasoning: bool = False
     # The JSON the reply must be, in OpenAI's shape ({"type": "json_schema", "json_schema":
-    # {"name", "schema", "strict"}}). Servers are sent it; the local engine constrains a map's
-    # rows with a grammar instead (engine/batch.py), so a local stream does not read it.
+    # {"name", "schema", "strict"}}). Servers are sent it; the local engine turns it into a
+    # llama.cpp grammar (engine/llama/grammar.py). Both honour it, for one reply or many.
     response_format: dict | None = None
+
+
+@dataclass
+class RowOutput:
+    """What one row of ``generate_many`` produced; ``finish_reason`` is stop, length,
+    interrupted or error (then ``error`` says why in one sentence)."""
+
+    text: str = ""
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class BatchResult:
+    """The rows of ``generate_many`` in input order, and what it says about the run."""
+
+    outputs: list[RowOutput]
+    notes: list[str] = field(default_factory=list)  # sentences about the run as a whole
+    unreachable: str | None = None  # the server could not be reached: why, in one sentence
+
+
+OnRow = Callable[[int, RowOutput], None]  # (row index, its output), as each row ends
 
 
 # -- what a backend is ------------------------------------------------------------------------------
@@ -207,5 +231,20 @@ class Backend(Protocol):
     def eos_text(self) -> str: ...
 
     def stream(self, request: Request) -> Reply: ...
+
+    def generate_many(
+        self,
+        requests: Sequence[Request],
+        *,
+        parallel: int | None = None,
+        memory_mb: int | None = None,
+        on_row: OnRow | None = None,
+        on_tokens: Callable[[int], None] | None = None,
+    ) -> BatchResult:
+        """A one-off reply to each request (same sampling and response_format), ``parallel`` at
+        a time (None: the engine's default), within ``memory_mb`` of working memory where the
+        engine holds one (a local batch's KV cache). Ctrl-C ends it: finished rows keep their
+        outputs, the others end ``interrupted``."""
+        ...
 
     def close(self) -> None: ...

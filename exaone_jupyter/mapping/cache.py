@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ExaoneError
+from ..errors import ExaoneError
 
 MEMORY_LIMIT = 100_000  # rows kept in memory; the oldest go first
 DISK_LIMIT_BYTES = 1 << 30

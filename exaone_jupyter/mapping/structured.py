@@ -1,8 +1,9 @@
 """A schema for structured replies: a JSON Schema dict, a pydantic model class, or a field list.
 
-The engine constrains the reply with it (locally a llama.cpp grammar made from the JSON Schema;
-a server gets ``response_format``), and ``parse`` turns the reply text into the value: a dict or
-list for a JSON Schema, a model instance for a pydantic class. A reply that still does not parse
+The engine constrains the reply with its ``response_format`` (a server reads it; the local
+engine turns it into a llama.cpp grammar, ``engine/llama/grammar.py``), and ``parse`` turns the
+reply text into the value: a dict or list for a JSON Schema, a model instance for a pydantic
+class. A reply that still does not parse
 or validate raises ``ReplyParseError`` (one sentence), which ``map`` turns into that row's error.
 """
 
@@ -14,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ExaoneError
+from ..errors import ExaoneError
 
 # "name, age int, tags list" -> JSON Schema types
 _SHORT_TYPES = {
@@ -73,16 +74,6 @@ class Schema:
         """The schema as canonical JSON: part of a cached result's key."""
         return json.dumps(self.json_schema, sort_keys=True, ensure_ascii=False)
 
-    def grammar(self) -> str:
-        """The llama.cpp grammar (GBNF) that only lets the model write JSON of this schema."""
-        try:
-            return _json_schema_to_gbnf(self.json_schema)
-        except Exception as err:
-            raise ExaoneError(
-                f"llama.cpp cannot turn this JSON Schema into a grammar ({_first_line(err)}); "
-                "simplify the schema."
-            ) from None
-
     def response_format(self) -> dict:
         """What an OpenAI-compatible server is sent to constrain the reply."""
         name = self.model.__name__ if self.model is not None else "row"
@@ -112,52 +103,6 @@ class Schema:
         if problem:
             raise ReplyParseError(f"the reply does not fit the schema ({problem})")
         return value
-
-
-# A character inside a JSON string: llama-cpp-python's converter allows any but " and \, so a
-# model could write a raw newline that no JSON parser accepts; JSON forbids U+0000-U+001F there
-# (llama.cpp's own converter leaves out U+007F too).
-_JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
-
-
-def _json_schema_to_gbnf(schema: dict) -> str:
-    """llama-cpp-python's ``json_schema_to_gbnf``, with only the characters JSON allows inside a string."""
-    from llama_cpp.llama_grammar import BuiltinRule, SchemaConverter
-
-    class Converter(SchemaConverter):
-        def _add_primitive(self, name: str, rule: BuiltinRule) -> str:
-            return super()._add_primitive(name, BuiltinRule(_JSON_CHAR) if name == "char" else rule)
-
-        def _format_literal(self, literal: str) -> str:
-            return _gbnf_literal(literal)
-
-    converter = Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
-    copy = json.loads(json.dumps(schema))  # resolve_refs rewrites the $refs it follows
-    converter.visit(converter.resolve_refs(copy, "stdin"), "")
-    return converter.format_grammar()
-
-
-# json.dumps' escapes: an escaped backslash, a surrogate pair, one code point
-_JSON_ESCAPE = re.compile(
-    r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}"
-)
-
-
-def _gbnf_literal(text: str) -> str:
-    r"""JSON text that ``json.dumps`` wrote (an enum value, a field name) as a GBNF literal that
-    matches exactly it. llama-cpp-python's own leaves \ as it is, so a quote in a value broke
-    the grammar and a backslash began a GBNF escape (the model had to write C:	emp, a tab). A
-    non-ASCII character is itself, not its \uXXXX, so the model writes 이름 as it reads it."""
-
-    def unescape(match: re.Match) -> str:
-        char = json.loads(f'"{match.group(0)}"')
-        keep = ord(char[0]) < 0x80 or 0xD800 <= ord(char[0]) <= 0xDFFF  # lone surrogate
-        return match.group(0) if keep else char
-
-    text = _JSON_ESCAPE.sub(unescape, text)
-    for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\r", "\\r"), ("\n", "\\n")):
-        text = text.replace(raw, escaped)
-    return f'"{text}"'
 
 
 def _finite(text: str) -> float:

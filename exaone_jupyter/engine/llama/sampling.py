@@ -34,16 +34,20 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ...errors import ExaoneError
+from ..backend import Sampling
 from . import graph_samplers
 from . import sampling_kernels as kernels
-from .backend import Sampling
 
 PENALTY_LAST_N = 64  # the tokens the repetition penalty looks back on (llama.cpp's ring buffer)
+_BLOCK = 1024  # TopP's draw: weights summed in blocks of this many tokens
+_STRIDE = 32  # TopP's cut: every 32nd mass, sorted, estimates where the cut falls
 _EXACT_ORDER = 4096  # a kept set up to this size is drawn from in llama.cpp's (sorted) order
 
 
@@ -75,18 +79,71 @@ class LogitsReader:
         return view
 
 
-def llama_chain(s: Sampling, prompt: Sequence[int], vocab: Any, *, in_graph: bool = False) -> Any:
+def llama_chain(
+    s: Sampling,
+    prompt: Sequence[int],
+    vocab: Any,
+    *,
+    grammar: str | None = None,
+    in_graph: bool = False,
+) -> Any:
     """The same chain as llama.cpp's own samplers, for where llama.cpp must run it: inside its
     graph (``LoadOptions.sample_in_graph``), or behind a schema's grammar (a llama.cpp sampler).
     In the graph it ends in ``graph_samplers.token_only``: the token is all the engine reads."""
     import llama_cpp
 
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    if grammar is not None:
+        constraint = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+        if not constraint:
+            llama_cpp.llama_sampler_free(chain)
+            raise ExaoneError(
+                "llama.cpp could not parse the grammar made from the schema; simplify the schema."
+            )
+        llama_cpp.llama_sampler_chain_add(chain, constraint)
     for sampler in _llama_samplers(s, vocab, in_graph=in_graph):
+        # The repetition penalty looks back into the prompt too; the grammar must not see it.
+        for token in prompt[-PENALTY_LAST_N:]:
+            llama_cpp.llama_sampler_accept(sampler, token)
         llama_cpp.llama_sampler_chain_add(chain, sampler)
     if in_graph:
         llama_cpp.llama_sampler_chain_add(chain, graph_samplers.token_only())
-    return _accepted(chain, prompt)
+    return chain
+
+
+def host_picker(
+    ctx: Any,
+    vocab: Any,
+    n_vocab: int,
+    s: Sampling,
+    prompt: Sequence[int],
+    *,
+    grammar: str | None = None,
+) -> tuple[Callable[[int], int], Callable[[], None] | None]:
+    """``(pick, release)`` for a sequence sampled on the CPU: ``pick(i)`` is the token after
+    output ``i`` of the last decode, accepted into the sampler's state; ``release`` frees what
+    the sampler holds (None: nothing). llama.cpp's own chain, except for top-p over the whole
+    vocabulary (top-k off), where that chain sorts the vocabulary and ``TopP`` does it in numpy
+    (``benchmarks/sampler_choice.py`` measured the choice)."""
+    import llama_cpp
+
+    seed = s.seed if s.seed is not None else random.SystemRandom().getrandbits(32)
+    whole_vocabulary = not 0 < s.top_k < n_vocab
+    if grammar is None and s.temperature > 0 and whole_vocabulary and s.top_p < 1.0:
+        top_p = TopP(n_vocab, s, seed=seed, history=prompt)
+        logits = LogitsReader(ctx, n_vocab)
+
+        def pick_top_p(i: int) -> int:
+            token = top_p.pick(logits(i))
+            top_p.accept(token)
+            return token
+
+        return pick_top_p, None
+    chain = llama_chain(replace(s, seed=seed), prompt, vocab, grammar=grammar)
+    return (
+        lambda i: llama_cpp.llama_sampler_sample(chain, ctx, i),
+        lambda: llama_cpp.llama_sampler_free(chain),
+    )
 
 
 def _llama_samplers(s: Sampling, vocab: Any, *, in_graph: bool) -> Iterator[Any]:
@@ -112,15 +169,6 @@ def _llama_samplers(s: Sampling, vocab: Any, *, in_graph: bool) -> Iterator[Any]
     yield llama_cpp.llama_sampler_init_temp(s.temperature)
     seed = s.seed if s.seed is not None else random.SystemRandom().getrandbits(32)
     yield llama_cpp.llama_sampler_init_dist(seed)
-
-
-def _accepted(chain: Any, prompt: Sequence[int]) -> Any:
-    """The chain, having seen the prompt: the repetition penalty looks back into it too."""
-    import llama_cpp
-
-    for token in prompt[-PENALTY_LAST_N:]:
-        llama_cpp.llama_sampler_accept(chain, token)
-    return chain
 
 
 def mt19937(seed: int) -> random.Random:
@@ -383,3 +431,102 @@ def top_k(x: np.ndarray, k: int) -> np.ndarray:
     candidates.sort()  # ascending ids, so that the stable sort puts the lowest tied id first
     order = np.argsort(-x[candidates], kind="stable")[:k]
     return candidates[order]
+
+
+class TopP:
+    """llama.cpp's chain with top-p over the whole vocabulary (top-k off), in numpy: penalties,
+    top-p, temperature, dist.
+
+    llama.cpp's top-p sorts the candidates it keeps, all of the vocabulary when the distribution
+    is flat. Here one sort of the probabilities' values finds the cut (the fewest most probable
+    tokens whose mass reaches p, as llama.cpp keeps them; tokens tied at the cut are all kept),
+    and the draw walks the kept tokens in id order: the same distribution as llama.cpp's chain,
+    other tokens for a given seed. A seed always gives the same tokens here.
+    """
+
+    def __init__(
+        self, n_vocab: int, s: Sampling, *, seed: int, history: Sequence[int] = ()
+    ) -> None:
+        self.top_p, self.temperature = s.top_p, s.temperature
+        self.penalty = np.float32(s.repeat_penalty)
+        self.rng = np.random.default_rng(seed)
+        self._recent: deque[int] = deque(history[-PENALTY_LAST_N:], maxlen=PENALTY_LAST_N)
+        self._x = np.empty(n_vocab, np.float32)  # penalized logits
+        self._e = np.empty(n_vocab, np.float32)  # exp(x - max): the cut's masses
+        # the draw's weights (temperature applied), in whole blocks: zeros past the vocabulary
+        self._padded = np.zeros(-(-n_vocab // _BLOCK) * _BLOCK, np.float32)
+
+    def pick(self, logits: np.ndarray) -> int:
+        """A token drawn from the weights: a block of them by the blocks' running sums, then
+        the token within it (two short running sums instead of one over the vocabulary)."""
+        w = self.weights(logits)
+        blocks = self._padded.reshape(-1, _BLOCK).sum(axis=1)  # the padding stays 0
+        ends = np.cumsum(blocks, dtype=np.float64)
+        target = self.rng.random() * ends[-1]
+        block = min(int(np.searchsorted(ends, target, side="right")), len(ends) - 1)
+        start = block * _BLOCK
+        target -= ends[block - 1] if block else 0.0
+        inside = np.cumsum(w[start : start + _BLOCK], dtype=np.float64)
+        i = min(int(np.searchsorted(inside, target, side="right")), len(inside) - 1)
+        while w[start + i] == 0:  # rounding put the target past the block's last weight
+            i -= 1
+        return start + i
+
+    def weights(self, logits: np.ndarray) -> np.ndarray:
+        """The draw's weights: softmax(x / temperature) up to a factor, 0 outside top-p's set
+        (``x``: the logits after the repetition penalty). A view of a buffer reused per call."""
+        x = self._penalized(logits) if self.penalty != 1.0 else logits
+        top = x.max()
+        e = np.exp(np.subtract(x, top, out=self._e), out=self._e)
+        kept = e >= self._cut(e)
+        w = self._padded[: len(e)]
+        if self.temperature == 1.0:
+            return np.multiply(e, kept, out=w)
+        np.subtract(x, top, out=w)
+        w *= np.float32(1.0 / self.temperature)
+        np.exp(w, out=w)
+        w *= kept
+        return w
+
+    def _cut(self, e: np.ndarray) -> np.float32:
+        """The smallest mass top-p keeps (``e``: the masses, exp(x - max)).
+
+        Sorting all masses costs ~0.7 ms on 102,400 tokens; only the side of the cut that holds
+        fewer tokens is sorted here. A strided sample estimates how many tokens are kept; few:
+        the largest masses (twice the estimate) are sorted and summed until they reach p; many:
+        the smallest are, until their sum would pass what top-p leaves out. Where the estimate
+        missed the cut, all masses are sorted.
+        """
+        n = len(e)
+        total = np.float32(e.sum())
+        wanted = np.float32(self.top_p) * total
+        sample = np.cumsum(np.sort(e[::_STRIDE])[::-1])  # the sample's running mass, from the top
+        share = int(np.searchsorted(sample, np.float32(self.top_p) * sample[-1])) + 1
+        estimate = min(share * _STRIDE, n)
+        if estimate <= n // 2:  # few kept: the largest masses, descending
+            k = min(n, 2 * estimate + 4 * _STRIDE)
+            largest = np.sort(np.partition(e, n - k)[n - k :])[::-1]
+            reached = np.cumsum(largest)
+            if reached[-1] >= wanted:
+                return largest[int(np.searchsorted(reached, wanted))]
+        else:  # many kept: the smallest masses, ascending, which top-p may leave out
+            m = min(n, 2 * (n - estimate) + 4 * _STRIDE)
+            smallest = np.sort(np.partition(e, m - 1)[:m])
+            left_out = int(np.searchsorted(np.cumsum(smallest), total - wanted, side="right"))
+            if left_out < m:
+                return smallest[left_out]
+        descending = np.sort(e)[::-1]  # the estimate missed: all of them
+        return descending[min(int(np.searchsorted(np.cumsum(descending), wanted)), n - 1)]
+
+    def accept(self, token: int) -> None:
+        if self.penalty != 1.0:
+            self._recent.append(token)
+
+    def _penalized(self, logits: np.ndarray) -> np.ndarray:
+        x = self._x
+        np.copyto(x, logits)
+        if self._recent:
+            ids = np.fromiter(set(self._recent), np.intp)
+            values = x[ids]
+            x[ids] = np.where(values <= 0, values * self.penalty, values / self.penalty)
+        return x

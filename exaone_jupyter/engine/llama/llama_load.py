@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..model.gguf_check import GGUFInfo
+from ...model.gguf_check import GGUFInfo
 
 
 class LoadProgress:

@@ -6,7 +6,7 @@ stream cut short); each gets the server's own words where it gave some, and the 
 
 from __future__ import annotations
 
-from ..errors import ExaoneError
+from ...errors import ExaoneError
 
 INSTALL_HINT = "pip install 'exaone-jupyter[remote]'"
 

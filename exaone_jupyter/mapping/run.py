@@ -18,21 +18,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from .engine.backend import Sampling
-from .errors import ExaoneError
-from .mapping_cache import RowCache, clear_cache, disk_dir, row_key
-from .mapping_remote import run_remote
+from ..engine.backend import Request, RowOutput, Sampling
+from ..errors import ExaoneError
+from .cache import RowCache, disk_dir, row_key
 from .structured import ReplyParseError, Schema
 
 if TYPE_CHECKING:
-    from .session import Session
+    from ..session import Session
 
-DEFAULT_PARALLEL = 8  # sequences at a time when ``parallel`` is not given (fewer if n_ctx is short)
 DEFAULT_MAX_TOKENS = 256  # a row's reply; a map wants short answers
 _NAME = r"[^\W\d]\w*"
 _WORD = re.compile(_NAME)
 _PLACEHOLDER = re.compile(rf"\{{\{{({_NAME})?\}}\}}|\{{({_NAME})?\}}")
-__all__ = ["MapProgress", "MapResult", "RowError", "clear_cache", "run_map"]
 
 
 class RowError:
@@ -149,8 +146,7 @@ def _reproducible(sampling: Sampling) -> bool:
 class _Row:
     index: int
     prompt: str | None = None
-    ids: list[int] | None = None
-    messages: list[dict] | None = None
+    request: Request | None = None
     key: str | None = None
     cached: str | None = None  # "memory" or "disk" when the cache had it
 
@@ -163,6 +159,7 @@ def run_map(
     system: str | None = None,
     schema: Any = None,
     parallel: int | None = None,
+    memory_mb: int | None = None,
     cache: bool | str | os.PathLike = True,
     on_progress: Callable[[MapProgress], None] | None = None,
     **sampling_options: Any,
@@ -174,6 +171,10 @@ def run_map(
         isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1
     ):
         raise ExaoneError(f"parallel must be a whole number of 1 or more, not {parallel!r}.")
+    if memory_mb is not None and (
+        isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb < 1
+    ):
+        raise ExaoneError(f"memory_mb must be a whole number of 1 or more, not {memory_mb!r}.")
     sampling = Sampling.from_options(
         Sampling(temperature=0.0, max_tokens=DEFAULT_MAX_TOKENS), **sampling_options
     )
@@ -182,6 +183,7 @@ def run_map(
     texts = _render_all(rows_in, prompt)
     if system is None:
         system = session.conversation.system
+    response_format = structure.response_format() if structure is not None else None
     rows = [_Row(i) for i in range(len(rows_in))]
     values: list[Any] = [None] * len(rows)
     for row, text in zip(rows, texts, strict=True):
@@ -189,26 +191,10 @@ def run_map(
             values[row.index] = text
             continue
         row.prompt = text
-        row.messages = ([{"role": "system", "content": system}] if system else []) + [
+        messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": text}
         ]
-
-    local = backend.tokenizer is not None and session.template is not None
-    grammar = structure.grammar() if structure is not None and local else None
-    n_ctx = backend.n_ctx
-    if local:
-        assert session.template is not None and backend.tokenizer is not None
-        for row in rows:
-            if row.messages is None:
-                continue
-            row.ids = session.template.prompt(row.messages, backend.tokenizer).ids
-            if len(row.ids) + sampling.max_tokens > n_ctx:
-                values[row.index] = RowError(
-                    f"the prompt is {len(row.ids)} tokens, which with max_tokens="
-                    f"{sampling.max_tokens} does not fit the {n_ctx}-token context; shorten it, "
-                    "lower max_tokens, or load the model with a larger n_ctx"
-                )
-                row.ids = None
+        row.request = session.one_off(messages, sampling, response_format=response_format)
 
     progress = MapProgress(total=len(rows))
     store = RowCache(cache if _reproducible(sampling) else False)
@@ -242,17 +228,33 @@ def run_map(
         progress.errors += isinstance(values[row.index], RowError)
         report()
 
+    def ended(i: int, out: RowOutput) -> None:
+        row_done(todo[i], out.text, out.finish_reason or "interrupted", out.error)
+
+    def tokens(n: int) -> None:
+        progress.tokens += n
+
     report()
     unreachable: str | None = None
     try:
-        if todo and local:
-            _run_local(backend, todo, sampling, parallel, grammar, n_ctx, progress, row_done)
-        elif todo:
-            response_format = structure.response_format() if structure is not None else None
-            unreachable = run_remote(
-                backend, todo, sampling, parallel, response_format, row_done, notes
+        if todo:
+            requests = [row.request for row in todo if row.request is not None]
+            assert len(requests) == len(todo)  # a row without a request is an error already
+            result = backend.generate_many(
+                requests,
+                parallel=parallel,
+                memory_mb=memory_mb,
+                on_row=ended,
+                on_tokens=tokens,
             )
-    except KeyboardInterrupt:  # between rows on a server; the local engine handles its own
+            notes += result.notes
+            unreachable = result.unreachable
+            for row, out in zip(todo, result.outputs, strict=True):
+                if out.finish_reason == "interrupted":
+                    progress.interrupted = True
+                    if values[row.index] is None and out.text:  # started, then stopped
+                        row_done(row, out.text, "interrupted")
+    except KeyboardInterrupt:  # between the engine's steps
         progress.interrupted = True
     finally:
         store.close()
@@ -277,7 +279,7 @@ def _from_cache(rows, values, store, identity, sampling, structure) -> list[_Row
         if values[row.index] is not None:  # an error already: no prompt
             continue
         if store.enabled:
-            fed = row.ids if row.ids is not None else row.messages
+            fed = row.request.prompt_ids or row.request.messages
             row.key = row_key(identity, fed, asdict(sampling), _schema_key(structure))
             hit = store.get(row.key)
             if hit is not None:
@@ -286,41 +288,6 @@ def _from_cache(rows, values, store, identity, sampling, structure) -> list[_Row
                 continue
         todo.append(row)
     return todo
-
-
-def _run_local(backend, todo, sampling, parallel, grammar, n_ctx, progress, row_done) -> None:
-    from .engine.batch import context_need, generate_batch
-
-    prompts = [row.ids for row in todo]
-    wanted = parallel if parallel is not None else DEFAULT_PARALLEL
-    wanted = min(wanted, len(prompts))
-    fits = max(
-        (n for n in range(1, wanted + 1) if context_need(prompts, sampling.max_tokens, n) <= n_ctx),
-        default=0,
-    )
-    if fits < wanted and (parallel is not None or fits == 0):
-        need = context_need(prompts, sampling.max_tokens, wanted)
-        advice = f"use parallel={fits} or less, " if fits else ""
-        raise ExaoneError(
-            f"{wanted} sequences of these prompts with max_tokens={sampling.max_tokens} need "
-            f"{need} tokens of context but the model has {n_ctx}; {advice}lower max_tokens, or "
-            f"load the model with n_ctx={need}."
-        )
-
-    def tokens(n: int) -> None:
-        progress.tokens += n
-
-    def ended(i: int, out) -> None:
-        row_done(todo[i], out.text, out.finish_reason, out.error)
-
-    outputs = generate_batch(
-        backend, prompts, sampling, parallel=fits, grammar=grammar, on_row=ended, on_tokens=tokens
-    )
-    if any(out.finish_reason == "interrupted" for out in outputs):
-        progress.interrupted = True
-        for i, out in enumerate(outputs):
-            if out.finish_reason == "interrupted":
-                row_done(todo[i], out.text, "interrupted")
 
 
 def _value(text: str, finish: str, structure: Schema | None) -> Any:

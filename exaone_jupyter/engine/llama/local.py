@@ -2,16 +2,14 @@
 
 Why not ``create_chat_completion(stream=True)``: it re-detokenizes a growing tail on every token,
 so its cost per token grows with the reply (598 -> 9 tokens/s from 50 to 800 tokens on a tiny
-model). This loop decodes one token, samples from the logits in place
-(``sampling.Sampler``: llama.cpp's sampler chain without its per-token copy and sort of the whole
-vocabulary), and turns the token into text through a per-token byte cache and an incremental
-UTF-8 decoder: constant work per token. It also owns the KV cache bookkeeping, so a follow-up
-turn evaluates only its new tokens.
+model). Here a reply is one ``Generation`` (``generation.py``: the sampler, stop rules and an
+incremental UTF-8 decoder, constant work a token), the same object every row of a batch runs
+(``batch.py``). This module owns the model, its conversation context and the KV cache
+bookkeeping, so a follow-up turn evaluates only its new tokens.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import ctypes
 import random
@@ -21,19 +19,25 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ExaoneError, ModelBusyError
-from ..model.gguf_check import GGUFInfo
-from . import heap, llama_log
-from .backend import (
+from ...errors import ExaoneError, ModelBusyError
+from ...model.gguf_check import GGUFInfo
+from ..backend import (
     DEFAULT_MAX_CTX,
     BackendInfo,
+    BatchResult,
     LoadOptions,
     LocalFacts,
+    OnRow,
     Request,
     Sampling,
     Tokenizer,
 )
+from ..offload import GpuInfo, OffloadPlan, plan_offload
+from ..reply import Reply
+from . import heap, llama_log
+from .generation import Generation
 from .gpu import probe_gpu
+from .grammar import grammar_of
 from .llama_load import (
     LoadProgress,
     amx_hazard,
@@ -41,9 +45,7 @@ from .llama_load import (
     model_params,
     offloaded_from_log,
 )
-from .offload import GpuInfo, OffloadPlan, plan_offload
-from .reply import Reply
-from .sampling import LogitsReader, Sampler, llama_chain
+from .sampling import host_picker, llama_chain
 from .threads import choose_threads, wait_policy
 
 _DEFAULT_OPTIONS = LoadOptions()  # frozen: one shared default is safe
@@ -131,7 +133,7 @@ class LocalBackend:
         # tokens itself, so a token costs one write instead of five.
         self._next = (llama_cpp.llama_token * 1)()
         self._next_batch = llama_cpp.llama_batch_get_one(self._next, 1)
-        self._eog: dict[int, bool] = {}
+        self._eog: dict[int, bool] = {}  # ends_turn, asked of llama.cpp once per token id
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self._control_texts: list[str] | None = None
@@ -163,7 +165,7 @@ class LocalBackend:
                 threads_why=f"{self.threads.why}; waiting threads {wait_policy()}",
                 sampler="in llama.cpp's graph (on the output layer's device)"
                 if self.sample_in_graph
-                else "on the CPU, on llama.cpp's logits in place (compiled with numba)",
+                else "on the CPU: llama.cpp's sampler chain (numpy for top-p without a top-k)",
                 load_s=load_s,
                 cpu_repack=self.extra_buffers,
                 system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
@@ -243,6 +245,16 @@ class LocalBackend:
             & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED)
         )
 
+    def ends_turn(self, token: int) -> bool:
+        """Whether ``token`` ends the reply: an end-of-generation token or end of turn."""
+        eog = self._eog.get(token)  # llama_vocab_is_eog, asked once per token id
+        if eog is None:
+            import llama_cpp
+
+            eog = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token)) or token in self.stop_ids
+            self._eog[token] = eog
+        return eog
+
     def detokenize(self, ids: Sequence[int]) -> str:
         return b"".join(self.piece(t) for t in ids).decode("utf-8", "replace")
 
@@ -271,21 +283,22 @@ class LocalBackend:
             )
         if self._closed:
             raise ExaoneError(UNLOADED)
+        grammar = grammar_of(request.response_format) if request.response_format else None
         return Reply(
-            lambda reply: self._generate(reply, ids, request.sampling),
+            lambda reply: self._generate(reply, ids, request.sampling, grammar),
             prompt_tokens=len(ids),
             n_ctx=self.n_ctx,
             thinking_opened=request.opens_reasoning,
         )
 
     def _generate(
-        self, reply: Reply, ids: list[int], sampling: Sampling
+        self, reply: Reply, ids: list[int], sampling: Sampling, grammar: str | None
     ) -> Generator[str, None, None]:
         with self.exclusive(reply):
-            yield from self._write(reply, ids, sampling)
+            yield from self._write(reply, ids, sampling, grammar)
 
     def _write(
-        self, reply: Reply, ids: list[int], sampling: Sampling
+        self, reply: Reply, ids: list[int], sampling: Sampling, grammar: str | None
     ) -> Generator[str, None, None]:
         """The reply's tokens as text, the model held: the prompt's new tokens, then one token
         after another until the end of the turn, max_tokens, a full context or a stop."""
@@ -293,70 +306,89 @@ class LocalBackend:
 
         stats, ctx = reply.stats, self._llm.ctx
         started = time.perf_counter()
-        decoded = 0  # decode steps of the reply (the last sampled token is never decoded)
+        generation: Generation | None = None
+        decoded = 0  # decode steps of the reply (the last token picked is never decoded)
         try:  # from here on, whatever happens (Ctrl-C included), the figures are finished
-            pick = self._picker(sampling, ids)
-            position = self._reuse_prefix(ids)
-            todo = ids[position:]
-            stats.prompt_tokens_evaluated = len(todo)
-            for start in range(0, len(todo), self.n_batch):
-                if reply.stop_requested:
-                    stats.finish_reason = "interrupted"
-                    return
-                chunk = todo[start : start + self.n_batch]
-                # Only the prompt's last token needs logits: a chain in the graph samples every
-                # output, and a draw for an earlier chunk would shift a seeded reply.
-                self._decode(chunk, position, logits=start + len(chunk) == len(todo))
-                position += len(chunk)
-            llama_cpp.llama_synchronize(ctx)  # a GPU decode returns before it is computed
-            prompt_done = time.perf_counter()
-            stats.prompt_tok_s = len(todo) / max(prompt_done - started, 1e-9)
+            generation = self._generation(sampling, ids, grammar)
+            position = self._evaluate_prompt(reply, ids)
+            if position is None:
+                return
+            stats.prompt_tok_s = stats.prompt_tokens_evaluated / max(
+                time.perf_counter() - started, 1e-9
+            )
             llama_cpp.llama_perf_context_reset(ctx)  # from here the counters see decoding only
-
-            utf8 = codecs.getincrementaldecoder("utf-8")("replace")
             while True:
-                token = pick()
-                eog = self._eog.get(token)  # llama_vocab_is_eog, asked once per token id
-                if eog is None:
-                    eog = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
-                if eog or token in self.stop_ids:
-                    stats.finish_reason = "stop"
-                    break
-                stats.completion_tokens += 1
-                if stats.ttft_s is None:
+                text = generation.advance(-1)
+                stats.completion_tokens = generation.completion_tokens
+                if stats.ttft_s is None and generation.completion_tokens:
                     stats.ttft_s = time.perf_counter() - started
-                text = utf8.decode(self.piece(token))
                 if text:
                     yield text
-                if stats.completion_tokens >= sampling.max_tokens:
-                    stats.finish_reason = "length"
+                if generation.done:
                     break
                 if position + 1 >= self.n_ctx:
-                    stats.finish_reason = "length"
                     reply.note = (
                         f"The reply filled the {self.n_ctx}-token context; start a new "
                         "conversation or load the model with a larger n_ctx."
                     )
-                    break
-                if reply.stop_requested:
-                    stats.finish_reason = "interrupted"
-                    break
-                self._decode_next(token)
-                position += 1
-                decoded += 1
-            tail = utf8.decode(b"", final=True)
-            if tail:
-                yield tail
+                    tail = generation.finish("length")
+                elif reply.stop_requested:
+                    tail = generation.finish("interrupted")
+                else:
+                    assert generation.last_token is not None
+                    self._decode_next(generation.last_token)
+                    position += 1
+                    decoded += 1
+                    continue
+                if tail:
+                    yield tail
+                break
         except KeyboardInterrupt:
-            stats.finish_reason = "interrupted"
+            pass
         finally:
             stats.total_s = time.perf_counter() - started
-            if stats.finish_reason is None:
-                stats.finish_reason = "interrupted"
+            if generation is not None:
+                generation.finish("interrupted")  # a no-op once it has finished
+                stats.finish_reason = generation.finish_reason
+            stats.finish_reason = stats.finish_reason or "interrupted"
             if decoded:
                 perf = llama_cpp.llama_perf_context(ctx)
                 if perf.t_eval_ms > 0:
                     stats.decode_tok_s = decoded / (perf.t_eval_ms / 1000)
+
+    def _evaluate_prompt(self, reply: Reply, ids: list[int]) -> int | None:
+        """Decode the prompt's tokens past the cached prefix; the position after them, or None
+        when a stop came first."""
+        import llama_cpp
+
+        position = self._reuse_prefix(ids)
+        todo = ids[position:]
+        reply.stats.prompt_tokens_evaluated = len(todo)
+        for start in range(0, len(todo), self.n_batch):
+            if reply.stop_requested:
+                return None
+            chunk = todo[start : start + self.n_batch]
+            # Only the prompt's last token needs logits: a chain in the graph samples every
+            # output, and a draw for an earlier chunk would shift a seeded reply.
+            self._decode(chunk, position, logits=start + len(chunk) == len(todo))
+            position += len(chunk)
+        llama_cpp.llama_synchronize(self._llm.ctx)  # a GPU decode returns before it is computed
+        return position
+
+    def generate_many(
+        self,
+        requests: Sequence[Request],
+        *,
+        parallel: int | None = None,
+        memory_mb: int | None = None,
+        on_row: OnRow | None = None,
+        on_tokens: Callable[[int], None] | None = None,
+    ) -> BatchResult:
+        """The requests' prompts as sequences of one llama batch (``batch.py``), beside the
+        conversation: its cache is left as it was."""
+        from . import batch
+
+        return batch.generate_many(self, requests, parallel, memory_mb, on_row, on_tokens)
 
     @contextlib.contextmanager
     def exclusive(self, reply: Reply | None = None) -> Iterator[Any]:
@@ -422,23 +454,21 @@ class LocalBackend:
         _check_decode(llama_cpp.llama_decode(self._llm.ctx, self._next_batch))
         self._kv_ids.append(token)
 
-    def _picker(self, s: Sampling, prompt: Sequence[int]) -> Callable[[], int]:
-        """``pick()``: the next token after each decode, accepted into the sampler's state."""
+    def _generation(
+        self, s: Sampling, prompt: Sequence[int], grammar: str | None = None
+    ) -> Generation:
+        """A reply's generation on the conversation's context: sampled in llama.cpp's graph
+        where the output layer runs on a GPU (``sample_in_graph``), else on the CPU."""
         import llama_cpp
 
         ctx = self._llm.ctx
-        if not self.sample_in_graph:
-            sampler = self.sampler(s, prompt)
-            logits = LogitsReader(ctx, self.n_vocab)
-            if sampler.greedy:  # nothing to remember between tokens
-                return lambda: int(logits(-1).argmax())
-
-            def pick_on_the_host() -> int:
-                token = sampler.pick(logits(-1))
-                sampler.accept(token)
-                return token
-
-            return pick_on_the_host
+        if not self.sample_in_graph or grammar is not None:
+            pick, release = host_picker(ctx, self.vocab, self.n_vocab, s, prompt, grammar=grammar)
+            if self._graph_chain is not None:  # a host reply after a graph one: detach it
+                llama_cpp.llama_set_sampler(ctx, 0, None)
+                llama_cpp.llama_sampler_free(self._graph_chain)
+                self._graph_chain = None
+            return Generation(pick, self, max_tokens=s.max_tokens, release=release)
         chain = llama_chain(s, prompt, self.vocab, in_graph=True)
         attached = llama_cpp.llama_set_sampler(ctx, 0, chain)  # replaces the last reply's
         if self._graph_chain is not None:
@@ -450,27 +480,12 @@ class LocalBackend:
                 "load the model with sample_in_graph=False."
             )
 
-        def pick_in_graph() -> int:
-            token = llama_cpp.llama_get_sampled_token_ith(ctx, -1)
+        def pick_in_graph(i: int) -> int:
+            token = llama_cpp.llama_get_sampled_token_ith(ctx, i)
             llama_cpp.llama_sampler_accept(chain, token)
             return token
 
-        return pick_in_graph
-
-    def sampler(self, s: Sampling, prompt: Sequence[int]) -> Sampler:
-        """The chain llama.cpp would run: penalties, top-k, top-p, temperature, dist (or greedy
-        at temperature 0), as ``sampling.Sampler`` runs it on the logits in place."""
-
-        seed = s.seed if s.seed is not None else random.SystemRandom().getrandbits(32)
-        return Sampler(
-            self.n_vocab,
-            temperature=s.temperature,
-            top_k=s.top_k,
-            top_p=s.top_p,
-            repeat_penalty=s.repeat_penalty,
-            seed=seed,
-            history=prompt,  # the repetition penalty looks back into the prompt too
-        )
+        return Generation(pick_in_graph, self, max_tokens=s.max_tokens)
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:

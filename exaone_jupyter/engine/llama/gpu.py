@@ -8,7 +8,7 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
-from .offload import GpuInfo
+from ..offload import GpuInfo
 
 
 def probe_gpu() -> GpuInfo:

@@ -20,12 +20,21 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import weakref
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from ..errors import ExaoneError, ModelBusyError
-from .backend import BackendInfo, ReasoningTags, Request, Sampling, ServerFacts
-from .reply import Reply
+from ...errors import ExaoneError, ModelBusyError
+from ..backend import (
+    BackendInfo,
+    BatchResult,
+    OnRow,
+    ReasoningTags,
+    Request,
+    Sampling,
+    ServerFacts,
+)
+from ..reply import Reply
+from . import many
 from .server_errors import (
     ReplyCutShort,
     ServerUnreachable,
@@ -203,10 +212,26 @@ class RemoteBackend:
         finally:
             self._lock.release()
 
+    def generate_many(
+        self,
+        requests: Sequence[Request],
+        *,
+        parallel: int | None = None,
+        memory_mb: int | None = None,  # the server's memory is its own
+        on_row: OnRow | None = None,
+        on_tokens: Callable[[int], None] | None = None,
+    ) -> BatchResult:
+        """The requests as concurrent requests (``many.py``), the server held throughout."""
+        return many.generate_many(self, requests, parallel, on_row, on_tokens)
+
+    def stream_held(self, request: Request) -> Reply:
+        """``stream`` for a caller that holds the server already (``generate_many``'s rows)."""
+        return self.stream(request, held=True)
+
     def stream(self, request: Request, *, held: bool = False) -> Reply:
         """Send the request now (a refused or rejected request raises here, one sentence); the
         pieces come as the Reply is read, which holds the server (``exclusive``) unless the caller
-        holds it already (``held``: a map's rows). A failure mid-reply raises ExaoneError from
+        holds it already (``held``: ``generate_many``'s rows). A failure mid-reply raises ExaoneError from
         the iteration, as the local engine does: the Reply keeps the partial text, with
         ``finish_reason == "error"`` and ``reply.error`` set. ``reply.stop()`` and Ctrl-C close the
         stream, which tells the server to stop generating.

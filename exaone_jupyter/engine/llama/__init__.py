@@ -1,0 +1,1 @@
+"""The local engine: llama.cpp through llama-cpp-python, in this process."""
