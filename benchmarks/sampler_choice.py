@@ -11,8 +11,10 @@ Candidates:
   top-p, temperature, dist; greedy at temperature 0; a schema's grammar first).
 - ``numpy``: plain numpy on a view of the logits: argmax; top-k by ``argpartition``; top-p alone
   by one sort of the probabilities (``exaone_jupyter.engine.llama.sampling.TopP``).
-- ``mix``: the chain, except top-p alone, which numpy does (the chain sorts the vocabulary there).
-- ``compiled`` (while ``engine/sampling_kernels.py`` exists): the numba sampler.
+- ``mix``: the chain, except top-p alone, which numpy does (the chain sorts the vocabulary there):
+  the engine's choice.
+- ``compiled``, a numba sampler, was a candidate until this benchmark removed it: its figures are
+  in ``results/sampler_choice.json``, from the run at commit 3f93c85.
 
 Modes: greedy; default (t 0.7, top-k 40, top-p 0.95); top-p alone (t 0.7, top-k 0, top-p 0.95); a
 grammar (a JSON schema's, with the default sampling; only llama.cpp can run a grammar).
@@ -118,12 +120,6 @@ class Candidates:
             else:
                 numpy_pick = sampling.TopP(n_vocab, s, seed=seed).pick
             picks["numpy"] = numpy_pick
-            compiled = getattr(sampling, "Sampler", None)
-            if compiled is not None:
-                sampler = compiled(
-                    n_vocab, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=seed
-                )
-                picks["compiled"] = sampler.pick
         self.picks = picks
 
     def _chain(self, vocab, s: Sampling, grammar: str | None, seed: int):
@@ -161,6 +157,10 @@ def run_model(label: str, path: Path, n_threads: int, tokens: int) -> dict:
         if llama_cpp.llama_decode(ctx, batch) != 0:
             raise SystemExit("llama_decode failed")
 
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+    decode(prompt, 0)
+    for i in range(8):  # warm-up: the weights paged in, the graph reserved
+        decode([int(logits().argmax())], len(prompt) + i)
     modes = {}
     for mode, (s, grammared) in MODES.items():
         candidates = Candidates(ctx, vocab, n_vocab, s, grammar if grammared else None, seed=7)

@@ -12,10 +12,11 @@ Sections, printed as Markdown and written to ``benchmarks/results/stream_overhea
 
 1. threads: the bare loop's decode rate at 1..cores threads on a compute-bound tiny model and a
    memory-bound ~75M one, against the engine's default thread count (goal: >= 0.95x the best);
-2. sampling cost on a 102,400-token vocabulary (random-weight exaone4 GGUF, width 64, 2 layers:
-   nearly flat next-token distributions, the worst case for top-p) for greedy, the default
-   (t 0.7, top-k 40, top-p 0.95) and top-p alone (t 0.7, top-k 0, top-p 0.95), at 100 and 2,000
-   tokens (goals: 50, 150 and 500 µs a token), and how the cost grows from 100 to 2,000 tokens;
+2. cost per token beyond the floor on a 102,400-token vocabulary (random-weight exaone4 GGUF,
+   width 64, 2 layers: a token costs ~1 ms, so the engine's own work shows) for greedy, the
+   default (t 0.7, top-k 40, top-p 0.95) and top-p alone (t 0.7, top-k 0, top-p 0.95), at 100
+   and 2,000 tokens, and how it grows from 100 to 2,000 tokens (goal: < 3x). Which sampler runs
+   is decided at real model sizes by ``sampler_choice.py``; this model only magnifies costs;
 3. exactness: greedy tokens identical to the bare loop's.
 
     .venv/bin/python benchmarks/stream_overhead.py            # full run (~7 minutes on 2 cores)
@@ -43,7 +44,7 @@ import llama_cpp
 import numpy as np
 
 from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling
-from exaone_jupyter.engine.llama import sampling, threads
+from exaone_jupyter.engine.llama import threads
 from exaone_jupyter.engine.llama.local import LocalBackend
 from exaone_jupyter.model.gguf_check import read_gguf
 from exaone_jupyter.testing import TinyShape, write_random_gguf
@@ -71,7 +72,6 @@ MODES = {
     "default (t 0.7, top-k 40, top-p 0.95)": Sampling(temperature=0.7, top_k=40, top_p=0.95),
     "top-p alone (t 0.7, top-k 0, top-p 0.95)": Sampling(temperature=0.7, top_k=0, top_p=0.95),
 }
-GOALS_US = dict(zip(MODES, (50.0, 150.0, 500.0), strict=True))
 
 
 class BareLoop:
@@ -208,9 +208,6 @@ class CostRow:
     engine_tok_s: float
     beyond_us: float  # median over interleaved pairs of (engine - floor) per token
     spread_us: float  # half the interquartile range of those pairs: the noise
-    pick_us: float  # Sampler.pick alone on warm logits, timed in-process (for reference)
-    in_place_us: float  # Sampler.pick right after each decode, where the loop runs it
-    goal_us: float
     runs: int
 
 
@@ -283,9 +280,6 @@ def sampling_costs(
                 1 / statistics.median(engine),
                 statistics.median(beyond),
                 (quartiles[2] - quartiles[0]) / 2,
-                pick_us(bare, setting),
-                in_place_us(bare, setting),
-                GOALS_US[mode],
                 rounds[n],
             )
             rows.append(row)
@@ -298,45 +292,6 @@ def sampling_costs(
     backend.close()
     bare.close()
     return rows, identical
-
-
-def sampler_for(bare: BareLoop, setting: Sampling) -> sampling.Sampler:
-    return sampling.Sampler(
-        bare.n_vocab,
-        temperature=setting.temperature,
-        top_k=setting.top_k,
-        top_p=setting.top_p,
-        seed=1,
-    )
-
-
-def pick_us(bare: BareLoop, setting: Sampling) -> float:
-    """µs per ``Sampler.pick`` on the logits after the prompt, the fastest of 5 x 50 picks."""
-    bare.run(2)
-    logits = np.array(sampling.LogitsReader(bare.ctx, bare.n_vocab)(-1))
-    sampler = sampler_for(bare, setting)
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        for _ in range(50):
-            sampler.pick(logits)
-        best = min(best, (time.perf_counter() - started) / 50)
-    return best * 1e6
-
-
-def in_place_us(bare: BareLoop, setting: Sampling, n: int = 200) -> float:
-    """µs per ``Sampler.pick`` on the logits right after each of n bare-loop decodes (median):
-    where the engine picks, with the caches as the decode left them."""
-    sampler = sampler_for(bare, setting)
-    logits = sampling.LogitsReader(bare.ctx, bare.n_vocab)
-    times = []
-    bare.begin()
-    for _ in range(n):
-        bare.step()
-        started = time.perf_counter()
-        sampler.pick(logits(-1))
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e6
 
 
 def machine() -> dict:
@@ -360,7 +315,6 @@ def machine() -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "llama_cpp_python": llama_cpp.__version__,
-        "exp_kernel": sampling.exp_sum().__name__,
         "engine_default_threads": asdict(threads.choose_threads()),
     }
 
@@ -424,25 +378,16 @@ def main(argv: list[str] | None = None) -> int:
         "token by token)",
         "",
         "| sampling | tokens | floor tok/s | engine tok/s | engine / floor | beyond floor µs/token "
-        "(± noise) | goal µs | pick alone µs | pick in place µs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "(± noise) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for c in costs:
         lines.append(
             f"| {c.mode} | {c.tokens:,} | {c.floor_tok_s:,.0f} | {c.engine_tok_s:,.0f} | "
-            f"{c.engine_tok_s / c.floor_tok_s:.2f} | {c.beyond_us:.0f} (± {c.spread_us:.0f}) | "
-            f"≤ {c.goal_us:.0f} | {c.pick_us:.0f} | {c.in_place_us:.0f} |"
+            f"{c.engine_tok_s / c.floor_tok_s:.2f} | {c.beyond_us:.0f} (± {c.spread_us:.0f}) |"
         )
     for mode in MODES:
-        rows = [c for c in costs if c.mode == mode]
-        worst = max(c.beyond_us for c in rows)
-        verdicts.append(
-            f"- {mode}: ≤ {GOALS_US[mode]:.0f} µs/token beyond the floor at "
-            f"{' and '.join(str(c.tokens) for c in rows)} tokens: "
-            f"{'yes' if worst <= GOALS_US[mode] else 'NO'} (worst {worst:.0f} µs)"
-        )
-    for mode in MODES:
-        # the paired medians of the table (as the goals above), not a difference of two rates:
+        # the paired medians of the table, not a difference of two rates:
         # near zero (greedy) that difference is noise, and its ratio swung to 6x in one run
         per_token = {c.tokens: c.beyond_us for c in costs if c.mode == mode}
         growth = max(per_token[2000], 1.0) / max(per_token[100], 1.0)

@@ -12,6 +12,7 @@ from checks import one_sentence
 from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT
 from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.engine.llama.batch import context_need, shared_prefix
+from exaone_jupyter.engine.llama.grammar import grammar_of
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.mapping import MapProgress, MapResult, RowError, run_map
 from exaone_jupyter.mapping.structured import Schema
@@ -252,6 +253,21 @@ def test_a_json_schema_constrains_every_reply_to_parsed_valid_objects(session):
         assert value["label"] in ("positive", "negative") and isinstance(value["sure"], bool)
 
 
+def test_one_reply_honours_a_response_format_too(session):
+    """Structured output is a request field, not map's own: a single reply constrained by it
+    parses; a shape the engine cannot read is one sentence, and the model stays usable."""
+    schema = Schema.of(SENTIMENT)
+    greedy = Sampling(temperature=0, max_tokens=60)
+    ask = [{"role": "user", "content": "Classify: I love it"}]
+    request = session.one_off(ask, greedy, response_format=schema.response_format())
+    value = schema.parse(session.require_backend().stream(request).consume().text)
+    assert value["label"] in ("positive", "negative") and isinstance(value["sure"], bool)
+    with pytest.raises(ExaoneError) as err:
+        session.require_backend().stream(session.one_off(ask, greedy, response_format={"x": 1}))
+    one_sentence(err, "response_format must be", "json_schema")
+    assert run_map(session, ["Hello!"], "{}", max_tokens=40)[0].startswith("Hello!")
+
+
 def test_a_pydantic_class_gives_instances_and_the_shorthand_gives_dicts(session):
     from typing import Literal
 
@@ -290,7 +306,7 @@ def test_enum_values_and_field_names_are_written_exactly_quotes_and_backslashes_
         "required": ['say "hi"'],
     }
     assert set(run_map(session, ["hello"], "{}", schema=odd, max_tokens=30)[0]) == {'say "hi"'}
-    assert '"\\"이름\\""' in Schema.of("이름, 나이 int").grammar()
+    assert '"\\"이름\\""' in grammar_of(Schema.of("이름, 나이 int").response_format())
 
 
 def test_a_number_too_large_for_a_float_is_that_rows_error_not_inf(session):

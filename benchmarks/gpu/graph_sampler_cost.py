@@ -6,9 +6,9 @@ that figure: one context on EXAONE-4.0-1.2B's shape (102,400-token vocabulary), 
 by round against the floor of speed_gpu.py (numpy argmax on the copied logits, no sampler). The
 suspect is top-k: ggml's CUDA top-k is CUB's ``DeviceTopK`` only when built with CCCL >= 3.2;
 with older headers (CUDA 13.0's) it sorts the whole row. Beside llama.cpp's chains run the
-engine's (``engine/graph_samplers.py``: ending in a sampler that leaves only the token to copy
-back) and the small-sort top-k (rows of 1,024, then their survivors), each checked to draw
-llama.cpp's tokens for the same seed. It runs on a CPU build too (``--model`` any GGUF).
+engine's (ending in ``engine/llama/graph_samplers.token_only``, which leaves only the token to
+copy back), each checked to draw llama.cpp's tokens for the same seed. It runs on a CPU build
+too (``--model`` any GGUF).
 
     python3 benchmarks/gpu/graph_sampler_cost.py --model /tmp/m.gguf [--tokens 200] [--rounds 3]
 """
@@ -34,21 +34,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from stream_overhead import BareLoop  # noqa: E402
 
 from exaone_jupyter.engine.llama import graph_samplers, threads  # noqa: E402
-from exaone_jupyter.engine.llama.sampling import Sampler  # noqa: E402
 
 Chain = Callable[[int], list]  # the samplers of one case for a vocabulary size, freshly made
-DEFAULT = {"temperature": 0.7, "top_k": 40, "top_p": 0.95}
-CUT = "top-k 40 in the graph, then top-p, temp and dist in numpy on the 40"
 GREEDY, GREEDY_ENGINE = "greedy", "greedy, token only (the engine's)"
-TOP_K, TOP_K_BLOCKS = "top-k 40 + dist", "top-k 40 in blocks + dist"
+TOP_K = "top-k 40 + dist"
 DEFAULT_LLAMA = "default (top-k 40, top-p 0.95, temp 0.7, dist)"
 DEFAULT_ENGINE = "default, token only (the engine's)"
-DEFAULT_BLOCKS = "default, top-k in blocks, token only"
 SAME_TOKENS = [  # (llama.cpp's chain, ours): the same seed must draw the same tokens
     (GREEDY, GREEDY_ENGINE),
-    (TOP_K, TOP_K_BLOCKS),
     (DEFAULT_LLAMA, DEFAULT_ENGINE),
-    (DEFAULT_LLAMA, DEFAULT_BLOCKS),
 ]
 
 
@@ -64,26 +58,16 @@ CASES: dict[str, Chain] = {
     GREEDY: lambda n: [llama_cpp.llama_sampler_init_greedy()],
     GREEDY_ENGINE: lambda n: [llama_cpp.llama_sampler_init_greedy(), graph_samplers.token_only()],
     TOP_K: lambda n: [llama_cpp.llama_sampler_init_top_k(40), llama_cpp.llama_sampler_init_dist(1)],
-    TOP_K_BLOCKS: lambda n: [
-        graph_samplers.top_k(40, n, blocks=True),
-        llama_cpp.llama_sampler_init_dist(1),
-    ],
     "temp 0.7 + dist (softmax and cumsum over the vocabulary)": lambda n: [
         llama_cpp.llama_sampler_init_temp(0.7),
         llama_cpp.llama_sampler_init_dist(1),
     ],
     DEFAULT_LLAMA: lambda n: [llama_cpp.llama_sampler_init_top_k(40), *default_tail()],
     DEFAULT_ENGINE: lambda n: [
-        graph_samplers.top_k(40, n),
+        llama_cpp.llama_sampler_init_top_k(40),
         *default_tail(),
         graph_samplers.token_only(),
     ],
-    DEFAULT_BLOCKS: lambda n: [
-        graph_samplers.top_k(40, n, blocks=True),
-        *default_tail(),
-        graph_samplers.token_only(),
-    ],
-    CUT: lambda n: [llama_cpp.llama_sampler_init_top_k(40)],
     "top-p 0.95 alone (+ temp, dist)": lambda n: default_tail(),
 }
 
@@ -100,8 +84,8 @@ class Loop(BareLoop):
         buffer = (ctypes.c_float * self.n_vocab).from_address(address.value or 0)
         return int(np.frombuffer(buffer, np.float32).argmax())
 
-    def run(self, n: int, make_chain: Chain | None, finish: Sampler | None = None) -> float:
-        """Wall seconds a token over the last n - 1 (``finish``: draws among the chain's cut)."""
+    def run(self, n: int, make_chain: Chain | None) -> float:
+        """Wall seconds a token over the last n - 1."""
         chain = None
         if make_chain is not None:
             chain = llama_cpp.llama_sampler_chain_init(
@@ -117,15 +101,7 @@ class Loop(BareLoop):
         def pick() -> int:
             if chain is None:
                 return self._argmax()
-            if finish is None:
-                token = llama_cpp.llama_get_sampled_token_ith(self.ctx, -1)
-            else:
-                k = llama_cpp.llama_get_sampled_candidates_count_ith(self.ctx, -1)
-                ids = llama_cpp.llama_get_sampled_candidates_ith(self.ctx, -1)
-                logits = llama_cpp.llama_get_sampled_logits_ith(self.ctx, -1)
-                token = finish.pick_among(
-                    np.ctypeslib.as_array(ids, (k,)), np.ctypeslib.as_array(logits, (k,))
-                )
+            token = llama_cpp.llama_get_sampled_token_ith(self.ctx, -1)
             llama_cpp.llama_sampler_accept(chain, token)
             return token
 
@@ -151,16 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     loop = Loop(args.model)
-    finish = Sampler(loop.n_vocab, **DEFAULT, seed=1)  # type: ignore[arg-type]
-    for name, make_chain in (("floor", None), *CASES.items()):
-        loop.run(16, make_chain, finish if name == CUT else None)  # warm-up: graphs reserved
+    for _name, make_chain in (("floor", None), *CASES.items()):
+        loop.run(16, make_chain)  # warm-up: graphs reserved
     floor: list[float] = []
     cases: dict[str, list[float]] = {name: [] for name in CASES}
     drawn: dict[str, list[list[int]]] = {name: [] for name in CASES}
     for _ in range(args.rounds):
         floor.append(loop.run(args.tokens, None))
         for name, make_chain in CASES.items():
-            cases[name].append(loop.run(args.tokens, make_chain, finish if name == CUT else None))
+            cases[name].append(loop.run(args.tokens, make_chain))
             drawn[name].append(loop.tokens)
     floor_s = statistics.median(floor)
     print(f"floor (numpy argmax on the copied logits): {1 / floor_s:,.0f} tok/s")

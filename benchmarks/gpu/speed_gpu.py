@@ -4,9 +4,8 @@ Model: random weights in EXAONE-4.0-1.2B's layout (exaone4, 30 layers, width 204
 feed-forward 4096, 102,400-token vocabulary), Q8_0, every layer offloaded. The floor is the bare
 loop of ``stream_overhead.py`` (``llama_decode`` + numpy ``argmax`` on the logits, wall clock) on
 its own context; the engine runs as a consumer sees it (``LocalBackend.stream``), interleaved with
-the floor round by round, with llama.cpp's chain in its graph, with that chain's top-k as small
-sorts (``graph_samplers.top_k``'s blocks, which ``pays_off`` keeps off until a run like this shows
-they win), and with the engine's own (compiled) sampler on the logits copied to the host. Goal:
+the floor round by round, with llama.cpp's chain in its graph, and with the engine's CPU sampler
+on the logits copied to the host. Goal:
 engine >= 0.97x the floor with default sampling (t 0.7, top-k 40, top-p 0.95).
 
     python3 benchmarks/gpu/speed_gpu.py [--layers 30] [--tokens 100 500] [--rounds 5] [--json F]
@@ -15,7 +14,6 @@ engine >= 0.97x the floor with default sampling (t 0.7, top-k 40, top-p 0.95).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import subprocess
@@ -34,7 +32,7 @@ import llama_cpp  # noqa: E402  isort: skip
 from stream_overhead import MODES, PROMPT, BareLoop, engine_run  # noqa: E402
 
 from exaone_jupyter.engine.backend import LoadOptions  # noqa: E402
-from exaone_jupyter.engine.llama import graph_samplers, threads  # noqa: E402
+from exaone_jupyter.engine.llama import threads  # noqa: E402
 from exaone_jupyter.engine.llama.local import LocalBackend  # noqa: E402
 from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
 from exaone_jupyter.testing import write_exaone4_1_2b_shape  # noqa: E402
@@ -58,24 +56,6 @@ def gpu_name() -> str:
 
 def where(engine: LocalBackend) -> str:
     return "sampler in llama.cpp's graph" if engine.sample_in_graph else "sampler on the host"
-
-
-BLOCKS = "engine: sampler in llama.cpp's graph, top-k in blocks"
-
-
-@contextlib.contextmanager
-def blocks_on(name: str):
-    """Inside, the chains attached (one per reply) cut top-k as small sorts if ``name`` is the
-    blocks engine's; ``pays_off`` is the engine's one switch for them."""
-    if name != BLOCKS:
-        yield
-        return
-    chosen = graph_samplers.pays_off
-    graph_samplers.pays_off = lambda device: True
-    try:
-        yield
-    finally:
-        graph_samplers.pays_off = chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,14 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             f"engine (default): {where(default_engine)}": default_engine,
             f"engine: {where(other)}": other,
         }
-        in_graph = LoadOptions.from_options(options, sample_in_graph=True)
-        engines[BLOCKS] = LocalBackend(info, in_graph)
         bare = BareLoop(path, n_threads, n_gpu_layers=n_gpu)
         print(f"default sampler: {default_engine.info.local.sampler}", flush=True)
         ids = default_engine.tokenize(PROMPT, special=True)
-        for name, engine in engines.items():
-            with blocks_on(name):
-                engine_run(engine, ids, MODES["greedy"], 16, seed=1)  # warm-up
+        for engine in engines.values():
+            engine_run(engine, ids, MODES["greedy"], 16, seed=1)  # warm-up
         bare.run(16)
         rows = []
         for n in args.tokens:
@@ -130,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 for r in range(args.rounds):
                     floor.append(bare.run(n)[1])
                     for name, engine in engines.items():
-                        with blocks_on(name):
-                            seconds = engine_run(engine, ids, setting, n, seed=1000 * n + r)[0]
+                        seconds = engine_run(engine, ids, setting, n, seed=1000 * n + r)[0]
                         runs[name].append(seconds)
                 floor_s = statistics.median(floor)
                 for name, seconds in runs.items():
