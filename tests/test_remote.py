@@ -791,16 +791,11 @@ def test_reasoning_sent_apart_is_joined_back_as_the_model_wrote_it():
     """vLLM's parser splits the model's text at the tags and keeps the whitespace around them:
     joined back, the reply is the text exactly (as a local reply is). A server that trims the
     parts gets EXAONE's newlines back. The prompt that opened the block gets no tag from here."""
-    from exaone_jupyter.engine.server.remote import _closing, _opening
+    from exaone_jupyter.engine.server.reasoning import ReasoningText
 
     def joined(reasoning: str, content: str, *, opened: bool) -> str:
-        tags = ("<think>", "</think>")
-        return (
-            _opening(tags[0], reasoning, opened)
-            + reasoning
-            + _closing(tags[1], reasoning, content)
-            + content
-        )
+        text = ReasoningText(("<think>", "</think>"), opened)
+        return text.text(reasoning, "") + text.text("", content) + text.end()
 
     model_wrote = "17 + 20 = 37, then 42.\n</think>\n\n17 + 25 = 42."
     assert joined("17 + 20 = 37, then 42.\n", "\n\n17 + 25 = 42.", opened=True) == model_wrote
@@ -810,3 +805,9 @@ def test_reasoning_sent_apart_is_joined_back_as_the_model_wrote_it():
         == "<think>\n17 + 20 = 37, then 42.\n</think>\n\n17 + 25 = 42."
     )
     assert joined("\nshort", "\n\nok", opened=False) == "<think>\nshort\n</think>\n\nok"
+    # a reply that ends inside its reasoning gets the closing tag, unless the prompt opened it
+    unfinished = ReasoningText(("<think>", "</think>"), False)
+    assert unfinished.text("half a thought", "") + unfinished.end() == (
+        "<think>\nhalf a thought\n</think>\n\n"
+    )
+    assert ReasoningText(("<think>", "</think>"), True).text("half", "") == "half"

@@ -21,6 +21,7 @@ import urllib.parse
 import urllib.request
 import weakref
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ExaoneError, ModelBusyError
@@ -35,6 +36,7 @@ from ..backend import (
 )
 from ..reply import Reply
 from . import many
+from .reasoning import ReasoningText, reasoning_of
 from .server_errors import (
     ReplyCutShort,
     ServerUnreachable,
@@ -363,90 +365,82 @@ class RemoteBackend:
     ) -> Generator[str, None, None]:
         stats = reply.stats
         stats.rate_source = "client"
-        opening, closing = tags
-        first = last = None
-        count = 0
-        in_reasoning = False
-        thought_end = ""  # the last reasoning piece: whether the reasoning ended with a newline
-        usage = timings = None
-        finish: str | None = None
+        reasoning = ReasoningText(tags, reply.thinking_opened)
+        seen = _Seen()
         try:
             if chunks is None:
                 stats.finish_reason = "interrupted"
                 return
-            stopped = False
-            while True:
-                if reply.stop_requested:
-                    stopped = True
-                    break
-                try:
-                    chunk = next(chunks)
-                except StopIteration:
-                    stopped = finish is None and reply.stop_requested  # ended under ``_wake``
-                    break
-                except Exception as err:  # the network boundary: whatever broke, one sentence
-                    if reply.stop_requested:  # closed under it (``_wake``, ``close``)
-                        stopped = True
-                        break
-                    self._clients.drop(client)
-                    raise ExaoneError(
-                        broken_reply(err, url=self.url, timeout=self.timeout, kept=bool(count))
-                    ) from None
-                usage = getattr(chunk, "usage", None) or usage
-                timings = getattr(chunk, "timings", None) or timings
-                for choice in getattr(chunk, "choices", None) or ():
-                    delta = getattr(choice, "delta", None)
-                    thought = _reasoning_of(delta)
-                    content = getattr(delta, "content", None) or ""
-                    text = ""
-                    if thought:
-                        if not in_reasoning:
-                            text += _opening(opening, thought, reply.thinking_opened)
-                            in_reasoning = True
-                        text += thought
-                        thought_end = thought
-                    if content:
-                        if in_reasoning:
-                            text += _closing(closing, thought_end, content)
-                            in_reasoning = False
-                        text += content
-                    if text:
-                        count += 1
-                        last = time.perf_counter()
-                        if first is None:
-                            first = last
-                            stats.ttft_s = first - started
-                        stats.completion_tokens = count
-                        yield text
-                    if getattr(choice, "finish_reason", None):
-                        finish = choice.finish_reason
-            if in_reasoning and not reply.thinking_opened:  # balance the tag written here
-                yield _closing(closing, thought_end, "")
-            if stopped:
+            for text in self._texts(reply, client, chunks, reasoning, seen):
+                seen.count += 1
+                seen.last = time.perf_counter()
+                if seen.first is None:
+                    seen.first = seen.last
+                    stats.ttft_s = seen.first - started
+                stats.completion_tokens = seen.count
+                yield text
+            tail = reasoning.end()  # balance the tag written here
+            if tail:
+                yield tail
+            if seen.stopped:
                 stats.finish_reason = "interrupted"
                 return
-            if finish is None:
+            if seen.finish is None:
                 self._clients.drop(client)
-                if count:
-                    raise ReplyCutShort(
-                        f"The server at {self.url} ended the reply without finishing "
-                        "it (it may have stopped or crashed); the partial reply is "
-                        "kept, check the server's log."
-                    )
-                raise ReplyCutShort(
-                    f"The server at {self.url} ended the reply before any text came "
-                    "(it may have failed on the prompt, e.g. one longer than its "
-                    "context); check the server's log, or shorten the conversation "
-                    "(`%%exaone --new` starts afresh)."
-                )
-            stats.finish_reason = {"eos": "stop", "stop_sequence": "stop"}.get(finish, finish)
+                raise ReplyCutShort(self._cut_short(kept=bool(seen.count)))
+            stats.finish_reason = {"eos": "stop", "stop_sequence": "stop"}.get(
+                seen.finish, seen.finish
+            )
         except KeyboardInterrupt:
             stats.finish_reason = "interrupted"
-            if in_reasoning and not reply.thinking_opened:
-                yield _closing(closing, thought_end, "")
+            tail = reasoning.end()
+            if tail:
+                yield tail
         finally:
             stats.total_s = time.perf_counter() - started
-            self._figures(stats, usage, timings, count, first, last)
+            self._figures(stats, seen.usage, seen.timings, seen.count, seen.first, seen.last)
+
+    def _texts(
+        self, reply: Reply, client, chunks, reasoning: ReasoningText, seen: _Seen
+    ) -> Generator[str, None, None]:
+        """The text of each chunk as it arrives, until the stream ends or a stop; what the
+        chunks say besides (usage, timings, the finish reason) goes into ``seen``."""
+        while not reply.stop_requested:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                seen.stopped = seen.finish is None and reply.stop_requested  # under ``_wake``
+                return
+            except Exception as err:  # the network boundary: whatever broke, one sentence
+                if reply.stop_requested:  # closed under it (``_wake``, ``close``)
+                    break
+                self._clients.drop(client)
+                raise ExaoneError(
+                    broken_reply(err, url=self.url, timeout=self.timeout, kept=bool(seen.count))
+                ) from None
+            seen.usage = getattr(chunk, "usage", None) or seen.usage
+            seen.timings = getattr(chunk, "timings", None) or seen.timings
+            for choice in getattr(chunk, "choices", None) or ():
+                delta = getattr(choice, "delta", None)
+                text = reasoning.text(reasoning_of(delta), getattr(delta, "content", None) or "")
+                if text:
+                    yield text
+                if getattr(choice, "finish_reason", None):
+                    seen.finish = choice.finish_reason
+        seen.stopped = True
+
+    def _cut_short(self, *, kept: bool) -> str:
+        """The sentence for a stream that ended without a finish reason."""
+        if kept:
+            return (
+                f"The server at {self.url} ended the reply without finishing it (it may have "
+                "stopped or crashed); the partial reply is kept, check the server's log."
+            )
+        return (
+            f"The server at {self.url} ended the reply before any text came (it may have "
+            "failed on the prompt, e.g. one longer than its context); check the server's log, "
+            "or shorten the conversation (`%%exaone --new` starts afresh)."
+        )
 
     @staticmethod
     def _figures(
@@ -496,6 +490,19 @@ class RemoteBackend:
         self._clients.close()
 
 
+@dataclass
+class _Seen:
+    """What a stream said besides its text, and how far it came."""
+
+    usage: Any = None
+    timings: Any = None
+    finish: str | None = None
+    stopped: bool = False  # ended by a stop (or Ctrl-C), not by the server
+    count: int = 0  # text pieces
+    first: float | None = None  # when the first and the last piece came
+    last: float | None = None
+
+
 def _spelled(response_format: dict, spelling: str) -> dict:
     """OpenAI's json_schema response_format, in the spelling a server may read instead."""
     if spelling == "json_object":
@@ -508,34 +515,6 @@ def _as_dict(model: Any) -> dict:
         return model
     dump = getattr(model, "model_dump", None) or getattr(model, "dict", None)
     return dict(dump()) if dump else {"id": getattr(model, "id", None)}
-
-
-def _reasoning_of(delta: Any) -> str:
-    """Reasoning text that servers split from the answer (vLLM, llama-server)."""
-    if delta is None:
-        return ""
-    for name in ("reasoning_content", "reasoning"):
-        value = getattr(delta, name, None)
-        if isinstance(value, str) and value:
-            return value
-    return ""
-
-
-def _opening(tag: str, thought: str, opened: bool) -> str:
-    """What goes before the first reasoning piece: nothing when the prompt opened the block (the
-    model wrote no tag, as in a local reply), else the tag, with a newline unless it has one."""
-    if opened:
-        return ""
-    return tag if thought.startswith("\n") else tag + "\n"
-
-
-def _closing(tag: str, thought: str, content: str) -> str:
-    """The closing tag between reasoning and answer. vLLM's parser splits the model's text at the
-    tag and keeps the whitespace around it, so the reply is the model's text exactly (as a local
-    reply is); a server that trims the parts gets the newlines of EXAONE's format back."""
-    before = "" if thought.endswith("\n") else "\n"
-    after = "" if content.startswith("\n") else "\n\n"
-    return before + tag + after
 
 
 def _wake(chunks) -> None:
