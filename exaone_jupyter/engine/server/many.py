@@ -32,62 +32,16 @@ def generate_many(
     on_tokens: Callable[[int], None] | None,
 ) -> BatchResult:
     """Send each request with up to ``parallel`` at once; rows end in any order, each with
-    ``on_row(index, output)``, ``on_tokens(n)`` as its tokens are counted.
+    ``on_row(index, output)``, ``on_tokens(n)`` as its tokens are counted. Ctrl-C stops the
+    replies being read and sends no more: finished rows keep their outputs.
 
-    A reply that the server cut short while other requests were waiting is asked again, and from
-    then on one request goes out at a time: llama-cpp-python's server ends the reply it streams
-    when another request arrives (unless it runs with ``--interrupt_requests False``). Once the
-    server cannot be reached, the rows not yet sent are not sent; ``unreachable`` says why. The
-    run holds the server throughout (``exclusive``), as a local batch holds the model: while a
-    reply streams it is busy (ModelBusyError), and a cell asked meanwhile is told so.
+    The run holds the server throughout (``exclusive``), as a local batch holds the model: while
+    a reply streams it is busy (ModelBusyError), and a cell asked meanwhile is told so.
     """
-    workers = parallel or DEFAULT_REMOTE_PARALLEL
-    serial = threading.Event()  # set once the server cut a reply short
-    one_at_a_time = threading.Lock()
-    unreachable: list[str] = []
-    stopping = threading.Event()
-    live: set = set()  # replies being read, stopped on Ctrl-C
-
-    notes: list[str] = []
+    rows = _Rows(backend, parallel or DEFAULT_REMOTE_PARALLEL, on_tokens)
     outputs = [RowOutput() for _ in requests]
-
-    def ask(request: Request) -> RowOutput:
-        error = ""
-        for _ in range(workers + 1):  # each request already sent can cut one reply short
-            if unreachable:
-                return RowOutput(finish_reason="error", error=unreachable[0])
-            if stopping.is_set():
-                return RowOutput(finish_reason="interrupted")
-            gate = one_at_a_time if serial.is_set() else contextlib.nullcontext()
-            with gate:
-                try:
-                    reply = backend.stream_held(request)
-                    live.add(reply)
-                    try:
-                        text = "".join(reply)
-                    finally:
-                        live.discard(reply)
-                except ReplyCutShort as err:
-                    if workers == 1:
-                        return RowOutput(finish_reason="error", error=str(err))
-                    serial.set()
-                    error = str(err)
-                    continue
-                except ServerUnreachable as err:
-                    unreachable.append(str(err))
-                    return RowOutput(finish_reason="error", error=str(err))
-                except ExaoneError as err:
-                    return RowOutput(finish_reason="error", error=str(err))
-            if reply.note:
-                notes.append(reply.note)  # the same note from many rows: kept once, below
-            made = reply.stats.completion_tokens
-            if on_tokens is not None and made:
-                on_tokens(made)
-            return RowOutput(text, made, reply.stats.finish_reason or "stop", reply.error)
-        return RowOutput(finish_reason="error", error=error)
-
-    with backend.exclusive(), ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(ask, request): i for i, request in enumerate(requests)}
+    with backend.exclusive(), ThreadPoolExecutor(max_workers=rows.workers) as pool:
+        futures = {pool.submit(rows.ask, request): i for i, request in enumerate(requests)}
         try:
             for future in as_completed(futures):
                 i = futures[future]
@@ -95,18 +49,82 @@ def generate_many(
                 if on_row is not None:
                     on_row(i, outputs[i])
         except KeyboardInterrupt:
-            stopping.set()
+            rows.stop()
             for future in futures:
                 future.cancel()
-            for reply in list(live):
-                reply.stop()
-    if serial.is_set():
-        notes.append(
-            "The server cut replies short when it was sent several at once (llama-cpp-python's "
-            "server does, unless started with --interrupt_requests False), so those rows were "
-            "asked again one at a time."
-        )
     for out in outputs:
         if out.finish_reason is None:
             out.finish_reason = "interrupted"
-    return BatchResult(outputs, list(dict.fromkeys(notes)), unreachable[0] if unreachable else None)
+    return BatchResult(outputs, rows.notes(), rows.unreachable[0] if rows.unreachable else None)
+
+
+class _Rows:
+    """How the rows are asked. A reply that the server cut short while other requests were
+    waiting is asked again, and from then on one request goes out at a time: llama-cpp-python's
+    server ends the reply it streams when another request arrives (unless it runs with
+    ``--interrupt_requests False``). Once the server cannot be reached, no more rows are sent."""
+
+    def __init__(
+        self, backend: RemoteBackend, workers: int, on_tokens: Callable[[int], None] | None
+    ) -> None:
+        self.backend, self.workers, self.on_tokens = backend, workers, on_tokens
+        self.serial = threading.Event()  # set once the server cut a reply short
+        self.one_at_a_time = threading.Lock()
+        self.stopping = threading.Event()
+        self.unreachable: list[str] = []
+        self.live: set = set()  # replies being read, stopped on Ctrl-C
+        self._notes: list[str] = []
+
+    def ask(self, request: Request) -> RowOutput:
+        """One row's output: its reply, or one sentence why there is none."""
+        error = ""
+        for _ in range(self.workers + 1):  # each request already sent can cut one reply short
+            if self.unreachable:
+                return RowOutput(finish_reason="error", error=self.unreachable[0])
+            if self.stopping.is_set():
+                return RowOutput(finish_reason="interrupted")
+            gate = self.one_at_a_time if self.serial.is_set() else contextlib.nullcontext()
+            with gate:
+                try:
+                    return self._read(request)
+                except ReplyCutShort as err:
+                    if self.workers == 1:
+                        return RowOutput(finish_reason="error", error=str(err))
+                    self.serial.set()
+                    error = str(err)
+                except ServerUnreachable as err:
+                    self.unreachable.append(str(err))
+                    return RowOutput(finish_reason="error", error=str(err))
+                except ExaoneError as err:
+                    return RowOutput(finish_reason="error", error=str(err))
+        return RowOutput(finish_reason="error", error=error)
+
+    def _read(self, request: Request) -> RowOutput:
+        reply = self.backend.stream_held(request)
+        self.live.add(reply)
+        try:
+            text = "".join(reply)
+        finally:
+            self.live.discard(reply)
+        if reply.note:
+            self._notes.append(reply.note)  # the same note from many rows: kept once
+        made = reply.stats.completion_tokens
+        if self.on_tokens is not None and made:
+            self.on_tokens(made)
+        return RowOutput(text, made, reply.stats.finish_reason or "stop", reply.error)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for reply in list(self.live):
+            reply.stop()
+
+    def notes(self) -> list[str]:
+        """The run's sentences, each once."""
+        notes = list(self._notes)
+        if self.serial.is_set():
+            notes.append(
+                "The server cut replies short when it was sent several at once "
+                "(llama-cpp-python's server does, unless started with --interrupt_requests "
+                "False), so those rows were asked again one at a time."
+            )
+        return list(dict.fromkeys(notes))
