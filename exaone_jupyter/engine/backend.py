@@ -4,8 +4,9 @@ The local llama.cpp engine and the remote OpenAI-compatible one both implement `
 layers above ask it one way: ``stream`` for one reply, ``generate_many`` for many one-off rows
 (one llama batch locally, concurrent requests to a server); ``backend.info`` (a ``BackendInfo``)
 says what it is, and ``backend.tokenizer`` is there when the engine is fed our token ids (local)
-and None when a server applies its own template. Settings live here with their defaults, the
-one place they are written: the magics, the panel and the engines read them from these classes.
+and None when a server applies its own template. Settings live here with their defaults, help
+and checks, the one place they are written: the magics' options, ``%config ExaoneMagics``, the
+panel and the engines are built from these classes (``setting`` below; ui/settings.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,18 @@ def _from_options(
     return replace(base or cls(), **given)
 
 
+def setting(
+    default: Any, help: str, *, short: str = "", metavar: str = "", config: bool = True
+) -> Any:
+    """A field users set, declared with what the notebook shows of it: ``help`` (a phrase, as an
+    option's help reads), ``short`` (the option's letter: ``-t``), ``metavar`` (the value's name
+    in a usage line) and ``config`` (``%config ExaoneMagics`` has it too, as the default for
+    every cell or load). ui/settings.py builds the magics' options, their traits and the
+    panel's fields from these; the validation is the class's own ``__post_init__``."""
+    metadata = {"help": help, "short": short, "metavar": metavar, "config": config}
+    return field(default=default, metadata=metadata)
+
+
 def _is_number(value: object) -> bool:
     return (
         not isinstance(value, bool)
@@ -57,12 +70,12 @@ def _is_count(value: object) -> bool:
 class Sampling:
     """How to pick tokens. Temperature 0 is greedy and reproducible; ``seed=None`` is random."""
 
-    temperature: float = 0.7
-    max_tokens: int = 512
-    top_p: float = 0.95
-    top_k: int = 40
-    repeat_penalty: float = 1.0  # LG: EXAONE wants no repetition penalty above 1.0
-    seed: int | None = None
+    temperature: float = setting(0.7, "0 is greedy and reproducible", short="t")
+    max_tokens: int = setting(512, "most tokens in the reply", short="n")
+    top_p: float = setting(0.95, "1 turns top-p off")
+    top_k: int = setting(40, "0 turns top-k off")
+    repeat_penalty: float = setting(1.0, "LG advises no penalty above 1.0 for EXAONE")
+    seed: int | None = setting(None, "fixed seed for sampling", config=False)
 
     def __post_init__(self) -> None:
         checks = (
@@ -89,13 +102,25 @@ class Sampling:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """Settings that need a reload to change (the local engine's)."""
+    """Settings that need a reload to change (the local engine's); the fields declared with
+    ``setting`` are ``%exaone load``'s options, the others are for Python callers."""
 
-    n_ctx: int | None = None  # default: the smaller of the model's context and DEFAULT_MAX_CTX
-    gpu_layers: str | int = "auto"
-    n_threads: int | None = None  # default: threads.choose_threads (the usable CPUs)
+    gpu_layers: str | int = setting(
+        "auto", "layers on the GPU: auto (default), all, none or a number", metavar="N"
+    )
+    n_ctx: int | None = setting(
+        None,
+        f"context size in tokens (default: the model's, at most {DEFAULT_MAX_CTX})",
+        metavar="TOKENS",
+    )
+    n_threads: int | None = setting(  # default: threads.choose_threads (the usable CPUs)
+        None,
+        "CPU threads (default: one per usable core; %exaone info says why)",
+        metavar="N",
+        config=False,
+    )
     n_batch: int = 512
-    flash_attn: bool = False
+    flash_attn: bool = setting(False, "flash attention (GPU builds)", config=False)
     use_mmap: bool = True
     # Sample inside llama.cpp's graph (its backend sampling) instead of with numpy on the logits.
     # None: where the output layer runs on a GPU, so one token id crosses to the CPU, not the

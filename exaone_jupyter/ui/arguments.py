@@ -11,14 +11,15 @@ import difflib
 import os
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from IPython.core.error import UsageError
-from IPython.core.magic_arguments import MagicArgumentParser
+from IPython.core.magic_arguments import MagicArgumentParser, argument
 
-from ..engine.backend import DEFAULT_MAX_CTX
 from ..model import catalog
+from .settings import LOADING, SAMPLING, Setting
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,27 @@ class Subcommand:
         return " ".join(self.parser.format_usage().removeprefix("usage: ").split())
 
 
+_Magic = TypeVar("_Magic", bound=Callable[..., Any])
+
+
+def sampling_arguments(func: _Magic) -> _Magic:
+    """IPython's ``@argument`` for each sampling setting (``-t``, ``--top-p``...), in the order
+    ``Sampling`` declares them: ``%%exaone``'s options."""
+    for setting in reversed(SAMPLING):  # the @argument nearest the function comes last
+        names, options = _setting_arg(setting)
+        func = argument(*names, **options)(func)
+    return func
+
+
 def _arg(*names: str, **options: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     if "help" in options:  # argparse %-formats help texts; ours mention %exaone
         options["help"] = options["help"].replace("%", "%%")
     return names, options
+
+
+def _setting_arg(setting: Setting) -> tuple[tuple[str, ...], dict[str, Any]]:
+    names, options = setting.argument()
+    return _arg(*names, **options)
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
@@ -86,32 +104,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                     help="path, REPO:FILE, REPO or alias",
                 ),
                 _arg("--file", default=None, metavar="GLOB", help="which GGUF of REPO"),
-                _arg(
-                    "--gpu-layers",
-                    default=None,
-                    metavar="N",
-                    help="auto (default), all, none or a number of layers",
-                ),
-                _arg(
-                    "--n-ctx",
-                    type=int,
-                    default=None,
-                    metavar="TOKENS",
-                    help=f"context size (default: the model's, at most {DEFAULT_MAX_CTX})",
-                ),
-                _arg(
-                    "--n-threads",
-                    type=int,
-                    default=None,
-                    metavar="N",
-                    help="CPU threads (default: one per usable core; %exaone info says why)",
-                ),
-                _arg(
-                    "--flash-attn",
-                    action="store_true",
-                    default=None,
-                    help="flash attention (GPU builds)",
-                ),
+                *map(_setting_arg, LOADING),  # --gpu-layers, --n-ctx... (LoadOptions)
             ),
         ),
         Subcommand("unload", "Free the model's memory; the conversation stays."),

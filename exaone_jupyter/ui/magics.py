@@ -2,8 +2,10 @@
 
 The magics parse, render and report; loading, prompting and generating happen in the layers
 below. Settings are traitlets, so ``%config ExaoneMagics.temperature = 0`` works, and a bad value
-is refused when it is set. Every subcommand's parser is declared once, in ``SUBCOMMANDS``: the
-same parser reads the line, and writes ``%exaone help`` and ``%exaone?``.
+is refused when it is set; the sampling and load ones, and their options, are built from
+``Sampling`` and ``LoadOptions`` (ui/settings.py). Every subcommand's parser is declared once,
+in ``SUBCOMMANDS``: the same parser reads the line, and writes ``%exaone help`` and
+``%exaone?``.
 """
 
 from __future__ import annotations
@@ -19,15 +21,22 @@ from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
+from traitlets import Bool, Float, TraitError, Unicode, observe, validate
 
 from ..chat.exchange import MIME
-from ..engine.backend import DEFAULT_MAX_CTX, LoadOptions, Sampling
+from ..engine.backend import Sampling
 from ..engine.reply import Reply
 from ..errors import ExaoneError
 from ..model import catalog
 from ..session import get_session
-from .arguments import SUBCOMMANDS, find_subcommand, parse_words, split_line, subcommand_help
+from .arguments import (
+    SUBCOMMANDS,
+    find_subcommand,
+    parse_words,
+    sampling_arguments,
+    split_line,
+    subcommand_help,
+)
 from .interpolate import interpolate
 from .progress import LoadProgress
 from .render import (
@@ -39,9 +48,7 @@ from .render import (
     show_markdown,
 )
 from .reports import info_rows, short_spec, show_dry_run, show_history, show_loaded, show_table
-
-SAMPLING = Sampling()  # the defaults, written once (engine/backend.py)
-LOADING = LoadOptions()
+from .settings import CONFIG, LOADING, SAMPLING, config_traits, configured, given
 
 
 # -- the magics ------------------------------------------------------------------------------------
@@ -54,19 +61,10 @@ class ExaoneMagics(Magics):
         help="Model to load when none is: a .gguf path, REPO:FILE or a catalog "
         "alias (EXAONE_JUPYTER_MODEL wins over this).",
     ).tag(config=True)
-    gpu_layers = Unicode(
-        str(LOADING.gpu_layers), help="auto, all, none or a number of layers."
-    ).tag(config=True)
-    n_ctx = Int(
-        0, help=f"Context size in tokens; 0 = the smaller of the model's and {DEFAULT_MAX_CTX}."
-    ).tag(config=True)
-    max_tokens = Int(SAMPLING.max_tokens, help="Most tokens a reply may have.").tag(config=True)
-    temperature = Float(SAMPLING.temperature, help="0 is greedy and reproducible.").tag(config=True)
-    top_p = Float(SAMPLING.top_p).tag(config=True)
-    top_k = Int(SAMPLING.top_k, help="0 turns top-k off.").tag(config=True)
-    repeat_penalty = Float(
-        SAMPLING.repeat_penalty, help="LG advises no penalty above 1.0 for EXAONE."
-    ).tag(config=True)
+    # temperature, max_tokens, top_p, top_k, repeat_penalty, gpu_layers, n_ctx: a trait for
+    # each Sampling and LoadOptions field that %config has (ui/settings.py). A class body's
+    # locals() is the namespace the class is made from.
+    locals().update(config_traits())
     system = Unicode(
         None,
         allow_none=True,
@@ -81,16 +79,7 @@ class ExaoneMagics(Magics):
     show_meter = Bool(True, help="Show the tokens/s meter under each reply.").tag(config=True)
 
     # A bad %config value is refused when it is set, in one sentence, not at the next cell.
-    @validate(
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "repeat_penalty",
-        "gpu_layers",
-        "n_ctx",
-        "update_interval",
-    )
+    @validate(*CONFIG, "update_interval")
     def _valid_setting(self, proposal: dict) -> Any:
         try:
             check_setting(proposal["trait"].name, proposal["value"])
@@ -120,12 +109,7 @@ class ExaoneMagics(Magics):
     @no_var_expand
     @magic_arguments("%exaone")  # the usage line reads "%%exaone", not the method's name
     @argument("-s", "--system", default=None, help="system prompt (kept for later cells)")
-    @argument("-t", "--temperature", type=float, default=None, help="0 = greedy, reproducible")
-    @argument("-n", "--max-tokens", type=int, default=None, help="most tokens in the reply")
-    @argument("--top-p", type=float, default=None)
-    @argument("--top-k", type=int, default=None)
-    @argument("--repeat-penalty", type=float, default=None)
-    @argument("--seed", type=int, default=None, help="fixed seed for sampling")
+    @sampling_arguments  # -t, -n, --top-p, --top-k, --repeat-penalty, --seed (Sampling)
     @argument("--new", action="store_true", help="start a fresh conversation")
     @argument("--no-history", action="store_true", help="a one-off question, not remembered")
     @argument("-o", "--out", default=None, metavar="VAR", help="store the reply text in VAR")
@@ -171,15 +155,7 @@ class ExaoneMagics(Magics):
             if args.out:
                 check_variable_name(args.out, "-o answer")
             self._ensure_model(renderer.note)
-            sampling = Sampling.from_options(
-                self._sampling(),
-                temperature=args.temperature,
-                max_tokens=args.max_tokens,
-                top_p=args.top_p,
-                top_k=args.top_k,
-                repeat_penalty=args.repeat_penalty,
-                seed=args.seed,
-            )
+            sampling = Sampling.from_options(self._sampling(), **given(SAMPLING, args))
             question = interpolate(cell.strip("\n"), self._namespace)
             turn = session.prepare(
                 question,
@@ -239,19 +215,7 @@ class ExaoneMagics(Magics):
 
     def _cmd_load(self, args: argparse.Namespace) -> None:
         session = get_session()
-        options = self._load_options()
-        options.update(
-            {
-                k: v
-                for k, v in (
-                    ("gpu_layers", args.gpu_layers),
-                    ("n_ctx", args.n_ctx),
-                    ("n_threads", args.n_threads),
-                    ("flash_attn", args.flash_attn),
-                )
-                if v is not None
-            }
-        )
+        options = {**self._load_options(), **given(LOADING, args)}
         spec = args.spec or session.default_spec(self.model or None)
         for notice in self._load(spec, file_glob=args.file, **options):
             _notice(notice)
@@ -399,16 +363,10 @@ class ExaoneMagics(Magics):
         return self.shell.user_ns
 
     def _sampling(self) -> Sampling:
-        return Sampling(
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            repeat_penalty=self.repeat_penalty,
-        )
+        return Sampling(**configured(SAMPLING, self))
 
     def _load_options(self) -> dict[str, Any]:
-        return {"gpu_layers": self.gpu_layers, "n_ctx": self.n_ctx or None}
+        return configured(LOADING, self)
 
     def _ensure_model(self, note: Callable[[str], None]) -> None:
         """Load the default model when none is, saying so first."""
@@ -437,13 +395,8 @@ _line_magic.__doc__ = f"{_line_magic.__doc__}\n\n" + "\n\n".join(
 
 def check_setting(name: str, value: object) -> None:
     """Raise the ExaoneError (one sentence) that a bad value of setting ``name`` deserves."""
-    if name in SAMPLING_SETTINGS:
-        Sampling.from_options(None, **{name: value})
-    elif name == "gpu_layers":
-        LoadOptions(gpu_layers=str(value))
-    elif name == "n_ctx":
-        if value != 0:  # 0 means the default
-            LoadOptions(n_ctx=value)  # type: ignore[arg-type]
+    if name in CONFIG:
+        CONFIG[name].check(value)
     elif name == "update_interval" and not (isinstance(value, (int, float)) and value > 0):
         raise ExaoneError(f"update_interval must be a number of seconds above 0, not {value!r}.")
 
@@ -457,9 +410,6 @@ def check_variable_name(name: str, example: str) -> None:
     """``--out`` names a Python variable: a name the notebook can use afterwards."""
     if not name.isidentifier() or keyword.iskeyword(name):
         raise ExaoneError(f"--out takes a variable name, not {name!r}; use e.g. {example}.")
-
-
-SAMPLING_SETTINGS = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty")
 
 
 def _error(err: Exception) -> None:

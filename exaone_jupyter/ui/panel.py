@@ -27,7 +27,7 @@ from __future__ import annotations
 import html
 import threading
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import ipywidgets as widgets
 
@@ -40,8 +40,10 @@ from .markup import reply_html, status_html, turn_html
 from .meter import live_rate, meter_html
 from .panel_model import ModelRow, one_sentence, set_tooltip
 from .render import DEFAULT_INTERVAL
+from .settings import SETTINGS
 
 SPARK_POINTS = 120  # the sparkline keeps at most this many samples (older ones are merged)
+_Field = TypeVar("_Field", bound=widgets.ValueWidget)
 
 
 class ChatPanel(ModelRow, widgets.VBox):
@@ -93,23 +95,23 @@ class ChatPanel(ModelRow, widgets.VBox):
             rows=2,
             layout=full,
         )
-        self.temperature = widgets.FloatSlider(
-            description="Temperature",
-            value=self.sampling.temperature,
+        # The sampling a reply may change (the rest is self.sampling's): label, starting value
+        # and tooltip come from Sampling's fields (ui/settings.py).
+        self._sampling_fields: dict[str, widgets.ValueWidget] = {}
+        self.temperature = self._sampling_field(
+            widgets.FloatSlider,
+            "temperature",
             min=0.0,
             max=2.0,
             step=0.05,
-            style=wide,
             readout_format=".2f",
             layout=widgets.Layout(width="340px"),
         )
-        set_tooltip(self.temperature, "0 is greedy and reproducible.")
-        self.max_tokens = widgets.BoundedIntText(
-            description="Max tokens",
-            value=self.sampling.max_tokens,
+        self.max_tokens = self._sampling_field(
+            widgets.BoundedIntText,
+            "max_tokens",
             min=1,
             max=131072,
-            style=wide,
             layout=widgets.Layout(width="190px"),
         )
         self.transcript = widgets.HTML(layout=widgets.Layout(width="100%"))
@@ -198,6 +200,19 @@ class ChatPanel(ModelRow, widgets.VBox):
         self._render_transcript()
         self.session.watch(self._on_session_change)
 
+    def _sampling_field(self, kind: type[_Field], name: str, **options: Any) -> _Field:
+        """A field for the sampling setting ``name``, starting at ``self.sampling``'s value."""
+        setting = SETTINGS[name]
+        widget = kind(
+            description=setting.label,
+            value=getattr(self.sampling, name),
+            style={"description_width": "initial"},
+            **options,
+        )
+        set_tooltip(widget, setting.sentence)
+        self._sampling_fields[name] = widget
+        return widget
+
     # -- asking ------------------------------------------------------------------------------------
     def _on_input_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
         if content.get("event") == "submit":
@@ -223,9 +238,7 @@ class ChatPanel(ModelRow, widgets.VBox):
                 return
             try:
                 sampling = Sampling.from_options(
-                    self.sampling,
-                    temperature=float(self.temperature.value),
-                    max_tokens=int(self.max_tokens.value),
+                    self.sampling, **{name: w.value for name, w in self._sampling_fields.items()}
                 )
                 turn = self.session.prepare(question, sampling, system=self._edited_system())
                 self._system_shown = self.session.conversation.system or ""
