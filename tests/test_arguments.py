@@ -206,3 +206,17 @@ def test_config_values_are_what_a_cell_without_options_uses(shell, unchanged):
         assert shell.eval("__import__('exaone_jupyter').last_reply().text") == DEMO_ANSWER
     finally:
         shell.run("%config ExaoneMagics.max_tokens = 512")
+
+
+def test_every_configurable_setting_is_a_trait_declared_from_its_field():
+    """A Sampling or LoadOptions field marked for %config has its ExaoneMagics trait, with the
+    field's default and help: a new setting cannot be forgotten there."""
+    from exaone_jupyter.ui.magics import ExaoneMagics
+    from exaone_jupyter.ui.settings import CONFIG
+
+    traits = ExaoneMagics.class_traits()
+    for name, setting in CONFIG.items():
+        assert name in traits, name
+        default = setting.default if setting.default is not None else 0
+        assert traits[name].default_value == default, name
+        assert setting.help[1:] in traits[name].help, name

@@ -48,7 +48,7 @@ from .render import (
     show_markdown,
 )
 from .reports import info_rows, short_spec, show_dry_run, show_history, show_loaded, show_table
-from .settings import CONFIG, LOADING, SAMPLING, config_traits, configured, given
+from .settings import CONFIG, LOADING, SAMPLING, config_trait, configured, given
 
 
 # -- the magics ------------------------------------------------------------------------------------
@@ -61,10 +61,15 @@ class ExaoneMagics(Magics):
         help="Model to load when none is: a .gguf path, REPO:FILE or a catalog "
         "alias (EXAONE_JUPYTER_MODEL wins over this).",
     ).tag(config=True)
-    # temperature, max_tokens, top_p, top_k, repeat_penalty, gpu_layers, n_ctx: a trait for
-    # each Sampling and LoadOptions field that %config has (ui/settings.py). A class body's
-    # locals() is the namespace the class is made from.
-    locals().update(config_traits())
+    # The Sampling and LoadOptions settings that %config has: each trait's type, default and
+    # help come from the field that declares the setting (ui/settings.py).
+    temperature = config_trait("temperature")
+    max_tokens = config_trait("max_tokens")
+    top_p = config_trait("top_p")
+    top_k = config_trait("top_k")
+    repeat_penalty = config_trait("repeat_penalty")
+    gpu_layers = config_trait("gpu_layers")
+    n_ctx = config_trait("n_ctx")
     system = Unicode(
         None,
         allow_none=True,

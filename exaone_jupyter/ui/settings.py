@@ -91,9 +91,9 @@ SETTINGS = {s.name: s for s in SAMPLING + LOADING}
 CONFIG = {name: s for name, s in SETTINGS.items() if s.config}  # ExaoneMagics's traits
 
 
-def config_traits() -> dict[str, TraitType]:
-    """A trait for each setting that ``%config ExaoneMagics`` has."""
-    return {name: s.trait() for name, s in CONFIG.items()}
+def config_trait(name: str) -> TraitType:
+    """The ``%config ExaoneMagics`` trait of the setting called ``name``."""
+    return CONFIG[name].trait()
 
 
 def configured(settings: tuple[Setting, ...], source: object) -> dict[str, Any]:
