@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..engine.backend import Request, RowOutput, Sampling
+from ..engine.backend import Backend, Request, RowOutput, Sampling
 from ..errors import ExaoneError
 from .cache import RowCache, disk_dir, row_key
 from .structured import ReplyParseError, Schema
@@ -167,14 +167,11 @@ def run_map(
     """See ``exaone_jupyter.map``; ``on_progress`` is called with the figures as rows end."""
     backend = session.require_backend()
     rows_in, index = _rows(items)
-    if parallel is not None and (
-        isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1
-    ):
-        raise ExaoneError(f"parallel must be a whole number of 1 or more, not {parallel!r}.")
-    if memory_mb is not None and (
-        isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb < 1
-    ):
-        raise ExaoneError(f"memory_mb must be a whole number of 1 or more, not {memory_mb!r}.")
+    for name, value in (("parallel", parallel), ("memory_mb", memory_mb)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ExaoneError(f"{name} must be a whole number of 1 or more, not {value!r}.")
     sampling = Sampling.from_options(
         Sampling(temperature=0.0, max_tokens=DEFAULT_MAX_TOKENS), **sampling_options
     )
@@ -184,92 +181,119 @@ def run_map(
     if system is None:
         system = session.conversation.system
     response_format = structure.response_format() if structure is not None else None
+    run = _Run(len(rows_in), structure, RowCache(cache if _reproducible(sampling) else False))
     rows = [_Row(i) for i in range(len(rows_in))]
-    values: list[Any] = [None] * len(rows)
     for row, text in zip(rows, texts, strict=True):
         if isinstance(text, RowError):
-            values[row.index] = text
+            run.values[row.index] = text
             continue
         row.prompt = text
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": text}
         ]
         row.request = session.one_off(messages, sampling, response_format=response_format)
-
-    progress = MapProgress(total=len(rows))
-    store = RowCache(cache if _reproducible(sampling) else False)
     try:
-        todo = _from_cache(rows, values, store, _model_identity(session), sampling, structure)
-    except BaseException:
-        store.close()
-        raise
-    progress.done = progress.settled_at_start = len(rows) - len(todo)
-    progress.errors = sum(isinstance(v, RowError) for v in values)
-    progress.from_cache = sum(1 for r in rows if r.cached)
-    progress.from_disk = sum(1 for r in rows if r.cached == "disk")
-    notes: list[str] = []
-    started = time.perf_counter()
-
-    def report() -> None:
-        progress.elapsed_s = time.perf_counter() - started
-        if on_progress is not None:
-            on_progress(progress)
-
-    def row_done(row: _Row, text: str, finish: str, error: str | None = None) -> None:
-        if error is not None:
-            values[row.index] = RowError(error)
-        elif finish == "interrupted":
-            values[row.index] = RowError("interrupted before it finished", interrupted=True)
-        else:
-            values[row.index] = _value(text, finish, structure)
-            if row.key is not None:
-                store.put(row.key, text, finish)
-        progress.done += 1
-        progress.errors += isinstance(values[row.index], RowError)
-        report()
-
-    def ended(i: int, out: RowOutput) -> None:
-        row_done(todo[i], out.text, out.finish_reason or "interrupted", out.error)
-
-    def tokens(n: int) -> None:
-        progress.tokens += n
-
-    report()
-    unreachable: str | None = None
-    try:
-        if todo:
-            requests = [row.request for row in todo if row.request is not None]
-            assert len(requests) == len(todo)  # a row without a request is an error already
-            result = backend.generate_many(
-                requests,
-                parallel=parallel,
-                memory_mb=memory_mb,
-                on_row=ended,
-                on_tokens=tokens,
-            )
-            notes += result.notes
-            unreachable = result.unreachable
-            for row, out in zip(todo, result.outputs, strict=True):
-                if out.finish_reason == "interrupted":
-                    progress.interrupted = True
-                    if values[row.index] is None and out.text:  # started, then stopped
-                        row_done(row, out.text, "interrupted")
-    except KeyboardInterrupt:  # between the engine's steps
-        progress.interrupted = True
+        todo = _from_cache(
+            rows, run.values, run.store, _model_identity(session), sampling, structure
+        )
+        run.start(rows, len(todo), on_progress)
+        unreachable = run.answer(backend, todo, parallel=parallel, memory_mb=memory_mb)
     finally:
-        store.close()
-    for row in todo:
-        if values[row.index] is None:
-            values[row.index] = RowError("not run: the map was interrupted", interrupted=True)
-            progress.interrupted = True
-            progress.errors += 1
-    progress.finished = True
-    report()
-    if unreachable and all(isinstance(v, RowError) for v in values):
+        run.store.close()
+    run.finish(todo)
+    if unreachable and all(isinstance(v, RowError) for v in run.values):
         raise ExaoneError(unreachable)  # nothing to keep: the one sentence, as a cell says it
-    if store.note:
-        notes.insert(0, store.note)
-    return MapResult(values, progress, index, notes)
+    return MapResult(run.values, run.progress, index, run.notes)
+
+
+class _Run:
+    """One map's values, figures and cache while the engine answers its rows."""
+
+    def __init__(self, total: int, structure: Schema | None, store: RowCache) -> None:
+        self.values: list[Any] = [None] * total
+        self.progress = MapProgress(total=total)
+        self.structure = structure
+        self.store = store
+        self.notes: list[str] = []
+        self._on_progress: Callable[[MapProgress], None] | None = None
+        self._started = time.perf_counter()
+
+    def start(
+        self, rows: list[_Row], todo: int, on_progress: Callable[[MapProgress], None] | None
+    ) -> None:
+        """The figures before anything runs: rows from the cache and refused rows are done."""
+        p = self.progress
+        p.done = p.settled_at_start = len(rows) - todo
+        p.errors = sum(isinstance(v, RowError) for v in self.values)
+        p.from_cache = sum(1 for r in rows if r.cached)
+        p.from_disk = sum(1 for r in rows if r.cached == "disk")
+        self._on_progress = on_progress
+        self._started = time.perf_counter()
+        self.report()
+
+    def report(self) -> None:
+        self.progress.elapsed_s = time.perf_counter() - self._started
+        if self._on_progress is not None:
+            self._on_progress(self.progress)
+
+    def answer(
+        self, backend: Backend, todo: list[_Row], *, parallel: int | None, memory_mb: int | None
+    ) -> str | None:
+        """The engine's answers to ``todo``, whichever engine it is; the sentence saying the
+        server could not be reached, if it could not."""
+        if not todo:
+            return None
+        requests = [row.request for row in todo if row.request is not None]
+        assert len(requests) == len(todo)  # a row without a request is an error already
+
+        def ended(i: int, out: RowOutput) -> None:
+            self.row_done(todo[i], out.text, out.finish_reason or "interrupted", out.error)
+
+        def tokens(n: int) -> None:
+            self.progress.tokens += n
+
+        try:
+            result = backend.generate_many(
+                requests, parallel=parallel, memory_mb=memory_mb, on_row=ended, on_tokens=tokens
+            )
+        except KeyboardInterrupt:  # between the engine's steps
+            self.progress.interrupted = True
+            return None
+        self.notes += result.notes
+        for row, out in zip(todo, result.outputs, strict=True):
+            if out.finish_reason == "interrupted":
+                self.progress.interrupted = True
+                if self.values[row.index] is None and out.text:  # started, then stopped
+                    self.row_done(row, out.text, "interrupted")
+        return result.unreachable
+
+    def row_done(self, row: _Row, text: str, finish: str, error: str | None = None) -> None:
+        if error is not None:
+            value: Any = RowError(error)
+        elif finish == "interrupted":
+            value = RowError("interrupted before it finished", interrupted=True)
+        else:
+            value = _value(text, finish, self.structure)
+            if row.key is not None:
+                self.store.put(row.key, text, finish)
+        self.values[row.index] = value
+        self.progress.done += 1
+        self.progress.errors += isinstance(value, RowError)
+        self.report()
+
+    def finish(self, todo: list[_Row]) -> None:
+        """Rows the run never reached are errors; the last figures are reported."""
+        for row in todo:
+            if self.values[row.index] is None:
+                self.values[row.index] = RowError(
+                    "not run: the map was interrupted", interrupted=True
+                )
+                self.progress.interrupted = True
+                self.progress.errors += 1
+        self.progress.finished = True
+        self.report()
+        if self.store.note:
+            self.notes.insert(0, self.store.note)
 
 
 def _from_cache(rows, values, store, identity, sampling, structure) -> list[_Row]:
