@@ -89,36 +89,11 @@ class LocalBackend:
             gpu=self.gpu,
         )
 
+        self.threads = choose_threads(options.n_threads)
+        self.extra_buffers = not amx_hazard(info)
         position = llama_log.mark()
         started = time.perf_counter()
-        n_gpu = self.plan.llama_n_gpu_layers
-        kwargs: dict[str, Any] = {
-            "model_path": str(info.path),
-            "n_ctx": self.n_ctx,
-            "n_gpu_layers": n_gpu,
-            "n_batch": min(options.n_batch, self.n_ctx),
-            "flash_attn": options.flash_attn,
-            "use_mmap": options.use_mmap,
-            "seed": random.SystemRandom().getrandbits(32),
-            "verbose": False,
-        }
-        self.threads = choose_threads(options.n_threads)
-        kwargs.update(n_threads=self.threads.decode, n_threads_batch=self.threads.batch)
-        self.extra_buffers = not amx_hazard(info)
-        progress = LoadProgress(on_progress)
-        try:
-            with model_params(
-                use_extra_bufts=self.extra_buffers, progress_callback=progress.callback
-            ):
-                self._llm: Any = llama_cpp.Llama(**kwargs)  # None once closed
-        except (ValueError, RuntimeError, OSError) as err:
-            if progress.interrupted:  # our callback told llama.cpp to stop: not the file's fault
-                raise KeyboardInterrupt from None
-            reason = llama_log.last_error(position) or str(err)
-            raise ExaoneError(
-                f"llama.cpp could not load {info.path.name}: {reason.rstrip('.')}; "
-                "check that the file is a complete GGUF of a supported model."
-            ) from None
+        self._llm: Any = self._load(on_progress)  # None once closed
         load_s = time.perf_counter() - started
         llama_gpu_layers = offloaded_from_log(llama_log.since(position, 2))
 
@@ -150,14 +125,54 @@ class LocalBackend:
             else self.plan.n_gpu_layers > 0 and self.gpu.supports_offload
         )
         self._graph_chain: Any = None  # the chain attached to the context (sample_in_graph)
-        self.info = BackendInfo(
+        self.info = self._describe(load_s, llama_gpu_layers)
+
+    def _load(self, on_progress: Callable[[float], None] | None) -> Any:
+        """llama-cpp-python's ``Llama`` for the file, as planned: a failure is one sentence (llama.cpp's
+        own reason, from its log), Ctrl-C through ``on_progress`` a KeyboardInterrupt."""
+        import llama_cpp
+
+        info, options = self.gguf, self.options
+        kwargs: dict[str, Any] = {
+            "model_path": str(info.path),
+            "n_ctx": self.n_ctx,
+            "n_gpu_layers": self.plan.llama_n_gpu_layers,
+            "n_batch": min(options.n_batch, self.n_ctx),
+            "flash_attn": options.flash_attn,
+            "use_mmap": options.use_mmap,
+            "seed": random.SystemRandom().getrandbits(32),
+            "verbose": False,
+            "n_threads": self.threads.decode,
+            "n_threads_batch": self.threads.batch,
+        }
+        position = llama_log.mark()
+        progress = LoadProgress(on_progress)
+        try:
+            with model_params(
+                use_extra_bufts=self.extra_buffers, progress_callback=progress.callback
+            ):
+                return llama_cpp.Llama(**kwargs)
+        except (ValueError, RuntimeError, OSError) as err:
+            if progress.interrupted:  # our callback told llama.cpp to stop: not the file's fault
+                raise KeyboardInterrupt from None
+            reason = llama_log.last_error(position) or str(err)
+            raise ExaoneError(
+                f"llama.cpp could not load {info.path.name}: {reason.rstrip('.')}; "
+                "check that the file is a complete GGUF of a supported model."
+            ) from None
+
+    def _describe(self, load_s: float, llama_gpu_layers: int | None) -> BackendInfo:
+        """What this backend is, for %exaone info, the panel and the meter."""
+        import llama_cpp
+
+        return BackendInfo(
             kind="local",
             label="llama.cpp (local)",
-            model=info.name,
+            model=self.gguf.name,
             n_ctx=self.n_ctx,
             notices=(self.plan.notice,) if self.plan.notice else (),
             local=LocalFacts(
-                gguf=info,
+                gguf=self.gguf,
                 offload=self.plan,
                 gpu=self.gpu,
                 llama_gpu_layers=llama_gpu_layers,
