@@ -81,9 +81,35 @@ class ChatPanel(ModelRow, widgets.VBox):
         self._notes: list[str] = []
         self._html_cache: dict[tuple[str, str], str] = {}
 
-        full = widgets.Layout(width="100%")
-        wide = {"description_width": "initial"}
         self._build_model_row()
+        self._build_conversation_widgets()
+        self._mark_widgets()
+        self._show_gpu_support(None)
+        self.load_button.on_click(self._guard(self._on_load))
+        self.send_button.on_click(self._guard(self._on_send))
+        self.stop_button.on_click(self._guard(self._on_stop))
+        self.reset_button.on_click(self._guard(self._on_reset))
+        self.input.on_msg(self._on_input_msg)  # Enter: the "submit" event of ipywidgets 7 and 8
+        kwargs.setdefault(
+            "layout",
+            widgets.Layout(
+                width="100%",
+                max_width="980px",
+                border="1px solid rgba(127,127,127,0.3)",
+                padding="6px",
+            ),
+        )
+        super().__init__(children=self._rows(), **kwargs)
+        self.add_class("exaone-panel")
+        if self.session.backend is not None:
+            self._after_load(self.session.model_spec or "", [], None)
+        self._render_transcript()
+        self.session.watch(self._on_session_change)
+
+    def _build_conversation_widgets(self) -> None:
+        """The status and notes lines, the system prompt, the sampling fields, the transcript,
+        the meter, the input and its buttons (the model row is ``ModelRow``'s)."""
+        full = widgets.Layout(width="100%")
         self.status = widgets.HTML(value=status_html("info", "Pick a model and press Load."))
         # The turn's notes (history left out, no reasoning mode...) and the reply's: a line of
         # their own, which the status line's "Writing…" and "Done" leave alone.
@@ -91,7 +117,7 @@ class ChatPanel(ModelRow, widgets.VBox):
         self.system = widgets.Textarea(
             description="System",
             placeholder="system prompt (empty: none)",
-            style=wide,
+            style={"description_width": "initial"},
             rows=2,
             layout=full,
         )
@@ -114,30 +140,23 @@ class ChatPanel(ModelRow, widgets.VBox):
             max=131072,
             layout=widgets.Layout(width="190px"),
         )
-        self.transcript = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.transcript = widgets.HTML(layout=full)
         self.meter = widgets.HTML(value=meter_html(None, []))
         self.input = widgets.Text(
             placeholder="Ask EXAONE… (Enter sends)", layout=widgets.Layout(flex="1 1 auto")
         )
+        button = widgets.Layout(width="90px")
         self.send_button = widgets.Button(
-            description="Send",
-            button_style="success",
-            icon="paper-plane",
-            layout=widgets.Layout(width="90px"),
+            description="Send", button_style="success", icon="paper-plane", layout=button
         )
         self.stop_button = widgets.Button(
-            description="Stop",
-            button_style="danger",
-            icon="stop",
-            disabled=True,
-            layout=widgets.Layout(width="90px"),
+            description="Stop", button_style="danger", icon="stop", disabled=True, layout=button
         )
-        self.reset_button = widgets.Button(
-            description="Reset", icon="eraser", layout=widgets.Layout(width="90px")
-        )
+        self.reset_button = widgets.Button(description="Reset", icon="eraser", layout=button)
         set_tooltip(self.reset_button, "Forget the conversation (the system prompt stays).")
 
-        # Stable CSS classes: what the browser test and the kernel-level test find widgets by.
+    def _mark_widgets(self) -> None:
+        """Stable CSS classes: what the browser test and the kernel-level test find widgets by."""
         for name in (
             "model",
             "gpu_layers",
@@ -160,15 +179,10 @@ class ChatPanel(ModelRow, widgets.VBox):
         ):
             getattr(self, name).add_class("exaone-" + name.replace("_button", "").replace("_", "-"))
 
-        self._show_gpu_support(None)
-        self.load_button.on_click(self._guard(self._on_load))
-        self.send_button.on_click(self._guard(self._on_send))
-        self.stop_button.on_click(self._guard(self._on_stop))
-        self.reset_button.on_click(self._guard(self._on_reset))
-        self.input.on_msg(self._on_input_msg)  # Enter: the "submit" event of ipywidgets 7 and 8
-
+    def _rows(self) -> list[widgets.Widget]:
+        """The panel from top to bottom."""
         model_row, facts_row = self._model_row()
-        rows = [
+        return [
             model_row,
             widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")),
             self.notes,
@@ -184,21 +198,6 @@ class ChatPanel(ModelRow, widgets.VBox):
                 layout=widgets.Layout(align_items="center"),
             ),
         ]
-        kwargs.setdefault(
-            "layout",
-            widgets.Layout(
-                width="100%",
-                max_width="980px",
-                border="1px solid rgba(127,127,127,0.3)",
-                padding="6px",
-            ),
-        )
-        super().__init__(children=rows, **kwargs)
-        self.add_class("exaone-panel")
-        if self.session.backend is not None:
-            self._after_load(self.session.model_spec or "", [], None)
-        self._render_transcript()
-        self.session.watch(self._on_session_change)
 
     def _sampling_field(self, kind: type[_Field], name: str, **options: Any) -> _Field:
         """A field for the sampling setting ``name``, starting at ``self.sampling``'s value."""
