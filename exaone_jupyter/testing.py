@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .chat.families import EXAONE3_TEMPLATE
+
+if TYPE_CHECKING:
+    import gguf
 
 EXAONE_SPECIAL_TOKENS = (
     "[PAD]",
@@ -164,111 +167,190 @@ def write_random_gguf(
     ``user_defined`` adds tokens typed USER_DEFINED (e.g. ``("<think>", "</think>")``, as EXAONE
     4.0's GGUFs have them), after the merged ones.
     """
-    if favour_token is not None and favour_text is not None:
-        raise ValueError("give favour_token or favour_text, not both")
-    cycle = list(favour_text.encode("utf-8")) if favour_text is not None else []
-    if len(set(cycle)) != len(cycle):
-        raise ValueError(f"the bytes of favour_text {favour_text!r} must all differ")
+    cycle = _favour_text_tokens(favour_token, favour_text)
     import gguf
 
     path = Path(path)
+    tokens, merges = _vocabulary(user_defined, n_vocab)
+    n_vocab = len(tokens)
+    if arch == "exaone4" and shape.n_head * shape.head_dim != shape.n_embd:
+        raise ValueError("exaone4 needs n_head * head_dim == n_embd")
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    _add_model_metadata(writer, shape, arch=arch, name=name, n_vocab=n_vocab, dtype=dtype)
+    if tokenizer:
+        add_exaone_tokenizer(writer, tokens, merges, pre=pre, user_defined=user_defined)
+    if template is not None:
+        writer.add_chat_template(template)
+
+    tensors = _TensorWriter(writer, dtype, seed)
+    embd = tensors.random(n_vocab, shape.n_embd)
+    _steer_embeddings(embd, favour_token, cycle)
+    tensors.add("token_embd.weight", embd)
+    for layer in range(shape.n_layer):
+        _add_block(tensors, layer, shape, arch=arch, quiet=bool(cycle))
+    tensors.add("output_norm.weight", np.ones(shape.n_embd, np.float32))
+    output = tensors.random(n_vocab, shape.n_embd)
+    if logit_scale != 1.0:
+        output *= np.float32(logit_scale)
+    if quiet_control_tokens:
+        output[: len(EXAONE_SPECIAL_TOKENS)] = 0.0
+    _steer_output(output, embd, favour_token, cycle)
+    tensors.add("output.weight", output)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _favour_text_tokens(favour_token: int | None, favour_text: str | None) -> list[int]:
+    """The byte tokens of ``favour_text``, in order: the cycle greedy decoding is to write.
+
+    Empty without ``favour_text``. Refuses what cannot be steered: a byte that came twice would
+    need two successors, and a favoured token and a favoured text would compete for one row.
+    """
+    if favour_token is not None and favour_text is not None:
+        raise ValueError("give favour_token or favour_text, not both")
+    text_bytes = list(favour_text.encode("utf-8")) if favour_text is not None else []
+    if len(set(text_bytes)) != len(text_bytes):
+        raise ValueError(f"the bytes of favour_text {favour_text!r} must all differ")
+    return [len(EXAONE_SPECIAL_TOKENS) + b for b in text_bytes]
+
+
+def _vocabulary(user_defined: Sequence[str], n_vocab: int | None) -> tuple[list[str], list[str]]:
+    """(tokens, merges) of a small BPE in EXAONE's format.
+
+    The control markers come first, then one token per byte (byte ``b`` is token
+    ``len(EXAONE_SPECIAL_TOKENS) + b``), the merged pairs, ``user_defined``, and filler up to
+    ``n_vocab`` tokens when it is given.
+    """
     b2u = bytes_to_unicode()
     tokens = list(EXAONE_SPECIAL_TOKENS) + [b2u[b] for b in range(256)]
     merges = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n"]  # llama.cpp rejects a BPE vocab without merges
     tokens += [merge.replace(" ", "") for merge in merges] + list(user_defined)
     if n_vocab is not None:
         tokens += _filler_tokens(n_vocab - len(tokens))
-    n_vocab, s = len(tokens), shape
-    if arch == "exaone4" and s.n_head * s.head_dim != s.n_embd:
-        raise ValueError("exaone4 needs n_head * head_dim == n_embd")
+    return tokens, merges
 
-    w = gguf.GGUFWriter(str(path), arch)
-    w.add_name(name)
-    add_llama_hparams(w, s)
+
+def _add_model_metadata(
+    writer: gguf.GGUFWriter, shape: TinyShape, *, arch: str, name: str, n_vocab: int, dtype: str
+) -> None:
+    """The name, hyperparameters, vocabulary size and file type: what llama.cpp sizes a model by."""
+    import gguf
+
+    writer.add_name(name)
+    add_llama_hparams(writer, shape)
     if arch == "exaone4":
-        w.add_key_length(s.head_dim)
-        w.add_value_length(s.head_dim)
-    w.add_vocab_size(n_vocab)
+        writer.add_key_length(shape.head_dim)
+        writer.add_value_length(shape.head_dim)
+    writer.add_vocab_size(n_vocab)
     file_type = {
         "f32": gguf.LlamaFileType.ALL_F32,
         "f16": gguf.LlamaFileType.MOSTLY_F16,
         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
     }[dtype]
-    w.add_file_type(file_type)
-    if tokenizer:
-        add_exaone_tokenizer(w, tokens, merges, pre=pre, user_defined=user_defined)
-    if template is not None:
-        w.add_chat_template(template)
+    writer.add_file_type(file_type)
 
-    rng = np.random.default_rng(seed)
 
-    def matrix(rows: int, cols: int) -> np.ndarray:
-        return rng.standard_normal((rows, cols), dtype=np.float32) * 0.02
+class _TensorWriter:
+    """Adds a model's tensors in the file's dtype, drawing the random ones from one seeded stream.
 
-    def add(name: str, data: np.ndarray) -> None:
-        if data.ndim == 2 and dtype == "q8_0" and data.shape[1] % 32 == 0:
+    The draws come in the order the tensors are added, so a seed gives the same model every time.
+    """
+
+    def __init__(self, writer: gguf.GGUFWriter, dtype: str, seed: int) -> None:
+        self._writer = writer
+        self._dtype = dtype
+        self._rng = np.random.default_rng(seed)
+
+    def random(self, rows: int, cols: int) -> np.ndarray:
+        """The stream's next matrix of small weights (standard deviation 0.02)."""
+        return self._rng.standard_normal((rows, cols), dtype=np.float32) * 0.02
+
+    def add(self, name: str, data: np.ndarray) -> None:
+        """Add ``data`` as ``name``: matrices in the file's dtype, vectors (norms) in f32.
+
+        A ``q8_0`` file quantizes the matrices whose rows split into Q8_0's blocks of 32 and
+        keeps the others in f16.
+        """
+        import gguf
+
+        if data.ndim == 2 and self._dtype == "q8_0" and data.shape[1] % 32 == 0:
             q = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
-            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        elif data.ndim == 2 and dtype in ("f16", "q8_0"):
-            w.add_tensor(name, data.astype(np.float16))
-        else:
-            w.add_tensor(name, data)  # norms stay f32, as llama.cpp's converter writes them
+            self._writer.add_tensor(
+                name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0
+            )
+        elif data.ndim == 2 and self._dtype in ("f16", "q8_0"):
+            self._writer.add_tensor(name, data.astype(np.float16))
+        else:  # norms stay f32, as llama.cpp's converter writes them
+            self._writer.add_tensor(name, data)
 
-    hd = s.head_dim
-    embd = matrix(n_vocab, s.n_embd)
-    # Dimension 0 of the embeddings steers greedy decoding: a large constant there outweighs the
-    # random rest after the final norm, and only the favoured token's output row reads it.
-    ids = [len(EXAONE_SPECIAL_TOKENS) + b for b in cycle]  # favour_text's byte tokens
-    if favour_token is not None or ids:
+
+def _add_block(tensors: _TensorWriter, i: int, shape: TinyShape, *, arch: str, quiet: bool) -> None:
+    """Layer ``i``'s tensors, named as llama.cpp names them.
+
+    Llama and EXAONE 3 normalize before attention and before the feed-forward; EXAONE 4.0
+    normalizes q and k, and after attention and after the feed-forward. A ``quiet`` block adds
+    nothing to the residual stream (its two output projections are zero), so the model's output
+    depends only on the last token. Those projections are drawn all the same, so that the other
+    weights a seed gives do not depend on ``quiet``.
+    """
+    hd, n_embd = shape.head_dim, shape.n_embd
+    pre_norms = arch != "exaone4"
+    if pre_norms:
+        tensors.add(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
+    tensors.add(f"blk.{i}.attn_q.weight", tensors.random(shape.n_head * hd, n_embd))
+    tensors.add(f"blk.{i}.attn_k.weight", tensors.random(shape.n_head_kv * hd, n_embd))
+    tensors.add(f"blk.{i}.attn_v.weight", tensors.random(shape.n_head_kv * hd, n_embd))
+    attn_output = tensors.random(n_embd, shape.n_head * hd)
+    tensors.add(f"blk.{i}.attn_output.weight", attn_output * 0 if quiet else attn_output)
+    if pre_norms:
+        tensors.add(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, np.float32))
+    else:
+        tensors.add(f"blk.{i}.attn_q_norm.weight", np.ones(hd, np.float32))
+        tensors.add(f"blk.{i}.attn_k_norm.weight", np.ones(hd, np.float32))
+        tensors.add(f"blk.{i}.post_attention_norm.weight", np.ones(n_embd, np.float32))
+        tensors.add(f"blk.{i}.post_ffw_norm.weight", np.ones(n_embd, np.float32))
+    tensors.add(f"blk.{i}.ffn_gate.weight", tensors.random(shape.n_ff, n_embd))
+    tensors.add(f"blk.{i}.ffn_up.weight", tensors.random(shape.n_ff, n_embd))
+    ffn_down = tensors.random(n_embd, shape.n_ff)
+    tensors.add(f"blk.{i}.ffn_down.weight", ffn_down * 0 if quiet else ffn_down)
+
+
+def _steer_embeddings(embd: np.ndarray, favour_token: int | None, cycle: list[int]) -> None:
+    """Make dimension 0 of the embeddings the signal that steers greedy decoding.
+
+    A large constant there outweighs the random rest after the final norm, and only the output
+    rows that _steer_output sets read it. ``favour_text``'s byte tokens have 0 there instead, so
+    that after one of them the signal is silent and the next byte's row decides.
+    """
+    if favour_token is not None or cycle:
         embd[:, 0] = 1.0
-        embd[ids, 0] = 0.0
-    quiet_blocks = bool(ids)  # blocks that add nothing keep the output a function of one token
+        embd[cycle, 0] = 0.0
 
-    add("token_embd.weight", embd)
-    pre_norms = arch != "exaone4"  # EXAONE 4.0 normalizes after attention and feed-forward
-    for i in range(s.n_layer):
-        if pre_norms:
-            add(f"blk.{i}.attn_norm.weight", np.ones(s.n_embd, np.float32))
-        add(f"blk.{i}.attn_q.weight", matrix(s.n_head * hd, s.n_embd))
-        add(f"blk.{i}.attn_k.weight", matrix(s.n_head_kv * hd, s.n_embd))
-        add(f"blk.{i}.attn_v.weight", matrix(s.n_head_kv * hd, s.n_embd))
-        attn_output = matrix(s.n_embd, s.n_head * hd)
-        add(f"blk.{i}.attn_output.weight", attn_output * 0 if quiet_blocks else attn_output)
-        if pre_norms:
-            add(f"blk.{i}.ffn_norm.weight", np.ones(s.n_embd, np.float32))
-        else:
-            add(f"blk.{i}.attn_q_norm.weight", np.ones(hd, np.float32))
-            add(f"blk.{i}.attn_k_norm.weight", np.ones(hd, np.float32))
-            add(f"blk.{i}.post_attention_norm.weight", np.ones(s.n_embd, np.float32))
-            add(f"blk.{i}.post_ffw_norm.weight", np.ones(s.n_embd, np.float32))
-        add(f"blk.{i}.ffn_gate.weight", matrix(s.n_ff, s.n_embd))
-        add(f"blk.{i}.ffn_up.weight", matrix(s.n_ff, s.n_embd))
-        ffn_down = matrix(s.n_embd, s.n_ff)
-        add(f"blk.{i}.ffn_down.weight", ffn_down * 0 if quiet_blocks else ffn_down)
-    add("output_norm.weight", np.ones(s.n_embd, np.float32))
-    output = matrix(n_vocab, s.n_embd)
-    if logit_scale != 1.0:
-        output *= np.float32(logit_scale)
-    if quiet_control_tokens:
-        output[: len(EXAONE_SPECIAL_TOKENS)] = 0.0
+
+def _steer_output(
+    output: np.ndarray, embd: np.ndarray, favour_token: int | None, cycle: list[int]
+) -> None:
+    """Set the output rows that make greedy decoding predictable.
+
+    ``favour_token``'s row alone reads dimension 0, so it follows every token. For
+    ``favour_text`` each byte's row is the direction of the previous byte's embedding, so the
+    bytes follow one another round the cycle, and the first byte's row also reads dimension 0,
+    so any other token leads into the text.
+    """
     if favour_token is not None:
         output[:, 0] = 0.0
         output[favour_token] = 0.0
         output[favour_token, 0] = 2.0
-    if ids:
+    if cycle:
         output[:, 0] = 0.0
-        for before, after in zip(
-            ids, ids[1:] + ids[:1], strict=False
-        ):  # each byte's row points at its successor
+        for before, after in zip(cycle, cycle[1:] + cycle[:1], strict=True):
             output[after] = 2.0 * embd[before] / np.linalg.norm(embd[before])
-        output[ids[0], 0] = 2.0  # any other token leads into the text
-    add("output.weight", output)
-
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+        output[cycle[0], 0] = 2.0
 
 
 def _filler_tokens(count: int) -> list[str]:

@@ -11,8 +11,12 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ExaoneError
+
+if TYPE_CHECKING:
+    import gguf
 
 _HEADER_BYTES = 24  # magic, version, tensor count, metadata count
 _REDOWNLOAD = "delete it and download or convert it again"
@@ -57,6 +61,49 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
     """Validate ``path`` and describe it; raises ExaoneError with one sentence when it is unusable."""
     path = Path(path)
     shown = path.name
+    size = _check_file(path)
+    reader = _open_reader(path, size)
+    _check_tensors_inside(reader, shown, size)
+    meta = _Metadata(reader, shown)
+    arch = _check_architecture(meta, shown)
+    _check_tokenizer(meta, shown)
+    n_layers, n_embd, n_ctx = _check_dimensions(meta, arch, shown)
+    layer_bytes, other = _bytes_per_layer(reader.tensors, n_layers, arch, shown)
+
+    template = meta.get("tokenizer.chat_template")
+    eos = meta.get("tokenizer.ggml.eos_token_id")
+    name = str(meta.get("general.name", path.stem))
+    n_params = sum(int(t.n_elements) for t in reader.tensors)
+    quantization = _quantization(meta.get("general.file_type"), reader.tensors)
+    n_head = _int(meta.get(f"{arch}.attention.head_count"), 1)
+    n_head_kv = _int(meta.get(f"{arch}.attention.head_count_kv"), n_head)
+    return GGUFInfo(
+        path=path.resolve(),
+        file_size=size,
+        architecture=arch,
+        name=name,
+        n_params=n_params,
+        quantization=quantization,
+        context_length=n_ctx,
+        n_layers=n_layers,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        chat_template=template if isinstance(template, str) and template else None,
+        eos_token_id=eos if isinstance(eos, int) else None,
+        tokenizer_pre=meta.get("tokenizer.ggml.pre"),
+        layer_bytes=layer_bytes,
+        other_bytes=other,
+    )
+
+
+def _check_file(path: Path) -> int:
+    """The file's size, once it is a non-empty file that starts with a whole GGUF header.
+
+    These are the mistakes a user makes most (a wrong path, a folder, a cut download, another
+    format), and each gets its own advice before the ``gguf`` reader sees a byte.
+    """
+    shown = path.name
     if not path.exists():
         raise ExaoneError(
             f"There is no file at {path}; check the path, or name a model from `%exaone models`."
@@ -79,7 +126,15 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
         )
     if len(head) < _HEADER_BYTES:
         raise ExaoneError(f"{shown} is truncated inside its header ({size} bytes); {_REDOWNLOAD}.")
+    return size
 
+
+def _open_reader(path: Path, size: int) -> gguf.GGUFReader:
+    """A ``gguf.GGUFReader`` of ``path``; any failure of the reader becomes one sentence.
+
+    The reader maps every tensor's data and fails on a file cut inside it, so the tensor table
+    it got to is kept: from it the sentence can say how many bytes the tensors need.
+    """
     import gguf
 
     table: dict = {}
@@ -92,32 +147,23 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
             super()._build_tensors(start_offs, fields)
 
     try:
-        reader = _Reader(path)
-    except (
-        Exception
-    ) as err:  # the reader raises ValueError, IndexError, UnicodeError... on bad bytes
+        return _Reader(path)
+    except Exception as err:
+        # the reader raises ValueError, IndexError, UnicodeError... on bad bytes
         end = _tensor_end(table)
         if end is not None and end > size:
             raise ExaoneError(
-                f"{shown} is truncated: its tensors need {end:,} bytes but the file "
+                f"{path.name} is truncated: its tensors need {end:,} bytes but the file "
                 f"has {size:,}; {_REDOWNLOAD}."
             ) from None
         raise ExaoneError(
-            f"{shown} is truncated or corrupt: its metadata or tensor table cannot be "
+            f"{path.name} is truncated or corrupt: its metadata or tensor table cannot be "
             f"read ({_short(err)}); {_REDOWNLOAD}."
         ) from None
 
-    def value(key: str, default=None):
-        f = reader.fields.get(key)
-        if f is None or not f.types:
-            return default
-        try:
-            return f.contents()
-        except Exception:
-            raise ExaoneError(
-                f"{shown} has a corrupt metadata value for {key}; {_REDOWNLOAD}."
-            ) from None
 
+def _check_tensors_inside(reader: gguf.GGUFReader, shown: str, size: int) -> None:
+    """Refuse a file whose tensors run past its end (a cut download the reader did not notice)."""
     end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
     if end > size:
         raise ExaoneError(
@@ -125,7 +171,33 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
             f"{size:,}; {_REDOWNLOAD}."
         )
 
-    arch = value("general.architecture")
+
+class _Metadata:
+    """A GGUF's metadata values, read so that a value whose bytes are corrupt ends in one sentence."""
+
+    def __init__(self, reader: gguf.GGUFReader, shown: str) -> None:
+        self._fields = reader.fields
+        self._shown = shown
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._fields
+
+    def get(self, key: str, default=None):
+        """The value of ``key``, or ``default`` when the file does not have it."""
+        f = self._fields.get(key)
+        if f is None or not f.types:
+            return default
+        try:
+            return f.contents()
+        except Exception:
+            raise ExaoneError(
+                f"{self._shown} has a corrupt metadata value for {key}; {_REDOWNLOAD}."
+            ) from None
+
+
+def _check_architecture(meta: _Metadata, shown: str) -> str:
+    """The file's architecture, once this llama.cpp build is known to have it."""
+    arch = meta.get("general.architecture")
     if not isinstance(arch, str) or not arch:
         raise ExaoneError(
             f"{shown} has no general.architecture, so it is not a model llama.cpp can "
@@ -137,14 +209,23 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
             "know; use a GGUF of a supported architecture (EXAONE uses llama, exaone "
             "or exaone4) or upgrade llama-cpp-python."
         )
-    if value("tokenizer.ggml.model") is None or "tokenizer.ggml.tokens" not in reader.fields:
+    return arch
+
+
+def _check_tokenizer(meta: _Metadata, shown: str) -> None:
+    """Refuse a file without an embedded tokenizer: llama.cpp could not turn text into tokens."""
+    if meta.get("tokenizer.ggml.model") is None or "tokenizer.ggml.tokens" not in meta:
         raise ExaoneError(
             f"{shown} has no tokenizer; convert the model again with llama.cpp's "
             "convert_hf_to_gguf.py, which embeds it."
         )
-    n_layers = value(f"{arch}.block_count")
-    n_embd = value(f"{arch}.embedding_length")
-    n_ctx = value(f"{arch}.context_length")
+
+
+def _check_dimensions(meta: _Metadata, arch: str, shown: str) -> tuple[int, int, int]:
+    """(layers, width, context length), each a positive whole number: what every size is made of."""
+    n_layers = meta.get(f"{arch}.block_count")
+    n_embd = meta.get(f"{arch}.embedding_length")
+    n_ctx = meta.get(f"{arch}.context_length")
     for key, v in (
         (f"{arch}.block_count", n_layers),
         (f"{arch}.embedding_length", n_embd),
@@ -152,44 +233,32 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
     ):
         if not isinstance(v, int) or v <= 0:
             raise ExaoneError(f"{shown} lacks a valid {key}; {_REDOWNLOAD}.")
+    return n_layers, n_embd, n_ctx
 
-    layers_held = 1 + max((_layer_of(t.name) for t in reader.tensors), default=-1)
-    if n_layers > layers_held:  # before sizing a list by it: 0xFFFFFFF0 would exhaust memory
+
+def _bytes_per_layer(
+    tensors: list[gguf.ReaderTensor], n_layers: int, arch: str, shown: str
+) -> tuple[list[int], int]:
+    """Bytes of each layer's ``blk.N`` tensors, and of the rest: what offloading plans with.
+
+    A block count larger than the layers the tensors hold is refused before a list is sized by
+    it: a corrupt count such as 0xFFFFFFF0 would exhaust memory.
+    """
+    layers_held = 1 + max((_layer_of(t.name) for t in tensors), default=-1)
+    if n_layers > layers_held:
         raise ExaoneError(
             f"{shown} is corrupt: its {arch}.block_count says {n_layers:,} layers but its "
             f"tensors hold {layers_held}; {_REDOWNLOAD}."
         )
     layer_bytes = [0] * n_layers
     other = 0
-    for t in reader.tensors:
+    for t in tensors:
         layer = _layer_of(t.name)
         if 0 <= layer < n_layers:
             layer_bytes[layer] += int(t.n_bytes)
         else:
             other += int(t.n_bytes)
-
-    template = value("tokenizer.chat_template")
-    eos = value("tokenizer.ggml.eos_token_id")
-    return GGUFInfo(
-        path=path.resolve(),
-        file_size=size,
-        architecture=arch,
-        name=str(value("general.name", path.stem)),
-        n_params=sum(int(t.n_elements) for t in reader.tensors),
-        quantization=_quantization(value("general.file_type"), reader.tensors),
-        context_length=n_ctx,
-        n_layers=n_layers,
-        n_embd=n_embd,
-        n_head=_int(value(f"{arch}.attention.head_count"), 1),
-        n_head_kv=_int(
-            value(f"{arch}.attention.head_count_kv"), _int(value(f"{arch}.attention.head_count"), 1)
-        ),
-        chat_template=template if isinstance(template, str) and template else None,
-        eos_token_id=eos if isinstance(eos, int) else None,
-        tokenizer_pre=value("tokenizer.ggml.pre"),
-        layer_bytes=layer_bytes,
-        other_bytes=other,
-    )
+    return layer_bytes, other
 
 
 def _tensor_end(table: dict) -> int | None:
