@@ -14,7 +14,7 @@ Candidates:
 - ``mix``: the chain, except top-p alone, which numpy does (the chain sorts the vocabulary there):
   the engine's choice.
 - ``compiled``, a numba sampler, was a candidate until this benchmark removed it: its figures are
-  in ``results/sampler_choice.json``, from the run at commit 3f93c85.
+  in ``results/sampler_choice_with_compiled.json``, from the run at commit 3f93c85.
 
 Modes: greedy; default (t 0.7, top-k 40, top-p 0.95); top-p alone (t 0.7, top-k 0, top-p 0.95); a
 grammar (a JSON schema's, with the default sampling; only llama.cpp can run a grammar).
