@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
+pytestmark = pytest.mark.slow  # 2 minutes of sampling statistics on 2 cores: not in make check
 
 from exaone_jupyter.engine import sampling  # noqa: E402
 from exaone_jupyter.engine import sampling_kernels as kernels  # noqa: E402
