@@ -43,13 +43,12 @@ MARKERS = {
 FIXTURES: dict[str, tuple[str, ...]] = {
     # shared_fixtures
     "kernel": ("kernel",),  # also each module's own `kernel` fixture
-    "server": ("server",),  # test_rendering_browser's own `server` is a stub, but browser anyway
+    "server": ("server",),
     "vllm_server": ("vllm",),
     "chromium_browser": ("browser",),
     "jupyterlab": ("browser",),
-    # a module's own
+    # a module's own, where the module also has tests that start nothing
     "frontend": ("kernel",),  # test_panel_kernel
-    "unreachable": ("kernel",),  # reliability/test_hub_offline
     "served": ("server",),  # test_remote: llama-cpp-python's, or vLLM's (that param marks vllm)
     "keyed_server": ("server",),  # test_remote
 }
