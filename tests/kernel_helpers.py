@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tiers
+
 KERNEL_NAME = "python3"
 DEMO_QUESTION = "한국의 수도는 어디인가요? Answer in one sentence."
 DEMO_ANSWER = "한국의 수도는 서울입니다 (Seoul)."
@@ -209,6 +211,7 @@ class Kernel:
     ) -> None:
         from jupyter_client.manager import start_new_kernel
 
+        tiers.require("kernel", "a Jupyter kernel")
         ensure_kernelspec()
         full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
         full_env.pop("EXAONE_JUPYTER_MODEL", None)

@@ -22,6 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import tiers
+
 # Where `make vllm` installs vLLM when EXAONE_JUPYTER_VLLM_PYTHON does not say (the Makefile's
 # VLLM_VENV): keyed by the version, so a fresh clone reuses it.
 VLLM_VERSION = "0.32.0"
@@ -134,6 +136,7 @@ class Server(_ServerProcess):
     name = "llama_cpp.server"
 
     def __init__(self, model: Path, *args: str, api_key: str | None = None) -> None:
+        tiers.require("server", "llama_cpp.server")  # the test's tier (tests/tiers.py)
         port = free_port()
         command = [
             sys.executable,
@@ -169,6 +172,7 @@ class VllmServer(_ServerProcess):
     name = "vLLM"
 
     def __init__(self, model_dir: Path, served_name: str, *args: str) -> None:
+        tiers.require("vllm", "vLLM's server")  # the test's tier (tests/tiers.py)
         port = free_port()
         command = [
             str(vllm_python()),

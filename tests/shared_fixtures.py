@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 import exaone_jupyter
+import tiers
 from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT
 from exaone_jupyter.testing import TinyShape, write_random_gguf
 from kernel_helpers import DEMO_ANSWER, DEMO_QUESTION, Snapshot, answer_of, start_kernel
@@ -317,6 +318,7 @@ def chromium_browser():
 
     from browser_helpers import CHROMIUM, CHROMIUM_ARGS, ensure_chromium
 
+    tiers.require("browser", "Chromium")
     why = ensure_chromium()
     if why:
         pytest.fail(why, pytrace=False)

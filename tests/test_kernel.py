@@ -137,6 +137,7 @@ def test_final_outputs_hold_the_whole_reply_and_first_displays_equal_them(kernel
     assert [o["data"] for o in final] == [{"text/plain": ""}, {**answer, **record}, meter]
 
 
+@pytest.mark.kernel  # nbclient's kernel, then nbval's
 def test_nbclient_saves_the_full_reply_and_nbval_passes(tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

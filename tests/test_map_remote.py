@@ -23,6 +23,8 @@ from exaone_jupyter.model.catalog import demo_model_path
 from exaone_jupyter.session import Session
 from server_helpers import Server
 
+pytestmark = pytest.mark.server  # every test talks to a server (some start their own)
+
 QUESTIONS = [
     "What is 2 + 2?",
     "How do I run EXAONE in Jupyter? Give me the steps.",  # long: the others arrive meanwhile

@@ -24,6 +24,8 @@ from kernel_helpers import (
     start_kernel,
 )
 
+pytestmark = pytest.mark.kernel  # every test runs real kernels (some start their own)
+
 FRANCE, PARIS = "What is the capital of France?", "The capital of France is Paris."
 JAPAN, TOKYO = "And of Japan?", "The capital of Japan is Tokyo."
 COLOURS = "List the three primary colours."

@@ -102,7 +102,7 @@ class Served:
         return Server(MODEL).wait()
 
 
-@pytest.fixture(params=["llama-cpp-python", "vllm"])
+@pytest.fixture(params=["llama-cpp-python", pytest.param("vllm", marks=pytest.mark.vllm)])
 def served(request) -> Served:
     if request.param == "vllm":
         srv = request.getfixturevalue("vllm_server")

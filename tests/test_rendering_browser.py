@@ -320,7 +320,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def server():
+def stub_server():
+    """The URL of this module's loopback stub of the OpenAI chat API."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -354,13 +355,15 @@ def _check_rendered(page, output, name: str) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_reply_renders_as_written_in_jupyterlab_and_panel(server, jupyterlab, chromium_browser):
+def test_reply_renders_as_written_in_jupyterlab_and_panel(
+    stub_server, jupyterlab, chromium_browser
+):
     lab = jupyterlab
     write_notebook(
         lab.root / "render.ipynb",
         [
             "%load_ext exaone_jupyter",
-            f"%exaone connect {server} --model {MODEL}",
+            f"%exaone connect {stub_server} --model {MODEL}",
             "%exaone panel",
             "%%exaone -t 0\nShow me the tricky text.",
         ],
@@ -444,7 +447,7 @@ def test_reply_renders_as_written_in_jupyterlab_and_panel(server, jupyterlab, ch
 
 
 @pytest.mark.timeout(300)
-def test_reply_renders_as_written_in_notebook7(server, chromium_browser, tmp_path):
+def test_reply_renders_as_written_in_notebook7(stub_server, chromium_browser, tmp_path):
     """The same reply in Notebook 7 (same renderers as JupyterLab; run where it is installed)."""
     root, home = tmp_path / "root", tmp_path / "home"
     root.mkdir()
@@ -453,7 +456,7 @@ def test_reply_renders_as_written_in_notebook7(server, chromium_browser, tmp_pat
         root / "render.ipynb",
         [
             "%load_ext exaone_jupyter",
-            f"%exaone connect {server} --model {MODEL}",
+            f"%exaone connect {stub_server} --model {MODEL}",
             "%%exaone -t 0\nShow me the tricky text.",
         ],
     )

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
+pytestmark = pytest.mark.slow  # 2 minutes of sampling statistics on 2 cores: not in make check
 
 from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling  # noqa: E402
 from exaone_jupyter.engine.llama import sampling  # noqa: E402

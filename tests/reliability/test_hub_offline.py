@@ -12,6 +12,8 @@ import pytest
 from checks import one_sentence
 from kernel_helpers import DEMO_ANSWER, DEMO_QUESTION, Snapshot, answer_of, healthy, start_kernel
 
+pytestmark = pytest.mark.kernel  # every test runs a real kernel (one starts its own)
+
 
 @pytest.mark.parametrize(
     "spec",
