@@ -112,6 +112,9 @@ def test_load_progress_comes_from_llama_cpp(bigger_gguf):
 
 
 def test_ctrl_c_during_a_load_gives_back_the_model_loaded_before(bigger_gguf):
+    # Python's own SIGINT handler, as a kernel has: a shell that starts pytest in the background
+    # (`make test &`) leaves SIGINT ignored, and then the signal below would do nothing.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     session = Session()
     session.load("exaone-demo")
     try:
@@ -132,6 +135,7 @@ def test_ctrl_c_during_a_load_gives_back_the_model_loaded_before(bigger_gguf):
         assert session.ask(QUESTION, GREEDY).consume().text == ANSWER
     finally:
         session.unload()
+        signal.signal(signal.SIGINT, previous)
 
 
 # -- the magics in an in-process shell (tests/test_arguments.py has the refused %config values) -----
