@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+from checks import one_sentence
 from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling
 from exaone_jupyter.engine.llama.batch import generate_batch
 from exaone_jupyter.engine.llama.local import LocalBackend
@@ -350,6 +351,15 @@ def test_an_empty_prompt_in_a_batch_is_a_sentence(tiny_backend, prompt_ids):
     with pytest.raises(ExaoneError, match=r"^Prompt 1 has no tokens; give every row something"):
         generate_batch(tiny_backend, [prompt_ids(tiny_backend, "Hi"), []], GREEDY, parallel=2)
     assert tiny_backend.stream(request([1, 2, 3], max_tokens=2)).consume().stats.completion_tokens
+
+
+def test_a_batch_of_rows_with_different_settings_is_a_sentence(tiny_backend, prompt_ids):
+    ids = prompt_ids(tiny_backend, "Hi")
+    requests = [Request(GREEDY, prompt_ids=ids), Request(Sampling(temperature=0.5), prompt_ids=ids)]
+    with pytest.raises(ExaoneError) as err:
+        tiny_backend.generate_many(requests)
+    one_sentence(err, "share their settings", "one batch each")
+    assert len(tiny_backend.generate_many(requests[:1]).outputs[0].text) > 0
 
 
 def test_a_prompt_longer_than_the_context_is_a_sentence(tiny_backend):

@@ -368,6 +368,8 @@ def test_a_rerun_computes_only_the_rows_that_changed(session):
             ("need", "MiB of KV cache", "parallel=2", "memory_mb to 8"),
         ),
         (["a"], "{}", {"memory_mb": 0}, ("memory_mb must be", "1 or more")),
+        # one row alone is more than the budget: no parallel helps, so it is not advised
+        (["a"], "{}", {"max_tokens": 1000, "memory_mb": 1}, ("lower max_tokens", "memory_mb to 2")),
         (["a"], "{}", {"schema": {"type": 5}}, ("not valid JSON Schema",)),
         (["a"], "{}", {"schema": "name, age integerish"}, ("'age integerish'", "name, age int")),
         (["a"], "{}", {"schema": 42}, ("schema must be", "not int")),
