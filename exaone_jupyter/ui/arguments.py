@@ -157,6 +157,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             "stats", "The last reply's figures: tokens, rates, time to first token, finish reason."
         ),
         Subcommand(
+            "cache",
+            "What the saved prompt states take (memory, and disk across restarts); "
+            "`--clear` forgets them all.",
+            (_arg("--clear", action="store_true", help="remove every saved state"),),
+        ),
+        Subcommand(
             "panel", "Open the chat panel: model picker, GPU layers, Send, Stop and a live meter."
         ),
         Subcommand(

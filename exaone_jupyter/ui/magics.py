@@ -47,7 +47,15 @@ from .render import (
     renderer_for,
     show_markdown,
 )
-from .reports import info_rows, short_spec, show_dry_run, show_history, show_loaded, show_table
+from .reports import (
+    cache_rows,
+    info_rows,
+    short_spec,
+    show_dry_run,
+    show_history,
+    show_loaded,
+    show_table,
+)
 from .settings import CONFIG, LOADING, SAMPLING, config_trait, configured, given
 
 
@@ -70,6 +78,9 @@ class ExaoneMagics(Magics):
     repeat_penalty = config_trait("repeat_penalty")
     gpu_layers = config_trait("gpu_layers")
     n_ctx = config_trait("n_ctx")
+    kv_type = config_trait("kv_type")
+    cache_ram_mb = config_trait("cache_ram_mb")
+    cache_disk_mb = config_trait("cache_disk_mb")
     system = Unicode(
         None,
         allow_none=True,
@@ -308,6 +319,17 @@ class ExaoneMagics(Magics):
             print("No reply yet.")
             return
         show_table(list(reply.stats.as_dict().items()))
+
+    def _cmd_cache(self, args: argparse.Namespace) -> None:
+        backend = get_session().require_backend()
+        if args.clear:
+            backend.clear_prefix_cache()
+            print("Saved prompt states cleared (memory and disk).")
+        usage = backend.prefix_cache()
+        if usage is None:
+            print("This engine saves no prompt states; a server keeps its own prefix cache.")
+            return
+        show_table(cache_rows(usage))
 
     def _cmd_panel(self, args: argparse.Namespace) -> None:
         from IPython.display import display
