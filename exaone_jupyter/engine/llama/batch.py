@@ -147,8 +147,8 @@ def _parallel_within(
 
 
 def kv_bytes_per_token(backend: LocalBackend) -> int:
-    """The KV cache's bytes for one token of one sequence (keys and values, f16, all layers)."""
-    return kv_bytes_per_layer(backend.gguf, 1) * backend.gguf.n_layers
+    """The KV cache's bytes for one token of one sequence (keys and values, all layers)."""
+    return kv_bytes_per_layer(backend.gguf, 1, backend.options.kv_type) * backend.gguf.n_layers
 
 
 def fitting_parallel(

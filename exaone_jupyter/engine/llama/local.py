@@ -43,8 +43,10 @@ from .grammar import grammar_of
 from .kv_disk import StateKey, default_dir
 from .kv_state import common_prefix
 from .llama_load import (
+    KV_BLOCK,
     LoadProgress,
     amx_hazard,
+    head_dim,
     kv_bytes_per_layer,
     model_params,
     offloaded_from_log,
@@ -82,6 +84,7 @@ class LocalBackend:
         import llama_cpp
 
         llama_log.install()
+        self.check(gguf, options)
         info = self.gguf = gguf
         self.options = options
         self.n_ctx = self._choose_n_ctx(info, options.n_ctx)
@@ -90,7 +93,7 @@ class LocalBackend:
             options.gpu_layers,
             layer_bytes=info.layer_bytes,
             head_bytes=info.other_bytes,
-            kv_bytes_per_layer=kv_bytes_per_layer(info, self.n_ctx),
+            kv_bytes_per_layer=kv_bytes_per_layer(info, self.n_ctx, options.kv_type),
             gpu=self.gpu,
         )
 
@@ -236,6 +239,11 @@ class LocalBackend:
         """Raise the ExaoneError that loading ``info`` with ``options`` would raise for a setting
         that cannot work, without loading anything: the session asks before it unloads a model."""
         cls._choose_n_ctx(info, options.n_ctx)
+        if options.kv_type != "f16" and head_dim(info) % KV_BLOCK:
+            raise ExaoneError(
+                f"kv_type={options.kv_type} stores heads in blocks of {KV_BLOCK} values, but "
+                f"{info.path.name}'s heads have {head_dim(info)}; use kv_type=f16 for this model."
+            )
 
     # -- facts ----------------------------------------------------------------------------------
     @staticmethod
