@@ -321,3 +321,34 @@ def test_a_disk_that_fills_while_a_state_is_written_is_one_note(tmp_path):
         assert reply.stats.restored_from is None and reply.note is None
     finally:
         reader.close()
+
+
+# -- map's shared prefix --------------------------------------------------------------------------
+def test_a_rerun_batch_restores_its_shared_prefix_and_answers_the_same(tmp_path):
+    from exaone_jupyter.engine.llama.batch import shared_prefix
+
+    backend = engine(MODELS["exaone-4.0-demo"], tmp_path)
+    try:
+        questions = ["Which city?", "Why?", "Where is it?", "Who lives there?"]
+        requests = [
+            Request(Sampling(temperature=0, max_tokens=12), prompt_ids=prompt(backend, DOC_A, q))
+            for q in questions
+        ]
+        first = backend.generate_many(requests, parallel=2)
+        again = backend.generate_many(requests, parallel=2)
+        shared = shared_prefix([r.prompt_ids for r in requests])
+        assert first.prefix_restored == 0 and again.prefix_restored == shared > 100
+        assert [o.text for o in again.outputs] == [o.text for o in first.outputs]
+        # each row equals the same prompt asked alone, from nothing saved
+        plain = engine(MODELS["exaone-4.0-demo"], **OFF)
+        try:
+            alone = [answer(plain, list(r.prompt_ids), max_tokens=12).text for r in requests]
+        finally:
+            plain.close()
+        assert [o.text for o in again.outputs] == alone
+        # and a question about the same document after it starts from the saved prefix
+        reply = answer(backend, prompt(backend, DOC_A, "How big is it?"))
+        assert reply.stats.restored_from == "memory"
+        assert reply.stats.prompt_tokens_evaluated < reply.stats.prompt_tokens - 100
+    finally:
+        backend.close()

@@ -201,6 +201,7 @@ class BatchResult:
     outputs: list[RowOutput]
     notes: list[str] = field(default_factory=list)  # sentences about the run as a whole
     unreachable: str | None = None  # the server could not be reached: why, in one sentence
+    prefix_restored: int = 0  # tokens of the rows' shared prefix a saved KV state served
 
 
 OnRow = Callable[[int, RowOutput], None]  # (row index, its output), as each row ends

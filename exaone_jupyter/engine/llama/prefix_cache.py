@@ -17,7 +17,7 @@ from typing import Any
 from ..backend import PrefixCacheUsage
 from .kv_disk import DiskStates, StateKey
 from .kv_ram import RamStates
-from .kv_state import MIN_TOKENS, capture, common_prefix, restore
+from .kv_state import MIN_TOKENS, State, capture, common_prefix, restore
 
 
 class PrefixCache:
@@ -44,34 +44,59 @@ class PrefixCache:
         of ``ids``, when it shares more than ``live_ids`` (what the sequence holds) does."""
         self.restored_from = None
         live = common_prefix(live_ids, ids)
-        state, in_ram = self.ram.best(ids)
-        name, on_disk = self.disk.best(ids) if self.disk else (None, 0)
-        if max(in_ram, on_disk) < live + MIN_TOKENS:
+        found = self._best(ids, better_than=live)
+        if found is None:
             return list(live_ids)
-        where = "memory"
-        if on_disk > in_ram and self.disk is not None and name is not None:
-            loaded = self.disk.load(name)
-            if loaded is not None:
-                state, where = loaded, "disk"
-            elif in_ram < live + MIN_TOKENS:
-                return list(live_ids)
-        assert state is not None
+        state, where = found
         if not restore(ctx, state):
-            self.notes.append(
-                "llama.cpp refused a saved KV state (another build's format?); the prompt is "
-                "evaluated in full."
-            )
+            self._refused()
             return []
-        if where == "disk":
-            self.ram.add(state)
         self._saved, self.restored_from = state.ids, where
         return list(state.ids)
 
-    def save(self, ctx: Any, ids: Sequence[int]) -> None:
-        """Keep the state of sequence 0, which holds ``ids``, in memory and on disk."""
+    def restore_into(self, ctx: Any, ids: Sequence[int], seq: int) -> int:
+        """Put on the empty sequence ``seq`` the saved state sharing the most of ``ids``, cut to
+        what it shares; how many tokens of ``ids`` it holds (0: none was worth it)."""
+        found = self._best(ids, better_than=0)
+        if found is None:
+            return 0
+        state, _ = found
+        if not restore(ctx, state, seq):
+            self._refused()
+            return 0
+        shared = common_prefix(state.ids, ids)
+        _cut(ctx, seq, shared)
+        return shared
+
+    def _best(self, ids: Sequence[int], better_than: int) -> tuple[State, str] | None:
+        """The saved state sharing the most of ``ids``, and where it was ("memory", "disk"),
+        when it shares at least MIN_TOKENS more than ``better_than``; a state read from disk
+        is kept in memory too."""
+        state, in_ram = self.ram.best(ids)
+        name, on_disk = self.disk.best(ids) if self.disk else (None, 0)
+        if max(in_ram, on_disk) < better_than + MIN_TOKENS:
+            return None
+        if on_disk > in_ram and self.disk is not None and name is not None:
+            loaded = self.disk.load(name)
+            if loaded is not None:
+                self.ram.add(loaded)
+                return loaded, "disk"
+            if in_ram < better_than + MIN_TOKENS:
+                return None
+        assert state is not None
+        return state, "memory"
+
+    def _refused(self) -> None:
+        self.notes.append(
+            "llama.cpp refused a saved KV state (another build's format?); the prompt is "
+            "evaluated in full."
+        )
+
+    def save(self, ctx: Any, ids: Sequence[int], seq: int = 0) -> None:
+        """Keep the state of sequence ``seq``, which holds ``ids``, in memory and on disk."""
         if len(ids) < MIN_TOKENS or tuple(ids) == self._saved:
             return
-        state = capture(ctx, ids)
+        state = capture(ctx, ids, seq)
         if state is None:
             return
         self._saved = state.ids
@@ -111,3 +136,9 @@ class PrefixCache:
         self.ram.clear()
         if self.disk is not None:
             self.disk.close()
+
+
+def _cut(ctx: Any, seq: int, keep: int) -> None:
+    import llama_cpp
+
+    llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), seq, keep, -1)
