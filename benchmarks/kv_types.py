@@ -32,11 +32,7 @@ from exaone_jupyter.engine.backend import LoadOptions, Request, Sampling  # noqa
 from exaone_jupyter.engine.llama.local import LocalBackend  # noqa: E402
 from exaone_jupyter.model.gguf_check import read_gguf  # noqa: E402
 from exaone_jupyter.session import Session  # noqa: E402
-from exaone_jupyter.testing import (  # noqa: E402
-    TinyShape,
-    write_exaone4_1_2b_shape,
-    write_random_gguf,
-)
+from exaone_jupyter.testing import benchmark_model  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "kv_types.json"
 DATA = ROOT / "exaone_jupyter" / "data"
@@ -120,16 +116,6 @@ def equality() -> dict:
     }
 
 
-def model_file(name: str, folder: Path, big: Path | None) -> Path:
-    if name == "1.2B":
-        path = big or folder / "exaone4-1.2b-shape.gguf"
-        if not path.exists():
-            write_exaone4_1_2b_shape(path)
-        return path
-    shape = TinyShape(n_embd=768, n_head=12, n_head_kv=4, n_ff=2048, n_layer=12, n_ctx=4096)
-    return write_random_gguf(folder / "75m.gguf", shape=shape, dtype="f16", arch="exaone4")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=["75M", "1.2B"], default=["75M", "1.2B"])
@@ -147,7 +133,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            model = model_file(name, Path(tmp), args.model)
+            model = benchmark_model(name, Path(tmp), args.model)
             rows = speed(model, args.prompt_tokens, args.decode_tokens, args.rounds)
             results["speed"][name] = rows
             f16 = rows["f16"]

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from exaone_jupyter.testing import TinyShape, write_exaone4_1_2b_shape, write_random_gguf  # noqa: E402
+from exaone_jupyter.testing import benchmark_model  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "resume.json"
 GOAL = 1.5
@@ -226,16 +226,6 @@ def report(name: str, r: dict) -> list[str]:
     return lines
 
 
-def model_file(name: str, folder: Path, big: Path | None) -> Path:
-    if name == "1.2B":
-        path = big or folder / "exaone4-1.2b-shape.gguf"
-        if not path.exists():
-            write_exaone4_1_2b_shape(path)
-        return path
-    shape = TinyShape(n_embd=768, n_head=12, n_head_kv=4, n_ff=2048, n_layer=12, n_ctx=4096)
-    return write_random_gguf(folder / "75m.gguf", shape=shape, dtype="f16", arch="exaone4")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -252,7 +242,7 @@ def main() -> None:
     results: dict = {"machine": machine, "doc_tokens": args.doc_tokens, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            model = model_file(name, Path(tmp), args.model)
+            model = benchmark_model(name, Path(tmp), args.model)
             r = measure(model, args.doc_tokens, args.max_tokens)
             results["models"][name] = r
             print("\n".join(report(name, r)), flush=True)

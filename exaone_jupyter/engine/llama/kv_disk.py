@@ -205,10 +205,11 @@ class DiskStates:
         self._store.set(
             name, _Chunks(_HEAD.pack(MAGIC, len(header)) + header, state.data), read=True
         )
-        for older, ids in list(self._ids.items()):
+        # The states this one extends serve nothing it does not. (The index is the reader
+        # thread's: it finds the new state, and forgets these, at its next look.)
+        for older, ids in dict(self._ids).items():
             if older != name and state.ids[: len(ids)] == ids:
                 self._store.delete(older)
-        self._ids[name], self._sizes[name] = state.ids, state.size
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the queued states are written; False when ``timeout`` came first."""

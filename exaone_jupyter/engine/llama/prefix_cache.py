@@ -106,9 +106,8 @@ class PrefixCache:
 
     def take_note(self) -> str | None:
         """One pending sentence about the cache for the next reply (the disk writer's too)."""
-        if self.disk is not None and self.disk.notes:
-            self.notes.extend(self.disk.notes)
-            self.disk.notes.clear()
+        while self.disk is not None and self.disk.notes:  # the writer thread may add more
+            self.notes.append(self.disk.notes.pop(0))
         return self.notes.pop(0) if self.notes else None
 
     def usage(self) -> PrefixCacheUsage:
