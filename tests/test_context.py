@@ -319,3 +319,23 @@ def test_interpolation_renders_values_and_names_the_unknown():
 )
 def test_the_python_code_of_a_reply(reply, code):
     assert python_code(reply) == code
+
+
+def test_on_a_server_the_budget_is_a_fraction_of_its_context_estimated(server):
+    """A server tokenizes on its side: the budget counts with the documented estimate."""
+    from exaone_jupyter.session import Session
+    from exaone_jupyter.ui.notebook_context import budget_of
+
+    session = Session()
+    session.connect(server.url)
+    try:
+        budget = budget_of(session, 0.25)
+        assert budget.count is estimate_tokens
+        assert session.require_backend().n_ctx == 0  # llama-cpp-python's server does not say
+        assert budget.tokens == 4096 // 4  # so a context of 4,096 tokens is assumed
+        rendered = render_value(big_frame(), budget)
+        assert (
+            estimate_tokens(rendered.text) <= budget.tokens and "- col_29: float64" in rendered.text
+        )
+    finally:
+        session.disconnect()

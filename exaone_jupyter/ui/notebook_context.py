@@ -28,6 +28,7 @@ from ..session import Session
 from .interpolate import interpolate, unknown_names
 
 DEFAULT_FRACTION = 0.25  # of the context, for each value (and for the cells, and the exception)
+UNKNOWN_CONTEXT = 4096  # tokens, for a server that does not say (llama-cpp-python's)
 
 
 @dataclass
@@ -39,15 +40,14 @@ class Question:
 
 
 def budget_of(session: Session, fraction: float) -> Budget:
-    """``fraction`` of the loaded model's context, counted by its tokenizer where it has one."""
+    """``fraction`` of the loaded model's context, counted by its tokenizer where it has one
+    (a server that does not say its context is taken to have ``UNKNOWN_CONTEXT`` tokens)."""
     backend = session.require_backend()
+    tokens = max(1, int((backend.n_ctx or UNKNOWN_CONTEXT) * fraction))
     tokenizer = backend.tokenizer
     if tokenizer is None:
-        return Budget(max(1, int(backend.n_ctx * fraction)), estimate_tokens)
-    return Budget(
-        max(1, int(backend.n_ctx * fraction)),
-        lambda text: len(tokenizer.tokenize(text, special=False)),
-    )
+        return Budget(tokens, estimate_tokens)
+    return Budget(tokens, lambda text: len(tokenizer.tokenize(text, special=False)))
 
 
 def gather(
