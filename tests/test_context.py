@@ -71,6 +71,17 @@ def test_a_frame_sample_is_a_markdown_table_of_head_and_tail(count):
     assert small.cut == "" and "Sample (3 of 3 rows):" in small.text and "…" not in small.text
 
 
+def test_frames_without_rows_or_columns(count):
+    empty = render_value(pd.DataFrame(), Budget(100, count)).text
+    assert empty == "DataFrame: 0 rows × 0 columns\n(no rows)"
+    assert render_value(pd.DataFrame({"a": []}), Budget(100, count)).text == (
+        "DataFrame: 0 rows × 1 columns\nColumns (dtype, nulls):\n- a: float64\n(no rows)"
+    )
+    assert render_value(pd.DataFrame(index=range(3)), Budget(100, count)).text == (
+        "DataFrame: 3 rows × 0 columns\n(no columns)"
+    )
+
+
 def test_long_cells_are_shortened_and_pipes_escaped(count):
     frame = pd.DataFrame({"text": ["x | y " * 50]})
     text = render_value(frame, Budget(2048, count)).text

@@ -26,7 +26,7 @@ def render_frame(frame: Any, budget: Budget) -> Rendered:
         f"- {_cell(name, 60)}: {dtype}{_nulls(int(nulls.iloc[i]))}"
         for i, (name, dtype) in enumerate(frame.dtypes.items())
     )
-    full = f"{summary}\nColumns (dtype, nulls):\n{listing}"
+    full = f"{summary}\nColumns (dtype, nulls):\n{listing}" if columns else summary
 
     def candidates() -> Iterator[tuple[str, str]]:
         for head, tail, width, cut in _sizes(rows):
@@ -70,6 +70,8 @@ def _sizes(rows: int) -> Iterator[tuple[int, int, int, str]]:
 def _sample(frame: Any, head: int, tail: int, width: int) -> str:
     """A Markdown table of the first ``head`` and last ``tail`` rows, index first."""
     rows, columns = frame.shape
+    if not rows or not columns:
+        return "(no rows)" if not rows else "(no columns)"
     shown = frame.iloc[:, :SAMPLE_COLUMNS]
     lines = [_row(["", *shown.columns], width), "|" + " --- |" * (shown.shape[1] + 1)]
     lines += _rows(shown.iloc[:head], width)
@@ -78,8 +80,6 @@ def _sample(frame: Any, head: int, tail: int, width: int) -> str:
     if tail:
         lines += _rows(shown.iloc[rows - tail :], width)
     which = f", the first {SAMPLE_COLUMNS} columns" if columns > SAMPLE_COLUMNS else ""
-    if not rows:
-        return "(no rows)"
     return f"Sample ({head + tail:,} of {rows:,} rows{which}):\n" + "\n".join(lines)
 
 
