@@ -236,6 +236,15 @@ def test_a_long_traceback_is_cut_to_its_last_user_frames(tmp_path, count):
     assert rendered.text.endswith("[cut to fit: the traceback cut to its last 3 frames]")
 
 
+def test_an_exception_whose_message_alone_is_over_the_budget_is_cut(count):
+    def fail():
+        raise ValueError("the reason " * 1000)
+
+    rendered = render_exception(raised(fail), Budget(120, count))
+    assert rendered.text.startswith("ValueError: the reason") and count(rendered.text) <= 120
+    assert rendered.cut == "the traceback left out, the message cut"
+
+
 def test_a_chained_exception_names_its_cause(count):
     def fail():
         try:

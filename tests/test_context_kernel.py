@@ -157,6 +157,21 @@ def test_explain_asks_and_the_exchange_holds_the_question_as_sent(kernel):
     assert "KeyError: 'price'" in asked["content"]
 
 
+def test_explain_shows_the_cell_of_a_syntax_error(kernel):
+    raised = kernel.run("x = 1\ndef f(:\n    pass")
+    number = raised.reply["execution_count"]
+    question = prompt_of(kernel.run("%exaone explain --dry-run"))
+    assert f"The code of Cell In[{number}]:\n```python\nx = 1\ndef f(:\n    pass\n```" in question
+    assert f'File "Cell In[{number}]", line 2\n    def f(:' in question
+    assert "SyntaxError: invalid syntax" in question
+
+
+def test_explain_is_listed_with_its_help(kernel):
+    assert "Ask about the last exception of this kernel" in kernel.run("%exaone help").text
+    usage = kernel.run("%exaone help").text
+    assert "[--cells N] [--code]" in usage
+
+
 def test_cells_come_before_the_question_in_order(kernel):
     first = kernel.run("total = 21").reply["execution_count"]
     second = kernel.run("total * 2").reply["execution_count"]

@@ -48,9 +48,9 @@ def render_exception(
     frames = traceback.extract_tb(exc.__traceback__)
     while frames and is_library(frames[0].filename):  # the machinery that ran the cell
         frames.pop(0)
-    headline = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    causes = list(_causes(exc))
     name = cell_name or (lambda filename: None)
+    headline = _headline(exc, name)
+    causes = list(_causes(exc))
 
     def candidates() -> Iterator[tuple[str, str]]:
         user = sum(not is_library(f.filename) for f in frames)
@@ -59,7 +59,9 @@ def render_exception(
                 continue
             text = _format(headline, causes, _trace(frames, keep, name))
             yield text, "" if number == 0 else f"the traceback cut to its last {keep} frames"
-        yield budget.cut_text(headline).text, "the traceback left out, the message cut"
+        last = "the traceback left out, the message cut"
+        room = budget.tokens - budget.count(f"\n[cut to fit: {last}]")
+        yield Budget(max(1, room), budget.count).cut_text(headline).text, last
 
     return budget.first_fitting(candidates())
 
@@ -73,20 +75,37 @@ def explain_question(
 ) -> tuple[str, str]:
     """The question ``%exaone explain`` asks about ``exc`` (the source of the cell that failed,
     then the exception), and what was cut to fit ("" when nothing)."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not is_library(f.filename)]
     parts = [extra.strip() or EXPLAIN]
     cut = ""
-    if frames:  # the outermost user frame is the cell that ran (IPython keeps its source)
-        where = (cell_name(frames[0].filename) if cell_name else None) or "the cell"
-        source = budget.share(2).cut_text(
-            "".join(linecache.getlines(frames[0].filename)), "characters"
-        )
+    origin = _origin(exc)
+    if origin:  # the cell that ran (IPython keeps its source in linecache)
+        where = (cell_name(origin) if cell_name else None) or "the cell"
+        source = budget.share(2).cut_text("".join(linecache.getlines(origin)), "characters")
         if source.text.strip():
             parts.append(f"The code of {where}:\n```python\n{source.text.rstrip()}\n```")
             cut = source.cut and f"the cell's code cut to {source.cut}"
     rendered = render_exception(exc, budget.share(2), cell_name=cell_name)
     parts.append(f"The exception:\n```text\n{rendered.text}\n```")
     return "\n\n".join(parts), " and ".join(c for c in (cut, rendered.cut) if c)
+
+
+def _origin(exc: BaseException) -> str | None:
+    """The file of the code that failed: the outermost frame of the user's, or where a
+    SyntaxError was found (its traceback is the compiler's)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not is_library(f.filename)]
+    if frames:
+        return frames[0].filename
+    if isinstance(exc, SyntaxError) and exc.filename and not is_library(exc.filename):
+        return exc.filename
+    return None
+
+
+def _headline(exc: BaseException, name: CellName) -> str:
+    """The exception's last lines as Python writes them; a SyntaxError's cell by its name."""
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if isinstance(exc, SyntaxError) and exc.filename and name(exc.filename):
+        text = text.replace(f'File "{exc.filename}"', f'File "{name(exc.filename)}"', 1)
+    return text
 
 
 def _trace(frames: list[traceback.FrameSummary], keep: int, name: CellName) -> list[str]:
