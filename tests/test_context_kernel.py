@@ -251,6 +251,7 @@ class_broken = (
         ),
         ("", "%%exaone --cells 10000\nWhat did I do?", ("--cells 10000 asks for more cells",)),
         ("", "%%exaone --cells 0\nWhat did I do?", ("--cells takes a number of cells of 1",)),
+        ("", "%%exaone --cells 1\n  ", ("The message is empty",)),  # cells, no question
     ],
 )
 def test_each_bad_input_is_one_sentence_and_leaves_all_intact(kernel, setup, code, fragments):

@@ -2,8 +2,9 @@
 
 Each renderer turns a plain Python value into text a model reads reliably and fits it to a token
 budget (``budget.py``), saying so in the text when it had to cut. Nothing here imports IPython,
-pandas or numpy: the UI looks names up and gathers what is IPython's own (``sys.last_value``,
-``In``/``Out``) and hands plain values down; a DataFrame is recognised by its type's module.
+and pandas or numpy only where a value already is one (a DataFrame is recognised through
+``sys.modules``): the UI looks names up, gathers what is IPython's own (``sys.last_value``,
+``In``/``Out``) and hands plain values down.
 """
 
 from __future__ import annotations

@@ -63,12 +63,14 @@ def gather(
     for; ``run``: this cell's ``In [n]`` (None when it is not counted), never its own context."""
     question = Question("")
     ask = _values(text, shell.user_ns, budget, question.notes)
+    if not (explain or ask.strip()):
+        return question  # no question: the session refuses an empty message in one sentence
     parts = []
     if cells is not None:
         parts.append(_cells(shell, cells, run, budget, question.notes))
     if explain:
         parts.append(_explain(shell, ask, budget, question.notes))
-    elif ask.strip():
+    else:
         parts.append(ask)
     question.text = "\n\n".join(parts)
     return question
