@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ..errors import ExaoneError
 
 Counter = Callable[[str], int]
+_LONGEST_TOKEN = 16  # characters: a text longer than this many per token of budget cannot fit
 
 
 def estimate_tokens(text: str) -> int:
@@ -66,13 +67,14 @@ class Budget:
     def cut_text(self, text: str, what: str = "characters") -> Rendered:
         """``text`` whole when it fits, else its longest beginning that fits with a marker that
         says how much is shown (the search counts tokens, so it holds for any tokenizer)."""
-        if self.fits(text):
+        longest = self.tokens * _LONGEST_TOKEN
+        if len(text) <= longest and self.fits(text):  # a megabyte is not tokenized to find out
             return Rendered(text)
 
         def marked(n: int) -> str:
             return f"{text[:n]}… [cut to fit: {n:,} of {len(text):,} {what} shown]"
 
-        low, high = 0, min(len(text), self.tokens * 16)  # no token is longer than 16 characters
+        low, high = 0, min(len(text), longest)
         while low < high:
             middle = (low + high + 1) // 2
             if self.fits(marked(middle)):
