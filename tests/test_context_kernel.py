@@ -186,6 +186,42 @@ def test_cells_come_before_the_question_in_order(kernel):
     )
 
 
+def test_cells_carry_what_they_printed(kernel):
+    shown = kernel.run("print('rows:', 3)\nsales = {'Seoul': 7}\nsales['Seoul']")
+    assert shown.stdout == "rows: 3\n"  # the frontend still gets every printed line
+    number = shown.reply["execution_count"]
+    chatty = kernel.run("for i in range(20_000):\n    print('line', i)")
+    assert chatty.stdout.endswith("line 19999\n")
+    cell = kernel.run("%%exaone --dry-run --cells 2\nWhat happened?")
+    question = prompt_of(cell)
+    assert (
+        f"In [{number}]:\n```python\nprint('rows:', 3)\nsales = {{'Seoul': 7}}\nsales['Seoul']\n```"
+        f"\n\nPrinted by In [{number}]:\n```text\nrows: 3\n```\n\nOut [{number}]:\n```text\n7\n```"
+    ) in question
+    assert "line 19999\n```" in question  # the long print shortened, its end kept
+    assert question.count("\nline ") < 100 and "characters shown] …" in question
+    assert tokens(kernel, question) <= BUDGET
+
+
+def test_stdout_is_the_kernels_own_between_cells(kernel):
+    kernel.run(
+        "import sys\nbetween = []\n"
+        "get_ipython().events.register('post_run_cell', "
+        "lambda result: between.append(type(sys.stdout).__name__))"
+    )
+    kernel.run("print('x')")
+    assert kernel.eval("between[-2:]") == ["OutStream", "OutStream"]
+
+
+def test_unloading_the_extension_gives_stdout_back(kernel):
+    assert kernel.run("import sys").ok
+    assert kernel.eval("type(sys.stdout).__name__") == "_Tee"  # while a cell runs
+    assert kernel.run("%unload_ext exaone_jupyter").ok
+    assert kernel.eval("type(sys.stdout).__name__") == "OutStream"
+    assert kernel.run("%load_ext exaone_jupyter").ok
+    assert kernel.run("%exaone info").ok
+
+
 def test_the_reply_code_goes_to_the_next_cell(kernel):
     cell = kernel.run(f"%%exaone --code --no-history -t 0\n{ADD_QUESTION}")
     assert cell.ok and not cell.stderr, cell

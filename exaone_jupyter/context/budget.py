@@ -64,14 +64,17 @@ class Budget:
                 return Rendered(text, cut)
         raise BudgetTooSmall(self.count(text), self.tokens)
 
-    def cut_text(self, text: str, what: str = "characters") -> Rendered:
-        """``text`` whole when it fits, else its longest beginning that fits with a marker that
-        says how much is shown (the search counts tokens, so it holds for any tokenizer)."""
+    def cut_text(self, text: str, what: str = "characters", *, end: bool = False) -> Rendered:
+        """``text`` whole when it fits, else its longest beginning (``end``: its longest end, as
+        for printed output) that fits, with a marker that says how much is shown (the search
+        counts tokens, so it holds for any tokenizer)."""
         longest = self.tokens * _LONGEST_TOKEN
         if len(text) <= longest and self.fits(text):  # a megabyte is not tokenized to find out
             return Rendered(text)
 
         def marked(n: int) -> str:
+            if end:
+                return f"[cut to fit: the last {n:,} of {len(text):,} {what} shown] …{text[-n:]}"
             return f"{text[:n]}… [cut to fit: {n:,} of {len(text):,} {what} shown]"
 
         low, high = 0, min(len(text), longest)

@@ -1,8 +1,8 @@
-"""The notebook's last executed code cells as context: each one's source and its result.
+"""The notebook's last executed code cells as context: each one's source and its outputs.
 
-The kernel keeps each cell's source (``In``) and the value it ended with (``Out``), not what it
-printed, so a cell's output here is that value, rendered as ``{name}`` renders one and
-shortened. Under the budget the results shrink first, then they go, then the oldest cells do.
+A cell's outputs are what it printed (kept by the UI, ``ui/printed.py``: the kernel keeps none)
+and the value it ended with (``Out``), rendered as ``{name}`` renders one; both are shortened.
+Under the budget the outputs shrink first, then they go, then the oldest cells do.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class CellRecord:
-    """One executed cell: its ``In [number]``, source and result (``_MISSING``: it had none)."""
+    """One executed cell: its ``In [number]``, source, result (``_MISSING``: it had none) and
+    printed text."""
 
     number: int
     source: str
     result: object = _MISSING
+    printed: str = ""
 
     @property
     def has_result(self) -> bool:
@@ -33,8 +35,8 @@ def render_cells(cells: Sequence[CellRecord], budget: Budget) -> Rendered:
 
     def candidates() -> Iterator[tuple[str, str]]:
         yield _cells(cells, budget.share(2 * len(cells))), ""
-        yield _cells(cells, budget.share(8 * len(cells))), "the cells' results shortened"
-        yield _cells(cells, None), "the cells' results left out"
+        yield _cells(cells, budget.share(8 * len(cells))), "the cells' outputs shortened"
+        yield _cells(cells, None), "the cells' outputs left out"
         for first in range(1, len(cells)):
             kept = cells[first:]
             yield _cells(kept, None), f"only the last {len(kept)} of {len(cells)} cells, no results"
@@ -46,9 +48,21 @@ def _cells(cells: Sequence[CellRecord], result_budget: Budget | None) -> str:
     parts = ["The notebook's last executed cells, in order:"]
     for cell in cells:
         parts.append(f"In [{cell.number}]:\n```python\n{cell.source.rstrip()}\n```")
-        if cell.has_result and result_budget is not None:
+        if result_budget is None:
+            continue
+        if cell.printed.strip():
+            printed = _printed(cell.printed, result_budget)
+            parts.append(f"Printed by In [{cell.number}]:\n```text\n{printed}\n```")
+        if cell.has_result:
             parts.append(f"Out [{cell.number}]:\n```text\n{_result(cell, result_budget)}\n```")
     return "\n\n".join(parts)
+
+
+def _printed(text: str, budget: Budget) -> str:
+    try:
+        return budget.cut_text(text.strip("\n"), end=True).text  # a printout's end says most
+    except BudgetTooSmall:
+        return "(left out to fit)"
 
 
 def _result(cell: CellRecord, budget: Budget) -> str:

@@ -39,6 +39,7 @@ from .arguments import (
 )
 from .next_cell import put_in_next_cell
 from .notebook_context import DEFAULT_FRACTION, budget_of, gather
+from .printed import PrintedLog
 from .progress import LoadProgress
 from .render import (
     DEFAULT_INTERVAL,
@@ -126,6 +127,7 @@ class ExaoneMagics(Magics):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # sets the configured traits (their observers run first)
         self._constructed = True
+        self._printed = PrintedLog()  # what each cell prints, for --cells
 
     # -- %%exaone -------------------------------------------------------------------------------
     @no_var_expand
@@ -146,7 +148,7 @@ class ExaoneMagics(Magics):
         type=int,
         default=None,
         metavar="N",
-        help="add the last N code cells run (source and result) before the question",
+        help="add the last N code cells run (code and outputs) before the question",
     )
     @argument("--code", action="store_true", help="put the reply's Python code in a new cell")
     @cell_magic("exaone")  # type: ignore[arg-type]  # IPython types the decorator as Never
@@ -197,6 +199,7 @@ class ExaoneMagics(Magics):
                 explain=explain,
                 cells=args.cells,
                 run=self._cell_run,
+                printed=self._printed.printed,
             )
             for note in question.notes:
                 renderer.note(note)
@@ -496,6 +499,8 @@ def register(ipython) -> None:
     magics = ExaoneMagics(shell=ipython)
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics._note_cell)
+    ipython.events.register("pre_run_cell", magics._printed.before)
+    ipython.events.register("post_run_cell", magics._printed.after)
 
 
 def unregister(ipython) -> None:
@@ -507,6 +512,11 @@ def unregister(ipython) -> None:
     if instance is not None:
         with contextlib.suppress(ValueError):  # not registered (an older load)
             ipython.events.unregister("pre_run_cell", instance._note_cell)
+            ipython.events.unregister("pre_run_cell", instance._printed.before)
+            ipython.events.unregister("post_run_cell", instance._printed.after)
+        printed = getattr(instance, "_printed", None)  # (an older load has none)
+        if printed is not None:
+            printed.release()
     if instance is not None and instance in ipython.configurables:
         ipython.configurables.remove(instance)
 

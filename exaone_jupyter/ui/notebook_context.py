@@ -11,6 +11,7 @@ server tokenizes (``context.estimate_tokens``).
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,16 +59,18 @@ def gather(
     explain: bool = False,
     cells: int | None = None,
     run: int | None = None,
+    printed: Mapping[int, str] | None = None,
 ) -> Question:
     """The cell's ``text`` with its values rendered, after the cells and the exception asked
-    for; ``run``: this cell's ``In [n]`` (None when it is not counted), never its own context."""
+    for; ``run``: this cell's ``In [n]`` (None when it is not counted), never its own context;
+    ``printed``: what each cell printed, by ``In [n]`` (``ui/printed.py``)."""
     question = Question("")
     ask = _values(text, shell.user_ns, budget, question.notes)
     if not (explain or ask.strip()):
         return question  # no question: the session refuses an empty message in one sentence
     parts = []
     if cells is not None:
-        parts.append(_cells(shell, cells, run, budget, question.notes))
+        parts.append(_cells(shell, cells, run, budget, question.notes, printed or {}))
     if explain:
         parts.append(_explain(shell, ask, budget, question.notes))
     else:
@@ -119,7 +122,14 @@ def _cell_name(shell: Any) -> Any:
     return name
 
 
-def _cells(shell: Any, wanted: int, run: int | None, budget: Budget, notes: list[str]) -> str:
+def _cells(
+    shell: Any,
+    wanted: int,
+    run: int | None,
+    budget: Budget,
+    notes: list[str],
+    printed: Mapping[int, str],
+) -> str:
     """The last ``wanted`` executed code cells before this one (``%exaone`` cells are the
     conversation already, so they are not counted)."""
     if wanted < 1:
@@ -140,7 +150,9 @@ def _cells(shell: Any, wanted: int, run: int | None, budget: Budget, notes: list
         )
     outputs = history.output_hist
     records = [
-        CellRecord(n, sources[n], outputs[n]) if n in outputs else CellRecord(n, sources[n])
+        CellRecord(n, sources[n], outputs[n], printed.get(n, ""))
+        if n in outputs
+        else CellRecord(n, sources[n], printed=printed.get(n, ""))
         for n in numbers[-wanted:]
     ]
     try:
