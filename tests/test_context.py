@@ -305,6 +305,16 @@ def test_cells_in_order_with_their_results_and_cut_to_fit(count):
         render_cells(cells, Budget(3, count))
 
 
+def test_cell_outputs_shortened_to_fit_are_said_and_fences_hold(count):
+    source = 'note = """\n```python\nx = 1\n```\n"""'
+    cells = [CellRecord(5, source, printed="line\n" * 400)]
+    rendered = render_cells(cells, Budget(400, count))
+    assert "In [5]:\n````python\n" + source + "\n````" in rendered.text  # the fence outruns ```
+    assert "Printed by In [5]:\n```text\n[cut to fit: the last " in rendered.text
+    assert rendered.cut == "the cells' outputs shortened"
+    assert rendered.text.endswith("line\n```\n[cut to fit: the cells' outputs shortened]")
+
+
 def test_the_fallback_count_without_a_tokenizer():
     assert estimate_tokens("") == 0
     assert estimate_tokens("abc") == 1

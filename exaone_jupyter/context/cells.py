@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from .budget import Budget, BudgetTooSmall, Rendered
+from .markdown import fenced
 
 _MISSING = object()
 
@@ -34,43 +35,54 @@ def render_cells(cells: Sequence[CellRecord], budget: Budget) -> Rendered:
     """The cells in the notebook's order, as Markdown code blocks, within ``budget``."""
 
     def candidates() -> Iterator[tuple[str, str]]:
-        yield _cells(cells, budget.share(2 * len(cells))), ""
-        yield _cells(cells, budget.share(8 * len(cells))), "the cells' outputs shortened"
-        yield _cells(cells, None), "the cells' outputs left out"
+        for share in (2, 8):  # each output's share of the budget
+            text, shortened = _cells(cells, budget.share(share * len(cells)))
+            yield text, "the cells' outputs shortened" if shortened else ""
+        yield _cells(cells, None)[0], "the cells' outputs left out"
         for first in range(1, len(cells)):
             kept = cells[first:]
-            yield _cells(kept, None), f"only the last {len(kept)} of {len(cells)} cells, no results"
+            yield (
+                _cells(kept, None)[0],
+                f"only the last {len(kept)} of {len(cells)} cells, no outputs",
+            )
 
     return budget.first_fitting(candidates())
 
 
-def _cells(cells: Sequence[CellRecord], result_budget: Budget | None) -> str:
+def _cells(cells: Sequence[CellRecord], output_budget: Budget | None) -> tuple[str, bool]:
+    """The cells as text, and whether an output had to be shortened."""
     parts = ["The notebook's last executed cells, in order:"]
+    shortened = False
     for cell in cells:
-        parts.append(f"In [{cell.number}]:\n```python\n{cell.source.rstrip()}\n```")
-        if result_budget is None:
+        parts.append(f"In [{cell.number}]:\n{fenced(cell.source.rstrip(), 'python')}")
+        if output_budget is None:
             continue
+        outputs = []
         if cell.printed.strip():
-            printed = _printed(cell.printed, result_budget)
-            parts.append(f"Printed by In [{cell.number}]:\n```text\n{printed}\n```")
+            outputs.append(
+                (f"Printed by In [{cell.number}]", _printed(cell.printed, output_budget))
+            )
         if cell.has_result:
-            parts.append(f"Out [{cell.number}]:\n```text\n{_result(cell, result_budget)}\n```")
-    return "\n\n".join(parts)
+            outputs.append((f"Out [{cell.number}]", _result(cell, output_budget)))
+        for label, rendered in outputs:
+            parts.append(f"{label}:\n{fenced(rendered.text, 'text')}")
+            shortened = shortened or bool(rendered.cut)
+    return "\n\n".join(parts), shortened
 
 
-def _printed(text: str, budget: Budget) -> str:
+def _printed(text: str, budget: Budget) -> Rendered:
     try:
-        return budget.cut_text(text.strip("\n"), end=True).text  # a printout's end says most
+        return budget.cut_text(text.strip("\n"), end=True)  # a printout's end says most
     except BudgetTooSmall:
-        return "(left out to fit)"
+        return Rendered("(left out to fit)", "all of it")
 
 
-def _result(cell: CellRecord, budget: Budget) -> str:
+def _result(cell: CellRecord, budget: Budget) -> Rendered:
     from .values import render_value
 
     try:
-        return render_value(cell.result, budget).text
+        return render_value(cell.result, budget)
     except BudgetTooSmall:
-        return "(left out to fit)"
+        return Rendered("(left out to fit)", "all of it")
     except Exception as err:  # a result whose rendering fails is said, not fatal
-        return f"(could not be rendered: {type(err).__name__})"
+        return Rendered(f"(could not be rendered: {type(err).__name__})")

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .budget import Budget, Rendered
+from .markdown import fenced
 
 CellName = Callable[[str], "str | None"]  # a frame's file name -> "In [3]" for a notebook cell
 
@@ -82,10 +83,10 @@ def explain_question(
         where = (cell_name(origin) if cell_name else None) or "the cell"
         source = budget.share(2).cut_text("".join(linecache.getlines(origin)), "characters")
         if source.text.strip():
-            parts.append(f"The code of {where}:\n```python\n{source.text.rstrip()}\n```")
+            parts.append(f"The code of {where}:\n{fenced(source.text.rstrip(), 'python')}")
             cut = source.cut and f"the cell's code cut to {source.cut}"
     rendered = render_exception(exc, budget.share(2), cell_name=cell_name)
-    parts.append(f"The exception:\n```text\n{rendered.text}\n```")
+    parts.append(f"The exception:\n{fenced(rendered.text, 'text')}")
     return "\n\n".join(parts), " and ".join(c for c in (cut, rendered.cut) if c)
 
 
