@@ -238,6 +238,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             ),
         ),
         Subcommand(
+            "explain",
+            "Ask about the last exception of this kernel: the failing cell, the exception and "
+            "the traceback's frames in your code (takes %%exaone's options, e.g. --code to get "
+            "the fix in a new cell; `%%exaone explain` with text below extends the question).",
+        ),
+        Subcommand(
             "help",
             "List the subcommands, or one subcommand's options.",
             (_arg("subcommand", nargs="?", default=None, metavar="NAME"),),
