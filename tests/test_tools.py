@@ -115,3 +115,77 @@ def test_a_lambda_takes_the_notebooks_name_and_a_name_twice_is_refused():
     assert tools[0].parameters["required"] == ["a", "b"]
     with pytest.raises(ExaoneError, match="listed twice"):
         describe_all([("add", add), ("add", add)])
+
+
+# -- the calls a model writes, the results it reads, the record --------------------------------
+def test_calls_are_read_from_the_text_a_model_writes():
+    from exaone_jupyter.tools.calls import parse_calls
+
+    rest, calls = parse_calls(
+        'Let me check.\n<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>\n'
+        '<tool_call>{"name": "add", "arguments": "{\\"a\\": 3}"}</tool_call>'
+        "<tool_call>{broken</tool_call>"
+        '<tool_call>{"name": "add", "arguments": "{3"}</tool_call>'
+        '<tool_call>{"arguments": {}}'  # still being written: a call already
+    )
+    assert rest == "Let me check."
+    assert [(c.name, c.arguments, c.error) for c in calls[:2]] == [
+        ("add", {"a": 1, "b": 2}, None),
+        ("add", {"a": 3}, None),
+    ]
+    assert calls[0].signature() == "add(a=1, b=2)" and calls[0].id == "call_1"
+    assert calls[2].error == "The tool call '{broken' is not JSON; nothing ran."
+    assert calls[3].error == "The arguments of add are not JSON ('{3'); the tool did not run."
+    assert calls[4].error == "The tool call '{\"arguments\": {}}' names no tool; nothing ran."
+
+
+def test_results_go_as_text_json_or_repr_and_are_cut_to_the_limit():
+    from exaone_jupyter.tools.results import error_text, result_text
+
+    assert result_text("f", "23°C, sunny", 100).text == "23°C, sunny"
+    assert result_text("f", 6912, 100).text == "6912"
+    assert result_text("f", {"temp": 23, "unit": Unit.CELSIUS}, 100).text == (
+        '{"temp":23,"unit":"celsius"}'
+    )
+    opaque = result_text("f", Opaque(), 100)
+    assert opaque.text.startswith("<") and opaque.note == (
+        "f returned a value of type Opaque, which is not JSON-serialisable, so its repr was sent."
+    )
+    cut = result_text("f", "x" * 1000, 100)
+    assert cut.text == "x" * 100 + " …[cut]"
+    assert cut.note == (
+        "f returned 1,000 characters; the first 100 were sent (the context has room for no more)."
+    )
+    assert error_text("f", ValueError("no\nsuch city")) == "f raised ValueError: no such city"
+
+
+def test_tool_calls_show_folded_under_the_answer():
+    from exaone_jupyter.ui.render import reply_markdown
+
+    text = 'Checking.\n<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>'
+    assert reply_markdown(text) == (
+        "Checking.\n\n<details><summary>tool call</summary>\n\n"
+        '```json\n{"name": "add", "arguments": {"a": 1}}\n```\n\n</details>'
+    )
+
+
+def test_the_record_keeps_tool_calls_and_refuses_damaged_ones():
+    from exaone_jupyter.chat.exchange import Exchange
+
+    messages = [
+        {"role": "user", "content": "What is 1 + 2?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "add", "arguments": {}}}
+            ],
+        },
+        {"role": "tool", "content": "3", "tool_call_id": "c1", "name": "add"},
+        {"role": "assistant", "content": "1 + 2 = **3**."},
+    ]
+    saved = Exchange("cell-1", None, messages).to_json()
+    assert Exchange.from_json(saved, "Cell 1").messages == messages
+    saved["messages"][1]["tool_calls"][0]["function"]["arguments"] = "{}"
+    with pytest.raises(ExaoneError, match="holds a damaged exchange"):
+        Exchange.from_json(saved, "Cell 1")

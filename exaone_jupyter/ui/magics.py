@@ -29,6 +29,7 @@ from ..engine.reply import Reply
 from ..errors import ExaoneError
 from ..model import catalog
 from ..session import get_session
+from ..tool_loop import DEFAULT_MAX_ROUNDS, run_with_tools
 from .arguments import (
     SUBCOMMANDS,
     find_subcommand,
@@ -49,6 +50,7 @@ from .render import (
 )
 from .reports import info_rows, short_spec, show_dry_run, show_history, show_loaded, show_table
 from .settings import CONFIG, LOADING, SAMPLING, config_trait, configured, given
+from .tool_cell import CellToolUI, lookup_tools
 
 
 # -- the magics ------------------------------------------------------------------------------------
@@ -82,6 +84,9 @@ class ExaoneMagics(Magics):
         f"cell (at least {MIN_INTERVAL}: 20 updates a second).",
     ).tag(config=True)
     show_meter = Bool(True, help="Show the tokens/s meter under each reply.").tag(config=True)
+    confirm_tools = Bool(
+        True, help="Ask before each tool call runs (--tools); False runs them as --yes does."
+    ).tag(config=True)
 
     # A bad %config value is refused when it is set, in one sentence, not at the next cell.
     @validate(*CONFIG, "update_interval")
@@ -124,6 +129,15 @@ class ExaoneMagics(Magics):
         help="show the exact prompt text and its tokens; generate nothing",
     )
     @argument("--think", action="store_true", help="reasoning mode (EXAONE 4.0, Deep)")
+    @argument("--tools", default=None, metavar="F,G", help="functions the model may call")
+    @argument("--yes", action="store_true", help="run tool calls without asking")
+    @argument(
+        "--max-tool-rounds",
+        type=int,
+        default=DEFAULT_MAX_ROUNDS,
+        metavar="N",
+        help=f"rounds of tool calls before the model must answer (default {DEFAULT_MAX_ROUNDS})",
+    )
     @cell_magic("exaone")  # type: ignore[arg-type]  # IPython types the decorator as Never
     def exaone_cell(self, line: str, cell: str) -> None:
         """Ask EXAONE; the reply streams into the cell with a live tokens/s meter.
@@ -162,6 +176,9 @@ class ExaoneMagics(Magics):
             self._ensure_model(renderer.note)
             sampling = Sampling.from_options(self._sampling(), **given(SAMPLING, args))
             question = interpolate(cell.strip("\n"), self._namespace)
+            tools = lookup_tools(args.tools, self._namespace) if args.tools else []
+            if args.max_tool_rounds < 0:
+                raise ExaoneError("--max-tool-rounds is a number of rounds, 0 or more.")
             turn = session.prepare(
                 question,
                 sampling,
@@ -172,6 +189,7 @@ class ExaoneMagics(Magics):
                 cell=cell_id,
                 run=self._cell_run,
                 adapt_max_tokens=args.max_tokens is None,
+                tools=tools,
             )
             for note in turn.notes:
                 renderer.note(note)
@@ -184,12 +202,26 @@ class ExaoneMagics(Magics):
                 recorded.append(True)
                 return {MIME: session.exchange(turn, reply).to_json()} if turn.remember else {}
 
-            reply = renderer.stream(
-                session.send(turn),
-                model=short_spec(session.model_spec or ""),
-                gpu=session.require_backend().info.gpu_label,
-                record=record,
-            )
+            labels = {
+                "model": short_spec(session.model_spec or ""),
+                "gpu": session.require_backend().info.gpu_label,
+            }
+            if tools:
+                reply = run_with_tools(
+                    session,
+                    turn,
+                    tools,
+                    CellToolUI(renderer, **labels),
+                    ask=self.confirm_tools and not args.yes,
+                    max_rounds=args.max_tool_rounds,
+                    record=(lambda r: publish({"text/plain": "", **record(r)}))
+                    if turn.remember
+                    else None,
+                )
+            else:
+                reply = renderer.stream(session.send(turn), record=record, **labels)
+            if reply is None:
+                return
             if reply.note:
                 renderer.note(reply.note)
             if args.out:
