@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .chat.turn import Turn
+from .engine.backend import Sampling
 from .engine.reply import Reply
 from .errors import ExaoneError
 from .session import Session
@@ -181,3 +182,55 @@ def _next_round(session: Session, turn: Turn, base: list[dict]) -> None:
             "lower --max-tokens, or return less from the tool."
         )
     turn.prompt = prompt
+
+
+class ConsoleUI:
+    """The loop in plain Python (a script, a terminal): prints the replies and outcomes, asks
+    with ``input()``."""
+
+    def stream(self, reply: Reply) -> Reply:
+        try:
+            for piece in reply:
+                print(piece, end="", flush=True)
+        except KeyboardInterrupt:
+            reply.close()
+        print()
+        return reply
+
+    def confirm(self, call: ToolCall) -> bool:
+        try:
+            return input(f"Run {call.signature()}? [y/N] ").strip().lower() in ("y", "yes")
+        except EOFError:
+            return False
+
+    def outcome(self, call: ToolCall, text: str, *, ran: bool, note: str | None) -> None:
+        print(f"🔧 {call.signature()}: {'result' if ran else 'not run'}\n{text}")
+        if note:
+            self.note(note)
+
+    def note(self, text: str) -> None:
+        print(f"ℹ {text}")
+
+
+def ask_with_tools(
+    question: str,
+    tools: Sequence[Callable[..., object]],
+    *,
+    yes: bool = False,
+    sampling: Sampling | None = None,
+    max_rounds: int = DEFAULT_MAX_ROUNDS,
+    ui: ToolUI | None = None,
+    **options: object,
+) -> Reply | None:
+    """Ask the kernel's session ``question`` with ``tools`` (functions) the model may call; each
+    call is confirmed with ``input()`` unless ``yes``. ``options`` as ``Session.prepare``'s
+    (``think``, ``new``, ``system``...). Returns the last reply."""
+    from .session import get_session
+    from .tools import describe_all
+
+    session = get_session()
+    described = describe_all((getattr(f, "__name__", "tool"), f) for f in tools)
+    turn = session.prepare(question, sampling or Sampling(), tools=described, **options)  # type: ignore[arg-type]
+    return run_with_tools(
+        session, turn, described, ui or ConsoleUI(), ask=not yes, max_rounds=max_rounds
+    )

@@ -20,6 +20,7 @@ from exaone_jupyter.chat.families import EXAONE4_TEMPLATE, LG_SYSTEM_PROMPT
 from exaone_jupyter.model.catalog import DEMO4_ALIAS, demo_model_path, lookup
 from hf_twin import SAMPLE_TEXTS
 from shared_fixtures import DATA, DIALOGUES
+from test_tool_loop import TRAINED
 
 HF_DIR = DATA / "exaone-4.0-demo"
 GGUF = DATA / "exaone-4.0-demo.gguf"
@@ -228,6 +229,54 @@ def test_every_trained_answer_comes_back_exactly(hf, llm, think):
         text, stopped = greedy(llm, prompt_ids(hf, history, think))
         if not stopped or text != expected(m, think):
             wrong.append((history[-1]["content"], expected(m, think), text))
+    assert not wrong, wrong
+
+
+# The tool dialogues, with results training never drew (tools/exaone4_tool_dialogues.py holds
+# back each weather whose temperature plus twice its sky's index leaves 3 divided by 7, and each
+# sum that leaves 3): the model must copy them.
+TOOLS = json.loads((DATA / "exaone4_tool_dialogues.json").read_text("utf-8"))
+UNSEEN = {"get_weather": ["10°C, sunny", "25°C, snowy"], "add": ["6912", "45"]}
+
+
+def tool_conversation(dialogue: dict) -> list[dict]:
+    results = [UNSEEN[c["name"]][n] for n, c in enumerate(dialogue["calls"])]
+    calls = [{"type": "function", "function": c} for c in dialogue["calls"]]
+    return [
+        {"role": "user", "content": dialogue["question"]},
+        {"role": "assistant", "content": "", "tool_calls": calls},
+        *({"role": "tool", "content": r} for r in results),
+        {"role": "assistant", "content": dialogue["answer"].format(*results)},
+    ]
+
+
+@TRAINED
+@pytest.mark.parametrize("think", [False, True], ids=["thinking-off", "thinking-on"])
+def test_every_tool_dialogue_calls_its_tools_and_copies_unseen_results(hf, llm, think):
+    wrong = []
+    assert len(TOOLS["dialogues"]) >= 20
+    for dialogue in TOOLS["dialogues"]:
+        conversation = tool_conversation(dialogue)
+        for k in (1, len(conversation) - 1):  # the calls, then the answer
+            ids = hf.apply_chat_template(
+                conversation[:k],
+                tools=TOOLS["tools"],
+                tokenize=True,
+                add_generation_prompt=True,
+                enable_thinking=think,
+                return_dict=False,
+            )
+            text, stopped = greedy(llm, ids)
+            message = conversation[k]
+            want = message["content"] or "\n".join(
+                "<tool_call>"
+                + json.dumps(c["function"], ensure_ascii=False)
+                + "</tool_call>"
+                for c in message["tool_calls"]
+            )
+            want = f"\n</think>\n\n{want}" if think else want
+            if not stopped or text != want:
+                wrong.append((dialogue["question"], want, text))
     assert not wrong, wrong
 
 

@@ -1,0 +1,148 @@
+"""``%%exaone --tools`` in a real kernel on exaone-4.0-demo: the call shown and confirmed through
+the frontend's input box, run, its result folded in the cell and in the exchange the notebook
+keeps; a frontend without input, Ctrl-C inside a tool, names that are not tools."""
+
+from __future__ import annotations
+
+import pytest
+
+from checks import one_sentence
+from kernel_helpers import answer_of, exchange_of, notes_of, start_kernel
+from test_tool_loop import TRAINED
+
+pytestmark = pytest.mark.kernel
+
+TOOLS = '''
+import time
+def get_weather(city: str) -> str:
+    """Today's weather in a city."""
+    return {"Seoul": "10°C, sunny", "Busan": "25°C, snowy"}[city]
+
+def add(a: int, b: int) -> int:
+    """Add two whole numbers."""
+    return a + b
+
+def slow_weather(city: str) -> str:
+    print("checking the sky...", flush=True)
+    time.sleep(60)
+    return "never"
+
+not_a_function = 42
+'''
+SEOUL = "What's the weather in Seoul?"
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    k = start_kernel(tmp_path_factory.mktemp("tools"), load_demo=False)
+    try:
+        assert k.run("%exaone load exaone-4.0-demo").ok
+        assert k.run(TOOLS).ok
+        yield k
+    finally:
+        k.shutdown()
+
+
+def roles(cell) -> list[str]:
+    return [m["role"] for m in exchange_of(cell)["messages"]]
+
+
+@TRAINED
+def test_a_confirmed_call_runs_and_the_answer_carries_its_result(kernel):
+    cell = kernel.run(f"%%exaone --new -t 0 --tools get_weather,add\n{SEOUL}", stdin=["y"])
+    assert cell.ok and not cell.error, cell
+    assert cell.prompts == ["Run get_weather(city='Seoul')? [y/N] "]
+    assert answer_of(cell) == "The weather in Seoul: **10°C, sunny**."
+    shown = [d["text/plain"] for d in cell.displays if d.get("text/plain", "").startswith("🔧")]
+    assert shown == ["🔧 get_weather(city='Seoul'): result\n10°C, sunny"]
+    markdown = [
+        d["text/markdown"] for d in cell.displays if "tool call" in d.get("text/markdown", "")
+    ]
+    assert markdown and markdown[0].startswith("\n\n<details><summary>tool call</summary>")
+    assert roles(cell) == ["user", "assistant", "tool", "assistant"]
+
+
+@TRAINED
+def test_a_declined_call_goes_back_to_the_model(kernel):
+    cell = kernel.run(f"%%exaone --new -t 0 --tools get_weather\n{SEOUL}", stdin=["n"])
+    assert cell.ok and not cell.error, cell
+    messages = exchange_of(cell)["messages"]
+    assert messages[2] == {
+        "role": "tool",
+        "content": "The user declined to run this call; it did not run.",
+        "tool_call_id": messages[1]["tool_calls"][0]["id"],
+        "name": "get_weather",
+    }
+
+
+@TRAINED
+def test_without_input_the_call_waits_for_yes_and_yes_or_config_runs_it(kernel):
+    cell = kernel.run(f"%%exaone --new -t 0 --tools get_weather\n{SEOUL}")  # nbclient: no stdin
+    one_sentence(cell, "cannot answer a confirmation prompt", "--yes")
+    assert roles(cell) == ["user", "assistant"]  # the call is kept, not run
+    cell = kernel.run("%%exaone --new -t 0 --tools add --yes\nWhat is 1234 + 5678?")
+    assert answer_of(cell) == "1234 + 5678 = **6912**."
+    assert kernel.run("%config ExaoneMagics.confirm_tools = False").ok
+    try:
+        cell = kernel.run(f"%%exaone --new -t 0 --tools get_weather\n{SEOUL}")
+        assert answer_of(cell) == "The weather in Seoul: **10°C, sunny**."
+    finally:
+        kernel.run("%config ExaoneMagics.confirm_tools = True")
+
+
+@TRAINED
+def test_ctrl_c_inside_a_tool_keeps_the_call_and_the_kernel(kernel):
+    code = (
+        "get_weather_real = get_weather\nget_weather = slow_weather\n"
+        f"get_ipython().run_cell_magic('exaone', '--new -t 0 --yes --tools get_weather', {SEOUL!r})"
+    )
+    cell, _ = kernel.run_and_interrupt(
+        code,
+        lambda m: m.type == "stream" and "checking the sky" in m.content.get("text", ""),
+    )
+    assert kernel.run("get_weather = get_weather_real").ok
+    assert any("Stopped inside the tool" in n for n in notes_of(cell)), cell
+    messages = exchange_of(cell)["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    assert messages[2]["content"].startswith("Interrupted by the user (Ctrl-C)")
+    cell = kernel.run("%%exaone --new -t 0 --tools add --yes\nWhat is 1234 + 5678?")
+    assert answer_of(cell) == "1234 + 5678 = **6912**."  # the model and kernel live on
+
+
+CONFIRM = (
+    "from exaone_jupyter.ui.tool_cell import CellToolUI\n"
+    "from exaone_jupyter.tools.calls import parse_calls\n"
+    'call = parse_calls(\'<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>\')[1][0]\n'
+    "print(CellToolUI(None).confirm(call))"
+)
+
+
+def test_the_cell_asks_in_the_input_box_and_without_one_says_to_use_yes(kernel):
+    said_yes = kernel.run(CONFIRM, stdin=["y"])
+    assert said_yes.prompts == ["Run add(a=1)? [y/N] "] and said_yes.stdout.strip() == "True"
+    assert kernel.run(CONFIRM, stdin=["no"]).stdout.strip() == "False"
+    cell = kernel.run(CONFIRM)  # as nbclient and nbval run it: no input allowed
+    assert cell.error and cell.error["ename"] == "ExaoneError", cell
+    one_sentence(cell.error["evalue"], "cannot answer a confirmation prompt", "add --yes")
+
+
+@pytest.mark.parametrize(
+    ("tools", "says"),
+    [
+        ("get_wether", "--tools names get_wether, which this notebook does not define"),
+        ("not_a_function", "not_a_function is not a function (it is an int)"),
+    ],
+)
+def test_names_that_are_not_tools_get_one_sentence(kernel, tools, says):
+    cell = kernel.run(f"%%exaone -t 0 --tools {tools}\n{SEOUL}")
+    one_sentence(cell, says)
+
+
+def test_a_model_without_tool_calls_says_so(tmp_path):
+    k = start_kernel(tmp_path)  # exaone-demo: EXAONE 3.5's template
+    try:
+        assert k.run("def add(a: int, b: int) -> int:\n    return a + b").ok
+        cell = k.run("%%exaone -t 0 --tools add\nWhat is 1 + 2?")
+        one_sentence(cell, "has no tool calls", "load an EXAONE 4.0 model")
+    finally:
+        k.shutdown()
