@@ -269,9 +269,7 @@ def test_every_tool_dialogue_calls_its_tools_and_copies_unseen_results(hf, llm, 
             text, stopped = greedy(llm, ids)
             message = conversation[k]
             want = message["content"] or "\n".join(
-                "<tool_call>"
-                + json.dumps(c["function"], ensure_ascii=False)
-                + "</tool_call>"
+                "<tool_call>" + json.dumps(c["function"], ensure_ascii=False) + "</tool_call>"
                 for c in message["tool_calls"]
             )
             want = f"\n</think>\n\n{want}" if think else want
