@@ -131,6 +131,7 @@ def test_the_cell_asks_in_the_input_box_and_without_one_says_to_use_yes(kernel):
     [
         ("get_wether", "--tools names get_wether, which this notebook does not define"),
         ("not_a_function", "not_a_function is not a function (it is an int)"),
+        ("add --max-tool-rounds -1", "--max-tool-rounds is a number of rounds, 0 or more"),
     ],
 )
 def test_names_that_are_not_tools_get_one_sentence(kernel, tools, says):
