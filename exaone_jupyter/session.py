@@ -19,8 +19,9 @@ from .chat.conversation import Conversation
 from .chat.exchange import Exchange
 from .chat.families import Family
 from .chat.template import ChatTemplate
+from .chat.token_memo import TokenMemo
 from .chat.turn import Turn, build_turn
-from .engine.backend import Backend, BackendInfo, Request, Sampling
+from .engine.backend import Backend, BackendInfo, Request, Sampling, Tokenizer
 from .engine.reply import Reply
 from .errors import ExaoneError
 from .model_slot import ModelSlot
@@ -49,6 +50,7 @@ class Session:
         self._system_set_by_user = False
         self._records: dict[str, Exchange] = {}  # each cell's exchange, as its output carries it
         self.models = ModelSlot(on_change=self._model_changed)
+        self._memo: TokenMemo | None = None  # the backend's tokenizer, remembering past turns
         self._watchers: list[Callable[[], Callable[[str], None] | None]] = []
 
     # -- watchers -------------------------------------------------------------------------------
@@ -114,7 +116,19 @@ class Session:
     def require_backend(self) -> Backend:
         return self.models.require_backend()
 
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        """The backend's tokenizer (None for a server), remembering the ids of past turns."""
+        backend = self.backend
+        tokenizer = backend.tokenizer if backend is not None else None
+        if tokenizer is None:
+            return None
+        if self._memo is None or self._memo.tokenizer is not tokenizer:
+            self._memo = TokenMemo(tokenizer)
+        return self._memo
+
     def _model_changed(self, template: ChatTemplate | None, attached: bool) -> None:
+        self._memo = None
         if attached and not self._system_set_by_user:  # a family brings its default prompt
             self.conversation.system = template.default_system if template else None
         self._changed("model")
@@ -181,9 +195,9 @@ class Session:
     def _turns_beyond_context(self) -> int:
         """How many of the oldest turns the next prompt (with a short question) leaves out."""
         backend, template = self.backend, self.template
-        if backend is None or template is None or backend.tokenizer is None:
+        tokenizer = self.tokenizer
+        if backend is None or template is None or tokenizer is None:
             return 0
-        tokenizer = backend.tokenizer
         limit = backend.n_ctx - min(Sampling().max_tokens, backend.n_ctx // 2)
         try:
             fitted = self.conversation.fit(
@@ -248,7 +262,7 @@ class Session:
             source,
             question,
             sampling,
-            tokenizer=backend.tokenizer,
+            tokenizer=self.tokenizer,
             template=self.template,
             n_ctx=backend.n_ctx,
             think=think,
@@ -288,7 +302,8 @@ class Session:
     ) -> Request:
         """The request for a question outside the conversation (a map's row): the engine gets
         the token ids of the template's prompt where it is fed ids, the messages where a server
-        renders them itself."""
+        renders them itself. Rows are tokenized afresh: each is seen once, so remembering them
+        would only push the conversation's turns out of the memo."""
         backend = self.require_backend()
         ids = None
         if backend.tokenizer is not None and self.template is not None:
@@ -385,13 +400,14 @@ class Session:
         (``enable_thinking=True``, ``tools=[...]``, ``add_generation_prompt=False``); a
         ``bos_token`` or ``eos_token`` among them replaces the model's own.
         """
-        backend = self.require_backend()
-        if self.template is None or backend.tokenizer is None:
+        self.require_backend()
+        tokenizer = self.tokenizer
+        if self.template is None or tokenizer is None:
             raise ExaoneError(
                 "The connected server applies its own template, so there is no local "
                 "prompt to show; `--dry-run` lists the messages instead."
             )
-        prompt = self.template.prompt(messages, backend.tokenizer, **variables)
+        prompt = self.template.prompt(messages, tokenizer, **variables)
         return prompt.text, prompt.ids
 
     def info(self) -> SessionInfo:

@@ -128,6 +128,20 @@ def write_exaone4_1_2b_shape(
     )
 
 
+# A ~75M-parameter exaone4 model (12 layers, width 768): big enough that a prompt costs what it
+# costs a real model per layer, small enough to write in a second.
+SHAPE_75M = TinyShape(n_embd=768, n_head=12, n_head_kv=4, n_ff=2048, n_layer=12, n_ctx=4096)
+
+
+def benchmark_model(name: str, folder: Path, path: Path | None = None) -> Path:
+    """A benchmark's random-weight model: ``"1.2B"`` (EXAONE-4.0-1.2B's shape, Q8_0; ``path``
+    reused when it exists, else written there or in ``folder``) or ``"75M"`` (f16)."""
+    if name == "1.2B":
+        path = path or folder / "exaone4-1.2b-shape.gguf"
+        return path if path.exists() else write_exaone4_1_2b_shape(path)
+    return write_random_gguf(folder / "75m.gguf", shape=SHAPE_75M, dtype="f16", arch="exaone4")
+
+
 def write_random_gguf(
     path: str | Path,
     *,

@@ -31,10 +31,13 @@ helpers that start them), so it cannot slow ``make check`` unnoticed.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
 import tiers
+from exaone_jupyter.paths import CACHE_ENV
 from kernel_helpers import SUMMARY
 from shared_fixtures import *  # noqa: F403  (every shared fixture, available everywhere)
 
@@ -42,6 +45,18 @@ from shared_fixtures import *  # noqa: F403  (every shared fixture, available ev
 def pytest_configure(config):
     for marker, meaning in tiers.MARKERS.items():
         config.addinivalue_line("markers", f"{marker}: {meaning}")
+    # What the extension keeps across kernels (saved KV states, map's disk rows) goes to a
+    # folder of this run's, for this process and every kernel or server it starts.
+    _cache_root.append(tempfile.mkdtemp(prefix="exaone-tests-cache-"))
+    os.environ[CACHE_ENV] = _cache_root[0]
+
+
+def pytest_unconfigure(config):
+    if _cache_root:
+        shutil.rmtree(_cache_root.pop(), ignore_errors=True)
+
+
+_cache_root: list[str] = []
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by them

@@ -406,11 +406,12 @@ def notes_of(cell: Cell) -> list[str]:
 # -- a kernel with the demo model, and the checks after a failure ----------------------------------
 def start_kernel(tmp: Path, *, load_demo: bool = True, **env: str) -> Kernel:
     """A kernel with the extension (and the demo model) loaded, in ``tmp``, with an empty Hugging
-    Face cache there; it never touches the network."""
+    Face cache and cache folder (saved KV states) there; it never touches the network."""
     base = {
         "HF_HUB_OFFLINE": "1",
         "HF_HOME": str(tmp / "hf-home"),
         "HF_HUB_CACHE": str(tmp / "hf-cache"),
+        "EXAONE_JUPYTER_CACHE": str(tmp / "cache"),
         "PYTHONWARNINGS": "ignore",
     }
     base.update(env)

@@ -173,9 +173,12 @@ def test_nbclient_saves_the_full_reply_and_nbval_passes(tmp_path, monkeypatch):
     assert saved.cells[4].outputs[1].data["text/plain"] == "한국의 수도는 서울입니다 (Seoul)."
 
     # nbval re-runs the saved notebook in a fresh kernel and compares: only the meter's figures
-    # may differ, which a sanitizer file is for.
+    # may differ, which a sanitizer file is for. (The fresh kernel restores the prompts' saved
+    # KV states, so the meter's "(N new)" differs too.)
     (tmp_path / "sanitize.cfg").write_text(
-        "[meter]\nregex: \\d+(\\.\\d+)? (tok/s|ms)\nreplace: N\n", "utf-8"
+        "[meter]\nregex: \\d+(\\.\\d+)? (tok/s|ms)\nreplace: N\n"
+        "[restored]\nregex: tok \\(\\d+ new\\)\nreplace: tok\n",
+        "utf-8",
     )
     (tmp_path / "pytest.ini").write_text("[pytest]\n", "utf-8")
     run = subprocess.run(

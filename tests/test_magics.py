@@ -203,7 +203,8 @@ def test_names_in_the_cell_come_from_the_notebook(kernel):
         "%%exaone --dry-run --new\n{country} {unknown} {{country}} {price*2} $price "
         '{"json": {"a": 1}}'
     )
-    text = cell.plain()[0]
+    note, text = cell.plain()  # the unknown name is sent as written, and said so
+    assert note.startswith("ℹ {unknown} is not a variable of this notebook, so it was sent")
     assert 'Korea {unknown} {country} {price*2} $price {"json": {"a": 1}}' in text
 
 

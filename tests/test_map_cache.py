@@ -85,6 +85,7 @@ def test_rows_on_disk_serve_another_process_and_a_cleared_memory(session, tmp_pa
 
 
 def test_disk_is_the_users_cache_folder_and_clear_cache_empties_it(session, tmp_path, monkeypatch):
+    monkeypatch.delenv("EXAONE_JUPYTER_CACHE")  # the tests' own folder (conftest.py)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_dir() == tmp_path / "xdg" / "exaone-jupyter" / "map"
     run_map(session, QUESTIONS[:2], "{}", max_tokens=60, cache="disk")

@@ -22,6 +22,7 @@ from .offload import GpuInfo, OffloadPlan, parse_request
 from .reply import Reply
 
 DEFAULT_MAX_CTX = 4096  # the context a model gets unless asked: min(trained, this)
+KV_TYPES = ("f16", "q8_0", "q4_0")  # the KV cache types offered (llama.cpp has more)
 ReasoningTags = tuple[str, str]
 
 _Options = TypeVar("_Options", "Sampling", "LoadOptions")
@@ -120,7 +121,21 @@ class LoadOptions:
         config=False,
     )
     n_batch: int = 512
-    flash_attn: bool = setting(False, "flash attention (GPU builds)", config=False)
+    flash_attn: bool = setting(
+        False, "flash attention (on by itself for a quantized KV cache)", config=False
+    )
+    kv_type: str = setting(
+        "f16", "the KV cache's type: f16, q8_0 or q4_0 (more context per GiB)", metavar="TYPE"
+    )
+    # Saved prompt states (engine/llama/prefix_cache.py): a prompt continues from the longest
+    # prefix of its tokens ever evaluated, in this kernel (RAM) or before a restart (disk).
+    cache_ram_mb: int = setting(
+        1024, "MiB of memory for saved prompt states; 0 is off", metavar="MB"
+    )
+    cache_disk_mb: int = setting(
+        4096, "MiB of disk for prompt states kept across restarts; 0 is off", metavar="MB"
+    )
+    cache_dir: str | None = None  # default: the user's cache folder, exaone-jupyter/kv
     use_mmap: bool = True
     # Sample inside llama.cpp's graph (its backend sampling) instead of with numpy on the logits.
     # None: where the output layer runs on a GPU, so one token id crosses to the CPU, not the
@@ -132,6 +147,16 @@ class LoadOptions:
             value = getattr(self, name)
             if value is not None and (not _is_count(value) or value < 1):
                 raise ExaoneError(f"{name} must be a whole number of 1 or more, not {value!r}.")
+        for name in ("cache_ram_mb", "cache_disk_mb"):
+            value = getattr(self, name)
+            if not _is_count(value) or value < 0:
+                raise ExaoneError(
+                    f"{name} must be a whole number of 0 (off) or more, not {value!r}."
+                )
+        if self.kv_type not in KV_TYPES:
+            raise ExaoneError(
+                f"kv_type must be one of {', '.join(KV_TYPES)}, not {self.kv_type!r}."
+            )
         parse_request(self.gpu_layers)  # a bad layer count fails here, before anything loads
 
     @classmethod
@@ -178,6 +203,7 @@ class BatchResult:
     outputs: list[RowOutput]
     notes: list[str] = field(default_factory=list)  # sentences about the run as a whole
     unreachable: str | None = None  # the server could not be reached: why, in one sentence
+    prefix_restored: int = 0  # tokens of the rows' shared prefix a saved KV state served
 
 
 OnRow = Callable[[int, RowOutput], None]  # (row index, its output), as each row ends
@@ -197,6 +223,7 @@ class LocalFacts:
     cpu_repack: bool  # llama.cpp's repacked CPU weight buffers (off where they would crash)
     system_info: str
     threads_why: str = ""  # how n_threads was chosen, for %exaone info
+    kv_cache: str = ""  # the KV cache's type and where prompt states are saved
     sampler: str = ""  # where tokens are picked, for %exaone info
 
 
@@ -228,6 +255,20 @@ class BackendInfo:
         if self.local is None:
             return ""
         return f"GPU {self.local.offload.n_gpu_layers}/{self.local.offload.n_layers} layers"
+
+
+@dataclass(frozen=True)
+class PrefixCacheUsage:
+    """What the saved prompt states take, for ``%exaone cache``."""
+
+    ram_states: int
+    ram_bytes: int
+    ram_budget: int
+    disk_states: int  # this model's, with these settings
+    disk_bytes: int
+    disk_folder_bytes: int  # the whole folder: every model's states
+    disk_budget: int
+    folder: str | None  # None when nothing is kept on disk
 
 
 class Tokenizer(Protocol):
@@ -273,5 +314,12 @@ class Backend(Protocol):
         engine holds one (a local batch's KV cache). Ctrl-C ends it: finished rows keep their
         outputs, the others end ``interrupted``."""
         ...
+
+    def prefix_cache(self) -> PrefixCacheUsage | None:
+        """The saved prompt states' use; None where the engine keeps none (a server caches
+        prefixes itself)."""
+        ...
+
+    def clear_prefix_cache(self) -> None: ...
 
     def close(self) -> None: ...

@@ -20,6 +20,7 @@ class Stats:
 
     prompt_tokens: int = 0
     prompt_tokens_evaluated: int = 0  # after prefix reuse: what the engine really computed
+    restored_from: str | None = None  # "memory" or "disk": a saved KV state served the prefix
     completion_tokens: int = 0
     ttft_s: float | None = None
     prompt_tok_s: float | None = None

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExaoneError
+from ..paths import cache_root
 
 MEMORY_LIMIT = 100_000  # rows kept in memory; the oldest go first
 DISK_LIMIT_BYTES = 1 << 30
@@ -31,11 +32,9 @@ _memory: dict[str, tuple[str, str]] = {}  # key -> (reply text, finish reason)
 
 
 def default_dir() -> Path:
-    """Where ``cache="disk"`` keeps rows: the user's cache folder (``$XDG_CACHE_HOME`` on
-    Linux), ``exaone-jupyter/map``."""
-    from platformdirs import user_cache_path
-
-    return user_cache_path("exaone-jupyter", appauthor=False) / "map"
+    """Where ``cache="disk"`` keeps rows: the user's cache folder (``paths.cache_root``),
+    ``map``."""
+    return cache_root() / "map"
 
 
 def disk_dir(cache: Any) -> Path | None:

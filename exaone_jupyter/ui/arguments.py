@@ -157,6 +157,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             "stats", "The last reply's figures: tokens, rates, time to first token, finish reason."
         ),
         Subcommand(
+            "cache",
+            "What the saved prompt states take (memory, and disk across restarts); "
+            "`--clear` forgets them all.",
+            (_arg("--clear", action="store_true", help="remove every saved state"),),
+        ),
+        Subcommand(
             "panel", "Open the chat panel: model picker, GPU layers, Send, Stop and a live meter."
         ),
         Subcommand(
@@ -230,6 +236,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                     help="the variable that gets the results (default _map)",
                 ),
             ),
+        ),
+        Subcommand(
+            "explain",
+            "Ask about the last exception of this kernel: the failing cell, the exception and "
+            "the traceback's frames in your code (takes %%exaone's options, e.g. --code to get "
+            "the fix in a new cell; `%%exaone explain` with text below extends the question).",
         ),
         Subcommand(
             "help",

@@ -24,12 +24,14 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Float, TraitError, Unicode, observe, validate
 
 from ..chat.exchange import MIME
+from ..chat.turn import Turn
 from ..engine.backend import Sampling
 from ..engine.reply import Reply
 from ..errors import ExaoneError
 from ..model import catalog
 from ..session import get_session
 from ..tool_loop import DEFAULT_MAX_ROUNDS, run_with_tools
+from ..tools import Tool
 from .arguments import (
     SUBCOMMANDS,
     find_subcommand,
@@ -38,7 +40,9 @@ from .arguments import (
     split_line,
     subcommand_help,
 )
-from .interpolate import interpolate
+from .next_cell import put_in_next_cell
+from .notebook_context import DEFAULT_FRACTION, budget_of, gather
+from .printed import PrintedLog
 from .progress import LoadProgress
 from .render import (
     DEFAULT_INTERVAL,
@@ -48,7 +52,15 @@ from .render import (
     renderer_for,
     show_markdown,
 )
-from .reports import info_rows, short_spec, show_dry_run, show_history, show_loaded, show_table
+from .reports import (
+    cache_rows,
+    info_rows,
+    short_spec,
+    show_dry_run,
+    show_history,
+    show_loaded,
+    show_table,
+)
 from .settings import CONFIG, LOADING, SAMPLING, config_trait, configured, given
 from .tool_cell import CellToolUI, lookup_tools
 
@@ -72,6 +84,9 @@ class ExaoneMagics(Magics):
     repeat_penalty = config_trait("repeat_penalty")
     gpu_layers = config_trait("gpu_layers")
     n_ctx = config_trait("n_ctx")
+    kv_type = config_trait("kv_type")
+    cache_ram_mb = config_trait("cache_ram_mb")
+    cache_disk_mb = config_trait("cache_disk_mb")
     system = Unicode(
         None,
         allow_none=True,
@@ -84,12 +99,17 @@ class ExaoneMagics(Magics):
         f"cell (at least {MIN_INTERVAL}: 20 updates a second).",
     ).tag(config=True)
     show_meter = Bool(True, help="Show the tokens/s meter under each reply.").tag(config=True)
+    context_budget = Float(
+        DEFAULT_FRACTION,
+        help="The fraction of the model's context that each {name} value, the --cells and an "
+        "explained exception may take (above 0, at most 1); a value cut to fit says so.",
+    ).tag(config=True)
     confirm_tools = Bool(
         True, help="Ask before each tool call runs (--tools); False runs them as --yes does."
     ).tag(config=True)
 
     # A bad %config value is refused when it is set, in one sentence, not at the next cell.
-    @validate(*CONFIG, "update_interval")
+    @validate(*CONFIG, "update_interval", "context_budget")
     def _valid_setting(self, proposal: dict) -> Any:
         try:
             check_setting(proposal["trait"].name, proposal["value"])
@@ -114,6 +134,7 @@ class ExaoneMagics(Magics):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # sets the configured traits (their observers run first)
         self._constructed = True
+        self._printed = PrintedLog()  # what each cell prints, for --cells
 
     # -- %%exaone -------------------------------------------------------------------------------
     @no_var_expand
@@ -129,6 +150,14 @@ class ExaoneMagics(Magics):
         help="show the exact prompt text and its tokens; generate nothing",
     )
     @argument("--think", action="store_true", help="reasoning mode (EXAONE 4.0, Deep)")
+    @argument(
+        "--cells",
+        type=int,
+        default=None,
+        metavar="N",
+        help="add the last N code cells run (code and outputs) before the question",
+    )
+    @argument("--code", action="store_true", help="put the reply's Python code in a new cell")
     @argument("--tools", default=None, metavar="F,G", help="functions the model may call")
     @argument("--yes", action="store_true", help="run tool calls without asking")
     @argument(
@@ -142,10 +171,12 @@ class ExaoneMagics(Magics):
     def exaone_cell(self, line: str, cell: str) -> None:
         """Ask EXAONE; the reply streams into the cell with a live tokens/s meter.
 
-        The cell text is the question; ``{name}`` inserts a notebook variable (``{{name}}``
-        writes ``{name}``; nothing else is touched). Each cell continues the same conversation
-        (``--new`` starts over). Stop a reply with the kernel's interrupt button: the partial
-        reply is kept.
+        The cell text is the question; ``{name}`` inserts a notebook variable, rendered for
+        the model by its type within ``%config ExaoneMagics.context_budget`` (a DataFrame as
+        shape, dtypes, nulls and sample rows; ``{{name}}`` writes ``{name}``; nothing else is
+        touched). ``%%exaone explain`` asks about the last exception (the text below extends
+        the question). Each cell continues the same conversation (``--new`` starts over). Stop
+        a reply with the kernel's interrupt button: the partial reply is kept.
         """
         cell_id, self._cell_id = self._cell_id, None  # a second call in this cell appends
         recorded: list[bool] = []  # set once this run's output carries its own exchange
@@ -162,7 +193,9 @@ class ExaoneMagics(Magics):
         """The body of ``%%exaone``; ``recorded`` gets an item when the reply's output carries
         the exchange."""
         # split as the subcommands are (IPython's parse_argstring would keep the quotes)
-        args = parse_words(self.exaone_cell.parser, split_line(line))
+        words = split_line(line)
+        explain = words[:1] == ["explain"]  # %%exaone explain, %exaone explain
+        args = parse_words(self.exaone_cell.parser, words[explain:])
         session = get_session()
         renderer = renderer_for(
             self.shell,
@@ -175,12 +208,22 @@ class ExaoneMagics(Magics):
                 check_variable_name(args.out, "-o answer")
             self._ensure_model(renderer.note)
             sampling = Sampling.from_options(self._sampling(), **given(SAMPLING, args))
-            question = interpolate(cell.strip("\n"), self._namespace)
+            question = gather(
+                self.shell,
+                cell.strip("\n"),
+                budget_of(session, self.context_budget),
+                explain=explain,
+                cells=args.cells,
+                run=self._cell_run,
+                printed=self._printed.printed,
+            )
+            for note in question.notes:
+                renderer.note(note)
             tools = lookup_tools(args.tools, self._namespace) if args.tools else []
             if args.max_tool_rounds < 0:
                 raise ExaoneError("--max-tool-rounds is a number of rounds, 0 or more.")
             turn = session.prepare(
-                question,
+                question.text,
                 sampling,
                 system=args.system,
                 new=args.new,
@@ -202,32 +245,44 @@ class ExaoneMagics(Magics):
                 recorded.append(True)
                 return {MIME: session.exchange(turn, reply).to_json()} if turn.remember else {}
 
-            labels = {
-                "model": short_spec(session.model_spec or ""),
-                "gpu": session.require_backend().info.gpu_label,
-            }
-            if tools:
-                reply = run_with_tools(
-                    session,
-                    turn,
-                    tools,
-                    CellToolUI(renderer, **labels),
-                    ask=self.confirm_tools and not args.yes,
-                    max_rounds=args.max_tool_rounds,
-                    record=(lambda r: publish({"text/plain": "", **record(r)}))
-                    if turn.remember
-                    else None,
-                )
-            else:
-                reply = renderer.stream(session.send(turn), record=record, **labels)
+            reply = self._reply(turn, tools, renderer, args, record)
             if reply is None:
                 return
             if reply.note:
                 renderer.note(reply.note)
+            if args.code:
+                renderer.note(put_in_next_cell(self.shell, session.split_reasoning(reply)[1]))
             if args.out:
                 self._namespace[args.out] = reply.text
         except ExaoneError as err:
             _error(err)
+
+    def _reply(
+        self,
+        turn: Turn,
+        tools: list[Tool],
+        renderer: Any,
+        args: argparse.Namespace,
+        record: Callable[[Reply], dict[str, Any]],
+    ) -> Reply | None:
+        """Stream the turn's reply; with tools, round by round (tool_loop.py), the exchange
+        then published once, after the last round."""
+        session = get_session()
+        labels = {
+            "model": short_spec(session.model_spec or ""),
+            "gpu": session.require_backend().info.gpu_label,
+        }
+        if not tools:
+            return renderer.stream(session.send(turn), record=record, **labels)
+        return run_with_tools(
+            session,
+            turn,
+            tools,
+            CellToolUI(renderer, **labels),
+            ask=self.confirm_tools and not args.yes,
+            max_rounds=args.max_tool_rounds,
+            record=(lambda r: publish({"text/plain": "", **record(r)})) if turn.remember else None,
+        )
 
     # -- %exaone --------------------------------------------------------------------------------
     @no_var_expand
@@ -235,6 +290,9 @@ class ExaoneMagics(Magics):
     def exaone_line(self, line: str) -> None:
         """Manage the model and the conversation: ``%exaone SUBCOMMAND [options]``."""
         name, _, rest = line.strip().partition(" ")
+        if name == "explain":  # takes %%exaone's options: the same magic, with no cell text
+            self.exaone_cell(line.strip(), "")
+            return
         command = find_subcommand(name or "help")
         args = command.parse(rest.strip())
         try:
@@ -341,6 +399,17 @@ class ExaoneMagics(Magics):
             return
         show_table(list(reply.stats.as_dict().items()))
 
+    def _cmd_cache(self, args: argparse.Namespace) -> None:
+        backend = get_session().require_backend()
+        if args.clear:
+            backend.clear_prefix_cache()
+            print("Saved prompt states cleared (memory and disk).")
+        usage = backend.prefix_cache()
+        if usage is None:
+            print("This engine saves no prompt states; a server keeps its own prefix cache.")
+            return
+        show_table(cache_rows(usage))
+
     def _cmd_panel(self, args: argparse.Namespace) -> None:
         from IPython.display import display
 
@@ -436,6 +505,11 @@ def check_setting(name: str, value: object) -> None:
         CONFIG[name].check(value)
     elif name == "update_interval" and not (isinstance(value, (int, float)) and value > 0):
         raise ExaoneError(f"update_interval must be a number of seconds above 0, not {value!r}.")
+    elif name == "context_budget" and not (isinstance(value, (int, float)) and 0 < value <= 1):
+        raise ExaoneError(
+            f"context_budget is the fraction of the context a value may take, above 0 and at "
+            f"most 1 (e.g. 0.25), not {value!r}."
+        )
 
 
 def turns(n: int) -> str:
@@ -469,6 +543,8 @@ def register(ipython) -> None:
     magics = ExaoneMagics(shell=ipython)
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics._note_cell)
+    ipython.events.register("pre_run_cell", magics._printed.before)
+    ipython.events.register("post_run_cell", magics._printed.after)
 
 
 def unregister(ipython) -> None:
@@ -480,6 +556,11 @@ def unregister(ipython) -> None:
     if instance is not None:
         with contextlib.suppress(ValueError):  # not registered (an older load)
             ipython.events.unregister("pre_run_cell", instance._note_cell)
+            ipython.events.unregister("pre_run_cell", instance._printed.before)
+            ipython.events.unregister("post_run_cell", instance._printed.after)
+        printed = getattr(instance, "_printed", None)  # (an older load has none)
+        if printed is not None:
+            printed.release()
     if instance is not None and instance in ipython.configurables:
         ipython.configurables.remove(instance)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..chat.conversation import Conversation
 from ..chat.turn import Turn
+from ..engine.backend import PrefixCacheUsage
 from ..model import catalog
 from ..session import SessionInfo
 from .render import code_block, reply_markdown, show_markdown
@@ -38,6 +39,7 @@ def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
                 f"{local.n_threads}: {local.threads_why}" if local.threads_why else local.n_threads,
             ),
             ("sampling", local.sampler),
+            ("KV cache", local.kv_cache),
             ("GPU layers", f"{plan.n_gpu_layers} of {plan.n_layers}: {plan.reason}"),
             (
                 "llama.cpp's count",
@@ -71,6 +73,30 @@ def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
     if entry is not None and not entry.repo:
         rows.append(("what it is", entry.description))
     return rows
+
+
+def cache_rows(usage: PrefixCacheUsage) -> list[tuple[str, object]]:
+    """``%exaone cache`` as (name, value) rows."""
+    disk = (
+        f"{usage.disk_states} states of this model, {_mib(usage.disk_bytes)} "
+        f"({_mib(usage.disk_folder_bytes)} of {_mib(usage.disk_budget)} used in all)"
+        if usage.folder
+        else "off (cache_disk_mb=0, or the folder cannot be written)"
+    )
+    rows: list[tuple[str, object]] = [
+        (
+            "memory",
+            f"{usage.ram_states} states, {_mib(usage.ram_bytes)} of {_mib(usage.ram_budget)}",
+        ),
+        ("disk", disk),
+    ]
+    if usage.folder:
+        rows.append(("folder", short_path(Path(usage.folder))))
+    return rows
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
 
 
 def show_history(conversation: Conversation) -> None:

@@ -114,12 +114,12 @@ def generate_many(
         if on_row is not None:
             on_row(todo[j], out)
 
-    done = generate_batch(
+    done, restored = generate_batch(
         backend, prompts, s, parallel=fits, grammar=grammar, on_row=ended, on_tokens=on_tokens
     )
     for j, out in enumerate(done):
         outputs[todo[j]] = out
-    return BatchResult(outputs)
+    return BatchResult(outputs, prefix_restored=restored)
 
 
 def _parallel_within(
@@ -147,8 +147,8 @@ def _parallel_within(
 
 
 def kv_bytes_per_token(backend: LocalBackend) -> int:
-    """The KV cache's bytes for one token of one sequence (keys and values, f16, all layers)."""
-    return kv_bytes_per_layer(backend.gguf, 1) * backend.gguf.n_layers
+    """The KV cache's bytes for one token of one sequence (keys and values, all layers)."""
+    return kv_bytes_per_layer(backend.gguf, 1, backend.options.kv_type) * backend.gguf.n_layers
 
 
 def fitting_parallel(
@@ -251,8 +251,9 @@ def generate_batch(
     on_row: Callable[[int, RowOutput], None] | None = None,
     on_tokens: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> list[RowOutput]:
-    """Generate a reply for each prompt (token ids), ``parallel`` at a time; in input order.
+) -> tuple[list[RowOutput], int]:
+    """Generate a reply for each prompt (token ids), ``parallel`` at a time; in input order,
+    with how many tokens of their shared prefix a saved KV state served.
 
     ``on_row(index, output)`` is called as each row ends, ``on_tokens(n)`` after each decode
     step with the tokens it sampled. Ctrl-C (or ``should_stop()``) ends the run between steps:
@@ -261,17 +262,18 @@ def generate_batch(
     """
     outputs = [RowOutput() for _ in prompts]
     if not prompts:
-        return outputs
+        return outputs, 0
     empty = next((i for i, ids in enumerate(prompts) if not ids), None)
     if empty is not None:
         raise ExaoneError(f"Prompt {empty} has no tokens; give every row something to ask.")
     with backend.exclusive() as llm:
         parallel = max(1, min(parallel, len(prompts)))
         run: _Batch | None = None
+        restored = 0
         try:  # from here on, whatever happens (Ctrl-C included), the finally frees
             need = context_need(prompts, sampling.max_tokens, parallel)
             run = _Batch(backend, llm, max(need + 1, 32), parallel)
-            _run_rows(
+            restored = _run_rows(
                 run, prompts, sampling, parallel, grammar, outputs, on_row, on_tokens, should_stop
             )
         except KeyboardInterrupt:
@@ -282,7 +284,21 @@ def generate_batch(
     for out in outputs:
         if out.finish_reason is None:
             out.finish_reason = "interrupted"
-    return outputs
+    return outputs, restored
+
+
+def _shared_head(
+    run: _Batch, head: list[int], seq: int, on_sampled: Callable[[_Running, int], None]
+) -> int:
+    """The rows' shared prefix on sequence ``seq``: from a saved state as far as one holds it,
+    then evaluated, then saved (a re-run map, or a map after a question with the same system
+    prompt, starts from it). How many tokens the saved state served."""
+    states = run.backend.states
+    restored = states.restore_into(run.ctx, head, seq) if states is not None else 0
+    run.decode([(t, i, seq, None) for i, t in enumerate(head) if i >= restored], on_sampled)
+    if states is not None and restored < len(head):
+        states.save(run.ctx, head, seq)
+    return restored
 
 
 def _run_rows(
@@ -295,8 +311,9 @@ def _run_rows(
     on_row: Callable[[int, RowOutput], None] | None,
     on_tokens: Callable[[int], None] | None,
     should_stop: Callable[[], bool] | None,
-) -> None:
-    """The shared prefix once, then steps until every row has ended (or a stop)."""
+) -> int:
+    """The shared prefix once, then steps until every row has ended (or a stop); returns how
+    many of the prefix's tokens a saved state served."""
     import llama_cpp
 
     backend = run.backend
@@ -318,12 +335,12 @@ def _run_rows(
             assert row.generation.last_token is not None
             row.pending = [row.generation.last_token]
 
-    run.decode([(t, i, prefix_seq, None) for i, t in enumerate(head)], on_sampled)
+    restored = _shared_head(run, head, prefix_seq, on_sampled)
     waiting = iter(range(len(prompts)))
     exhausted = False
     while True:
         if should_stop is not None and should_stop():
-            return
+            return restored
         free_slots = sorted(set(range(parallel)) - set(run.running))
         while free_slots and not exhausted:  # refill the slots that finished
             index = next(waiting, None)
@@ -342,7 +359,7 @@ def _run_rows(
             run.running[slot] = row
             outputs[index] = row.out
         if not run.running:
-            return
+            return restored
         entries: list[tuple[int, int, int, _Running | None]] = []
         for row in list(run.running.values()):
             last = len(row.pending) - 1

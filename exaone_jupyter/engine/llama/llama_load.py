@@ -81,9 +81,19 @@ def model_params(**fields: Any) -> Iterator[None]:
         bindings.llama_model_default_params = original
 
 
-def kv_bytes_per_layer(info: GGUFInfo, n_ctx: int) -> int:
-    head_dim = info.n_embd // max(info.n_head, 1)
-    return 2 * n_ctx * info.n_head_kv * head_dim * 2  # keys and values, f16
+# Bytes an element of the KV cache takes: ggml's q8_0 and q4_0 blocks hold 32 values in 34 and
+# 18 bytes. (So a q8_0 cache holds 1.88x the tokens of an f16 one, a q4_0 cache 3.56x.)
+KV_ELEMENT_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+KV_BLOCK = 32  # a quantized cache's block: the head size must be a multiple of it
+
+
+def head_dim(info: GGUFInfo) -> int:
+    return info.n_embd // max(info.n_head, 1)
+
+
+def kv_bytes_per_layer(info: GGUFInfo, n_ctx: int, kv_type: str = "f16") -> int:
+    """Keys and values of ``n_ctx`` tokens in one layer."""
+    return int(2 * n_ctx * info.n_head_kv * head_dim(info) * KV_ELEMENT_BYTES[kv_type])
 
 
 def offloaded_from_log(lines: list[str]) -> int | None:

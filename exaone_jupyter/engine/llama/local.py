@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ...errors import ExaoneError, ModelBusyError
@@ -28,6 +29,7 @@ from ..backend import (
     LoadOptions,
     LocalFacts,
     OnRow,
+    PrefixCacheUsage,
     Request,
     Sampling,
     Tokenizer,
@@ -38,13 +40,18 @@ from . import heap, llama_log
 from .generation import Generation
 from .gpu import probe_gpu
 from .grammar import grammar_of
+from .kv_disk import StateKey, default_dir
+from .kv_state import common_prefix
 from .llama_load import (
+    KV_BLOCK,
     LoadProgress,
     amx_hazard,
+    head_dim,
     kv_bytes_per_layer,
     model_params,
     offloaded_from_log,
 )
+from .prefix_cache import PrefixCache
 from .sampling import host_picker, llama_chain
 from .threads import choose_threads, wait_policy
 
@@ -77,6 +84,7 @@ class LocalBackend:
         import llama_cpp
 
         llama_log.install()
+        self.check(gguf, options)
         info = self.gguf = gguf
         self.options = options
         self.n_ctx = self._choose_n_ctx(info, options.n_ctx)
@@ -85,12 +93,14 @@ class LocalBackend:
             options.gpu_layers,
             layer_bytes=info.layer_bytes,
             head_bytes=info.other_bytes,
-            kv_bytes_per_layer=kv_bytes_per_layer(info, self.n_ctx),
+            kv_bytes_per_layer=kv_bytes_per_layer(info, self.n_ctx, options.kv_type),
             gpu=self.gpu,
         )
 
         self.threads = choose_threads(options.n_threads)
         self.extra_buffers = not amx_hazard(info)
+        # llama.cpp quantizes the V cache only with flash attention on
+        self.flash_attn = options.flash_attn or options.kv_type != "f16"
         position = llama_log.mark()
         started = time.perf_counter()
         self._llm: Any = self._load(on_progress)  # None once closed
@@ -125,6 +135,7 @@ class LocalBackend:
             else self.plan.n_gpu_layers > 0 and self.gpu.supports_offload
         )
         self._graph_chain: Any = None  # the chain attached to the context (sample_in_graph)
+        self.states = self._prefix_cache()
         self.info = self._describe(load_s, llama_gpu_layers)
 
     def _load(self, on_progress: Callable[[float], None] | None) -> Any:
@@ -133,12 +144,15 @@ class LocalBackend:
         import llama_cpp
 
         info, options = self.gguf, self.options
+        kv_type = getattr(llama_cpp, f"GGML_TYPE_{options.kv_type.upper()}")
         kwargs: dict[str, Any] = {
             "model_path": str(info.path),
             "n_ctx": self.n_ctx,
             "n_gpu_layers": self.plan.llama_n_gpu_layers,
             "n_batch": min(options.n_batch, self.n_ctx),
-            "flash_attn": options.flash_attn,
+            "flash_attn": self.flash_attn,
+            "type_k": kv_type,
+            "type_v": kv_type,
             "use_mmap": options.use_mmap,
             "seed": random.SystemRandom().getrandbits(32),
             "verbose": False,
@@ -161,6 +175,24 @@ class LocalBackend:
                 "check that the file is a complete GGUF of a supported model."
             ) from None
 
+    def _prefix_cache(self) -> PrefixCache | None:
+        """The saved prompt states of this model and settings; None when both budgets are 0."""
+        import llama_cpp
+
+        options = self.options
+        if not (options.cache_ram_mb or options.cache_disk_mb):
+            return None
+        key = StateKey.of(
+            self.gguf.path,
+            n_ctx=self.n_ctx,
+            type_k=options.kv_type,
+            type_v=options.kv_type,
+            flash_attn=self.flash_attn,
+            build=f"llama-cpp-python {llama_cpp.__version__}",
+        )
+        folder = Path(options.cache_dir).expanduser() if options.cache_dir else default_dir()
+        return PrefixCache(options.cache_ram_mb * 2**20, options.cache_disk_mb * 2**20, folder, key)
+
     def _describe(self, load_s: float, llama_gpu_layers: int | None) -> BackendInfo:
         """What this backend is, for %exaone info, the panel and the meter."""
         import llama_cpp
@@ -182,10 +214,21 @@ class LocalBackend:
                 if self.sample_in_graph
                 else "on the CPU: llama.cpp's sampler chain (numpy for top-p without a top-k)",
                 load_s=load_s,
+                kv_cache=self._kv_cache_facts(),
                 cpu_repack=self.extra_buffers,
                 system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
             ),
         )
+
+    def _kv_cache_facts(self) -> str:
+        """The KV cache's type and where prompt states are saved, for %exaone info."""
+        options = self.options
+        facts = f"{options.kv_type}, flash attention {'on' if self.flash_attn else 'off'}"
+        if self.states is None:
+            return f"{facts}; prompt states not saved (cache_ram_mb=0, cache_disk_mb=0)"
+        disk = self.states.disk
+        where = f"{options.cache_disk_mb} MiB on disk in {disk.folder}" if disk else "none on disk"
+        return f"{facts}; prompt states saved: {options.cache_ram_mb} MiB in memory, {where}"
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -196,6 +239,11 @@ class LocalBackend:
         """Raise the ExaoneError that loading ``info`` with ``options`` would raise for a setting
         that cannot work, without loading anything: the session asks before it unloads a model."""
         cls._choose_n_ctx(info, options.n_ctx)
+        if options.kv_type != "f16" and head_dim(info) % KV_BLOCK:
+            raise ExaoneError(
+                f"kv_type={options.kv_type} stores heads in blocks of {KV_BLOCK} values, but "
+                f"{info.path.name}'s heads have {head_dim(info)}; use kv_type=f16 for this model."
+            )
 
     # -- facts ----------------------------------------------------------------------------------
     @staticmethod
@@ -362,6 +410,7 @@ class LocalBackend:
             pass
         finally:
             stats.total_s = time.perf_counter() - started
+            self._save_state()
             if generation is not None:
                 generation.finish("interrupted")  # a no-op once it has finished
                 stats.finish_reason = generation.finish_reason
@@ -379,6 +428,9 @@ class LocalBackend:
         position = self._reuse_prefix(ids)
         todo = ids[position:]
         reply.stats.prompt_tokens_evaluated = len(todo)
+        if self.states is not None:
+            reply.stats.restored_from = self.states.restored_from
+            reply.note = reply.note or self.states.take_note()
         for start in range(0, len(todo), self.n_batch):
             if reply.stop_requested:
                 return None
@@ -423,6 +475,7 @@ class LocalBackend:
 
     def _reuse_prefix(self, ids: list[int]) -> int:
         """Keep the cached tokens ``ids`` starts with, drop the rest; returns how many were kept.
+        The cached tokens are the sequence's, or a saved state's that shares more of ``ids``.
 
         The cache itself is the truth (``seq_pos_max``): an interrupt may have landed between a
         decode and our bookkeeping, so the list is trimmed to what llama.cpp really holds.
@@ -432,11 +485,9 @@ class LocalBackend:
         memory = llama_cpp.llama_get_memory(self._llm.ctx)
         in_cache = llama_cpp.llama_memory_seq_pos_max(memory, 0) + 1
         known = self._kv_ids[: max(in_cache, 0)]
-        keep = 0
-        for cached, new in zip(known, ids, strict=False):
-            if cached != new:
-                break
-            keep += 1
+        if self.states is not None:  # a saved state may share more of the prompt
+            known = self.states.continue_from(self._llm.ctx, known, ids)
+        keep = common_prefix(known, ids)
         if keep == len(ids):
             keep -= 1  # decode the last prompt token again: its logits pick the first token
         if not llama_cpp.llama_memory_seq_rm(memory, 0, keep, -1):
@@ -444,6 +495,24 @@ class LocalBackend:
             keep = 0
         self._kv_ids = ids[:keep]
         return keep
+
+    def _save_state(self) -> None:
+        """Save what the sequence holds now (a reply's prompt and text) for a later prompt."""
+        import llama_cpp
+
+        if self.states is None:
+            return
+        memory = llama_cpp.llama_get_memory(self._llm.ctx)
+        in_cache = llama_cpp.llama_memory_seq_pos_max(memory, 0) + 1
+        del self._kv_ids[max(in_cache, 0) :]  # an interrupt may have cut a decode short
+        self.states.save(self._llm.ctx, self._kv_ids)
+
+    def prefix_cache(self) -> PrefixCacheUsage | None:
+        return self.states.usage() if self.states is not None else None
+
+    def clear_prefix_cache(self) -> None:
+        if self.states is not None:
+            self.states.clear()
 
     def _decode(self, tokens: Sequence[int], position: int, *, logits: bool = True) -> None:
         """Evaluate ``tokens`` from ``position``; ``logits``: for the last of them."""
@@ -532,6 +601,8 @@ class LocalBackend:
         import llama_cpp
 
         self._closed = True
+        if self.states is not None:
+            self.states.close()  # the states still being written reach the disk
         llama_cpp.llama_batch_free(self._batch)
         llm, self._llm = self._llm, None  # its numpy buffers go with the object
         llm.close()

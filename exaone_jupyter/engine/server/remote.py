@@ -489,6 +489,13 @@ class RemoteBackend:
     def _failed(self, err: BaseException, timeout: float) -> str:
         return failed_request(err, url=self.url, timeout=timeout, api_key_env=self.api_key_env)
 
+    def prefix_cache(self) -> None:
+        """None: the server keeps its own prefix cache (vLLM's, llama-server's)."""
+        return None
+
+    def clear_prefix_cache(self) -> None:
+        """Nothing to clear here: the server's cache is the server's."""
+
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the replies still streaming (each keeps its text, marked interrupted, as a local
