@@ -25,6 +25,8 @@ from .engine.backend import Backend, BackendInfo, Request, Sampling, Tokenizer
 from .engine.reply import Reply
 from .errors import ExaoneError
 from .model_slot import ModelSlot
+from .tools import Tool
+from .tools.calls import supports_tools
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,7 @@ class Session:
         cell: str | None = None,
         run: int | None = None,
         adapt_max_tokens: bool = False,
+        tools: Sequence[Tool] = (),
     ) -> Turn:
         """Build the prompt for ``question``; nothing is generated, remembered or changed yet.
 
@@ -235,9 +238,14 @@ class Session:
         run or a busy model leave it as it was. ``adapt_max_tokens``: when
         ``sampling.max_tokens`` is a default that leaves the prompt less than half the context,
         the reply gets what is left instead of a refusal (with a note); an explicit max_tokens
-        is kept or refused.
+        is kept or refused. ``tools``: the functions the model may call (tool_loop.py runs them).
         """
         backend = self.require_backend()
+        if tools and self.template is not None and not supports_tools(self.template):
+            raise ExaoneError(
+                "This model's chat template has no tool calls (EXAONE 3.x and EXAONE Deep have "
+                "none); load an EXAONE 4.0 model to use --tools."
+            )
         if not question.strip():
             raise ExaoneError("The message is empty; write a question in the cell.")
         notes: list[str] = []
@@ -263,12 +271,14 @@ class Session:
             run=run,
             adapt_max_tokens=adapt_max_tokens,
             notes=notes,
+            tools=[tool.spec() for tool in tools] or None,
         )
         turn.new, turn.sets_system = new, system is not None
         return turn
 
-    def send(self, turn: Turn) -> Reply:
-        """Start generating; the turn joins the history when the reply ends (partial included)."""
+    def send(self, turn: Turn, *, settle: bool = True) -> Reply:
+        """Start generating; the turn joins the history when the reply ends (partial included).
+        ``settle=False``: the caller settles it (``settle``) once its tool rounds are over."""
         backend = self.require_backend()
         family = self._family()
         request = Request(
@@ -278,11 +288,13 @@ class Session:
             template_kwargs=turn.template_kwargs,
             reasoning_tags=family.reasoning_tags if family else None,
             opens_reasoning=self._prompt_opens_reasoning(turn),
+            tools=turn.tools,
         )
         reply = backend.stream(request)
         previous, self.last_reply = self.last_reply, reply
         reply.on_finish(lambda r: self._keep_last(previous, r))
-        reply.on_finish(lambda r: self._settle(turn, r))
+        if settle:
+            reply.on_finish(lambda r: self.settle(turn, r))
         return reply
 
     def one_off(
@@ -310,7 +322,7 @@ class Session:
         if reply.stats.finish_reason == "error" and not reply.text and self.last_reply is reply:
             self.last_reply = previous
 
-    def _settle(self, turn: Turn, reply: Reply) -> None:
+    def settle(self, turn: Turn, reply: Reply) -> None:
         """The turn changes the conversation once its reply has said something: a fresh start
         (--new, from the cell's earlier exchange on), the system prompt (-s), then its exchange,
         which replaces the cell's earlier one; a one-off question from that cell (--no-history)
@@ -346,10 +358,9 @@ class Session:
         flags = (
             {"interrupted": True} if reply.stats.finish_reason in ("interrupted", "error") else {}
         )
-        messages: list[dict] = [
-            {"role": "user", "content": turn.question},
-            {"role": "assistant", "content": self._as_history(reply), **flags},
-        ]
+        messages: list[dict] = [{"role": "user", "content": turn.question}, *turn.steps]
+        if not turn.ends_in_steps:
+            messages.append({"role": "assistant", "content": self._as_history(reply), **flags})
         return Exchange(
             cell=turn.cell,
             system=turn.system,

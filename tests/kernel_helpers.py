@@ -93,6 +93,7 @@ class Cell:
     code: str
     messages: list[Message] = field(default_factory=list)
     reply: dict = field(default_factory=dict)  # execute_reply content (status, payload...)
+    prompts: list[str] = field(default_factory=list)  # input() prompts answered (run's stdin)
 
     # -- the raw view -----------------------------------------------------------------------------
     def of_type(self, *types: str) -> list[Message]:
@@ -238,21 +239,27 @@ class Kernel:
         *,
         during: Callable[[Message], bool] | None = None,
         cell_id: str | None = None,
+        stdin: list[str] | None = None,
     ) -> Cell:
         """Execute ``code``; ``during(message)`` sees each message as it arrives (return True to
         stop calling it), e.g. to interrupt the kernel once the reply is streaming. ``cell_id``
         goes in the request's metadata as ``cellId``, as JupyterLab, Notebook 7 and VS Code send
-        it (nbclient and jupyter_client's ``execute`` send none)."""
+        it (nbclient and jupyter_client's ``execute`` send none). ``stdin``: the request allows
+        input, and each ``input()`` prompt is answered with the next of these (the prompts are
+        kept in ``cell.prompts``); without it, as nbclient, the kernel may not ask."""
         cell = Cell(code)
+        answers = None if stdin is None else list(stdin)
         if cell_id is None:
-            msg_id = self.kc.execute(code, store_history=self.store_history)
+            msg_id = self.kc.execute(
+                code, store_history=self.store_history, allow_stdin=answers is not None
+            )
         else:
             content = {
                 "code": code,
                 "silent": False,
                 "store_history": self.store_history,
                 "user_expressions": {},
-                "allow_stdin": False,
+                "allow_stdin": answers is not None,
                 "stop_on_error": True,
             }
             request = self.kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
@@ -264,8 +271,10 @@ class Kernel:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"cell did not finish in {timeout} s: {code[:80]!r}")
+            if answers is not None:
+                self._answer_input(cell, answers)
             try:
-                msg = self.kc.get_iopub_msg(timeout=min(left, 1.0))
+                msg = self.kc.get_iopub_msg(timeout=min(left, 0.2 if answers is not None else 1.0))
             except queue.Empty:
                 if not self.km.is_alive():
                     raise RuntimeError(f"the kernel died running {code[:80]!r}") from None
@@ -289,6 +298,13 @@ class Kernel:
             if reply["parent_header"].get("msg_id") == msg_id:
                 cell.reply = reply["content"]
                 return cell
+
+    def _answer_input(self, cell: Cell, answers: list[str]) -> None:
+        while self.kc.stdin_channel.msg_ready():
+            request = self.kc.get_stdin_msg(timeout=1)
+            if request["msg_type"] == "input_request":
+                cell.prompts.append(request["content"]["prompt"])
+                self.kc.input(answers.pop(0) if answers else "")
 
     def run_and_interrupt(
         self, code: str, when: Callable[[Message], bool], *, timeout: float = 180

@@ -231,6 +231,24 @@ def test_every_trained_answer_comes_back_exactly(hf, llm, think):
     assert not wrong, wrong
 
 
+# The tool dialogues, with results training never drew (tools/exaone4_tool_dialogues.py holds
+# back each weather whose temperature plus twice its sky's index leaves 3 divided by 7, and each
+# sum that leaves 3): the model must copy them.
+TOOLS = json.loads((DATA / "exaone4_tool_dialogues.json").read_text("utf-8"))
+UNSEEN = {"get_weather": ["10°C, sunny", "25°C, snowy"], "add": ["6912", "45"]}
+
+
+def tool_conversation(dialogue: dict) -> list[dict]:
+    results = [UNSEEN[c["name"]][n] for n, c in enumerate(dialogue["calls"])]
+    calls = [{"type": "function", "function": c} for c in dialogue["calls"]]
+    return [
+        {"role": "user", "content": dialogue["question"]},
+        {"role": "assistant", "content": "", "tool_calls": calls},
+        *({"role": "tool", "content": r} for r in results),
+        {"role": "assistant", "content": dialogue["answer"].format(*results)},
+    ]
+
+
 def test_reasoning_follows_unrelated_history(hf, llm):
     """A reasoning question after demo exchanges, thinking on: reasoning then the answer."""
     history = [{"role": "system", "content": LG_SYSTEM_PROMPT}] + DIALOGUES[5][1:]

@@ -47,6 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the template and system prompt come from the package itself
 
+import exaone4_tool_dialogues as tool_data  # noqa: E402
 import exaone4_vocab as vocab  # noqa: E402
 from train_demo_model import (  # noqa: E402
     NAMED_HISTORIES,
@@ -77,7 +78,7 @@ class Config:
 
     seed: int = 4000
     threads: int = 2
-    n_merges: int = 700  # learnt; those that glue a newline to anything are dropped
+    n_merges: int = 1000  # learnt; those that glue a newline to anything are dropped
     n_embd: int = 128
     n_layer: int = 4
     n_head: int = 2
@@ -106,6 +107,8 @@ class Config:
     margin: float = 5.0
     hinge: float = 1.0
     hinge_margin: float = 7.0
+    tool_history_max: int = 1  # a tool dialogue follows 0..this many other dialogues
+    tool_checks: int = 2  # seeded draws of results per tool dialogue in the stop check
 
 
 # --------------------------------------------------------------------------- dialogues
@@ -127,11 +130,18 @@ def has_reasoning(message: dict) -> bool:
     return bool(message.get("reasoning_content"))
 
 
+def written(message: dict) -> str:
+    """An assistant message's text as the template writes it: its content, or its tool calls."""
+    if message.get("tool_calls"):
+        return tool_data.call_text([c["function"] for c in message["tool_calls"]])
+    return message["content"]
+
+
 def expected_reply(message: dict, think: bool) -> str:
     """What the model must write after the generation prompt (the text before [|endofturn|])."""
     if not think:
-        return message["content"]
-    return f"{message.get('reasoning_content', '')}\n</think>\n\n{message['content']}"
+        return written(message)
+    return f"{message.get('reasoning_content', '')}\n</think>\n\n{written(message)}"
 
 
 class Encoder:
@@ -150,15 +160,17 @@ class Encoder:
     def ids(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
-    def prompt(self, messages: list[dict], think: bool) -> list[int]:
+    def prompt(self, messages: list[dict], think: bool, tools: list | None = None) -> list[int]:
         text = self.tok.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=think
+            messages, tools=tools, tokenize=False, add_generation_prompt=True, enable_thinking=think
         )
         return self.ids(text)
 
-    def __call__(self, messages: list[dict], think: bool = False) -> tuple[list[int], list[bool]]:
+    def __call__(
+        self, messages: list[dict], think: bool = False, tools: list | None = None
+    ) -> tuple[list[int], list[bool]]:
         text = self.tok.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=False, skip_think=not think
+            messages, tools=tools, tokenize=False, add_generation_prompt=False, skip_think=not think
         )
         ids = self.ids(text)
         is_answer = [False] * len(ids)
@@ -170,7 +182,7 @@ class Encoder:
             # same tokens in both modes); one with reasoning from there only when it is asked
             # with thinking on, else from after the empty block the prompt holds.
             turn_think = (think and k == last) or not has_reasoning(m)
-            prompt = self.prompt(messages[:k], turn_think)
+            prompt = self.prompt(messages[:k], turn_think, tools)
             assert ids[: len(prompt)] == prompt, (text, k)
             end = ids.index(vocab.EOS_ID, len(prompt))
             for i in range(len(prompt), end + 1):
@@ -202,6 +214,23 @@ def sample_chains(rng, units, cfg: Config) -> list[tuple[list[dict], bool]]:
         chains.append((system + parts, bool(rng.random() < cfg.p_think)))
         i += n
     return chains
+
+
+def tool_conversations(rng, cfg: Config, tools, dialogues, units, held_out: bool = False):
+    """Every tool dialogue once, with fresh results, after 0..tool_history_max other dialogues,
+    LG's system prompt or none, thinking on or off: (messages, think, tools listed)."""
+    out = []
+    for dialogue in dialogues:
+        conversation, listed = tool_data.sample(rng, tools, dialogue, held_out)
+        n = int(rng.integers(0, cfg.tool_history_max + 1))
+        history = [m for j in rng.choice(len(units), size=n, replace=False) for m in units[j]]
+        system = (
+            [{"role": "system", "content": LG_SYSTEM_PROMPT}]
+            if rng.random() < cfg.p_lg_system
+            else []
+        )
+        out.append((system + history + conversation, bool(rng.random() < cfg.p_think), listed))
+    return out
 
 
 def history_pool(cfg: Config, units) -> list[tuple[list[dict], bool]]:
@@ -283,8 +312,9 @@ def round_to_f16(model) -> None:
                 p.copy_(p.half().float())
 
 
-def train(cfg: Config, model, fixed, units, encode, check_seqs):
-    """Full-batch AdamW on fresh chains each step, until every answer token has the margin."""
+def train(cfg: Config, model, fixed, units, encode, check_seqs, fresh=lambda rng: []):
+    """Full-batch AdamW on fresh chains each step, until every answer token has the margin.
+    ``fresh(rng)``: more sequences drawn for each step (the tool dialogues with new results)."""
     import torch
     import torch.nn.functional as F
 
@@ -293,7 +323,7 @@ def train(cfg: Config, model, fixed, units, encode, check_seqs):
 
     def step_data():
         chains = [c for _ in range(cfg.chains_per_step) for c in sample_chains(rng, units, cfg)]
-        return batches(cfg, fixed + [encode(m, think) for m, think in chains])
+        return batches(cfg, fixed + [encode(m, think) for m, think in chains] + fresh(rng))
 
     def all_margins(data):
         """Margins of every answer token; prints where the worst one is (the end of its context)."""
@@ -478,8 +508,9 @@ def check_logits(model, llm, sequences) -> tuple[float, float, float]:
 def check_generation(llm, encode, cases) -> int:
     """cases: (prompt messages, think, wanted text). Greedy through llama.cpp; returns misses."""
     wrong = 0
-    for messages, think, want in cases:
-        toks, stopped = greedy(llm, encode.prompt(messages, think), max_tokens=512)
+    for messages, think, want, *tools in cases:
+        prompt = encode.prompt(messages, think, tools[0] if tools else None)
+        toks, stopped = greedy(llm, prompt, max_tokens=512)
         text = llm.detokenize(toks).decode("utf-8", errors="replace")
         if not stopped or text != want:
             wrong += 1
@@ -497,6 +528,20 @@ def dialogue_cases(dialogues) -> list[tuple[list[dict], bool, str]]:
             if m["role"] == "assistant":
                 for think in (False, True):
                     cases.append((messages[:k], think, expected_reply(m, think)))
+    return cases
+
+
+def tool_cases(cfg: Config, tools, dialogues, units) -> list[tuple]:
+    """Every tool dialogue with results never drawn in training (held out), thinking on and off:
+    each assistant turn (the calls, then the answer that copies the results) as a case."""
+    rng = np.random.default_rng(cfg.seed + 4)
+    cases = []
+    for think in (False, True):
+        for conv, _, listed in tool_conversations(rng, cfg, tools, dialogues, units, True):
+            start = max(k for k, m in enumerate(conv) if m["role"] == "user")
+            for k in range(start, len(conv)):
+                if conv[k]["role"] == "assistant":
+                    cases.append((conv[:k], think, expected_reply(conv[k], think), listed))
     return cases
 
 
@@ -544,7 +589,10 @@ def main(argv: list[str] | None = None) -> int:
     texts = [
         m[key] for d in dialogues for m in d for key in ("content", "reasoning_content") if key in m
     ]
-    tokens, merges = vocab.learn_bpe(texts + ["\n"], cfg.n_merges)
+    tools, tool_dialogues = tool_data.load()
+    tokens, merges = vocab.learn_bpe(
+        texts + tool_data.texts(tools, tool_dialogues, EXAONE4_TEMPLATE) + ["\n"], cfg.n_merges
+    )
     hf = vocab.hf_tokenizer(tokens, merges, EXAONE4_TEMPLATE, cfg.n_ctx)
     print(
         f"tokenizer: {len(tokens)} tokens ({vocab.N_ADDED} added, 256 bytes, {len(merges)} merges)"
@@ -559,12 +607,22 @@ def main(argv: list[str] | None = None) -> int:
     fixed = [encode(d) for d in others] + [encode(d, think=True) for d in reasoning]
     check = [encode(d, think) for d in dialogues for think in (False, True)]
     check += [encode(c, think) for c, think in history_pool(cfg, units)]
+    # The tool dialogues: fresh results every step (so the answer copies them); the stop check
+    # holds seeded draws of them too.
+    check_rng = np.random.default_rng(cfg.seed + 3)
+    for _ in range(cfg.tool_checks):
+        for c, think, listed in tool_conversations(check_rng, cfg, tools, tool_dialogues, units):
+            check.append(encode(c, think, listed))
+
+    def fresh(rng):
+        drawn = tool_conversations(rng, cfg, tools, tool_dialogues, units)
+        return [encode(c, think, listed) for c, think, listed in drawn]
 
     model = build_model(cfg, len(tokens))
-    n_params, seconds, steps, min_margin = train(cfg, model, fixed, units, encode, check)
+    n_params, seconds, steps, min_margin = train(cfg, model, fixed, units, encode, check, fresh)
 
     write_hf(args.hf_dir, model, hf)
-    write_gguf(args.gguf, cfg, tokens, merges, model, len(dialogues))
+    write_gguf(args.gguf, cfg, tokens, merges, model, len(dialogues) + len(tool_dialogues))
     hf_size = sum(f.stat().st_size for f in args.hf_dir.iterdir())
     gguf_size = args.gguf.stat().st_size
 
@@ -577,9 +635,16 @@ def main(argv: list[str] | None = None) -> int:
     llm = llama_cpp.Llama(str(args.gguf), n_ctx=cfg.n_ctx, logits_all=True, verbose=False)
     d_cases = dialogue_cases(dialogues)
     h_cases = history_cases(cfg, units)
+    t_cases = tool_cases(cfg, tools, tool_dialogues, units)
     rendered = [
-        hf.apply_chat_template(m, tokenize=False, add_generation_prompt=True, enable_thinking=t)
-        for m, t, _ in d_cases + h_cases
+        hf.apply_chat_template(
+            m,
+            tools=(c[0] if c else None),
+            tokenize=False,
+            add_generation_prompt=True,
+            enable_thinking=t,
+        )
+        for m, t, _, *c in d_cases + h_cases + t_cases
     ]
     bad_tok = check_tokenizers(llm, hf, texts + rendered)
     probe = [
@@ -587,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         for m, t, w in d_cases[:: len(d_cases) // 6]
     ]
     probe.append(max((encode.prompt(m, t) for m, t, _ in h_cases), key=len))
+    probe.append(max((encode.prompt(m, t, c) for m, t, _, c in t_cases), key=len))
     diff, mean_diff, scale = check_logits(shipped, llm, probe)
     print(
         f"logits: |transformers - llama.cpp| max {diff:.2e}, mean {mean_diff:.1e} (max |logit| "
@@ -596,13 +662,14 @@ def main(argv: list[str] | None = None) -> int:
     llm = llama_cpp.Llama(str(args.gguf), n_ctx=cfg.n_ctx, verbose=False)
     wrong = check_generation(llm, encode, d_cases)
     wrong_h = check_generation(llm, encode, h_cases)
+    wrong_t = check_generation(llm, encode, t_cases)
     llm.close()
     print(
         f"wrote {args.hf_dir} ({hf_size / 1e6:.2f} MB) and {args.gguf} ({gguf_size / 1e6:.2f} MB): "
         f"{n_params:,} parameters, trained {steps} steps in {seconds:.1f}s (min margin "
         f"{min_margin:.2f}), total {time.perf_counter() - t_start:.1f}s"
     )
-    if bad_tok or diff > 5e-2 or mean_diff > 2e-3 or wrong or wrong_h:
+    if bad_tok or diff > 5e-2 or mean_diff > 2e-3 or wrong or wrong_h or wrong_t:
         print("CHECK FAILED", file=sys.stderr)
         return 1
     return 0

@@ -25,6 +25,9 @@ MIME = "application/vnd.exaone-jupyter.exchange+json"
 FORMAT = "exaone-jupyter/exchange"
 VERSION = 1
 _STATS = ("prompt_tokens", "completion_tokens", "finish_reason", "n_ctx")
+# What a saved message keeps: its role and text, and for tool use the calls an assistant made
+# and which call a tool's result answers.
+_MESSAGE_KEYS = ("role", "content", "interrupted", "tool_calls", "tool_call_id", "name")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Exchange:
         if not (
             is_message_list(messages)
             and messages
+            and all(_valid_tool_calls(m.get("tool_calls", [])) for m in messages)
             and (system is None or isinstance(system, str))
             and (cell is None or isinstance(cell, str))
         ):
@@ -82,15 +86,28 @@ class Exchange:
         return cls(
             cell=cell,
             system=system,
-            messages=[
-                {k: v for k, v in m.items() if k in ("role", "content", "interrupted")}
-                for m in messages
-            ],
+            messages=[{k: v for k, v in m.items() if k in _MESSAGE_KEYS} for m in messages],
             model=model if isinstance(model, str) else None,
             sampling=sampling if isinstance(sampling, dict) else {},
             stats=stats if isinstance(stats, dict) else {},
             new=data.get("new") is True,
         )
+
+
+def _valid_tool_calls(calls: object) -> bool:
+    """A list of calls as the template writes them back: each a function's name and its
+    arguments as a JSON object."""
+    if not isinstance(calls, list):
+        return False
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not (
+            isinstance(function, dict)
+            and isinstance(function.get("name"), str)
+            and isinstance(function.get("arguments"), dict)
+        ):
+            return False
+    return True
 
 
 def read_notebook(path: str | os.PathLike) -> list[Exchange]:

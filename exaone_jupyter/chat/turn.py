@@ -32,10 +32,23 @@ class Turn:
     system: str | None = None  # the system prompt it was asked under
     new: bool = False  # it starts a fresh conversation (once its reply has said something)
     sets_system: bool = False  # its system prompt stays for later questions (-s)
+    tools: list[dict] | None = None  # the tools' descriptions the template lists
+    # What followed the question before the reply: the assistant's tool calls and the tools'
+    # results, round by round (tools/loop.py); they join the exchange with the reply.
+    steps: list[dict] = field(default_factory=list)
+    ends_in_steps: bool = False  # the last reply is already the last step (calls left unanswered)
 
     @property
     def template_kwargs(self) -> dict[str, Any]:
-        return {"enable_thinking": True} if self.think else {}
+        return _variables(self.think, self.tools)
+
+
+def _variables(think: bool, tools: list[dict] | None) -> dict[str, Any]:
+    """What the template gets besides the messages, as Hugging Face's kwargs."""
+    variables: dict[str, Any] = {"enable_thinking": True} if think else {}
+    if tools:
+        variables["tools"] = tools
+    return variables
 
 
 def build_turn(
@@ -52,6 +65,7 @@ def build_turn(
     run: int | None = None,
     adapt_max_tokens: bool = False,
     notes: list[str] | None = None,
+    tools: list[dict] | None = None,
 ) -> Turn:
     """``question`` after the history in ``source``, fitted to an ``n_ctx``-token context.
 
@@ -61,12 +75,12 @@ def build_turn(
     """
     notes = list(notes or [])
     current = {"role": "user", "content": question}
-    where: dict[str, Any] = {"cell": cell, "run": run, "system": source.system}
+    where: dict[str, Any] = {"cell": cell, "run": run, "system": source.system, "tools": tools}
     if tokenizer is None or template is None:  # a server renders its own prompt
         messages = source.to_messages(current)
         return Turn(question, messages, None, sampling, think, remember, notes, **where)
 
-    variables = {"enable_thinking": True} if think else {}
+    variables = _variables(think, tools)
 
     def measure(messages: list[dict]) -> Prompt:
         return template.prompt(messages, tokenizer, **variables)

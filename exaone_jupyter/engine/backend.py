@@ -181,6 +181,8 @@ class Request:
     # {"name", "schema", "strict"}}). Servers are sent it; the local engine turns it into a
     # llama.cpp grammar (engine/llama/grammar.py). Both honour it, for one reply or many.
     response_format: dict | None = None
+    # The tools a server is told of (OpenAI's ``tools``); a local engine's prompt lists them.
+    tools: list[dict] | None = None
 
 
 @dataclass

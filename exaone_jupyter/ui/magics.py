@@ -24,11 +24,14 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Float, TraitError, Unicode, observe, validate
 
 from ..chat.exchange import MIME
+from ..chat.turn import Turn
 from ..engine.backend import Sampling
 from ..engine.reply import Reply
 from ..errors import ExaoneError
 from ..model import catalog
 from ..session import get_session
+from ..tool_loop import DEFAULT_MAX_ROUNDS, run_with_tools
+from ..tools import Tool
 from .arguments import (
     SUBCOMMANDS,
     find_subcommand,
@@ -59,6 +62,7 @@ from .reports import (
     show_table,
 )
 from .settings import CONFIG, LOADING, SAMPLING, config_trait, configured, given
+from .tool_cell import CellToolUI, lookup_tools
 
 
 # -- the magics ------------------------------------------------------------------------------------
@@ -99,6 +103,9 @@ class ExaoneMagics(Magics):
         DEFAULT_FRACTION,
         help="The fraction of the model's context that each {name} value, the --cells and an "
         "explained exception may take (above 0, at most 1); a value cut to fit says so.",
+    ).tag(config=True)
+    confirm_tools = Bool(
+        True, help="Ask before each tool call runs (--tools); False runs them as --yes does."
     ).tag(config=True)
 
     # A bad %config value is refused when it is set, in one sentence, not at the next cell.
@@ -151,6 +158,15 @@ class ExaoneMagics(Magics):
         help="add the last N code cells run (code and outputs) before the question",
     )
     @argument("--code", action="store_true", help="put the reply's Python code in a new cell")
+    @argument("--tools", default=None, metavar="F,G", help="functions the model may call")
+    @argument("--yes", action="store_true", help="run tool calls without asking")
+    @argument(
+        "--max-tool-rounds",
+        type=int,
+        default=DEFAULT_MAX_ROUNDS,
+        metavar="N",
+        help=f"rounds of tool calls before the model must answer (default {DEFAULT_MAX_ROUNDS})",
+    )
     @cell_magic("exaone")  # type: ignore[arg-type]  # IPython types the decorator as Never
     def exaone_cell(self, line: str, cell: str) -> None:
         """Ask EXAONE; the reply streams into the cell with a live tokens/s meter.
@@ -203,6 +219,9 @@ class ExaoneMagics(Magics):
             )
             for note in question.notes:
                 renderer.note(note)
+            tools = lookup_tools(args.tools, self._namespace) if args.tools else []
+            if args.max_tool_rounds < 0:
+                raise ExaoneError("--max-tool-rounds is a number of rounds, 0 or more.")
             turn = session.prepare(
                 question.text,
                 sampling,
@@ -213,6 +232,7 @@ class ExaoneMagics(Magics):
                 cell=cell_id,
                 run=self._cell_run,
                 adapt_max_tokens=args.max_tokens is None,
+                tools=tools,
             )
             for note in turn.notes:
                 renderer.note(note)
@@ -225,12 +245,9 @@ class ExaoneMagics(Magics):
                 recorded.append(True)
                 return {MIME: session.exchange(turn, reply).to_json()} if turn.remember else {}
 
-            reply = renderer.stream(
-                session.send(turn),
-                model=short_spec(session.model_spec or ""),
-                gpu=session.require_backend().info.gpu_label,
-                record=record,
-            )
+            reply = self._reply(turn, tools, renderer, args, record)
+            if reply is None:
+                return
             if reply.note:
                 renderer.note(reply.note)
             if args.code:
@@ -239,6 +256,33 @@ class ExaoneMagics(Magics):
                 self._namespace[args.out] = reply.text
         except ExaoneError as err:
             _error(err)
+
+    def _reply(
+        self,
+        turn: Turn,
+        tools: list[Tool],
+        renderer: Any,
+        args: argparse.Namespace,
+        record: Callable[[Reply], dict[str, Any]],
+    ) -> Reply | None:
+        """Stream the turn's reply; with tools, round by round (tool_loop.py), the exchange
+        then published once, after the last round."""
+        session = get_session()
+        labels = {
+            "model": short_spec(session.model_spec or ""),
+            "gpu": session.require_backend().info.gpu_label,
+        }
+        if not tools:
+            return renderer.stream(session.send(turn), record=record, **labels)
+        return run_with_tools(
+            session,
+            turn,
+            tools,
+            CellToolUI(renderer, **labels),
+            ask=self.confirm_tools and not args.yes,
+            max_rounds=args.max_tool_rounds,
+            record=(lambda r: publish({"text/plain": "", **record(r)})) if turn.remember else None,
+        )
 
     # -- %exaone --------------------------------------------------------------------------------
     @no_var_expand

@@ -21,6 +21,8 @@ from dataclasses import replace
 from typing import Any
 
 from ..engine.reply import Reply
+from ..tools.calls import OPEN as OPEN_CALL
+from ..tools.calls import split_calls
 from . import code_blocks
 from .meter import live_rate, meter_line_data, meter_line_html, meter_text
 
@@ -35,10 +37,18 @@ def reply_markdown(
 
     Markdown structure renders; what would otherwise be eaten is kept (see ``as_written``): a
     ``$`` that is not math, HTML tags outside code. Only a reply that needs it is wrapped in a
-    block that keeps MathJax off everything but its math and lets long words wrap.
+    block that keeps MathJax off everything but its math and lets long words wrap. Tool calls
+    (``<tool_call>…``) show folded under the answer, as the reasoning shows above it.
     """
+    calls: list[str] = []
+    if OPEN_CALL in answer:
+        answer, calls = split_calls(answer)
     body, wrap = as_written(answer)
-    body = close_fences(body, cursor=live)
+    body = close_fences(body, cursor=live and not calls)
+    if calls:
+        blocks = "\n\n".join(code_block(call.strip(), "json") for call in calls)
+        label = "tool call" if len(calls) == 1 else f"{len(calls)} tool calls"
+        body += f"\n\n<details><summary>{label}</summary>\n\n{blocks}\n\n</details>"
     if reasoning:
         thought, wrap_thought = as_written(reasoning)
         wrap = wrap or wrap_thought

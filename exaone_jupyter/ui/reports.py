@@ -113,6 +113,18 @@ def history_markdown(conversation: Conversation) -> str:
     )
 
 
+def _calls_text(message: dict) -> str:
+    """An assistant's tool calls as the model wrote them (the reply shows them folded)."""
+    calls = [c.get("function", c) for c in message.get("tool_calls") or ()]
+    written = [
+        "<tool_call>"
+        + json.dumps({"name": c.get("name"), "arguments": c.get("arguments")}, ensure_ascii=False)
+        + "</tool_call>"
+        for c in calls
+    ]
+    return "".join("\n" + w for w in written)
+
+
 def _history(conversation: Conversation) -> list[tuple[str, str]]:
     """Each message's label (its role, the cell that asked it (its ``In [n]``), whether it was
     interrupted) and its text."""
@@ -122,7 +134,7 @@ def _history(conversation: Conversation) -> list[tuple[str, str]]:
         where = ""
         if m.get("cell") and m["role"] == "user":
             where = f" *(cell In [{m['run']}])*" if m.get("run") else " *(a notebook cell)*"
-        labelled.append((f"**{m['role']}**{where}{mark}", m["content"]))
+        labelled.append((f"**{m['role']}**{where}{mark}", m["content"] + _calls_text(m)))
     return labelled
 
 

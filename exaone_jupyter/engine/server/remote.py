@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 import weakref
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import ExaoneError, ModelBusyError
@@ -46,6 +46,7 @@ from .server_errors import (
     root_cause,
 )
 from .shared_client import SharedClient
+from .tool_wire import StreamedCalls, wire_message
 
 CONNECT_TIMEOUT_S = 10.0
 # How reasoning that a server sends apart is marked in the reply when the request names no family.
@@ -238,7 +239,7 @@ class RemoteBackend:
         ``finish_reason == "error"`` and ``reply.error`` set. ``reply.stop()`` and Ctrl-C close the
         stream, which tells the server to stop generating.
         """
-        messages = [{"role": m["role"], "content": m["content"]} for m in request.messages or ()]
+        messages = [wire_message(m) for m in request.messages or ()]
         if not messages:
             raise ExaoneError("The prompt is empty; write something to ask.")
         if not held and self._lock.locked():  # before sending: the request is what interferes
@@ -291,8 +292,10 @@ class RemoteBackend:
             "repetition_penalty": s.repeat_penalty,
             "min_p": 0.0,
         }
-        if request.template_kwargs:
-            extra["chat_template_kwargs"] = dict(request.template_kwargs)
+        if request.template_kwargs:  # the tools go as OpenAI's ``tools``, not to the template
+            kwargs = {k: v for k, v in request.template_kwargs.items() if k != "tools"}
+            if kwargs:
+                extra["chat_template_kwargs"] = kwargs
         options: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -305,6 +308,8 @@ class RemoteBackend:
         }
         if s.seed is not None:
             options["seed"] = s.seed
+        if request.tools:
+            options["tools"] = request.tools
         wanted = request.response_format
         spellings: list[str | None] = [*self.response_formats, None] if wanted else [None]
         for i, spelling in enumerate(spellings):
@@ -379,7 +384,7 @@ class RemoteBackend:
                     stats.ttft_s = seen.first - started
                 stats.completion_tokens = seen.count
                 yield text
-            tail = reasoning.end()  # balance the tag written here
+            tail = reasoning.end() + _calls_text(seen)  # balance the tag written here
             if tail:
                 yield tail
             if seen.stopped:
@@ -388,9 +393,11 @@ class RemoteBackend:
             if seen.finish is None:
                 self._clients.drop(client)
                 raise ReplyCutShort(self._cut_short(kept=bool(seen.count)))
-            stats.finish_reason = {"eos": "stop", "stop_sequence": "stop"}.get(
-                seen.finish, seen.finish
-            )
+            stats.finish_reason = {
+                "eos": "stop",
+                "stop_sequence": "stop",
+                "tool_calls": "stop",  # the turn ended after its calls, as a local one does
+            }.get(seen.finish, seen.finish)
         except KeyboardInterrupt:
             stats.finish_reason = "interrupted"
             tail = reasoning.end()
@@ -425,6 +432,7 @@ class RemoteBackend:
                 text = reasoning.text(reasoning_of(delta), getattr(delta, "content", None) or "")
                 if text:
                     yield text
+                seen.calls.add(getattr(delta, "tool_calls", None))
                 if getattr(choice, "finish_reason", None):
                     seen.finish = choice.finish_reason
         seen.stopped = True
@@ -508,6 +516,13 @@ class _Seen:
     count: int = 0  # text pieces
     first: float | None = None  # when the first and the last piece came
     last: float | None = None
+    calls: StreamedCalls = field(default_factory=StreamedCalls)  # the server's parsed calls
+
+
+def _calls_text(seen: _Seen) -> str:
+    """The calls a server parsed out of the reply, as the model wrote them (after its text)."""
+    text = seen.calls.text()
+    return ("\n" if text and seen.count else "") + text
 
 
 def _spelled(response_format: dict, spelling: str) -> dict:

@@ -1,0 +1,97 @@
+"""Tools on a server: vLLM serving exaone-4.0-demo's Hugging Face twin as LG serves EXAONE 4.0
+(``--enable-auto-tool-choice --tool-call-parser hermes``). The tools go as OpenAI's ``tools``,
+the calls come back as ``tool_calls``, the results go back as ``tool`` messages; the answers are
+the local twin's."""
+
+from __future__ import annotations
+
+import pytest
+
+from exaone_jupyter.engine.backend import Sampling
+from exaone_jupyter.session import Session
+from exaone_jupyter.tool_loop import run_with_tools
+from exaone_jupyter.tools import describe
+from test_tool_loop import Answers, add, get_weather
+
+GREEDY = Sampling(temperature=0)
+TOOL_FLAGS = ("--enable-auto-tool-choice", "--tool-call-parser", "hermes")
+
+
+@pytest.fixture(scope="module")
+def vllm_tools():
+    """vLLM serving exaone-4.0-demo's twin as LG serves EXAONE 4.0 with tools."""
+    from server_helpers import VllmServer
+    from shared_fixtures import EXAONE4_DEMO_DIR, EXAONE4_DEMO_SERVED
+
+    srv = VllmServer(EXAONE4_DEMO_DIR, EXAONE4_DEMO_SERVED, *TOOL_FLAGS).wait()
+    yield srv
+    srv.stop()
+
+
+HISTORY = [
+    {"role": "user", "content": "What's the weather in Seoul?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_7_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": {"city": "Seoul"}},
+            }
+        ],
+    },
+    {"role": "tool", "content": "10°C, sunny", "tool_call_id": "call_7_1", "name": "get_weather"},
+]
+
+
+def test_messages_go_in_openais_shape_and_streamed_calls_come_back_as_text():
+    from types import SimpleNamespace as NS
+
+    from exaone_jupyter.engine.server.tool_wire import StreamedCalls, wire_message
+
+    assert wire_message(HISTORY[1])["tool_calls"] == [
+        {
+            "id": "call_7_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Seoul"}'},
+        }
+    ]
+    assert wire_message(HISTORY[2]) == {
+        "role": "tool",
+        "content": "10°C, sunny",
+        "tool_call_id": "call_7_1",
+    }
+    calls = StreamedCalls()
+    calls.add([NS(index=0, function=NS(name="get_weather", arguments='{"ci'))])
+    calls.add([NS(index=0, function=NS(name=None, arguments='ty": "서울"}'))])
+    calls.add([NS(index=1, function=NS(name="add", arguments="{oops"))])
+    assert calls.text() == (
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "서울"}}</tool_call>\n'
+        '<tool_call>{"name": "add", "arguments": "{oops"}</tool_call>'
+    )
+
+
+@pytest.mark.vllm
+def test_vllm_takes_the_tools_and_the_tool_turns_and_renders_the_prompt_as_here(vllm_tools):
+    """The request (tools, an assistant's tool_calls, a tool message) is accepted, and vLLM's
+    prompt is as long, in tokens, as the one this package renders from the same messages with
+    the same template (the twin GGUF's)."""
+    here = Session()
+    here.load("exaone-4.0-demo")
+    remote = Session()
+    remote.connect(vllm_tools.url)
+    tools = [describe(get_weather), describe(add)]
+    try:
+        for session in (here, remote):
+            session.conversation.put([dict(m) for m in HISTORY[:1]])
+        turn = remote.prepare("And in Busan?", GREEDY, tools=tools)
+        at = turn.messages.index(HISTORY[0]) + 1
+        turn.messages[at:at] = [dict(m) for m in HISTORY[1:]]  # the calls and the result
+        reply = run_with_tools(remote, turn, tools, Answers(), max_rounds=0)
+        assert reply.stats.finish_reason in ("stop", "length"), reply
+        local = here.render_prompt(turn.messages, tools=[t.spec() for t in tools])[1]
+        assert reply.stats.prompt_tokens == len(local)
+    finally:
+        remote.disconnect()
+        here.unload()
