@@ -41,6 +41,24 @@ def add(a: int, b: int) -> int:
 WEATHER = {"Seoul": "10°C, sunny", "Busan": "25°C, snowy", "Tokyo": "15°C, cloudy"}
 
 
+# A question, the model's call and the tool's answer, as the record keeps them.
+WEATHER_CALL = [
+    {"role": "user", "content": "What's the weather in Seoul?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_7_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": {"city": "Seoul"}},
+            }
+        ],
+    },
+    {"role": "tool", "content": "10°C, sunny", "tool_call_id": "call_7_1", "name": "get_weather"},
+]
+
+
 class Answers:
     """A UI that reads each reply to its end and answers confirmations from ``answers``."""
 
@@ -107,19 +125,7 @@ def test_a_resumed_tool_exchange_gives_hugging_faces_prompt(fresh, tmp_path):
     from transformers import AutoTokenizer
 
     said = [
-        {"role": "user", "content": "What's the weather in Seoul?"},
-        {
-            "role": "assistant",
-            "content": "",
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": {"city": "Seoul"}},
-                }
-            ],
-        },
-        {"role": "tool", "content": "10°C, sunny", "tool_call_id": "call_1", "name": "get_weather"},
+        *WEATHER_CALL,
         {"role": "assistant", "content": "The weather in Seoul: **10°C, sunny**."},
     ]
     record = Exchange("cell-1", LG_SYSTEM_PROMPT, said)

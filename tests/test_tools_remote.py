@@ -11,7 +11,7 @@ from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.session import Session
 from exaone_jupyter.tool_loop import run_with_tools
 from exaone_jupyter.tools import describe
-from test_tool_loop import Answers, add, get_weather
+from test_tool_loop import WEATHER_CALL, Answers, add, get_weather
 
 GREEDY = Sampling(temperature=0)
 TOOL_FLAGS = ("--enable-auto-tool-choice", "--tool-call-parser", "hermes")
@@ -28,36 +28,19 @@ def vllm_tools():
     srv.stop()
 
 
-HISTORY = [
-    {"role": "user", "content": "What's the weather in Seoul?"},
-    {
-        "role": "assistant",
-        "content": "",
-        "tool_calls": [
-            {
-                "id": "call_7_1",
-                "type": "function",
-                "function": {"name": "get_weather", "arguments": {"city": "Seoul"}},
-            }
-        ],
-    },
-    {"role": "tool", "content": "10°C, sunny", "tool_call_id": "call_7_1", "name": "get_weather"},
-]
-
-
 def test_messages_go_in_openais_shape_and_streamed_calls_come_back_as_text():
     from types import SimpleNamespace as NS
 
     from exaone_jupyter.engine.server.tool_wire import StreamedCalls, wire_message
 
-    assert wire_message(HISTORY[1])["tool_calls"] == [
+    assert wire_message(WEATHER_CALL[1])["tool_calls"] == [
         {
             "id": "call_7_1",
             "type": "function",
             "function": {"name": "get_weather", "arguments": '{"city": "Seoul"}'},
         }
     ]
-    assert wire_message(HISTORY[2]) == {
+    assert wire_message(WEATHER_CALL[2]) == {
         "role": "tool",
         "content": "10°C, sunny",
         "tool_call_id": "call_7_1",
@@ -84,10 +67,10 @@ def test_vllm_takes_the_tools_and_the_tool_turns_and_renders_the_prompt_as_here(
     tools = [describe(get_weather), describe(add)]
     try:
         for session in (here, remote):
-            session.conversation.put([dict(m) for m in HISTORY[:1]])
+            session.conversation.put([dict(m) for m in WEATHER_CALL[:1]])
         turn = remote.prepare("And in Busan?", GREEDY, tools=tools)
-        at = turn.messages.index(HISTORY[0]) + 1
-        turn.messages[at:at] = [dict(m) for m in HISTORY[1:]]  # the calls and the result
+        at = turn.messages.index(WEATHER_CALL[0]) + 1
+        turn.messages[at:at] = [dict(m) for m in WEATHER_CALL[1:]]  # the calls and the result
         reply = run_with_tools(remote, turn, tools, Answers(), max_rounds=0)
         assert reply.stats.finish_reason in ("stop", "length"), reply
         local = here.render_prompt(turn.messages, tools=[t.spec() for t in tools])[1]
