@@ -84,7 +84,9 @@ class DiskStates:
         self._sizes: dict[str, int] = {}
         self._queue: list[State] = []
         self._busy = threading.Condition()
-        self._writing = False
+        self._writing = False  # a state is queued or being written
+        self._writer: threading.Thread | None = None
+        self._closing = False
         self.notes: list[str] = []  # sentences for the next reply (failures, removed files)
         atexit.register(_flush_at_exit, weakref.ref(self))
 
@@ -164,19 +166,24 @@ class DiskStates:
         with self._busy:
             self._queue = [q for q in self._queue if state.ids[: len(q.ids)] != q.ids]
             self._queue.append(state)
-            if not self._writing:
-                self._writing = True
-                threading.Thread(
+            self._writing = True
+            if self._writer is None:  # one thread for the store's life: one malloc arena
+                self._writer = threading.Thread(
                     target=self._write_queued, name="exaone-kv-disk", daemon=True
-                ).start()
+                )
+                self._writer.start()
+            self._busy.notify_all()
 
     def _write_queued(self) -> None:
+        """The writer thread: the queued states, one by one, until the store closes."""
         while True:
             with self._busy:
-                if not self._queue:
+                while not self._queue:
                     self._writing = False
                     self._busy.notify_all()
-                    return
+                    if self._closing:
+                        return
+                    self._busy.wait()
                 state = self._queue.pop(0)
             try:
                 self._write(state)
@@ -231,6 +238,11 @@ class DiskStates:
 
     def close(self) -> None:
         self.flush(EXIT_WAIT_S)
+        with self._busy:
+            self._closing = True
+            self._busy.notify_all()
+        if self._writer is not None:
+            self._writer.join(EXIT_WAIT_S)
         self._store.close()
 
 
