@@ -20,20 +20,27 @@ MIN_TOKENS = 8  # fewer tokens than this are cheaper to evaluate again than to k
 
 @dataclass(frozen=True, eq=False)
 class State:
-    """The keys and values of ``ids`` on one sequence. ``data`` is a ctypes byte array, handed
-    to llama.cpp without a copy."""
+    """The keys and values of ``ids`` on one sequence. ``data`` is handed to llama.cpp without
+    a copy."""
 
     ids: tuple[int, ...]
-    data: Any  # ctypes.c_uint8 * size
+    data: bytearray
 
     @property
     def size(self) -> int:
         return len(self.data)
 
 
-def buffer(size: int) -> Any:
-    """A zeroed byte array llama.cpp can read a state from (and ``readinto`` can fill)."""
-    return (ctypes.c_uint8 * size)()
+def buffer(size: int) -> bytearray:
+    """Zeroed bytes for a state: llama.cpp writes into them (``readinto`` can fill them too).
+    A bytearray, not ``ctypes.c_uint8 * size``: ctypes keeps every array type it makes, one a
+    size, for the life of the process, and every state's size is another."""
+    return bytearray(size)
+
+
+def _pointer(data: bytearray) -> Any:
+    """``data`` as the ``uint8_t *`` llama.cpp takes (the pointer keeps ``data`` alive)."""
+    return ctypes.pointer(ctypes.c_uint8.from_buffer(data))
 
 
 def capture(ctx: Any, ids: Sequence[int], seq: int = 0) -> State | None:
@@ -44,7 +51,7 @@ def capture(ctx: Any, ids: Sequence[int], seq: int = 0) -> State | None:
     if size <= 0:
         return None
     data = buffer(size)
-    if llama_cpp.llama_state_seq_get_data(ctx, data, size, seq) != size:
+    if llama_cpp.llama_state_seq_get_data(ctx, _pointer(data), size, seq) != size:
         return None
     return State(tuple(ids), data)
 
@@ -56,7 +63,7 @@ def restore(ctx: Any, state: State, seq: int = 0) -> bool:
 
     memory = llama_cpp.llama_get_memory(ctx)
     llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
-    read = llama_cpp.llama_state_seq_set_data(ctx, state.data, state.size, seq)
+    read = llama_cpp.llama_state_seq_set_data(ctx, _pointer(state.data), state.size, seq)
     held = llama_cpp.llama_memory_seq_pos_max(memory, seq) + 1
     if read != state.size or held != len(state.ids):
         llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
