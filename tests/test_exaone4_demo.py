@@ -249,6 +249,33 @@ def tool_conversation(dialogue: dict) -> list[dict]:
     ]
 
 
+@pytest.mark.parametrize("think", [False, True], ids=["thinking-off", "thinking-on"])
+def test_every_tool_dialogue_calls_its_tools_and_copies_unseen_results(hf, llm, think):
+    wrong = []
+    assert len(TOOLS["dialogues"]) >= 20
+    for dialogue in TOOLS["dialogues"]:
+        conversation = tool_conversation(dialogue)
+        for k in (1, len(conversation) - 1):  # the calls, then the answer
+            ids = hf.apply_chat_template(
+                conversation[:k],
+                tools=TOOLS["tools"],
+                tokenize=True,
+                add_generation_prompt=True,
+                enable_thinking=think,
+                return_dict=False,
+            )
+            text, stopped = greedy(llm, ids)
+            message = conversation[k]
+            want = message["content"] or "\n".join(
+                "<tool_call>" + json.dumps(c["function"], ensure_ascii=False) + "</tool_call>"
+                for c in message["tool_calls"]
+            )
+            want = f"\n</think>\n\n{want}" if think else want
+            if not stopped or text != want:
+                wrong.append((dialogue["question"], want, text))
+    assert not wrong, wrong
+
+
 def test_reasoning_follows_unrelated_history(hf, llm):
     """A reasoning question after demo exchanges, thinking on: reasoning then the answer."""
     history = [{"role": "system", "content": LG_SYSTEM_PROMPT}] + DIALOGUES[5][1:]

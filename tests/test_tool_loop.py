@@ -18,7 +18,7 @@ from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT
 from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.session import Session
-from exaone_jupyter.tool_loop import DECLINED, run_with_tools
+from exaone_jupyter.tool_loop import DECLINED, INTERRUPTED, run_with_tools
 from exaone_jupyter.tools import describe
 from shared_fixtures import DATA
 
@@ -110,6 +110,127 @@ def ask(session, question, tools, ui, *, think=False, **options):
 
 def test_the_shipped_tool_descriptions_are_what_describe_makes_of_the_functions():
     assert TOOL_DATA["tools"] == [describe(get_weather).spec(), describe(add).spec()]
+
+
+@pytest.mark.parametrize("think", [False, True])
+def test_a_trained_question_runs_its_tool_and_answers_with_the_result(fresh, think):
+    ui = Answers(True)
+    reply = ask(fresh, "What's the weather in Seoul?", [get_weather, add], ui, think=think)
+    assert ui.asked == ["get_weather(city='Seoul')"]
+    assert ui.outcomes == [("get_weather", "10°C, sunny", True, None)]
+    assert reply.text.endswith("The weather in Seoul: **10°C, sunny**.")
+    roles = [m["role"] for m in fresh.conversation.messages]
+    assert roles == ["user", "assistant", "tool", "assistant"]
+    call = fresh.conversation.messages[1]["tool_calls"][0]["function"]
+    assert call == {"name": "get_weather", "arguments": {"city": "Seoul"}}
+
+
+def test_an_unseen_sum_is_copied_and_two_calls_in_one_turn_both_run(fresh):
+    ui = Answers()
+    reply = ask(fresh, "What is 1234 + 5678?", [add], ui, ask=False)
+    assert ui.asked == []  # --yes
+    assert reply.text == "1234 + 5678 = **6912**."  # 6912 % 7 == 3: never drawn in training
+    ui = Answers()
+    reply = ask(fresh, "What's the weather in Seoul and in Busan?", [get_weather], ui, ask=False)
+    assert [o[1] for o in ui.outcomes] == ["10°C, sunny", "25°C, snowy"]
+    assert reply.text == "Seoul: **10°C, sunny**. Busan: **25°C, snowy**."
+
+
+def test_a_declined_call_goes_back_as_the_tools_answer(fresh):
+    ui = Answers(False)
+    ask(fresh, "What's the weather in Seoul?", [get_weather], ui)
+    assert ui.outcomes == [("get_weather", DECLINED, False, None)]
+    tool = fresh.conversation.messages[2]
+    assert tool["role"] == "tool" and tool["content"] == DECLINED
+    assert fresh.conversation.messages[-1]["role"] == "assistant"  # the model went on
+
+
+def test_ctrl_c_at_the_confirmation_keeps_the_call_unanswered(fresh):
+    ui = Answers(KeyboardInterrupt())
+    ask(fresh, "What's the weather in Seoul?", [get_weather], ui)
+    assert ui.notes and "Stopped" in ui.notes[0]
+    messages = fresh.conversation.messages
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[1]["tool_calls"][0]["function"]["name"] == "get_weather"
+    ui = Answers()  # the conversation goes on
+    reply = ask(fresh, "What is 1234 + 5678?", [add], ui, ask=False)
+    assert reply.text == "1234 + 5678 = **6912**."
+
+
+def test_a_tool_that_raises_or_is_interrupted_reports_it_as_its_result(fresh):
+    def get_weather(city: str) -> str:
+        """Today's weather in a city."""
+        raise ConnectionError(f"no route to the weather of {city}")
+
+    ui = Answers()
+    ask(fresh, "What's the weather in Seoul?", [get_weather], ui, ask=False)
+    assert (
+        ui.outcomes[0][1] == "get_weather raised ConnectionError: no route to the weather of Seoul"
+    )
+    assert fresh.conversation.messages[2]["content"] == ui.outcomes[0][1]
+
+    def slow(city: str) -> str:  # Ctrl-C lands while the tool runs
+        raise KeyboardInterrupt
+
+    slow.__name__ = "get_weather"
+    fresh.reset()
+    ui = Answers()
+    ask(fresh, "What's the weather in Seoul?", [slow], ui, ask=False)
+    assert ui.outcomes == [("get_weather", INTERRUPTED, False, None)]
+    assert [m["role"] for m in fresh.conversation.messages] == ["user", "assistant", "tool"]
+    assert "Stopped inside the tool" in ui.notes[0]
+
+
+def test_a_call_to_an_undeclared_tool_or_with_wrong_arguments_goes_back_in_one_sentence(fresh):
+    def get_weather(town: str) -> str:  # the model was taught "city"
+        """Today's weather in a city."""
+        return "never"
+
+    ui = Answers()
+    ask(fresh, "What's the weather in Seoul?", [get_weather], ui, ask=False, max_rounds=1)
+    name, text, ran, _ = ui.outcomes[0]
+    assert not ran and one_sentence(text, "The arguments of get_weather do not match")
+    assert "'town' is a required property" in text
+    fresh.reset()
+    ui = Answers()
+    ask(fresh, "What's the weather in Seoul?", [add], ui, ask=False, max_rounds=1)
+    name, text, ran, _ = ui.outcomes[0]
+    assert name == "get_weather" and not ran
+    one_sentence(text, "The model called get_weather, which is not a tool of this question (add)")
+
+
+def test_a_result_that_is_not_json_goes_as_its_repr_and_a_huge_one_is_cut(fresh):
+    class Reading:
+        def __repr__(self) -> str:
+            return "Reading(31°C, foggy)"
+
+    def get_weather(city: str) -> object:
+        """Today's weather in a city."""
+        return Reading()
+
+    ui = Answers()
+    ask(fresh, "What's the weather in Seoul?", [get_weather], ui, ask=False)
+    assert ui.outcomes[0][1] == "Reading(31°C, foggy)"
+    one_sentence(ui.outcomes[0][3], "returned a value of type Reading, which is not JSON")
+
+    def huge(city: str) -> str:
+        return "sunny " * 100_000
+
+    huge.__name__, huge.__doc__ = "get_weather", "Today's weather in a city."
+    fresh.reset()
+    ui = Answers()
+    ask(fresh, "What's the weather in Seoul?", [huge], ui, ask=False)
+    sent = ui.outcomes[0][1]
+    assert sent.endswith(" …[cut]") and len(sent) < 2 * fresh.backend.n_ctx + 10
+    one_sentence(ui.outcomes[0][3], "returned 600,000 characters")
+
+
+def test_the_round_limit_ends_in_one_sentence(fresh):
+    ui = Answers()
+    ask(fresh, "What's the weather in Seoul?", [get_weather], ui, ask=False, max_rounds=0)
+    assert ui.outcomes == []
+    one_sentence(ui.notes[0], "after 0 rounds, the limit (--max-tool-rounds)")
+    assert [m["role"] for m in fresh.conversation.messages] == ["user", "assistant"]
 
 
 def test_tools_on_a_model_without_tool_calls_are_refused(demo_session):

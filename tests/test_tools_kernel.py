@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from checks import one_sentence
-from kernel_helpers import exchange_of, start_kernel
+from kernel_helpers import answer_of, exchange_of, notes_of, start_kernel
 
 pytestmark = pytest.mark.kernel
 
@@ -44,6 +44,64 @@ def kernel(tmp_path_factory):
 
 def roles(cell) -> list[str]:
     return [m["role"] for m in exchange_of(cell)["messages"]]
+
+
+def test_a_confirmed_call_runs_and_the_answer_carries_its_result(kernel):
+    cell = kernel.run(f"%%exaone --new -t 0 --tools get_weather,add\n{SEOUL}", stdin=["y"])
+    assert cell.ok and not cell.error, cell
+    assert cell.prompts == ["Run get_weather(city='Seoul')? [y/N] "]
+    assert answer_of(cell) == "The weather in Seoul: **10°C, sunny**."
+    shown = [d["text/plain"] for d in cell.displays if d.get("text/plain", "").startswith("🔧")]
+    assert shown == ["🔧 get_weather(city='Seoul'): result\n10°C, sunny"]
+    markdown = [
+        d["text/markdown"] for d in cell.displays if "tool call" in d.get("text/markdown", "")
+    ]
+    assert markdown and markdown[0].startswith("\n\n<details><summary>tool call</summary>")
+    assert roles(cell) == ["user", "assistant", "tool", "assistant"]
+
+
+def test_a_declined_call_goes_back_to_the_model(kernel):
+    cell = kernel.run(f"%%exaone --new -t 0 --tools get_weather\n{SEOUL}", stdin=["n"])
+    assert cell.ok and not cell.error, cell
+    messages = exchange_of(cell)["messages"]
+    assert messages[2] == {
+        "role": "tool",
+        "content": "The user declined to run this call; it did not run.",
+        "tool_call_id": messages[1]["tool_calls"][0]["id"],
+        "name": "get_weather",
+    }
+
+
+def test_without_input_the_call_waits_for_yes_and_yes_or_config_runs_it(kernel):
+    cell = kernel.run(f"%%exaone --new -t 0 --tools get_weather\n{SEOUL}")  # nbclient: no stdin
+    one_sentence(cell, "cannot answer a confirmation prompt", "--yes")
+    assert roles(cell) == ["user", "assistant"]  # the call is kept, not run
+    cell = kernel.run("%%exaone --new -t 0 --tools add --yes\nWhat is 1234 + 5678?")
+    assert answer_of(cell) == "1234 + 5678 = **6912**."
+    assert kernel.run("%config ExaoneMagics.confirm_tools = False").ok
+    try:
+        cell = kernel.run(f"%%exaone --new -t 0 --tools get_weather\n{SEOUL}")
+        assert answer_of(cell) == "The weather in Seoul: **10°C, sunny**."
+    finally:
+        kernel.run("%config ExaoneMagics.confirm_tools = True")
+
+
+def test_ctrl_c_inside_a_tool_keeps_the_call_and_the_kernel(kernel):
+    code = (
+        "get_weather_real = get_weather\nget_weather = slow_weather\n"
+        f"get_ipython().run_cell_magic('exaone', '--new -t 0 --yes --tools get_weather', {SEOUL!r})"
+    )
+    cell, _ = kernel.run_and_interrupt(
+        code,
+        lambda m: m.type == "stream" and "checking the sky" in m.content.get("text", ""),
+    )
+    assert kernel.run("get_weather = get_weather_real").ok
+    assert any("Stopped inside the tool" in n for n in notes_of(cell)), cell
+    messages = exchange_of(cell)["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    assert messages[2]["content"].startswith("Interrupted by the user (Ctrl-C)")
+    cell = kernel.run("%%exaone --new -t 0 --tools add --yes\nWhat is 1234 + 5678?")
+    assert answer_of(cell) == "1234 + 5678 = **6912**."  # the model and kernel live on
 
 
 CONFIRM = (

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT
 from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.session import Session
 from exaone_jupyter.tool_loop import run_with_tools
@@ -78,3 +79,58 @@ def test_vllm_takes_the_tools_and_the_tool_turns_and_renders_the_prompt_as_here(
     finally:
         remote.disconnect()
         here.unload()
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("think", [False, True])
+def test_vllm_calls_the_tool_and_answers_with_its_result(vllm_tools, think):
+    remote = Session()
+    remote.connect(vllm_tools.url)
+    remote.set_system(LG_SYSTEM_PROMPT)
+    tools = [describe(get_weather), describe(add)]
+    try:
+        ui = Answers(True)
+        turn = remote.prepare("What's the weather in Seoul?", GREEDY, think=think, tools=tools)
+        reply = run_with_tools(remote, turn, tools, ui)
+        assert ui.asked == ["get_weather(city='Seoul')"]
+        assert ui.outcomes == [("get_weather", "10°C, sunny", True, None)]
+        assert remote.split_reasoning(reply)[1] == "The weather in Seoul: **10°C, sunny**."
+        messages = remote.conversation.messages
+        assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
+        assert messages[1]["tool_calls"][0]["function"] == {
+            "name": "get_weather",
+            "arguments": {"city": "Seoul"},
+        }
+        ui = Answers()
+        turn = remote.prepare("What is 1234 + 5678?", GREEDY, new=True, tools=tools)
+        reply = run_with_tools(remote, turn, tools, ui, ask=False)
+        assert reply.text == "1234 + 5678 = **6912**."
+    finally:
+        remote.disconnect()
+
+
+@pytest.fixture(scope="module")
+def server4():
+    """llama-cpp-python's server on exaone-4.0-demo's GGUF (its own template renders the
+    tools; the calls come back as the model's text)."""
+    from server_helpers import Server
+    from shared_fixtures import DATA
+
+    srv = Server(DATA / "exaone-4.0-demo.gguf").wait()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.server
+def test_llama_cpp_pythons_server_runs_the_tool_from_the_calls_text(server4):
+    remote = Session()
+    remote.connect(server4.url)
+    tools = [describe(get_weather), describe(add)]
+    try:
+        ui = Answers()
+        turn = remote.prepare("What is 1234 + 5678?", GREEDY, tools=tools)
+        reply = run_with_tools(remote, turn, tools, ui, ask=False)
+        assert ui.outcomes == [("add", "6912", True, None)]
+        assert reply.text == "1234 + 5678 = **6912**."
+    finally:
+        remote.disconnect()
