@@ -25,6 +25,7 @@ from .tools.results import ResultText, error_text, result_text
 DEFAULT_MAX_ROUNDS = 3
 DECLINED = "The user declined to run this call; it did not run."
 INTERRUPTED = "Interrupted by the user (Ctrl-C) before it returned."
+STOPPED = "The user stopped the tools (Ctrl-C) before this call ran; it did not run."
 
 
 class ToolUI(Protocol):
@@ -78,11 +79,11 @@ def run_with_tools(
                 break
             rounds += 1
             _record_calls(turn, rest, calls)
-            for call in calls:
+            for n, call in enumerate(calls):
                 try:
                     text = _run_one(call, tools, ui, ask=ask, limit=_result_limit(session, turn))
-                except _Stop:
-                    _answer(turn, call, INTERRUPTED)
+                except (KeyboardInterrupt, _Stop) as stop:
+                    _answer_stopped(turn, calls[n:], ui, in_tool=isinstance(stop, _Stop))
                     raise
                 _answer(turn, call, text)
             _next_round(session, turn, base)
@@ -122,6 +123,17 @@ def _record_calls(turn: Turn, rest: str, calls: list[ToolCall]) -> None:
 
 def _answer(turn: Turn, call: ToolCall, text: str) -> None:
     turn.steps.append({"role": "tool", "content": text, "tool_call_id": call.id, "name": call.name})
+
+
+def _answer_stopped(turn: Turn, calls: list[ToolCall], ui: ToolUI, *, in_tool: bool) -> None:
+    """Ctrl-C left ``calls`` unanswered: each still gets an answer saying so. OpenAI's API
+    takes no call without one, and a model reads on from a whole exchange, not a cut one."""
+    for n, call in enumerate(calls):
+        if n == 0 and in_tool:
+            _answer(turn, call, INTERRUPTED)  # _run_one has shown it
+            continue
+        ui.outcome(call, STOPPED, ran=False, note=None)
+        _answer(turn, call, STOPPED)
 
 
 def _run_one(call: ToolCall, tools: Sequence[Tool], ui: ToolUI, *, ask: bool, limit: int) -> str:

@@ -18,7 +18,7 @@ from exaone_jupyter.chat.families import LG_SYSTEM_PROMPT
 from exaone_jupyter.engine.backend import Sampling
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.session import Session
-from exaone_jupyter.tool_loop import DECLINED, INTERRUPTED, run_with_tools
+from exaone_jupyter.tool_loop import DECLINED, INTERRUPTED, STOPPED, run_with_tools
 from exaone_jupyter.tools import describe
 from shared_fixtures import DATA
 
@@ -145,13 +145,21 @@ def test_a_declined_call_goes_back_as_the_tools_answer(fresh):
     assert fresh.conversation.messages[-1]["role"] == "assistant"  # the model went on
 
 
-def test_ctrl_c_at_the_confirmation_keeps_the_call_unanswered(fresh):
+def test_ctrl_c_at_the_confirmation_answers_the_calls_as_stopped(fresh):
+    ui = Answers(True, KeyboardInterrupt())
+    ask(fresh, "What's the weather in Seoul and in Busan?", [get_weather], ui)
+    assert ui.notes and "Stopped" in ui.notes[0]
+    assert ui.outcomes == [
+        ("get_weather", "10°C, sunny", True, None),
+        ("get_weather", STOPPED, False, None),
+    ]
+    fresh.reset()
     ui = Answers(KeyboardInterrupt())
     ask(fresh, "What's the weather in Seoul?", [get_weather], ui)
-    assert ui.notes and "Stopped" in ui.notes[0]
     messages = fresh.conversation.messages
-    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
     assert messages[1]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert messages[2]["content"] == STOPPED  # every call has its answer, as OpenAI's API wants
     ui = Answers()  # the conversation goes on
     reply = ask(fresh, "What is 1234 + 5678?", [add], ui, ask=False)
     assert reply.text == "1234 + 5678 = **6912**."

@@ -36,7 +36,7 @@ class Turn:
     # What followed the question before the reply: the assistant's tool calls and the tools'
     # results, round by round (tools/loop.py); they join the exchange with the reply.
     steps: list[dict] = field(default_factory=list)
-    ends_in_steps: bool = False  # the last reply is already the last step (calls left unanswered)
+    ends_in_steps: bool = False  # the last reply is in the steps (its calls, answered)
 
     @property
     def template_kwargs(self) -> dict[str, Any]:
