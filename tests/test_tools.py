@@ -65,6 +65,7 @@ def test_running_converts_json_values_to_the_hinted_types():
         ({"city": 3}, "city: 3 is not of type 'string'"),
         ({"city": "Seoul", "unit": "kelvin"}, "unit: 'kelvin' is not one of"),
         ({"city": "Seoul", "town": "x"}, "('town' was unexpected)"),
+        ({"town": "x"}, "('town' was unexpected); 'city' is a required property"),
     ],
 )
 def test_arguments_that_do_not_match_get_one_sentence(arguments, says):

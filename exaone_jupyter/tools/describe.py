@@ -48,12 +48,13 @@ class Tool:
                 f"The arguments of {self.name} must be a JSON object of named values, not "
                 f"{type(arguments).__name__}; the tool did not run."
             )
-        error = jsonschema.exceptions.best_match(
-            jsonschema.Draft202012Validator(self.parameters).iter_errors(arguments)
+        errors = sorted(
+            jsonschema.Draft202012Validator(self.parameters).iter_errors(arguments),
+            key=jsonschema.exceptions.relevance,
+            reverse=True,
         )
-        if error is not None:
-            where = ".".join(str(p) for p in error.absolute_path)
-            what = f"{where}: {error.message}" if where else error.message
+        if errors:  # all of them, most relevant first: a model fixes the call in one go
+            what = "; ".join(_located(error) for error in errors)
             raise ExaoneError(
                 f"The arguments of {self.name} do not match its parameters ({_short(what)}); "
                 "the tool did not run."
@@ -65,6 +66,11 @@ class Tool:
         from pydantic import TypeAdapter
 
         return TypeAdapter(cast(Any, self.function)).validate_python(arguments)
+
+
+def _located(error: Any) -> str:
+    where = ".".join(str(p) for p in error.absolute_path)
+    return f"{where}: {error.message}" if where else error.message
 
 
 def describe(function: object, name: str | None = None) -> Tool:
@@ -154,6 +160,6 @@ def _kind(value: object) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
-def _short(text: str, limit: int = 120) -> str:
+def _short(text: str, limit: int = 200) -> str:
     text = " ".join(text.split()).rstrip(".")
     return text if len(text) <= limit else text[: limit - 1] + "…"
