@@ -56,6 +56,33 @@ def test_messages_go_in_openais_shape_and_streamed_calls_come_back_as_text():
     )
 
 
+def test_calls_go_back_as_text_to_a_server_that_returned_them_as_text():
+    """llama-cpp-python's server renders the GGUF's template on the messages as sent: with
+    OpenAI's string arguments EXAONE 4.0's template writes them quoted; sent as the model's text,
+    the prompt is Hugging Face's on the structured calls."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from transformers import AutoTokenizer
+
+    from exaone_jupyter.engine.server.tool_wire import wire_message
+    from shared_fixtures import EXAONE4_DEMO_DIR
+
+    tools = [describe(get_weather).spec()]
+    template = (EXAONE4_DEMO_DIR / "chat_template.jinja").read_text(encoding="utf-8")
+    served = Jinja2ChatFormatter(template, eos_token="[|endofturn|]", bos_token="[BOS]")
+    as_text = [wire_message(m, calls_as_text=True) for m in WEATHER_CALL]
+    assert "tool_calls" not in as_text[1]
+    assert as_text[1]["content"] == (
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "Seoul"}}</tool_call>'
+    )
+    hf = AutoTokenizer.from_pretrained(str(EXAONE4_DEMO_DIR))
+    want = hf.apply_chat_template(
+        WEATHER_CALL, tools=tools, tokenize=False, add_generation_prompt=True
+    )
+    assert served(messages=as_text, tools=tools).prompt == want
+    as_strings = [wire_message(m) for m in WEATHER_CALL]
+    assert '"arguments": "{\\"city' in served(messages=as_strings, tools=tools).prompt
+
+
 @pytest.mark.vllm
 def test_vllm_takes_the_tools_and_the_tool_turns_and_renders_the_prompt_as_here(vllm_tools):
     """The request (tools, an assistant's tool_calls, a tool message) is accepted, and vLLM's

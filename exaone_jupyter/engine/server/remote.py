@@ -96,6 +96,9 @@ class RemoteBackend:
         # Never fall back to OPENAI_API_KEY: that key belongs to OpenAI, not to this server.
         self._api_key = api_key
         self._formats_lock = threading.Lock()
+        # Whether this server returns the model's calls as its text rather than ``tool_calls``
+        # (learnt from its replies); they then go back to it the same way (``wire_message``).
+        self._calls_as_text = False
         self._lock = threading.Lock()  # held by the reply being read, or a map (``exclusive``)
         self._clients = SharedClient(self._new_client)  # shared by concurrent streams (map)
         # The replies streaming now: ``close`` stops them, as an unload stops a local reply.
@@ -239,7 +242,9 @@ class RemoteBackend:
         ``finish_reason == "error"`` and ``reply.error`` set. ``reply.stop()`` and Ctrl-C close the
         stream, which tells the server to stop generating.
         """
-        messages = [wire_message(m) for m in request.messages or ()]
+        messages = [
+            wire_message(m, calls_as_text=self._calls_as_text) for m in request.messages or ()
+        ]
         if not messages:
             raise ExaoneError("The prompt is empty; write something to ask.")
         if not held and self._lock.locked():  # before sending: the request is what interferes
@@ -385,6 +390,10 @@ class RemoteBackend:
                 stats.completion_tokens = seen.count
                 yield text
             tail = reasoning.end() + _calls_text(seen)  # balance the tag written here
+            if seen.calls:
+                self._calls_as_text = False
+            elif "<tool_call>" in reply.text:
+                self._calls_as_text = True
             if tail:
                 yield tail
             if seen.stopped:

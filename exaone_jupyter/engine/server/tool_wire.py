@@ -14,11 +14,23 @@ import json
 from typing import Any
 
 
-def wire_message(message: dict[str, Any]) -> dict[str, Any]:
-    """A conversation message as OpenAI's API takes it."""
+def written(name: str, arguments: Any) -> str:
+    """One call as EXAONE 4.0's template (and Hermes's) writes it."""
+    body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
+    return f"<tool_call>{body}</tool_call>"
+
+
+def wire_message(message: dict[str, Any], *, calls_as_text: bool = False) -> dict[str, Any]:
+    """A conversation message as OpenAI's API takes it. ``calls_as_text`` sends an assistant's
+    calls back as the text the model wrote, for a server that returned them so (llama-cpp-
+    python's): it would hand their arguments to the template as OpenAI's JSON string, which
+    EXAONE 4.0's template writes quoted, a prompt the model never wrote."""
     out: dict[str, Any] = {"role": message["role"], "content": message["content"]}
     calls = message.get("tool_calls")
-    if calls:
+    if calls and calls_as_text:
+        text = "\n".join(written(c["function"]["name"], c["function"]["arguments"]) for c in calls)
+        out["content"] = "\n".join(part for part in (message["content"], text) if part)
+    elif calls:
         out["tool_calls"] = [
             {
                 "id": call.get("id") or f"call_{n}",
@@ -41,6 +53,9 @@ class StreamedCalls:
     def __init__(self) -> None:
         self._calls: dict[int, dict[str, str]] = {}
 
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
     def add(self, pieces: Any) -> None:
         for piece in pieces or ():
             index = getattr(piece, "index", None)
@@ -52,12 +67,11 @@ class StreamedCalls:
 
     def text(self) -> str:
         """The calls as the model wrote them; arguments that are not JSON stay as sent."""
-        written = []
+        calls = []
         for _, call in sorted(self._calls.items()):
             try:
                 arguments: Any = json.loads(call["arguments"] or "{}")
             except json.JSONDecodeError:
                 arguments = call["arguments"]
-            body = json.dumps({"name": call["name"], "arguments": arguments}, ensure_ascii=False)
-            written.append(f"<tool_call>{body}</tool_call>")
-        return "\n".join(written)
+            calls.append(written(call["name"], arguments))
+        return "\n".join(calls)
