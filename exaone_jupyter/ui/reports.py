@@ -185,8 +185,11 @@ def short_path(path: Path) -> str:
 
 
 def show_table(rows: list[tuple[str, object]]) -> None:
-    lines = ["| | |", "|---|---|"]
+    """Key-value rows as a Markdown table; values are escaped for the Markdown renderer only,
+    so a terminal's plain text reads ``llama.cpp's``, not ``llama.cpp&#x27;s``."""
+    marked, plain = ["| | |", "|---|---|"], ["| | |", "|---|---|"]
     for key, value in rows:
         text = "" if value is None else str(value)
-        lines.append(f"| {key} | {html.escape(text).replace('|', '&#124;')} |")
-    show_markdown("\n".join(lines))
+        marked.append(f"| {key} | {html.escape(text).replace('|', '&#124;')} |")
+        plain.append(f"| {key} | {text} |")
+    show_markdown("\n".join(marked), plain="\n".join(plain))
