@@ -207,13 +207,14 @@ def test_the_budgets_hold(tmp_path):
         backend.close()
 
 
-def test_states_of_new_sizes_make_no_new_ctypes_types(tmp_path):
+def test_states_and_texts_of_new_sizes_make_no_new_ctypes_types(tmp_path):
     """ctypes keeps every array type it makes for the life of the process; a state buffer made
-    as ``c_uint8 * size`` leaked one type per state size."""
+    as ``c_uint8 * size``, or a token buffer as ``llama_token * size``, leaked one type a size."""
     import ctypes
 
     def array_types() -> int:  # ``c_uint8 * n`` makes a direct subclass of ctypes.Array
-        return sum(t._type_ is ctypes.c_uint8 for t in ctypes.Array.__subclasses__())
+        kinds = (ctypes.c_uint8, ctypes.c_int32)
+        return sum(t._type_ in kinds for t in ctypes.Array.__subclasses__())
 
     backend = engine(MODELS["exaone-4.0-demo"], tmp_path, cache_disk_mb=0)
     try:

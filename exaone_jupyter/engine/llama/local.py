@@ -272,14 +272,16 @@ class LocalBackend:
 
         # Not Llama.tokenize: it allocates a buffer of the model's trained context on every call
         # (131072 tokens for EXAONE 4.0), and a corrupt context_length makes that fail. A text
-        # never has more tokens than bytes, so that is the buffer.
+        # never has more tokens than bytes, so that is the buffer: a bytearray, as ctypes keeps
+        # every ``llama_token * size`` type it makes, one a text length, for the process's life.
         data = text.encode("utf-8")
         size = len(data) + 1
         for _ in range(2):
-            buf = (llama_cpp.llama_token * size)()
-            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, size, False, special)
+            buf = bytearray(ctypes.sizeof(llama_cpp.llama_token) * size)
+            ids = ctypes.pointer(llama_cpp.llama_token.from_buffer(buf))
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), ids, size, False, special)
             if n >= 0:
-                return list(buf[:n])
+                return memoryview(buf).cast("i")[:n].tolist()
             size = -n
         raise ExaoneError(f"llama.cpp could not tokenize a text of {len(data)} bytes; shorten it.")
 
