@@ -39,7 +39,12 @@ def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
                 f"{local.n_threads}: {local.threads_why}" if local.threads_why else local.n_threads,
             ),
             ("sampling", local.sampler),
-            ("KV cache", local.kv_cache),
+            (
+                "KV cache",
+                f"{local.kv_cache} in {short_path(local.kv_folder)}"
+                if local.kv_folder
+                else local.kv_cache,
+            ),
             ("GPU layers", f"{plan.n_gpu_layers} of {plan.n_layers}: {plan.reason}"),
             (
                 "llama.cpp's count",

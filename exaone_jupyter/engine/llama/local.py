@@ -215,19 +215,20 @@ class LocalBackend:
                 else "on the CPU: llama.cpp's sampler chain (numpy for top-p without a top-k)",
                 load_s=load_s,
                 kv_cache=self._kv_cache_facts(),
+                kv_folder=self.states.disk.folder if self.states and self.states.disk else None,
                 cpu_repack=self.extra_buffers,
                 system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
             ),
         )
 
     def _kv_cache_facts(self) -> str:
-        """The KV cache's type and where prompt states are saved, for %exaone info."""
+        """The KV cache's type and the budgets of its saved prompt states, for %exaone info."""
         options = self.options
         facts = f"{options.kv_type}, flash attention {'on' if self.flash_attn else 'off'}"
         if self.states is None:
             return f"{facts}; prompt states not saved (cache_ram_mb=0, cache_disk_mb=0)"
         disk = self.states.disk
-        where = f"{options.cache_disk_mb} MiB on disk in {disk.folder}" if disk else "none on disk"
+        where = f"{options.cache_disk_mb} MiB on disk" if disk else "none on disk"
         return f"{facts}; prompt states saved: {options.cache_ram_mb} MiB in memory, {where}"
 
     @property
