@@ -94,6 +94,10 @@ def test_cells_alternating_documents_reuse_both_and_the_cache_command(tmp_path):
         assert shown.ok and "2 states" in shown.text and "cache/kv" in shown.text, shown
         info = kernel.run("%exaone info")
         assert "f16, flash attention off; prompt states saved" in info.text, info
+        folder = shown.text.split("| folder | ", 1)[1].split(" |", 1)[0]
+        assert f"MiB on disk in {folder} |" in info.text  # the same folder, written the same way
+        plain = next(d["text/plain"] for d in info.displays if "| KV cache |" in d["text/plain"])
+        assert "llama.cpp's sampler chain" in plain and "&#x27;" not in plain  # a terminal's view
         cleared = kernel.run("%exaone cache --clear")
         assert "cleared" in cleared.stdout and "0 states" in cleared.text, cleared
         ask(kernel, f"{DOCUMENTS['a']}\n\nWhich city?", "cell-c", "-t 0 -n 8 --no-history")

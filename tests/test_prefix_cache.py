@@ -207,6 +207,27 @@ def test_the_budgets_hold(tmp_path):
         backend.close()
 
 
+def test_states_and_texts_of_new_sizes_make_no_new_ctypes_types(tmp_path):
+    """ctypes keeps every array type it makes for the life of the process; a state buffer made
+    as ``c_uint8 * size``, or a token buffer as ``llama_token * size``, leaked one type a size."""
+    import ctypes
+
+    def array_types() -> int:  # ``c_uint8 * n`` makes a direct subclass of ctypes.Array
+        kinds = (ctypes.c_uint8, ctypes.c_int32)
+        return sum(t._type_ in kinds for t in ctypes.Array.__subclasses__())
+
+    backend = engine(MODELS["exaone-4.0-demo"], tmp_path, cache_disk_mb=0)
+    try:
+        answer(backend, prompt(backend, DOC_A, "Which city?"), max_tokens=4)  # warm up
+        before = array_types()
+        for n in range(1, 6):  # five documents of five lengths: five state sizes
+            answer(backend, prompt(backend, DOC_B[: 40 * n], "Which city?"), max_tokens=4)
+        assert backend.prefix_cache().ram_states >= 5
+        assert array_types() == before
+    finally:
+        backend.close()
+
+
 def test_a_budget_of_zero_saves_nothing(tmp_path):
     model = MODELS["exaone-4.0-demo"]
     off = engine(model, tmp_path / "off", **OFF)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from ..errors import ExaoneError
@@ -223,7 +224,8 @@ class LocalFacts:
     cpu_repack: bool  # llama.cpp's repacked CPU weight buffers (off where they would crash)
     system_info: str
     threads_why: str = ""  # how n_threads was chosen, for %exaone info
-    kv_cache: str = ""  # the KV cache's type and where prompt states are saved
+    kv_cache: str = ""  # the KV cache's type and how much of its prompt states are saved
+    kv_folder: Path | None = None  # the folder prompt states are saved in, if on disk
     sampler: str = ""  # where tokens are picked, for %exaone info
 
 

@@ -39,7 +39,12 @@ def info_rows(info: SessionInfo) -> list[tuple[str, object]]:
                 f"{local.n_threads}: {local.threads_why}" if local.threads_why else local.n_threads,
             ),
             ("sampling", local.sampler),
-            ("KV cache", local.kv_cache),
+            (
+                "KV cache",
+                f"{local.kv_cache} in {short_path(local.kv_folder)}"
+                if local.kv_folder
+                else local.kv_cache,
+            ),
             ("GPU layers", f"{plan.n_gpu_layers} of {plan.n_layers}: {plan.reason}"),
             (
                 "llama.cpp's count",
@@ -185,8 +190,11 @@ def short_path(path: Path) -> str:
 
 
 def show_table(rows: list[tuple[str, object]]) -> None:
-    lines = ["| | |", "|---|---|"]
+    """Key-value rows as a Markdown table; values are escaped for the Markdown renderer only,
+    so a terminal's plain text reads ``llama.cpp's``, not ``llama.cpp&#x27;s``."""
+    marked, plain = ["| | |", "|---|---|"], ["| | |", "|---|---|"]
     for key, value in rows:
         text = "" if value is None else str(value)
-        lines.append(f"| {key} | {html.escape(text).replace('|', '&#124;')} |")
-    show_markdown("\n".join(lines))
+        marked.append(f"| {key} | {html.escape(text).replace('|', '&#124;')} |")
+        plain.append(f"| {key} | {text} |")
+    show_markdown("\n".join(marked), plain="\n".join(plain))

@@ -167,7 +167,7 @@ class DiskStates:
             self._queue = [q for q in self._queue if state.ids[: len(q.ids)] != q.ids]
             self._queue.append(state)
             self._writing = True
-            if self._writer is None:  # one thread for the store's life: one malloc arena
+            if self._writer is None:  # one thread for the store's life, not one per burst
                 self._writer = threading.Thread(
                     target=self._write_queued, name="exaone-kv-disk", daemon=True
                 )

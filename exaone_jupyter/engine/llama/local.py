@@ -215,19 +215,20 @@ class LocalBackend:
                 else "on the CPU: llama.cpp's sampler chain (numpy for top-p without a top-k)",
                 load_s=load_s,
                 kv_cache=self._kv_cache_facts(),
+                kv_folder=self.states.disk.folder if self.states and self.states.disk else None,
                 cpu_repack=self.extra_buffers,
                 system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
             ),
         )
 
     def _kv_cache_facts(self) -> str:
-        """The KV cache's type and where prompt states are saved, for %exaone info."""
+        """The KV cache's type and the budgets of its saved prompt states, for %exaone info."""
         options = self.options
         facts = f"{options.kv_type}, flash attention {'on' if self.flash_attn else 'off'}"
         if self.states is None:
             return f"{facts}; prompt states not saved (cache_ram_mb=0, cache_disk_mb=0)"
         disk = self.states.disk
-        where = f"{options.cache_disk_mb} MiB on disk in {disk.folder}" if disk else "none on disk"
+        where = f"{options.cache_disk_mb} MiB on disk" if disk else "none on disk"
         return f"{facts}; prompt states saved: {options.cache_ram_mb} MiB in memory, {where}"
 
     @property
@@ -272,14 +273,16 @@ class LocalBackend:
 
         # Not Llama.tokenize: it allocates a buffer of the model's trained context on every call
         # (131072 tokens for EXAONE 4.0), and a corrupt context_length makes that fail. A text
-        # never has more tokens than bytes, so that is the buffer.
+        # never has more tokens than bytes, so that is the buffer: a bytearray, as ctypes keeps
+        # every ``llama_token * size`` type it makes, one a text length, for the process's life.
         data = text.encode("utf-8")
         size = len(data) + 1
         for _ in range(2):
-            buf = (llama_cpp.llama_token * size)()
-            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, size, False, special)
+            buf = bytearray(ctypes.sizeof(llama_cpp.llama_token) * size)
+            ids = ctypes.pointer(llama_cpp.llama_token.from_buffer(buf))
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), ids, size, False, special)
             if n >= 0:
-                return list(buf[:n])
+                return memoryview(buf).cast("i")[:n].tolist()
             size = -n
         raise ExaoneError(f"llama.cpp could not tokenize a text of {len(data)} bytes; shorten it.")
 
