@@ -12,6 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = [
     "ChatPanel",
+    "ask_with_tools",
     "get_session",
     "last_reply",
     "load_ipython_extension",
@@ -122,4 +123,8 @@ def __getattr__(name: str) -> Any:
         from .ui.panel import ChatPanel
 
         return ChatPanel
+    if name == "ask_with_tools":  # the tool loop is imported when tools are wanted
+        from .tool_loop import ask_with_tools
+
+        return ask_with_tools
     raise AttributeError(name)

@@ -11,7 +11,7 @@ at every step keeps what happened so far. Nothing here knows IPython: ``ToolUI``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from .chat.turn import Turn
 from .engine.backend import Sampling
@@ -229,20 +229,27 @@ def ask_with_tools(
     tools: Sequence[Callable[..., object]],
     *,
     yes: bool = False,
-    sampling: Sampling | None = None,
+    think: bool = False,
+    new: bool = False,
+    system: str | None = None,
     max_rounds: int = DEFAULT_MAX_ROUNDS,
     ui: ToolUI | None = None,
-    **options: object,
+    **sampling: Any,
 ) -> Reply | None:
-    """Ask the kernel's session ``question`` with ``tools`` (functions) the model may call; each
-    call is confirmed with ``input()`` unless ``yes``. ``options`` as ``Session.prepare``'s
-    (``think``, ``new``, ``system``...). Returns the last reply."""
+    """Ask the kernel's conversation ``question``, letting the model call ``tools`` (the
+    functions themselves); returns the last Reply: ``%%exaone --tools`` from Python.
+
+    Each call is shown and confirmed with ``input()`` unless ``yes``; the model may call again
+    up to ``max_rounds`` rounds. ``think``, ``new`` and ``system`` as a cell's ``--think``,
+    ``--new`` and ``-s``; ``sampling`` as ``map``'s (``temperature``, ``max_tokens``...).
+    """
     from .session import get_session
     from .tools import describe_all
 
+    chosen = Sampling.from_options(Sampling(), **sampling)  # a misspelling, before anything
     session = get_session()
     described = describe_all((getattr(f, "__name__", "tool"), f) for f in tools)
-    turn = session.prepare(question, sampling or Sampling(), tools=described, **options)  # type: ignore[arg-type]
+    turn = session.prepare(question, chosen, tools=described, think=think, new=new, system=system)
     return run_with_tools(
         session, turn, described, ui or ConsoleUI(), ask=not yes, max_rounds=max_rounds
     )

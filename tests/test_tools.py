@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import pytest
 from pydantic import BaseModel, Field
 
+from checks import one_sentence
 from exaone_jupyter.errors import ExaoneError
 from exaone_jupyter.tools import describe, describe_all
 
@@ -190,3 +191,11 @@ def test_the_record_keeps_tool_calls_and_refuses_damaged_ones():
     saved["messages"][1]["tool_calls"][0]["function"]["arguments"] = "{}"
     with pytest.raises(ExaoneError, match="holds a damaged exchange"):
         Exchange.from_json(saved, "Cell 1")
+
+
+def test_ask_with_tools_refuses_a_misspelled_option_before_anything_runs():
+    from exaone_jupyter import ask_with_tools
+
+    with pytest.raises(ExaoneError) as err:
+        ask_with_tools("What's the weather in Seoul?", [get_weather], temprature=0)
+    assert one_sentence(str(err.value), "Unknown sampling option 'temprature'")
