@@ -78,6 +78,17 @@ def messages(dialogue: dict, results: list[str]) -> list[dict]:
     ]
 
 
+def stopped(messages: list[dict]) -> list[dict]:
+    """The dialogue as a notebook keeps it when Ctrl-C stopped its calls: every call answered
+    with the loop's sentence, and no answer."""
+    from exaone_jupyter.tool_loop import STOPPED
+
+    return [
+        {**m, "content": STOPPED} if m["role"] == "tool" else m
+        for m in messages[:-1]
+    ]
+
+
 def used_tools(tools: list[dict], dialogue: dict) -> list[dict]:
     names = {c["name"] for c in dialogue["calls"]}
     return [t for t in tools if t["function"]["name"] in names]

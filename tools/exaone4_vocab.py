@@ -62,6 +62,10 @@ def bytes_to_unicode() -> dict[int, str]:
     return b2u()
 
 
+def _digits(token: str) -> int:
+    return sum(c.isascii() and c.isdigit() for c in token)
+
+
 def learn_bpe(texts: Iterable[str], n_merges: int) -> tuple[list[str], list[str]]:
     """(tokens, merges): the added tokens, the 256 bytes, then merges learnt on ``texts``.
 
@@ -70,6 +74,11 @@ def learn_bpe(texts: Iterable[str], n_merges: int) -> tuple[list[str], list[str]
     of a prompt would not be the ``\\n`` ``\\n`` that the same text tokenizes to inside a longer
     conversation. Without such merges, the prompt for every turn is a prefix of the whole
     conversation's ids, so training sees exactly the ids a runtime feeds.
+
+    Merges that would make a token of two or more digits are dropped too: numbers stay one token
+    a digit (GPT-2's regex still groups them, so llama.cpp and Hugging Face agree), and a tool's
+    result the model never saw, ``6912``, is copied digit by digit rather than through pieces
+    such as ``69`` + ``12`` that training may never have paired.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
@@ -91,11 +100,12 @@ def learn_bpe(texts: Iterable[str], n_merges: int) -> tuple[list[str], list[str]
     seen, merges = set(tokens[N_ADDED:]), []
     for merge in learnt:
         left, right = merge.split(" ")
-        if left not in seen or right not in seen or newline in left + right:
+        token = left + right
+        if left not in seen or right not in seen or newline in token or _digits(token) > 1:
             continue
         merges.append(merge)
-        tokens.append(left + right)
-        seen.add(left + right)
+        tokens.append(token)
+        seen.add(token)
     assert len(set(tokens)) == len(tokens), "duplicate token"
     return tokens, merges
 

@@ -108,7 +108,8 @@ class Config:
     hinge: float = 1.0
     hinge_margin: float = 7.0
     tool_history_max: int = 1  # a tool dialogue follows 0..this many other dialogues
-    tool_checks: int = 2  # seeded draws of results per tool dialogue in the stop check
+    tool_checks: int = 3  # seeded draws of results per tool dialogue in the stop check
+    p_tool_history: float = 0.5  # a tool dialogue follows another one
 
 
 # --------------------------------------------------------------------------- dialogues
@@ -217,13 +218,18 @@ def sample_chains(rng, units, cfg: Config) -> list[tuple[list[dict], bool]]:
 
 
 def tool_conversations(rng, cfg: Config, tools, dialogues, units, held_out: bool = False):
-    """Every tool dialogue once, with fresh results, after 0..tool_history_max other dialogues,
-    LG's system prompt or none, thinking on or off: (messages, think, tools listed)."""
+    """Every tool dialogue once, with fresh results, after 0..tool_history_max other dialogues
+    and, as a notebook's earlier cell, sometimes another tool dialogue (answered, or stopped by
+    Ctrl-C before its calls ran); LG's system prompt or none, thinking on or off:
+    (messages, think, tools listed)."""
     out = []
     for dialogue in dialogues:
         conversation, listed = tool_data.sample(rng, tools, dialogue, held_out)
         n = int(rng.integers(0, cfg.tool_history_max + 1))
         history = [m for j in rng.choice(len(units), size=n, replace=False) for m in units[j]]
+        if rng.random() < cfg.p_tool_history:
+            earlier, _ = tool_data.sample(rng, tools, dialogues[rng.integers(len(dialogues))])
+            history += tool_data.stopped(earlier) if rng.random() < 0.5 else earlier
         system = (
             [{"role": "system", "content": LG_SYSTEM_PROMPT}]
             if rng.random() < cfg.p_lg_system
