@@ -124,7 +124,7 @@ def __getattr__(name: str) -> Any:
 
         return ChatPanel
     if name == "ask_with_tools":  # the tool loop is imported when tools are wanted
-        from .tool_loop import ask_with_tools
+        from .ui.tool_cell import ask_with_tools
 
         return ask_with_tools
     raise AttributeError(name)

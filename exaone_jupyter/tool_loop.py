@@ -11,10 +11,9 @@ at every step keeps what happened so far. Nothing here knows IPython: ``ToolUI``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from .chat.turn import Turn
-from .engine.backend import Sampling
 from .engine.reply import Reply
 from .errors import ExaoneError
 from .session import Session
@@ -222,34 +221,3 @@ class ConsoleUI:
 
     def note(self, text: str) -> None:
         print(f"ℹ {text}")
-
-
-def ask_with_tools(
-    question: str,
-    tools: Sequence[Callable[..., object]],
-    *,
-    yes: bool = False,
-    think: bool = False,
-    new: bool = False,
-    system: str | None = None,
-    max_rounds: int = DEFAULT_MAX_ROUNDS,
-    ui: ToolUI | None = None,
-    **sampling: Any,
-) -> Reply | None:
-    """Ask the kernel's conversation ``question``, letting the model call ``tools`` (the
-    functions themselves); returns the last Reply: ``%%exaone --tools`` from Python.
-
-    Each call is shown and confirmed with ``input()`` unless ``yes``; the model may call again
-    up to ``max_rounds`` rounds. ``think``, ``new`` and ``system`` as a cell's ``--think``,
-    ``--new`` and ``-s``; ``sampling`` as ``map``'s (``temperature``, ``max_tokens``...).
-    """
-    from .session import get_session
-    from .tools import describe_all
-
-    chosen = Sampling.from_options(Sampling(), **sampling)  # a misspelling, before anything
-    session = get_session()
-    described = describe_all((getattr(f, "__name__", "tool"), f) for f in tools)
-    turn = session.prepare(question, chosen, tools=described, think=think, new=new, system=system)
-    return run_with_tools(
-        session, turn, described, ui or ConsoleUI(), ask=not yes, max_rounds=max_rounds
-    )

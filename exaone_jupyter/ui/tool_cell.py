@@ -9,14 +9,18 @@ sentence that says to use ``--yes``; the call does not run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..engine.backend import Sampling
 from ..engine.reply import Reply
 from ..errors import ExaoneError
+from ..session import get_session
+from ..tool_loop import DEFAULT_MAX_ROUNDS, ConsoleUI, ToolUI, run_with_tools
 from ..tools import Tool, describe_all
 from ..tools.calls import ToolCall
-from .render import code_block, publish
+from .render import code_block, publish, renderer_for
+from .reports import short_spec
 
 NO_STDIN = (
     "This frontend cannot answer a confirmation prompt (it allows no input, as nbclient and "
@@ -80,3 +84,40 @@ class CellToolUI:
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def ask_with_tools(
+    question: str,
+    tools: Sequence[Callable[..., object]],
+    *,
+    yes: bool = False,
+    think: bool = False,
+    new: bool = False,
+    system: str | None = None,
+    max_rounds: int = DEFAULT_MAX_ROUNDS,
+    **sampling: Any,
+) -> Reply | None:
+    """Ask the kernel's conversation ``question``, letting the model call ``tools`` (the
+    functions themselves); returns the last Reply: ``%%exaone --tools`` from Python, shown in
+    the cell as the magic shows it (printed, outside IPython).
+
+    Each call is shown and confirmed with ``input()`` unless ``yes``; the model may call again
+    up to ``max_rounds`` rounds. ``think``, ``new`` and ``system`` as a cell's ``--think``,
+    ``--new`` and ``-s``; ``sampling`` as ``map``'s (``temperature``, ``max_tokens``...).
+    """
+    from IPython import get_ipython
+
+    chosen = Sampling.from_options(Sampling(), **sampling)  # a misspelling, before anything
+    session = get_session()
+    described = describe_all((getattr(f, "__name__", "tool"), f) for f in tools)
+    turn = session.prepare(question, chosen, tools=described, think=think, new=new, system=system)
+    shell = get_ipython()
+    ui: ToolUI = ConsoleUI()
+    if shell is not None:
+        renderer = renderer_for(shell, split=session.split_reasoning)
+        ui = CellToolUI(
+            renderer,
+            model=short_spec(session.model_spec or ""),
+            gpu=session.require_backend().info.gpu_label,
+        )
+    return run_with_tools(session, turn, described, ui, ask=not yes, max_rounds=max_rounds)
