@@ -81,8 +81,8 @@ def run_with_tools(
             for n, call in enumerate(calls):
                 try:
                     text = _run_one(call, tools, ui, ask=ask, limit=_result_limit(session, turn))
-                except (KeyboardInterrupt, _Stop) as stop:
-                    _answer_stopped(turn, calls[n:], ui, in_tool=isinstance(stop, _Stop))
+                except BaseException as stop:  # Ctrl-C, or a UI that could not ask
+                    _answer_unrun(turn, calls[n:], ui, stop)
                     raise
                 _answer(turn, call, text)
             _next_round(session, turn, base)
@@ -124,15 +124,17 @@ def _answer(turn: Turn, call: ToolCall, text: str) -> None:
     turn.steps.append({"role": "tool", "content": text, "tool_call_id": call.id, "name": call.name})
 
 
-def _answer_stopped(turn: Turn, calls: list[ToolCall], ui: ToolUI, *, in_tool: bool) -> None:
-    """Ctrl-C left ``calls`` unanswered: each still gets an answer saying so. OpenAI's API
-    takes no call without one, and a model reads on from a whole exchange, not a cut one."""
+def _answer_unrun(turn: Turn, calls: list[ToolCall], ui: ToolUI, stop: BaseException) -> None:
+    """The loop stops with ``calls`` unanswered: each still gets an answer saying why. OpenAI's
+    API takes no call without one, and a model reads on from a whole exchange, not a cut one."""
     for n, call in enumerate(calls):
-        if n == 0 and in_tool:
+        if isinstance(stop, _Stop) and n == 0:
             _answer(turn, call, INTERRUPTED)  # _run_one has shown it
-            continue
-        ui.outcome(call, STOPPED, ran=False, note=None)
-        _answer(turn, call, STOPPED)
+        elif isinstance(stop, ExaoneError):
+            _answer(turn, call, str(stop))  # e.g. no input to confirm with: the cell says it
+        else:
+            ui.outcome(call, STOPPED, ran=False, note=None)
+            _answer(turn, call, STOPPED)
 
 
 def _run_one(call: ToolCall, tools: Sequence[Tool], ui: ToolUI, *, ask: bool, limit: int) -> str:

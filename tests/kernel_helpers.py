@@ -425,6 +425,20 @@ def start_kernel(tmp: Path, *, load_demo: bool = True, **env: str) -> Kernel:
     return kernel
 
 
+def save_notebook(path: Path, cells: list[tuple[str, str, Cell]]) -> None:
+    """A notebook as a frontend saves it: each cell's id, source and final outputs."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}}
+    )
+    for cell_id, source, ran in cells:
+        code = nbformat.v4.new_code_cell(source, id=cell_id)
+        code.outputs = [nbformat.from_dict(o) for o in ran.final_outputs()]
+        nb.cells.append(code)
+    nbformat.write(nb, str(path))
+
+
 def conversation_json(kernel: Kernel) -> str:
     return kernel.eval("exaone_jupyter.get_session().conversation.to_json()")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-import nbformat
 import pytest
 
 from checks import one_sentence
@@ -21,6 +20,7 @@ from kernel_helpers import (
     exchange_of,
     healthy,
     notes_of,
+    save_notebook,
     start_kernel,
 )
 
@@ -54,18 +54,6 @@ def history(kernel: Kernel) -> list[tuple[str, str, str | None]]:
 def prompt_tokens(kernel: Kernel) -> tuple[int, int]:
     stats = kernel.eval("exaone_jupyter.last_reply().stats.as_dict()")
     return stats["prompt_tokens"], stats["prompt_tokens_evaluated"]
-
-
-def save_notebook(path, cells: list[tuple[str, str, Cell]]) -> None:
-    """A notebook as a frontend saves it: each cell's id, source and final outputs."""
-    nb = nbformat.v4.new_notebook(
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}}
-    )
-    for cell_id, source, ran in cells:
-        code = nbformat.v4.new_code_cell(source, id=cell_id)
-        code.outputs = [nbformat.from_dict(o) for o in ran.final_outputs()]
-        nb.cells.append(code)
-    nbformat.write(nb, str(path))
 
 
 # -- re-running a cell ----------------------------------------------------------------------------

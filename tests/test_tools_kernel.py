@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from checks import one_sentence
-from kernel_helpers import answer_of, exchange_of, notes_of, start_kernel
+from kernel_helpers import answer_of, exchange_of, notes_of, save_notebook, start_kernel
 
 pytestmark = pytest.mark.kernel
 
@@ -74,8 +74,9 @@ def test_a_declined_call_goes_back_to_the_model(kernel):
 
 def test_without_input_the_call_waits_for_yes_and_yes_or_config_runs_it(kernel):
     cell = kernel.run(f"%%exaone --new -t 0 --tools get_weather\n{SEOUL}")  # nbclient: no stdin
-    one_sentence(cell, "cannot answer a confirmation prompt", "--yes")
-    assert roles(cell) == ["user", "assistant"]  # the call is kept, not run
+    said = one_sentence(cell, "cannot answer a confirmation prompt", "--yes")
+    assert roles(cell) == ["user", "assistant", "tool"]  # the call is kept, not run
+    assert exchange_of(cell)["messages"][2]["content"] == said  # it has its answer all the same
     cell = kernel.run("%%exaone --new -t 0 --tools add --yes\nWhat is 1234 + 5678?")
     assert answer_of(cell) == "1234 + 5678 = **6912**."
     assert kernel.run("%config ExaoneMagics.confirm_tools = False").ok
@@ -142,3 +143,54 @@ def test_a_model_without_tool_calls_says_so(tmp_path):
         one_sentence(cell, "has no tool calls", "load an EXAONE 4.0 model")
     finally:
         k.shutdown()
+
+
+def test_a_tool_exchange_resumes_after_a_restart_with_hugging_faces_prompt(tmp_path):
+    """The cell's output keeps the call and its result; a fresh kernel resumes the saved
+    notebook, and its next prompt is Hugging Face's apply_chat_template on the same messages,
+    id for id, with the tools listed and without."""
+    from transformers import AutoTokenizer
+
+    from shared_fixtures import DATA
+
+    load, source = (
+        "%exaone load exaone-4.0-demo",
+        f"%%exaone -t 0 --tools get_weather --yes\n{SEOUL}",
+    )
+    notebook = tmp_path / "tools.ipynb"
+    (tmp_path / "one").mkdir()
+    first = start_kernel(tmp_path / "one", load_demo=False)
+    try:
+        loaded = first.run(load)
+        defined = first.run(TOOLS)
+        asked = first.run(source, cell_id="cell-a")
+        assert answer_of(asked) == "The weather in Seoul: **10°C, sunny**."
+        save_notebook(
+            notebook,
+            [("cell-0", load, loaded), ("cell-t", TOOLS, defined), ("cell-a", source, asked)],
+        )
+    finally:
+        first.shutdown()
+    (tmp_path / "two").mkdir()
+    second = start_kernel(tmp_path / "two", load_demo=False)
+    try:
+        assert second.run(load).ok and second.run(TOOLS).ok
+        assert second.run(f"%exaone resume {notebook}").ok
+        second.run(
+            "from exaone_jupyter.tools import describe\n"
+            "s = exaone_jupyter.get_session()\n"
+            "m = s.conversation.to_messages({'role': 'user', 'content': 'What is 1234 + 5678?'})\n"
+            "t = [describe(get_weather).spec()]"
+        )
+        messages, tools = second.eval("m"), second.eval("t")
+        assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "user"]
+        assert messages[2]["content"] == "10°C, sunny"
+        hf = AutoTokenizer.from_pretrained(str(DATA / "exaone-4.0-demo"))
+        for variables in ({"tools": tools}, {}):
+            ids = second.eval(f"s.render_prompt(m, **{variables!r})[1]")
+            want = hf.apply_chat_template(
+                messages, tokenize=True, add_generation_prompt=True, return_dict=False, **variables
+            )
+            assert ids == want
+    finally:
+        second.shutdown()
