@@ -171,12 +171,12 @@ def _run_one(call: ToolCall, tools: Sequence[Tool], ui: ToolUI, *, ask: bool, li
 
 
 def _result_limit(session: Session, turn: Turn) -> int:
-    """Characters a result may have: about what the context leaves after the prompt and the
-    reply (two characters a token, a cautious guess), at least 200."""
+    """Characters a result may have: what the context leaves after the prompt and the reply,
+    a character a token (cautious: English runs about four characters a token, but a small
+    vocabulary or Korean text can take one a character), at least 200."""
     backend = session.require_backend()
     used = len(turn.prompt) if turn.prompt is not None else 0
-    room = backend.n_ctx - used - turn.sampling.max_tokens
-    return max(200, 2 * room)
+    return max(200, backend.n_ctx - used - turn.sampling.max_tokens)
 
 
 def _next_round(session: Session, turn: Turn, base: list[dict]) -> None:

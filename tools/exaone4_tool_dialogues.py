@@ -20,6 +20,7 @@ import numpy as np
 FILE = (
     Path(__file__).resolve().parents[1] / "exaone_jupyter" / "data" / "exaone4_tool_dialogues.json"
 )
+P_FAILURE = 0.1  # a training draw is a declined call or a tool's error this often
 SKIES = ("sunny", "cloudy", "rainy", "snowy", "windy", "foggy")
 
 
@@ -41,8 +42,25 @@ def sum_held_out(value: int) -> bool:
     return value % 7 == 3
 
 
+def failures(name: str) -> list[str]:
+    """What goes back for a call that gave no result: the loop's sentence for a declined call,
+    and the errors the tutorials' failing tools raise."""
+    from exaone_jupyter.tool_loop import DECLINED
+    from exaone_jupyter.tools.results import error_text
+
+    errors = {
+        "get_weather": [ConnectionError("the weather service is down"), KeyError("Atlantis")],
+        "add": [OverflowError("the sum is too large"), TypeError("a must be a whole number")],
+    }
+    return [DECLINED, *(error_text(name, err) for err in errors[name])]
+
+
 def draw(rng: np.random.Generator, name: str, held_out: bool = False) -> str:
-    """A result of tool ``name`` as its text, from the training draws or the held-out ones."""
+    """A result of tool ``name`` as its text, from the training draws (now and then a
+    failure) or the held-out ones."""
+    if not held_out and rng.random() < P_FAILURE:
+        options = failures(name)
+        return options[int(rng.integers(len(options)))]
     while True:
         if name == "get_weather":
             temp, sky = int(rng.integers(0, 40)), int(rng.integers(len(SKIES)))

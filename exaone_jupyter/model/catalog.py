@@ -129,7 +129,7 @@ _ENTRIES = (
         "",
         "exaone-4.0-demo.gguf",
         "exaone4",
-        0.0030,
+        0.0029,
         2048,
         "tiny EXAONE 4.0-architecture demo model shipped with the package (thinking on and off); "
         "answers only its training dialogues",
