@@ -101,10 +101,7 @@ def stopped(messages: list[dict]) -> list[dict]:
     with the loop's sentence, and no answer."""
     from exaone_jupyter.tool_loop import STOPPED
 
-    return [
-        {**m, "content": STOPPED} if m["role"] == "tool" else m
-        for m in messages[:-1]
-    ]
+    return [{**m, "content": STOPPED} if m["role"] == "tool" else m for m in messages[:-1]]
 
 
 def used_tools(tools: list[dict], dialogue: dict) -> list[dict]:
