@@ -199,3 +199,12 @@ def test_ask_with_tools_refuses_a_misspelled_option_before_anything_runs():
     with pytest.raises(ExaoneError) as err:
         ask_with_tools("What's the weather in Seoul?", [get_weather], temprature=0)
     assert one_sentence(str(err.value), "Unknown sampling option 'temprature'")
+
+
+def test_ask_with_tools_names_what_is_not_a_function_by_its_place():
+    from exaone_jupyter import ask_with_tools
+
+    with pytest.raises(ExaoneError) as err:
+        ask_with_tools("What's the weather in Seoul?", [get_weather, 42])
+    said = one_sentence(str(err.value), "tools[1] is not a function (it is an int)")
+    assert "--tools" not in said  # a Python caller wrote no magic option

@@ -194,3 +194,13 @@ def test_a_tool_exchange_resumes_after_a_restart_with_hugging_faces_prompt(tmp_p
             assert ids == want
     finally:
         second.shutdown()
+
+
+def test_ask_with_tools_from_python_shows_in_the_cell_and_says_yes_true_without_input(kernel):
+    ask = f"ask_with_tools({SEOUL!r}, [get_weather], new=True, temperature=0"
+    assert kernel.run("from exaone_jupyter import ask_with_tools").ok
+    cell = kernel.run(ask + ")")  # no input box, as under nbclient
+    assert cell.error and cell.error["ename"] == "ExaoneError", cell
+    one_sentence(cell.error["evalue"], "cannot answer a confirmation prompt", "pass yes=True")
+    assert kernel.eval(ask + ", yes=True).text") == "The weather in Seoul: **10°C, sunny**."
+    assert kernel.eval("len(exaone_jupyter.get_session().conversation.messages)") == 4

@@ -81,8 +81,8 @@ def describe(function: object, name: str | None = None) -> Tool:
     label = name or getattr(function, "__name__", None) or repr(function)
     if not callable(function) or isinstance(function, type):
         raise ExaoneError(
-            f"{label} is not a function (it is {_kind(function)}); give --tools the names of "
-            "functions defined in the notebook."
+            f"{label} is not a function (it is {_kind(function)}); a tool must be a function "
+            "defined in the notebook."
         )
     try:
         signature = inspect.signature(function)

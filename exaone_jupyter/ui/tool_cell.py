@@ -24,9 +24,10 @@ from .reports import short_spec
 
 NO_STDIN = (
     "This frontend cannot answer a confirmation prompt (it allows no input, as nbclient and "
-    "nbval do), so the tool did not run; add --yes, or set "
+    "nbval do), so the tool did not run; {yes}, or set "
     "%config ExaoneMagics.confirm_tools = False, to run tools without asking."
 )
+MAGIC_YES, PYTHON_YES = "add --yes", "pass yes=True"  # how each caller says "do not ask"
 
 
 def lookup_tools(names: str, namespace: Mapping[str, Any]) -> list[Tool]:
@@ -50,8 +51,10 @@ def lookup_tools(names: str, namespace: Mapping[str, Any]) -> list[Tool]:
 class CellToolUI:
     """Shows the rounds through the cell's renderer, asks with ``input()``, shows outcomes."""
 
-    def __init__(self, renderer: Any, *, model: str = "", gpu: str = "") -> None:
-        self.renderer, self.model, self.gpu = renderer, model, gpu
+    def __init__(
+        self, renderer: Any, *, model: str = "", gpu: str = "", yes: str = MAGIC_YES
+    ) -> None:
+        self.renderer, self.model, self.gpu, self.yes = renderer, model, gpu, yes
 
     def stream(self, reply: Reply) -> Reply:
         return self.renderer.stream(reply, model=self.model, gpu=self.gpu)
@@ -62,7 +65,7 @@ class CellToolUI:
         try:
             answer = input(f"Run {call.signature()}? [y/N] ")
         except StdinNotImplementedError:
-            raise ExaoneError(NO_STDIN) from None
+            raise ExaoneError(NO_STDIN.format(yes=self.yes)) from None
         except EOFError:  # a terminal whose input has ended: nobody said yes
             return False
         return answer.strip().lower() in ("y", "yes")
@@ -109,7 +112,9 @@ def ask_with_tools(
 
     chosen = Sampling.from_options(Sampling(), **sampling)  # a misspelling, before anything
     session = get_session()
-    described = describe_all((getattr(f, "__name__", "tool"), f) for f in tools)
+    described = describe_all(
+        (getattr(f, "__name__", f"tools[{n}]"), f) for n, f in enumerate(tools)
+    )
     turn = session.prepare(question, chosen, tools=described, think=think, new=new, system=system)
     shell = get_ipython()
     ui: ToolUI = ConsoleUI()
@@ -119,5 +124,6 @@ def ask_with_tools(
             renderer,
             model=short_spec(session.model_spec or ""),
             gpu=session.require_backend().info.gpu_label,
+            yes=PYTHON_YES,
         )
     return run_with_tools(session, turn, described, ui, ask=not yes, max_rounds=max_rounds)
