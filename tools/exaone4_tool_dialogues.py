@@ -75,14 +75,9 @@ def draw(rng: np.random.Generator, name: str, held_out: bool = False) -> str:
 
 def call_text(calls: list[dict]) -> str:
     """The calls as EXAONE 4.0's template writes them (what the model must write)."""
-    return "\n".join(
-        '<tool_call>{"name": "'
-        + c["name"]
-        + '", "arguments": '
-        + json.dumps(c["arguments"], ensure_ascii=False)
-        + "}</tool_call>"
-        for c in calls
-    )
+    from exaone_jupyter.engine.server.tool_wire import call_text as one
+
+    return "\n".join(one(c["name"], c["arguments"]) for c in calls)
 
 
 def messages(dialogue: dict, results: list[str]) -> list[dict]:

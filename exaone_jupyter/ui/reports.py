@@ -11,6 +11,7 @@ from pathlib import Path
 from ..chat.conversation import Conversation
 from ..chat.turn import Turn
 from ..engine.backend import PrefixCacheUsage
+from ..engine.server.tool_wire import call_text
 from ..model import catalog
 from ..session import SessionInfo
 from .render import code_block, reply_markdown, show_markdown
@@ -121,13 +122,7 @@ def history_markdown(conversation: Conversation) -> str:
 def _calls_text(message: dict) -> str:
     """An assistant's tool calls as the model wrote them (the reply shows them folded)."""
     calls = [c.get("function", c) for c in message.get("tool_calls") or ()]
-    written = [
-        "<tool_call>"
-        + json.dumps({"name": c.get("name"), "arguments": c.get("arguments")}, ensure_ascii=False)
-        + "</tool_call>"
-        for c in calls
-    ]
-    return "".join("\n" + w for w in written)
+    return "".join("\n" + call_text(c.get("name"), c.get("arguments")) for c in calls)
 
 
 def _history(conversation: Conversation) -> list[tuple[str, str]]:

@@ -14,8 +14,9 @@ import json
 from typing import Any
 
 
-def written(name: str, arguments: Any) -> str:
-    """One call as EXAONE 4.0's template (and Hermes's) writes it."""
+def call_text(name: str, arguments: Any) -> str:
+    """One call as EXAONE 4.0's template (and Hermes's) writes it; the one writer of that form
+    (the history report uses it too)."""
     body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
     return f"<tool_call>{body}</tool_call>"
 
@@ -28,7 +29,9 @@ def wire_message(message: dict[str, Any], *, calls_as_text: bool = False) -> dic
     out: dict[str, Any] = {"role": message["role"], "content": message["content"]}
     calls = message.get("tool_calls")
     if calls and calls_as_text:
-        text = "\n".join(written(c["function"]["name"], c["function"]["arguments"]) for c in calls)
+        text = "\n".join(
+            call_text(c["function"]["name"], c["function"]["arguments"]) for c in calls
+        )
         out["content"] = "\n".join(part for part in (message["content"], text) if part)
     elif calls:
         out["tool_calls"] = [
@@ -73,5 +76,5 @@ class StreamedCalls:
                 arguments: Any = json.loads(call["arguments"] or "{}")
             except json.JSONDecodeError:
                 arguments = call["arguments"]
-            calls.append(written(call["name"], arguments))
+            calls.append(call_text(call["name"], arguments))
         return "\n".join(calls)
