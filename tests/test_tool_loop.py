@@ -280,16 +280,16 @@ def test_a_resumed_tool_exchange_gives_hugging_faces_prompt(fresh, tmp_path):
 
 
 def test_a_reply_without_calls_ends_the_loop_in_one_round(fresh):
-    """Whatever the model says, a reply that calls nothing is the answer: one round, recorded
-    as any exchange; the prompt listed the tools."""
+    """A reply that calls nothing is the answer: one round, recorded as any exchange; the
+    prompt listed the tools (the demo model greets back without a call)."""
     ui = Answers()
     turn = fresh.prepare("Hello!", GREEDY, tools=[describe(add)])
     assert "<tool>" in turn.prompt.text and '"name": "add"' in turn.prompt.text
     calls_before = len(ui.outcomes)
     reply = run_with_tools(fresh, turn, [describe(add)], ui)
-    if "<tool_call>" not in reply.text:
-        assert len(ui.replies) == 1 and len(ui.outcomes) == calls_before
-        assert [m["role"] for m in fresh.conversation.messages] == ["user", "assistant"]
+    assert reply.text.startswith("Hello!") and "<tool_call>" not in reply.text
+    assert len(ui.replies) == 1 and len(ui.outcomes) == calls_before
+    assert [m["role"] for m in fresh.conversation.messages] == ["user", "assistant"]
 
 
 # -- one call's way through the loop, whatever model wrote it ----------------------------------
